@@ -1,0 +1,404 @@
+//! The transport: one bidirectional gRPC stream (`ssi.orb.Transport/Open`) per node pair.
+//!
+//! The node with the lower id dials; the other accepts. Either way, once the handshake
+//! (see `auth`) has proved both sides know the cluster key, the stream is a symmetric link:
+//! invocations and replies flow both ways, multiplexed by request id. Nothing a peer sends
+//! before the handshake completes is acted upon.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio_stream::StreamExt;
+use tonic::transport::{Endpoint, Server};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{self, Transcript};
+use crate::link::{Link, OutStream};
+use crate::orb::{Liveness, Orb, OrbInner, TOOL_NODE};
+use crate::probes::{self, Counters};
+use crate::proto::{Handshake, Header, Kind};
+use crate::wire::{parse_batch, Frames, InMsg, WireMsg, MAX_BATCH_DECODE};
+
+pub(crate) mod grpc {
+    include!(concat!(env!("OUT_DIR"), "/ssi.orb.Transport.rs"));
+}
+pub use grpc::transport_client::TransportClient;
+use grpc::transport_server::{Transport, TransportServer};
+
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const STREAM_WINDOW: u32 = 256 << 10;
+const CONN_WINDOW: u32 = 4 << 20;
+
+/// Received messages, one at a time during the handshake, batch-wise after it.
+pub(crate) struct Inbound {
+    pub stream: Streaming<Frames>,
+    pub buffered: VecDeque<InMsg>,
+}
+
+impl Inbound {
+    pub fn new(stream: Streaming<Frames>) -> Self {
+        Inbound { stream, buffered: VecDeque::new() }
+    }
+    /// The next message, or why there is none.
+    pub async fn next_msg(&mut self) -> Result<InMsg, String> {
+        loop {
+            if let Some(m) = self.buffered.pop_front() {
+                return Ok(m);
+            }
+            match self.stream.message().await {
+                Ok(Some(Frames::In(b))) => {
+                    for r in parse_batch(b) {
+                        self.buffered.push_back(r.map_err(|e| format!("malformed frame: {e}"))?);
+                    }
+                }
+                Ok(Some(Frames::Out(_))) => return Err("decoder produced an outgoing batch".into()),
+                Ok(None) => return Err("peer closed the stream".into()),
+                Err(s) => return Err(format!("transport error: {}", s.message())),
+            }
+        }
+    }
+}
+
+fn control(kind: Kind, src: u32, dst: u32, payload: Bytes, message: &str) -> WireMsg {
+    WireMsg {
+        header: Header { kind: kind as i32, src_node: src, dst_node: dst, message: message.to_string(), ..Default::default() },
+        payload,
+        proto: Bytes::new(),
+    }
+}
+
+fn error_frame(src: u32, dst: u32, message: &str) -> WireMsg {
+    control(Kind::Error, src, dst, Bytes::new(), message)
+}
+
+fn handshake_of(m: &InMsg, want: Kind) -> Result<Handshake, String> {
+    if m.header.kind == Kind::Error as i32 {
+        return Err(format!("peer refused: {}", m.header.message));
+    }
+    if m.header.kind != want as i32 {
+        return Err(format!("expected {:?} during the handshake, got kind {}", want, m.header.kind));
+    }
+    Handshake::decode(m.payload.clone()).map_err(|e| format!("undecodable {want:?}: {e}"))
+}
+
+struct TransportService {
+    orb: std::sync::Weak<OrbInner>,
+}
+
+#[tonic::async_trait]
+impl Transport for TransportService {
+    type OpenStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Frames, Status>> + Send + 'static>>;
+
+    async fn open(&self, request: Request<Streaming<Frames>>) -> Result<Response<Self::OpenStream>, Status> {
+        let inner = self.orb.upgrade().ok_or_else(|| Status::unavailable("node shutting down"))?;
+        let serial = inner.next_link_serial();
+        let link = Link::new(inner.cfg.node, u32::MAX, serial, inner.counters.clone());
+        let inbound = Inbound::new(request.into_inner());
+        let l2 = link.clone();
+        tokio::spawn(async move { accept(inner, l2, inbound).await });
+        let out = OutStream(link).map(Ok);
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Acceptor side of the handshake, then the reader.
+async fn accept(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound) {
+    let me = inner.cfg.node;
+    let res = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let hello = handshake_of(&inbound.next_msg().await?, Kind::Hello)?;
+        if hello.cluster != inner.cfg.cluster {
+            return Err(format!("peer belongs to cluster {:?}, not {:?}", hello.cluster, inner.cfg.cluster));
+        }
+        if hello.node != TOOL_NODE && !inner.peers.lock().contains_key(&hello.node) {
+            return Err(format!("node {} is not in this cluster's configuration", hello.node));
+        }
+        let nonce_a = auth::nonce();
+        let t = Transcript {
+            cluster: &inner.cfg.cluster,
+            nonce_dial: &hello.nonce,
+            nonce_accept: &nonce_a,
+            dial_node: hello.node,
+            accept_node: me,
+            dial_inc: hello.incarnation,
+            accept_inc: inner.cfg.incarnation,
+        };
+        let ch = Handshake {
+            cluster: inner.cfg.cluster.clone(),
+            node: me,
+            incarnation: inner.cfg.incarnation,
+            nonce: nonce_a.clone().into(),
+            mac: inner.cfg.key.accept_mac(&t).into(),
+        };
+        link.enqueue(control(Kind::Challenge, me, hello.node, Bytes::from(ch.encode_to_vec()), ""));
+        let proof = handshake_of(&inbound.next_msg().await?, Kind::Proof)?;
+        if !inner.cfg.key.verify_dial(&t, &proof.mac) {
+            return Err("authentication failed: wrong cluster key".to_string());
+        }
+        Ok((hello.node, hello.incarnation))
+    })
+    .await
+    .unwrap_or_else(|_| Err("handshake timed out".to_string()));
+    match res {
+        Ok((peer, inc)) => {
+            link.set_peer(peer, inc);
+            inner.install_link(link, inbound);
+        }
+        Err(why) => {
+            Counters::add(&inner.counters.auth_failures, 1);
+            tracing::warn!("refused a link: {why}");
+            link.enqueue(error_frame(me, 0, &why));
+            link.finish();
+        }
+    }
+}
+
+/// Binds `addr` and serves links on it. Returns the bound address.
+pub(crate) async fn serve(orb: &Orb, addr: SocketAddr) -> Result<SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let svc = TransportServer::new(TransportService { orb: Arc::downgrade(&orb.0) })
+        .max_decoding_message_size(MAX_BATCH_DECODE)
+        .max_encoding_message_size(MAX_BATCH_DECODE);
+    let mut stop = orb.0.shutdown.subscribe();
+    let server = Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(65536)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.changed().await;
+        });
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!("ORB transport server stopped: {e}");
+        }
+    });
+    Ok(bound)
+}
+
+/// Why a dial failed.
+#[derive(Debug)]
+pub(crate) enum DialError {
+    /// Nothing listens there: the node's process is gone.
+    Refused(String),
+    Other(String),
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialError::Refused(s) | DialError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Dials `addr`, runs the dialer side of the handshake. The link is not installed.
+pub(crate) async fn dial_link(
+    cluster: &str,
+    key: &auth::ClusterKey,
+    me: u32,
+    my_inc: u64,
+    peer: Option<u32>,
+    addr: &str,
+    link: &Arc<Link>,
+    extra: Option<tokio::sync::mpsc::Receiver<Frames>>,
+    verify_acceptor: bool,
+) -> Result<(Inbound, u32, u64), DialError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| DialError::Other(format!("bad address {addr}: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(1))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW);
+    let channel = endpoint.connect().await.map_err(|e| {
+        let text = format!("{e:?}");
+        if text.contains("ConnectionRefused") || text.contains("Connection refused") {
+            DialError::Refused(format!("connection refused by {addr}"))
+        } else {
+            DialError::Other(format!("cannot connect to {addr}: {e}"))
+        }
+    })?;
+    let nonce_d = auth::nonce();
+    let hello = Handshake { cluster: cluster.to_string(), node: me, incarnation: my_inc, nonce: nonce_d.clone().into(), mac: Bytes::new() };
+    link.enqueue(control(Kind::Hello, me, peer.unwrap_or(0), Bytes::from(hello.encode_to_vec()), ""));
+    let mut client = TransportClient::new(channel).max_decoding_message_size(MAX_BATCH_DECODE).max_encoding_message_size(MAX_BATCH_DECODE);
+    let out = OutStream(link.clone());
+    let call = async {
+        match extra {
+            None => client.open(Request::new(out)).await,
+            Some(rx) => client.open(Request::new(out.merge(tokio_stream::wrappers::ReceiverStream::new(rx)))).await,
+        }
+    };
+    let resp = tokio::time::timeout(HANDSHAKE_TIMEOUT, call)
+        .await
+        .map_err(|_| DialError::Other("handshake timed out".into()))?
+        .map_err(|s| DialError::Other(format!("link refused: {}", s.message())))?;
+    let mut inbound = Inbound::new(resp.into_inner());
+    let ch = tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.next_msg())
+        .await
+        .map_err(|_| DialError::Other("handshake timed out".into()))?
+        .and_then(|m| handshake_of(&m, Kind::Challenge))
+        .map_err(DialError::Other)?;
+    if let Some(p) = peer {
+        if ch.node != p {
+            return Err(DialError::Other(format!("{addr} is node {}, not node {p}", ch.node)));
+        }
+    }
+    let t = Transcript {
+        cluster,
+        nonce_dial: &nonce_d,
+        nonce_accept: &ch.nonce,
+        dial_node: me,
+        accept_node: ch.node,
+        dial_inc: my_inc,
+        accept_inc: ch.incarnation,
+    };
+    if verify_acceptor && (ch.cluster != cluster || !key.verify_accept(&t, &ch.mac)) {
+        return Err(DialError::Other(format!("{addr} failed authentication (wrong cluster key or cluster name)")));
+    }
+    let proof = Handshake { mac: key.dial_mac(&t).into(), ..Default::default() };
+    link.enqueue(control(Kind::Proof, me, ch.node, Bytes::from(proof.encode_to_vec()), ""));
+    Ok((inbound, ch.node, ch.incarnation))
+}
+
+impl OrbInner {
+    /// Dials a configured peer and installs the link.
+    pub(crate) async fn dial(self: &Arc<Self>, peer: u32) -> Result<(), DialError> {
+        let addr = match self.peers.lock().get(&peer) {
+            Some(p) => p.addr.clone(),
+            None => return Err(DialError::Other(format!("node {peer} is not configured"))),
+        };
+        let link = Link::new(self.cfg.node, peer, self.next_link_serial(), self.counters.clone());
+        let res = dial_link(&self.cfg.cluster, &self.cfg.key, self.cfg.node, self.cfg.incarnation, Some(peer), &addr, &link, None, true).await;
+        match res {
+            Ok((inbound, node, inc)) => {
+                link.set_peer(node, inc);
+                self.install_link(link, inbound);
+                Ok(())
+            }
+            Err(e) => {
+                link.close(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// An authenticated link becomes the link to its peer; its reader starts.
+    pub(crate) fn install_link(self: &Arc<Self>, link: Arc<Link>, inbound: Inbound) {
+        let peer = link.peer();
+        let inc = link.peer_incarnation.load(std::sync::atomic::Ordering::Relaxed);
+        link.touch();
+        if peer == TOOL_NODE {
+            self.tool_links.lock().retain(|l| !l.is_closed());
+            self.tool_links.lock().push(link.clone());
+            tokio::spawn(run_reader(self.clone(), link, inbound, 0));
+            return;
+        }
+        let (old, restarted, last_seen) = {
+            let mut peers = self.peers.lock();
+            let Some(ps) = peers.get_mut(&peer) else { return };
+            let restarted = ps.incarnation != 0 && ps.incarnation != inc;
+            let last_seen = if restarted { 0 } else { ps.last_seen_request };
+            let old = ps.link.replace(link.clone());
+            ps.incarnation = inc;
+            ps.liveness = Liveness::Up;
+            ps.lost_at = None;
+            ps.ready.notify_waiters();
+            (old, restarted, last_seen)
+        };
+        if let Some(old) = old {
+            old.close("replaced by a new link");
+        }
+        if restarted {
+            tracing::info!(peer, "node restarted with a new incarnation; releasing its old references");
+            self.release_node(peer);
+        }
+        tracing::info!(peer, link = link.serial, incarnation = format!("{inc:x}"), "link up");
+        self.membership_changed();
+        tokio::spawn(run_reader(self.clone(), link, inbound, last_seen));
+    }
+
+    /// The reader of `link` has stopped.
+    fn link_closed(self: &Arc<Self>, link: &Arc<Link>, reason: &str, last_seen: u64) {
+        link.close(reason);
+        let peer = link.peer();
+        if peer == TOOL_NODE {
+            self.tool_links.lock().retain(|l| !Arc::ptr_eq(l, link));
+            return;
+        }
+        let mut peers = self.peers.lock();
+        if let Some(ps) = peers.get_mut(&peer) {
+            if ps.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
+                ps.link = None;
+                ps.lost_at = Some(std::time::Instant::now());
+                ps.last_seen_request = last_seen;
+                tracing::info!(peer, "link down: {reason}");
+            }
+        }
+    }
+
+    fn handle_message(self: &Arc<Self>, link: &Arc<Link>, m: InMsg, last_seen: &mut u64) {
+        let kind = m.header.kind;
+        if kind == Kind::Request as i32 || kind == Kind::Oneway as i32 {
+            self.serve_request(link, m, last_seen);
+        } else if kind == Kind::Reply as i32 || kind == Kind::Exception as i32 {
+            probes::reply_recv(&m);
+            let refs = if kind == Kind::Reply as i32 { self.unmarshal_refs(link.peer(), &m.proto) } else { Default::default() };
+            let id = m.header.request_id;
+            link.complete(id, Ok((m, refs)));
+        } else if kind == Kind::Error as i32 {
+            tracing::warn!(peer = link.peer(), "peer reports: {}", m.header.message);
+        } else {
+            Counters::add(&self.counters.malformed, 1);
+            let why = format!("unexpected message kind {kind} after the handshake");
+            link.enqueue(error_frame(self.cfg.node, link.peer(), &why));
+        }
+    }
+}
+
+async fn run_reader(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound, mut last_seen: u64) {
+    for m in std::mem::take(&mut inbound.buffered) {
+        inner.handle_message(&link, m, &mut last_seen);
+    }
+    let reason = loop {
+        match inbound.stream.message().await {
+            Ok(Some(Frames::In(buf))) => {
+                link.touch();
+                let bytes = buf.len();
+                let mut n = 0usize;
+                let mut bad = None;
+                for r in parse_batch(buf) {
+                    match r {
+                        Ok(m) => {
+                            n += 1;
+                            inner.handle_message(&link, m, &mut last_seen);
+                        }
+                        Err(e) => bad = Some(e),
+                    }
+                }
+                Counters::add(&inner.counters.batches_received, 1);
+                Counters::add(&inner.counters.messages_received, n as u64);
+                probes::batch_recv(link.peer(), inner.cfg.node, n, bytes);
+                if let Some(e) = bad {
+                    // The stream is out of step: say why, then hang up this link only.
+                    Counters::add(&inner.counters.malformed, 1);
+                    let why = format!("malformed frame: {e}");
+                    tracing::warn!(peer = link.peer(), "{why}");
+                    link.enqueue(error_frame(inner.cfg.node, link.peer(), &why));
+                    link.finish();
+                    break why;
+                }
+            }
+            Ok(Some(Frames::Out(_))) => break "decoder produced an outgoing batch".to_string(),
+            Ok(None) => break "peer closed the link".to_string(),
+            Err(s) => break format!("transport error: {}", s.message()),
+        }
+    };
+    inner.link_closed(&link, &reason, last_seen);
+}
