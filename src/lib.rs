@@ -1,1 +1,54 @@
-pub fn placeholder() {}
+//! ssi: the command-line tool and node daemon. Assembles the services on the ORB; holds no
+//! service logic of its own.
+
+pub mod bench;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod demo;
+pub mod local;
+pub mod tool;
+
+use control::proto::StatusReply;
+
+pub fn format_uptime(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let s = ms / 1000;
+    if s < 120 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if s < 7200 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+pub fn print_status(s: &StatusReply) {
+    println!("cluster {}   view {} (coordinator node {}, members {:?})   answered by node {}", s.cluster, s.view, s.coordinator, s.view_members, s.node);
+    println!("{:<5} {:<22} {:<8} {:<14} {:<9} MOUNTPOINT", "NODE", "ADDR", "STATE", "INCARNATION", "UPTIME");
+    for n in &s.nodes {
+        let inc = if n.incarnation == 0 { "-".to_string() } else { format!("{:x}", n.incarnation) };
+        println!("{:<5} {:<22} {:<8} {:<14} {:<9} {}", n.id, n.addr, n.state, inc, format_uptime(n.uptime_ms), n.mountpoint);
+    }
+}
+
+pub fn status_json(s: &StatusReply) -> serde_json::Value {
+    serde_json::json!({
+        "cluster": s.cluster,
+        "view": s.view,
+        "coordinator": s.coordinator,
+        "global_address": s.global_address,
+        "answered_by": s.node,
+        "nodes": s.nodes.iter().map(|n| serde_json::json!({
+            "id": n.id,
+            "addr": n.addr,
+            "state": n.state,
+            "mountpoint": n.mountpoint,
+            "incarnation": n.incarnation,
+            "uptime_s": n.uptime_ms as f64 / 1000.0,
+            "member": s.view_members.contains(&n.id),
+        })).collect::<Vec<_>>(),
+    })
+}

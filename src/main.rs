@@ -1,1 +1,202 @@
-fn main() {}
+//! `ssi`: the single-system-image tool and node daemon (see README.md, DESIGN §9).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use ssi::local::{self, UpOptions, UpOutcome};
+
+#[derive(Parser)]
+#[command(name = "ssi", version, about = "Make a set of Linux machines look like one")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a local cluster; returns when all nodes are members.
+    Up {
+        #[arg(long, default_value_t = 4)]
+        nodes: u32,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Each node in its own network namespace (not implemented yet).
+        #[arg(long)]
+        netns: bool,
+        /// Use this cluster config instead of generating one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Stop the local cluster, unmount, remove sockets.
+    Down {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Members, view number, addresses, uptime.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// One node's daemon, in the foreground.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: u32,
+    },
+    /// Print node N's mountpoint.
+    Mnt {
+        node: u32,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Side-by-side benchmarks against baselines measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
+    /// The main job: a local cluster, a tour of what it does, then down.
+    Demo {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run a command on a node (not implemented yet: global processes).
+    Rexec {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// sh-compatible entry for make's SHELL (not implemented yet: global processes).
+    Sh {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every process of every node (not implemented yet: global processes).
+    Ps {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Signal global pids (not implemented yet: global processes).
+    Kill {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The SAP table (not implemented yet: global networking).
+    Ports {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run in the external namespace (not implemented yet: global networking).
+    Ext {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Record and report communication traces (not implemented yet: tracing).
+    Trace {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The paper's workloads (not implemented yet: workloads).
+    Workload {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// The ORB against raw TCP and plain tonic, on a 2-node local cluster.
+    Orb {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds per case per round.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        #[arg(long, value_delimiter = ',', default_value = "128,4096")]
+        payloads: Vec<u32>,
+        #[arg(long, default_value_t = 256)]
+        inflight: u32,
+    },
+}
+
+fn not_yet(what: &str, issue: &str) -> anyhow::Result<()> {
+    anyhow::bail!("`ssi {what}` is not implemented yet ({issue})")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir_or = |d: Option<PathBuf>| d.unwrap_or_else(local::default_dir);
+    match cli.cmd {
+        Cmd::Up { nodes, dir, netns, config } => {
+            if netns {
+                anyhow::bail!("--netns is not implemented yet (global networking)");
+            }
+            let dir = dir_or(dir);
+            match local::up(&UpOptions { dir: dir.clone(), nodes, config, pin: false })? {
+                UpOutcome::Started(c) => println!("started {} nodes in {}", c.nodes.len(), dir.display()),
+                UpOutcome::Restarted(_, ids) => println!("cluster in {} was running; restarted node(s) {ids:?}", dir.display()),
+            }
+            ssi::print_status(&local::status(&dir)?);
+        }
+        Cmd::Down { dir } => {
+            let dir = dir_or(dir);
+            let r = local::down(&dir)?;
+            println!("stopped {} node daemons in {} ({} after SIGKILL), unmounted {}", r.stopped, dir.display(), r.killed, r.unmounted);
+        }
+        Cmd::Status { json, dir } => {
+            let s = local::status(&dir_or(dir))?;
+            if json {
+                println!("{}", ssi::status_json(&s));
+            } else {
+                ssi::print_status(&s);
+            }
+        }
+        Cmd::Node { config, id } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .with_writer(std::io::stderr)
+                .init();
+            ssi::daemon::run(&config, id)?;
+        }
+        Cmd::Mnt { node, dir } => {
+            let cfg = local::load(&dir_or(dir))?;
+            println!("{}", cfg.node(node).map_err(|e| anyhow::anyhow!(e))?.mountpoint.display());
+        }
+        Cmd::Bench { which: BenchCmd::Orb { json, rounds, seconds, payloads, inflight } } => {
+            if !(0.05..=120.0).contains(&seconds) || rounds == 0 {
+                anyhow::bail!("--seconds must be 0.05..=120 and --rounds at least 1");
+            }
+            ssi::bench::orb::run(&ssi::bench::orb::Options { json, rounds, duration: Duration::from_secs_f64(seconds), payloads, inflight })?;
+        }
+        Cmd::Demo { dir } => {
+            let dir = dir.unwrap_or_else(|| local::default_dir().join("demo"));
+            ssi::demo::run(&dir)?;
+        }
+        Cmd::Rexec { .. } => not_yet("rexec", "global processes")?,
+        Cmd::Sh { .. } => not_yet("sh", "global processes")?,
+        Cmd::Ps { .. } => not_yet("ps", "global processes")?,
+        Cmd::Kill { .. } => not_yet("kill", "global processes")?,
+        Cmd::Ports { .. } => not_yet("ports", "global networking")?,
+        Cmd::Ext { .. } => not_yet("ext", "global networking")?,
+        Cmd::Trace { .. } => not_yet("trace", "tracing")?,
+        Cmd::Workload { .. } => not_yet("workload", "workloads")?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the reason and its causes.
+            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            eprintln!("ssi: {}", msg.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

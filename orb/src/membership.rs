@@ -125,6 +125,14 @@ impl OrbInner {
         };
         let orb = self.orb();
         let opts = CallOptions::default().priority(255).deadline(self.cfg.fail_timeout);
+        // Tools are not peers (no invocation can name node 0), so their heartbeat is queued
+        // on the link directly: it tells them the view and that this node is alive.
+        let tools: Vec<Arc<Link>> = self.tool_links.lock().clone();
+        for l in tools {
+            let out = crate::object::Outgoing::from_message(&svc::HeartbeatMsg { view: Some(view.clone()) });
+            let target = crate::proto::ObjRef { node: TOOL_NODE, object: well_known::MEMBERSHIP, incarnation: 0, interface: svc::MEMBERSHIP_INTERFACE };
+            self.oneway_on_link(&l, &target, svc::membership_methods::HEARTBEAT, out, &opts);
+        }
         for id in targets {
             let stub = svc::MembershipStub::new(orb.well_known(id, well_known::MEMBERSHIP, svc::MEMBERSHIP_INTERFACE))
                 .expect("well-known interface")

@@ -449,6 +449,13 @@ impl Orb {
 }
 
 impl OrbInner {
+    /// A one-way invocation queued on a given link (for peers that are not addressable by
+    /// node id: cluster tools). Carries no references.
+    pub(crate) fn oneway_on_link(self: &Arc<Self>, link: &Link, target: &ObjRef, method: u32, out: Outgoing, opts: &CallOptions) {
+        let header = self.orb().header(target, Kind::Oneway, target.interface, method, opts);
+        let _ = link.enqueue_request(WireMsg { header, payload: out.payload, proto: Bytes::new() }, &self.next_request, None);
+    }
+
     pub(crate) fn orb(self: &Arc<Self>) -> Orb {
         Orb(self.clone())
     }

@@ -1,0 +1,10 @@
+//! Side-by-side benchmarks (`ssi bench ...`). Each prints the baseline it measured in the same
+//! run and the ratio to it.
+//!
+//! `ssi bench orb` runs every case between the same two daemon processes of a 2-node local
+//! cluster, each pinned to its own CPU: the baselines (raw TCP ping-pong, plain tonic unary)
+//! are served by node 2 and driven by node 1 exactly like the ORB cases.
+
+pub mod cases;
+pub mod orb;
+pub mod server;

@@ -1,0 +1,60 @@
+//! The control socket: how the `ssi` tool reaches its local daemon.
+//!
+//! gRPC over a Unix socket (mode 0666). The daemon reads each caller's uid from
+//! `SO_PEERCRED`; status is open to everyone, everything else needs root or the daemon's
+//! own user.
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Request, Status};
+
+pub mod proto {
+    tonic::include_proto!("ssi.control");
+}
+pub use proto::control_client::ControlClient;
+
+/// Connects to the daemon listening on `path`.
+pub async fn connect(path: &Path) -> Result<ControlClient<Channel>, String> {
+    let p: PathBuf = path.to_path_buf();
+    let channel = Endpoint::try_from("http://ssi.local")
+        .map_err(|e| e.to_string())?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let p = p.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+        }))
+        .await
+        .map_err(|e| format!("no daemon answers at {}: {}", path.display(), source_text(&e)))?;
+    Ok(ControlClient::new(channel))
+}
+
+fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s = format!("{s}: {c}");
+        cur = c.source();
+    }
+    s
+}
+
+/// The uid of the process on the other end of a control request.
+pub fn caller_uid<T>(req: &Request<T>) -> Result<u32, Status> {
+    req.extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+        .map(|c| c.uid())
+        .ok_or_else(|| Status::permission_denied("caller credentials unavailable (SO_PEERCRED)"))
+}
+
+/// Root, or the user the daemon runs as.
+pub fn require_admin<T>(req: &Request<T>) -> Result<u32, Status> {
+    let uid = caller_uid(req)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if uid == 0 || uid == me {
+        Ok(uid)
+    } else {
+        Err(Status::permission_denied(format!("uid {uid} may not do this; it needs root or uid {me}")))
+    }
+}

@@ -1,0 +1,172 @@
+//! `ssi node`: one node's daemon. Wires the services onto the ORB and serves the control
+//! socket. Holds no service logic.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::control::proto::control_server::{Control, ControlServer};
+use crate::control::proto::{self as cp, BenchRunReply, BenchRunRequest, BenchServeReply, NodeStatus, StatusReply, StatusRequest};
+use crate::control::require_admin;
+use ssi_orb::proto::svc::{MembershipStub, MEMBERSHIP_INTERFACE};
+use ssi_orb::{well_known, CallOptions, ClusterKey, Liveness, Orb, OrbConfig};
+
+/// Reads the cluster key, refusing a file other users can read.
+pub fn read_key(path: &Path) -> anyhow::Result<ClusterKey> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("cluster key {}", path.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        bail!("cluster key {} is readable by other users (mode {:o}); chmod 600 it", path.display(), meta.mode() & 0o777);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cluster key {}", path.display()))?;
+    ClusterKey::parse(&text).map_err(|e| anyhow!("cluster key {}: {e}", path.display()))
+}
+
+/// Each start of a node is a new incarnation: larger than the last one recorded in its dir
+/// and than the clock (so a wiped dir still gets a fresh one).
+fn next_incarnation(dir: &Path) -> anyhow::Result<u64> {
+    let f = dir.join("incarnation");
+    let last: u64 = std::fs::read_to_string(&f).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+    let inc = (last + 1).max(now);
+    let tmp = dir.join("incarnation.tmp");
+    std::fs::write(&tmp, format!("{inc}\n"))?;
+    std::fs::rename(&tmp, &f)?;
+    Ok(inc)
+}
+
+pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
+    let cfg = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
+    let me = cfg.node(id).map_err(|e| anyhow!(e))?.clone();
+    let key = read_key(&cfg.key_file)?;
+    std::fs::create_dir_all(&me.dir).with_context(|| format!("node dir {}", me.dir.display()))?;
+    let incarnation = next_incarnation(&me.dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let mut oc = OrbConfig::new(&cfg.cluster, id, incarnation, key);
+        oc.listen = Some(me.addr);
+        oc.peers = cfg.nodes.iter().map(|(i, n)| (*i, n.addr.to_string())).collect();
+        oc.heartbeat = cfg.heartbeat;
+        oc.fail_timeout = cfg.fail_timeout;
+        oc.max_concurrent = cfg.max_concurrent;
+        let orb = Orb::start(oc).await.map_err(|e| anyhow!(e))?;
+        ssi_orb::diag::install(&orb);
+
+        let sock = &me.control_socket;
+        if sock.exists() {
+            std::fs::remove_file(sock).with_context(|| format!("stale socket {}", sock.display()))?;
+        }
+        let listener = UnixListener::bind(sock).with_context(|| format!("control socket {}", sock.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o666))?;
+        }
+        std::fs::write(me.dir.join("pid"), format!("{}\n", std::process::id()))?;
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default() };
+        let server = tonic::transport::Server::builder()
+            .add_service(ControlServer::new(svc))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                let _ = stop_rx.changed().await;
+            });
+        tracing::info!(node = id, incarnation = format!("{incarnation:x}"), addr = %me.addr, "node up");
+        let signals = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! { _ = term.recv() => "SIGTERM", _ = int.recv() => "SIGINT" }
+        };
+        let mut stopped = stop_tx.subscribe();
+        tokio::select! {
+            r = server => r.context("control server")?,
+            why = signals => tracing::info!("stopping on {why}"),
+            _ = stopped.changed() => tracing::info!("stopping on request"),
+        }
+        let _ = stop_tx.send(true);
+        orb.shutdown();
+        // Let the links send their last frames.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = std::fs::remove_file(&me.control_socket);
+        let _ = std::fs::remove_file(me.dir.join("pid"));
+        Ok(())
+    })
+}
+
+struct ControlService {
+    orb: Orb,
+    cfg: Arc<Config>,
+    stop: tokio::sync::watch::Sender<bool>,
+    bench: crate::bench::server::BenchServers,
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let view = self.orb.view();
+        let opts = CallOptions::default().deadline(Duration::from_millis(500));
+        let mut nodes = Vec::new();
+        for (id, n) in &self.cfg.nodes {
+            let liveness = self.orb.liveness(*id);
+            let mut st = NodeStatus {
+                id: *id,
+                addr: n.addr.to_string(),
+                state: match liveness {
+                    Liveness::Up => "up",
+                    Liveness::Down => "down",
+                    Liveness::Unknown => "unknown",
+                }
+                .into(),
+                mountpoint: n.mountpoint.display().to_string(),
+                ..Default::default()
+            };
+            if *id == self.orb.node() {
+                st.pid = std::process::id() as u64;
+            }
+            if liveness == Liveness::Up {
+                let stub = MembershipStub::new(self.orb.well_known(*id, well_known::MEMBERSHIP, MEMBERSHIP_INTERFACE))
+                    .expect("well-known interface")
+                    .with_options(opts.clone());
+                if let Ok(info) = stub.info(ssi_orb::proto::Empty {}).await {
+                    st.incarnation = info.incarnation;
+                    st.uptime_ms = info.uptime_ms;
+                }
+            }
+            nodes.push(st);
+        }
+        Ok(Response::new(StatusReply {
+            cluster: self.orb.cluster().to_string(),
+            node: self.orb.node(),
+            view: view.number,
+            coordinator: view.coordinator,
+            view_members: view.members.iter().map(|m| m.node).collect(),
+            global_address: self.cfg.global_address.clone().unwrap_or_default(),
+            nodes,
+            requests_sent: self.orb.counters().requests_sent,
+        }))
+    }
+
+    async fn shutdown(&self, req: Request<cp::Empty>) -> Result<Response<cp::Empty>, Status> {
+        require_admin(&req)?;
+        let _ = self.stop.send(true);
+        Ok(Response::new(cp::Empty {}))
+    }
+
+    async fn bench_serve(&self, req: Request<cp::Empty>) -> Result<Response<BenchServeReply>, Status> {
+        require_admin(&req)?;
+        let ip = self.orb.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        let (raw, tonic) = self.bench.start(ip).await.map_err(Status::internal)?;
+        Ok(Response::new(BenchServeReply { raw_tcp_port: raw as u32, tonic_port: tonic as u32 }))
+    }
+
+    async fn bench_run(&self, req: Request<BenchRunRequest>) -> Result<Response<BenchRunReply>, Status> {
+        require_admin(&req)?;
+        let r = crate::bench::cases::run(&self.orb, req.into_inner()).await.map_err(Status::failed_precondition)?;
+        Ok(Response::new(r))
+    }
+}

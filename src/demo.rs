@@ -1,0 +1,139 @@
+//! `ssi demo`: the main job. Until the workloads exist (make, web, db — later issues), it
+//! starts a 4-node local cluster and walks through what the foundation gives every
+//! subsystem: invocations between nodes, references passed and counted across nodes, a
+//! node killed and its calls failing fast, the node rejoining as a new incarnation.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use ssi_orb::proto::diag::{Blob, DiagStub, GiveRequest, RefMsg, SleepRequest};
+use ssi_orb::proto::Empty;
+use ssi_orb::{Orb, OrbError};
+
+use crate::local::{self, UpOptions};
+
+fn step(n: u32, what: &str) {
+    println!("\n[{n}] {what}");
+}
+
+pub fn run(dir: &Path) -> anyhow::Result<()> {
+    if local::config_path(dir).exists() && local::load(dir)?.nodes.values().any(|n| local::node_pid(n).is_some()) {
+        bail!("a cluster is already running in {}; `ssi down` it or give `ssi demo --dir` another directory", dir.display());
+    }
+    step(1, "ssi up --nodes 4: four node daemons, each its own process and directory");
+    let t0 = Instant::now();
+    let cfg = match local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 4, config: None, pin: false })? {
+        local::UpOutcome::Started(c) | local::UpOutcome::Restarted(c, _) => c,
+    };
+    println!("    all 4 nodes members of one view after {:.2} s", t0.elapsed().as_secs_f64());
+    let guard = DownOnDrop(dir.to_path_buf());
+    crate::print_status(&local::status(dir)?);
+    let res = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tour(dir, &cfg));
+    std::mem::forget(guard);
+    step(7, "ssi down");
+    let r = local::down(dir)?;
+    println!("    stopped {} daemons ({} needed SIGKILL), {} mounts removed", r.stopped, r.killed, r.unmounted);
+    res
+}
+
+/// Takes the demo's cluster down when the demo fails half-way (also on panic).
+struct DownOnDrop(std::path::PathBuf);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = local::down(&self.0);
+    }
+}
+
+async fn diag(orb: &Orb, node: u32) -> anyhow::Result<DiagStub> {
+    Ok(DiagStub::new(orb.resolve(node, "diag").await?)?)
+}
+
+async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
+    let orb = crate::tool::connect(cfg).await?;
+
+    step(2, "Invocations: this tool (an authenticated ORB client) calls `diag.Echo` on node 3");
+    let d3 = diag(&orb, 3).await?;
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        d3.echo(Blob { data: Bytes::from(vec![0u8; 4096]) }).await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!("    200 two-way invocations with 4 KiB payloads: median {:.0} µs", lat[100].as_secs_f64() * 1e6);
+    for _ in 0..10_000 {
+        d3.sink(Blob { data: Bytes::from_static(b"one-way") }).await?;
+    }
+    println!("    10,000 one-way invocations queued; node 3 counted {}", d3.sink_count(Empty {}).await?.n);
+
+    step(3, "References: node 2 creates an object and passes the reference 2 → 1 → 3");
+    let d1 = diag(&orb, 1).await?;
+    let d2 = diag(&orb, 2).await?;
+    let r = d2.spawn(Empty {}).await?.obj.clone().ok_or_else(|| anyhow!("no reference"))?;
+    println!("    object {r} (node:object@incarnation) created on node 2");
+    d2.give(GiveRequest { obj: Some(r.clone()), to: 1 }).await?;
+    d1.give(GiveRequest { obj: Some(r.clone()), to: 3 }).await?;
+    d1.drop_ref(RefMsg { obj: Some(r.clone()) }).await?;
+    d2.drop_ref(RefMsg { obj: Some(r.clone()) }).await?;
+    println!("    nodes 1 and 2 dropped theirs; node 3 invokes it: counter = {}", d3.invoke_held(RefMsg { obj: Some(r.clone()) }).await?.n);
+    d3.drop_ref(RefMsg { obj: Some(r.clone()) }).await?;
+    let t = Instant::now();
+    while !d2.unreferenced_log(Empty {}).await?.objects.contains(&r.object) {
+        if t.elapsed() > Duration::from_secs(5) {
+            bail!("unreferenced() was not delivered");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("    node 3 dropped the last reference: unreferenced() delivered on node 2 after {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+
+    step(4, "Failure: kill -9 node 4 while a call to it is outstanding");
+    let view_before = orb.view().number;
+    let d4 = diag(&orb, 4).await?;
+    let call = tokio::spawn(async move { d4.sleep(SleepRequest { ms: 30_000 }).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = local::node_pid(cfg.node(4).map_err(|e| anyhow!(e))?).context("node 4 is not running")?;
+    let killed = Instant::now();
+    kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+    match call.await? {
+        Err(OrbError::NodeDown { reason, .. }) => println!("    the caller got NodeDown after {:.1} ms ({reason})", killed.elapsed().as_secs_f64() * 1e3),
+        other => bail!("expected NodeDown, got {other:?}"),
+    }
+    let t = Instant::now();
+    while orb.view().members.iter().any(|m| m.node == 4) || orb.view().number == view_before {
+        if t.elapsed() > Duration::from_secs(5) {
+            bail!("no view without node 4");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let v = orb.view();
+    println!("    view {} → {}: members {:?} ({:.0} ms after the kill)", view_before, v.number, v.members.iter().map(|m| m.node).collect::<Vec<_>>(), killed.elapsed().as_secs_f64() * 1e3);
+
+    step(5, "Rejoin: ssi up restarts the missing node with a new incarnation");
+    let d = dir.to_path_buf();
+    // `up` runs its own runtime: keep it off this one.
+    let up = tokio::task::spawn_blocking(move || local::up(&UpOptions { dir: d, nodes: 4, config: None, pin: false })).await?;
+    match up? {
+        local::UpOutcome::Restarted(_, nodes) => println!("    restarted node(s) {nodes:?}"),
+        local::UpOutcome::Started(_) => bail!("expected a restart"),
+    }
+    let t = Instant::now();
+    while orb.view().members.len() != 4 {
+        if t.elapsed() > Duration::from_secs(5) {
+            bail!("node 4 did not rejoin");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let v = orb.view();
+    let m4 = v.members.iter().find(|m| m.node == 4).map(|m| m.incarnation).unwrap_or(0);
+    println!("    view {}: members {:?}; node 4 is incarnation {m4:x}", v.number, v.members.iter().map(|m| m.node).collect::<Vec<_>>());
+
+    step(6, "Still to come (open issues): PXFS, global processes, global networking, tracing, workloads");
+    println!("    {}\n    {}\n    {}\n    {}", ssi_pxfs::STATUS, ssi_procmgmt::STATUS, ssi_netsap::STATUS, ssi_trace::STATUS);
+    orb.shutdown();
+    Ok(())
+}

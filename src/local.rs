@@ -1,0 +1,311 @@
+//! A local cluster: N node daemons on this machine, each with its own directory (its "disk"),
+//! started as separate processes from one generated config.
+//!
+//! Layout of a cluster directory:
+//! ```text
+//! DIR/cluster.toml     the config (nodes on 127.0.0.1, the paper's volumes)
+//! DIR/cluster.key      the cluster key (mode 0600)
+//! DIR/nodeN/           node N's disk: pid, incarnation, ctl.sock, log, mnt/, disk/
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::config::{default_volumes, Config, NodeConfig};
+use crate::control::proto::StatusRequest;
+
+/// `$SSI_DIR`, else a fixed per-user directory.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SSI_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("ssi");
+    }
+    PathBuf::from(format!("/tmp/ssi-{}", nix::unistd::getuid()))
+}
+
+pub fn config_path(dir: &Path) -> PathBuf {
+    dir.join("cluster.toml")
+}
+
+pub fn load(dir: &Path) -> anyhow::Result<Config> {
+    let p = config_path(dir);
+    if !p.exists() {
+        bail!("no cluster in {} (run `ssi up` first)", dir.display());
+    }
+    Config::load(&p).map_err(|e| anyhow!("{e}"))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Writes a fresh config and key for `n` nodes.
+fn write_cluster(dir: &Path, n: u32) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cluster dir {}", dir.display()))?;
+    let key = dir.join("cluster.key");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&key);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key)?;
+        writeln!(f, "{}", ssi_orb::ClusterKey::generate_hex())?;
+    }
+    let mut ports = BTreeSet::new();
+    while ports.len() < n as usize {
+        ports.insert(free_port()?);
+    }
+    let mut t = String::new();
+    writeln!(t, "# Local cluster written by `ssi up`.\n[cluster]\nname = \"local\"\nkey_file = \"cluster.key\"\ngateways = [{}]\n", if n >= 2 { 2 } else { 1 })?;
+    for (i, port) in (1..=n).zip(ports) {
+        writeln!(t, "[[node]]\nid = {i}\naddr = \"127.0.0.1:{port}\"\ndir = \"node{i}\"\n")?;
+    }
+    for (path, node) in default_volumes(n) {
+        let name = if path == "/" { "root".to_string() } else { path.trim_start_matches('/').to_string() };
+        writeln!(t, "[[volume]]\npath = \"{path}\"\nnode = {node}\ndir = \"disk/{name}\"\n")?;
+    }
+    let p = config_path(dir);
+    std::fs::write(&p, t)?;
+    Ok(p)
+}
+
+/// The pid of node `n`'s daemon when it is running.
+pub fn node_pid(nc: &NodeConfig) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(nc.dir.join("pid")).ok()?.trim().parse().ok()?;
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+    let is_node = args.iter().any(|a| *a == b"node") && args.windows(2).any(|w| w[0] == b"--id" && w[1] == nc.id.to_string().as_bytes());
+    // A zombie is not a running daemon.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+    (is_node && !zombie).then_some(pid)
+}
+
+/// Every process running `ssi node --config <config>` (also those whose pid file is lost).
+fn daemons_of(config: &Path) -> Vec<i32> {
+    let want = config.as_os_str().as_encoded_bytes().to_vec();
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if args.iter().any(|a| *a == b"node") && args.windows(2).any(|w| w[0] == b"--config" && w[1] == want.as_slice()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Starts node `id`'s daemon detached from this terminal, logging to `nodeN/log`.
+pub fn spawn_node(cfg: &Config, id: u32, cpu: Option<usize>) -> anyhow::Result<u32> {
+    let nc = cfg.node(id).map_err(|e| anyhow!(e))?;
+    std::fs::create_dir_all(&nc.dir)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(nc.dir.join("log"))?;
+    let exe = std::env::current_exe().context("path of the ssi binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("node").arg("--config").arg(&cfg.path).arg("--id").arg(id.to_string());
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if let Some(c) = cpu {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(c).map_err(std::io::Error::from)?;
+                nix::sched::sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("starting ssi node")?;
+    let pid = child.id();
+    std::fs::write(nc.dir.join("pid"), format!("{pid}\n"))?;
+    // The daemon is reaped by init once this process exits; it must not become ours to wait.
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub nodes: u32,
+    pub config: Option<PathBuf>,
+    /// Pin node N to CPU (N-1) mod ncpu (benchmarks).
+    pub pin: bool,
+}
+
+pub enum UpOutcome {
+    Started(Config),
+    Restarted(Config, Vec<u32>),
+}
+
+/// Starts a local cluster and waits until every node is a member of the same view.
+pub fn up(o: &UpOptions) -> anyhow::Result<UpOutcome> {
+    if o.nodes == 0 || o.nodes > ssi_orb::MAX_NODE {
+        bail!("--nodes must be 1..={}", ssi_orb::MAX_NODE);
+    }
+    let existing = config_path(&o.dir);
+    let (cfg, restart) = if existing.exists() && o.config.is_none() {
+        let cfg = load(&o.dir)?;
+        let dead: Vec<u32> = cfg.nodes.values().filter(|n| node_pid(n).is_none()).map(|n| n.id).collect();
+        if dead.len() < cfg.nodes.len() {
+            if dead.is_empty() {
+                bail!("a cluster of {} nodes is already running in {} (ssi down first, or ssi status)", cfg.nodes.len(), o.dir.display());
+            }
+            (cfg, Some(dead))
+        } else {
+            // Nothing runs: start afresh with the requested size.
+            let p = write_cluster(&o.dir, o.nodes)?;
+            (Config::load(&p).map_err(|e| anyhow!("{e}"))?, None)
+        }
+    } else if let Some(c) = &o.config {
+        let cfg = Config::load(c).map_err(|e| anyhow!("{e}"))?;
+        if cfg.nodes.values().any(|n| node_pid(n).is_some()) {
+            bail!("nodes of {} are already running", c.display());
+        }
+        std::fs::create_dir_all(&o.dir)?;
+        std::fs::write(o.dir.join("config-path"), c.display().to_string())?;
+        (cfg, None)
+    } else {
+        let p = write_cluster(&o.dir, o.nodes)?;
+        (Config::load(&p).map_err(|e| anyhow!("{e}"))?, None)
+    };
+    crate::daemon::read_key(&cfg.key_file)?;
+    let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let to_start: Vec<u32> = restart.clone().unwrap_or_else(|| cfg.nodes.keys().copied().collect());
+    for id in &to_start {
+        let cpu = o.pin.then(|| (*id as usize - 1) % ncpu);
+        spawn_node(&cfg, *id, cpu)?;
+    }
+    wait_members(&cfg, Duration::from_secs(30))?;
+    Ok(match restart {
+        Some(dead) => UpOutcome::Restarted(cfg, dead),
+        None => UpOutcome::Started(cfg),
+    })
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Waits until every configured node reports a view with all of them.
+pub fn wait_members(cfg: &Config, timeout: Duration) -> anyhow::Result<()> {
+    let want: Vec<u32> = cfg.nodes.keys().copied().collect();
+    let t0 = Instant::now();
+    rt().block_on(async {
+        loop {
+            let mut ok = true;
+            let mut views = BTreeSet::new();
+            for nc in cfg.nodes.values() {
+                if node_pid(nc).is_none() {
+                    let tail = std::fs::read_to_string(nc.dir.join("log")).unwrap_or_default();
+                    let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no log)");
+                    bail!("node {} exited during start-up: {}", nc.id, last.trim());
+                }
+                match status_of(&nc.control_socket).await {
+                    Ok(s) if s.view_members == want => {
+                        views.insert(s.view);
+                    }
+                    _ => ok = false,
+                }
+            }
+            if ok && views.len() == 1 {
+                return Ok(());
+            }
+            if t0.elapsed() > timeout {
+                bail!("nodes did not all join one view within {timeout:?} (see the logs in each node dir)");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+pub async fn status_of(sock: &Path) -> Result<crate::control::proto::StatusReply, String> {
+    let mut c = crate::control::connect(sock).await?;
+    c.status(StatusRequest {}).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string())
+}
+
+/// Status from the first node that answers.
+pub fn status(dir: &Path) -> anyhow::Result<crate::control::proto::StatusReply> {
+    let cfg = load(dir)?;
+    rt().block_on(async {
+        let mut last = String::from("no node configured");
+        for nc in cfg.nodes.values() {
+            match status_of(&nc.control_socket).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(anyhow!("no node of the cluster in {} answers ({last})", dir.display()))
+    })
+}
+
+/// What `down` did.
+pub struct DownReport {
+    pub stopped: usize,
+    pub killed: usize,
+    pub unmounted: usize,
+}
+
+/// Stops every daemon of the cluster in `dir`, unmounts what is mounted under it, removes
+/// sockets. Node disks stay.
+pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
+    let cfg = load(dir)?;
+    let mut pids: BTreeSet<i32> = cfg.nodes.values().filter_map(node_pid).collect();
+    pids.extend(daemons_of(&cfg.path));
+    for p in &pids {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
+    }
+    let t0 = Instant::now();
+    let alive = |p: &i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+    };
+    while pids.iter().any(alive) && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut killed = 0;
+    for p in pids.iter().filter(|p| alive(p)) {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+        killed += 1;
+    }
+    let unmounted = unmount_under(dir)?;
+    for nc in cfg.nodes.values() {
+        let _ = std::fs::remove_file(&nc.control_socket);
+        let _ = std::fs::remove_file(nc.dir.join("pid"));
+    }
+    Ok(DownReport { stopped: pids.len(), killed, unmounted })
+}
+
+/// Mount points at or under `dir` (from /proc/self/mountinfo), deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(&dir))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v
+}
+
+fn unmount_under(dir: &Path) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for m in mounts_under(dir) {
+        nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).with_context(|| format!("unmount {}", m.display()))?;
+        n += 1;
+    }
+    Ok(n)
+}
