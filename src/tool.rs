@@ -18,7 +18,8 @@ pub async fn connect(cfg: &Config) -> anyhow::Result<Orb> {
     oc.fail_timeout = cfg.fail_timeout;
     let orb = Orb::start(oc).await.map_err(|e| anyhow!(e))?;
     let t0 = Instant::now();
-    while cfg.nodes.keys().any(|id| orb.liveness(*id) != Liveness::Up) {
+    // Ready when every node is linked and the coordinator's view (sent in heartbeats) is known.
+    while cfg.nodes.keys().any(|id| orb.liveness(*id) != Liveness::Up) || orb.view().members.len() != cfg.nodes.len() {
         if t0.elapsed() > Duration::from_secs(10) {
             bail!("could not reach every node of the cluster");
         }

@@ -160,7 +160,9 @@ async fn accept(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound) {
 pub(crate) async fn serve(orb: &Orb, addr: SocketAddr) -> Result<SocketAddr, String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Server::tcp_nodelay applies only to listeners tonic binds itself: set it here, or
+    // Nagle and delayed ACKs add 40 ms to replies.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let svc = TransportServer::new(TransportService { orb: Arc::downgrade(&orb.0) })
         .max_decoding_message_size(MAX_BATCH_DECODE)
         .max_encoding_message_size(MAX_BATCH_DECODE);

@@ -44,6 +44,9 @@ fn median(v: &[f64]) -> f64 {
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build of ssi; its numbers say little (cargo build --release)");
+    }
     let dir = tempdir()?;
     let res = run_in(&dir, o);
     let _ = local::down(&dir);

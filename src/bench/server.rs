@@ -34,7 +34,7 @@ impl BenchServers {
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(BenchEchoServer::new(Echo))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tl));
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(tl).with_nodelay(Some(true)));
         tokio::spawn(server);
         *p = Some((raw_port, tonic_port));
         Ok((raw_port, tonic_port))

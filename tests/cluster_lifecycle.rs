@@ -1,0 +1,113 @@
+//! `ssi up`, `ssi down`, `ssi status`, config errors: the command-line contract.
+
+mod common;
+
+use std::path::Path;
+
+use common::{ok, ssi, Cluster};
+
+fn sockets_under(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_socket() {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn daemons_with(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_str().unwrap().as_bytes().to_vec();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            cmd.windows(needle.len()).any(|w| w == needle.as_slice()) && !stat.contains(") Z")
+        })
+        .collect()
+}
+
+#[test]
+fn up_status_down_leaves_nothing_behind() {
+    let c = Cluster::up("life", 4);
+    assert_eq!(daemons_with(&c.dir).len(), 4, "one daemon process per node");
+    assert_eq!(sockets_under(&c.dir).len(), 4, "one control socket per node");
+    let pids: std::collections::BTreeSet<i32> = (1..=4).map(|n| c.pid(n)).collect();
+    assert_eq!(pids.len(), 4, "separate processes");
+
+    let st: serde_json::Value = serde_json::from_str(&ok(&["status", "--json", "--dir", c.dir_str()])).unwrap();
+    assert!(st["view"].as_u64().unwrap() >= 1);
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["id"], i as u64 + 1);
+        assert_eq!(n["state"], "up");
+        assert!(n["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(n["mountpoint"].as_str().unwrap().ends_with(&format!("node{}/mnt", i + 1)));
+        assert!(n["uptime_s"].as_f64().unwrap() > 0.0);
+        assert!(n["incarnation"].as_u64().unwrap() > 0);
+    }
+    let text = ok(&["status", "--dir", c.dir_str()]);
+    assert!(text.contains("members [1, 2, 3, 4]"), "{text}");
+    assert_eq!(ok(&["mnt", "3", "--dir", c.dir_str()]).trim(), c.dir.join("node3/mnt").display().to_string());
+
+    // A second `up` says so and starts nothing.
+    let again = ssi(&["up", "--nodes", "4", "--dir", c.dir_str()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(daemons_with(&c.dir).len(), 4);
+
+    let out = ok(&["down", "--dir", c.dir_str()]);
+    assert!(out.contains("stopped 4 node daemons"), "{out}");
+    assert!(daemons_with(&c.dir).is_empty(), "no daemon left");
+    assert!(sockets_under(&c.dir).is_empty(), "no socket left");
+    assert!(ssi::local::mounts_under(&c.dir).is_empty(), "nothing mounted");
+    let st = ssi(&["status", "--dir", c.dir_str()]);
+    assert!(!st.status.success(), "status of a stopped cluster fails");
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(err.lines().count(), 1, "a one-line reason: {err}");
+}
+
+#[test]
+fn malformed_configs_are_refused_with_file_line_and_reason() {
+    let dir = std::env::temp_dir().join(format!("ssi-test-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "[cluster]\nname = \"x\"\nkey_file = \"k\"\n\n[[node]]\nid = 1\naddr = \"127.0.0.1:7000\"\ndir = \"n1\"\n\n[[node]]\nid = 1\naddr = \"127.0.0.1:7001\"\ndir = \"n2\"\n").unwrap();
+    let out = ssi(&["node", "--config", cfg.to_str().unwrap(), "--id", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:11:6: node id 1 appears twice", cfg.display())), "{err}");
+    std::fs::write(&cfg, "[cluster]\nname = \"x\"\nkey_file = \"k\"\n[[node]]\nid = 1\naddr = \"127.0.0.1:7000\"\ndir = \"n1\"\nbogus = true\n").unwrap();
+    let err = String::from_utf8_lossy(&ssi(&["node", "--config", cfg.to_str().unwrap(), "--id", "1"]).stderr).into_owned();
+    assert!(err.contains("bad.toml:8:1: unknown field `bogus`"), "{err}");
+    // A key file other users can read is refused.
+    std::fs::write(&cfg, "[cluster]\nname = \"x\"\nkey_file = \"k\"\n[[node]]\nid = 1\naddr = \"127.0.0.1:7000\"\ndir = \"n1\"\n").unwrap();
+    std::fs::write(dir.join("k"), ssi_orb::ClusterKey::generate_hex()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("k"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = String::from_utf8_lossy(&ssi(&["node", "--config", cfg.to_str().unwrap(), "--id", "1"]).stderr).into_owned();
+    assert!(err.contains("readable by other users"), "{err}");
+    let err = String::from_utf8_lossy(&ssi(&["node", "--config", cfg.to_str().unwrap(), "--id", "9"]).stderr).into_owned();
+    assert!(err.contains("node 9 is not in"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn commands_not_built_yet_say_so() {
+    for cmd in [&["rexec", "--", "true"][..], &["ps", "-ef"], &["ports"], &["trace", "record"], &["workload", "make"]] {
+        let out = ssi(cmd);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    }
+}

@@ -1,0 +1,80 @@
+//! A local cluster of real `ssi node` processes for one test, taken down even when the
+//! test fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ssi");
+
+pub fn ssi(args: &[&str]) -> Output {
+    let out = Command::new(BIN).args(args).env_remove("SSI_DIR").output().expect("run ssi");
+    out
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = ssi(args);
+    assert!(out.status.success(), "ssi {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub nodes: u32,
+}
+
+impl Cluster {
+    pub fn up(name: &str, nodes: u32) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("ssi-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Cluster { dir, nodes };
+        ok(&["up", "--nodes", &nodes.to_string(), "--dir", c.dir_str()]);
+        c
+    }
+    pub fn dir_str(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+    pub fn config(&self) -> ssi::config::Config {
+        ssi::local::load(&self.dir).unwrap()
+    }
+    pub fn pid(&self, node: u32) -> i32 {
+        let cfg = self.config();
+        ssi::local::node_pid(cfg.node(node).unwrap()).unwrap_or_else(|| panic!("node {node} is not running"))
+    }
+    pub fn kill9(&self, node: u32) {
+        let pid = self.pid(node);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        // Reap-wait: the daemon's parent is init, so wait until /proc says it is gone.
+        let t0 = Instant::now();
+        while Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+        {
+            assert!(t0.elapsed() < Duration::from_secs(5), "node {node} survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    pub fn addr(&self, node: u32) -> String {
+        self.config().node(node).unwrap().addr.to_string()
+    }
+    pub fn key(&self) -> ssi_orb::ClusterKey {
+        ssi::daemon::read_key(&self.config().key_file).unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = ssi(&["down", "--dir", self.dir_str()]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `f` until it is true or `within` passes.
+pub async fn eventually(within: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < within, "timed out after {within:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
