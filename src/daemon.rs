@@ -90,6 +90,12 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
         orb.shutdown();
+        let c = orb.counters();
+        // One parsable line for operators and for checking probe counts against the ORB's.
+        tracing::info!(
+            "final counters requests_sent={} oneway_sent={} replies_received={} requests_received={} replies_sent={} batches_sent={} messages_sent={} malformed={} auth_failures={} unreferenced={}",
+            c.requests_sent, c.oneway_sent, c.replies_received, c.requests_received, c.replies_sent, c.batches_sent, c.messages_sent, c.malformed, c.auth_failures, c.unreferenced
+        );
         // Let the links send their last frames.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _ = std::fs::remove_file(&me.control_socket);

@@ -20,73 +20,78 @@
 //! `kind` is the wire `Kind` (1 request, 2 one-way, 3 reply, 4 exception). `len0..2` are the
 //! buffer lengths of the chain (header, payload, object protocol; 0 when absent).
 //! Every `req_prepare` hit has a matching `requests_sent` count in `Counters`.
+//!
+//! Probes are lazy (`probe_lazy!`): their arguments — buffer-chain lengths need the header's
+//! encoded size — are computed only while a tracer has the probe's semaphore set.
+//! Each probe lives in one never-inlined function, so it has exactly one site in the binary
+//! (an inlined copy in code the linker drops would leave a note with no address).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::wire::{nbufs, WireMsg};
 
-#[inline]
+#[inline(never)]
 pub(crate) fn req_prepare(m: &WireMsg) {
     let h = &m.header;
     let c = m.chain();
-    probe::probe!(ssi, req_prepare, h.request_id, h.src_node, h.dst_node, h.kind, nbufs(&c), c[0], c[1], c[2]);
+    let _ = probe::probe_lazy!(ssi, req_prepare, h.request_id, h.src_node, h.dst_node, h.kind, nbufs(&c), c[0], c[1], c[2]);
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn reply_prepare(m: &WireMsg) {
     let h = &m.header;
     let c = m.chain();
-    probe::probe!(ssi, reply_prepare, h.request_id, h.src_node, h.dst_node, h.kind, nbufs(&c), c[0], c[1], c[2]);
+    let _ = probe::probe_lazy!(ssi, reply_prepare, h.request_id, h.src_node, h.dst_node, h.kind, nbufs(&c), c[0], c[1], c[2]);
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn handed_to_transport(m: &WireMsg) {
     let h = &m.header;
-    probe::probe!(ssi, msg_send, h.request_id, h.src_node, h.dst_node, h.kind, m.encoded_len());
+    let _ = probe::probe_lazy!(ssi, msg_send, h.request_id, h.src_node, h.dst_node, h.kind, m.encoded_len());
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn req_recv(m: &crate::wire::InMsg) {
     let h = &m.header;
     let c = m.chain;
-    probe::probe!(ssi, req_recv, h.request_id, h.src_node, h.dst_node, h.kind, nbufs(&c), c[0], c[1], c[2]);
+    let _ = probe::probe_lazy!(ssi, req_recv, h.request_id, h.src_node, h.dst_node, h.kind, nbufs(&c), c[0], c[1], c[2]);
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn reply_recv(m: &crate::wire::InMsg) {
     let h = &m.header;
     let c = m.chain;
-    probe::probe!(ssi, reply_recv, h.request_id, h.src_node, h.dst_node, h.kind, nbufs(&c), c[0], c[1], c[2]);
+    let _ = probe::probe_lazy!(ssi, reply_recv, h.request_id, h.src_node, h.dst_node, h.kind, nbufs(&c), c[0], c[1], c[2]);
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn req_dispatch(id: u64, src: u32, dst: u32, method: u32, priority: u32) {
-    probe::probe!(ssi, req_dispatch, id, src, dst, method, priority);
+    let _ = probe::probe_lazy!(ssi, req_dispatch, id, src, dst, method, priority);
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn invoke_start(id: u64, src: u32, dst: u32, method: u32) {
-    probe::probe!(ssi, invoke_start, id, src, dst, method);
+    let _ = probe::probe_lazy!(ssi, invoke_start, id, src, dst, method);
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn invoke_end(id: u64, src: u32, dst: u32, ok: bool) {
-    probe::probe!(ssi, invoke_end, id, src, dst, ok as u32);
+    let _ = probe::probe_lazy!(ssi, invoke_end, id, src, dst, ok as u32);
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn req_complete(id: u64, src: u32, dst: u32, ok: bool) {
-    probe::probe!(ssi, req_complete, id, src, dst, ok as u32);
+    let _ = probe::probe_lazy!(ssi, req_complete, id, src, dst, ok as u32);
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn batch_send(src: u32, dst: u32, msgs: usize, bytes: usize) {
-    probe::probe!(ssi, batch_send, src, dst, msgs, bytes);
+    let _ = probe::probe_lazy!(ssi, batch_send, src, dst, msgs, bytes);
 }
 
-#[inline]
+#[inline(never)]
 pub(crate) fn batch_recv(src: u32, dst: u32, msgs: usize, bytes: usize) {
-    probe::probe!(ssi, batch_recv, src, dst, msgs, bytes);
+    let _ = probe::probe_lazy!(ssi, batch_recv, src, dst, msgs, bytes);
 }
 
 /// The ORB's own counters (relaxed atomics; read as a snapshot).

@@ -50,8 +50,27 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let dir = tempdir()?;
     let res = run_in(&dir, o);
     let _ = local::down(&dir);
+    let res = res.map(|(results, placement, pids)| {
+        // Each daemon logs its ORB counters when it stops: totals for checking probe counts.
+        let cfg = local::load(&dir).ok();
+        let nodes: Vec<NodeTotal> = pids
+            .iter()
+            .map(|(id, pid)| NodeTotal {
+                node: *id,
+                pid: *pid,
+                requests_sent: cfg.as_ref().and_then(|c| c.node(*id).ok()).and_then(local::final_requests_sent),
+            })
+            .collect();
+        report(o, &placement, &results, &nodes);
+    });
     let _ = std::fs::remove_dir_all(&dir);
     res
+}
+
+struct NodeTotal {
+    node: u32,
+    pid: i32,
+    requests_sent: Option<u64>,
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
@@ -61,12 +80,15 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     Ok(d)
 }
 
-fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<()> {
+type Results = BTreeMap<(u32, usize), Agg>;
+
+fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<(Results, String, Vec<(u32, i32)>)> {
     let cfg = match local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 2, config: None, pin: true })? {
         local::UpOutcome::Started(c) | local::UpOutcome::Restarted(c, _) => c,
     };
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let placement = if ncpu >= 2 { "node 1 (driver) on CPU 0, node 2 (server) on CPU 1".to_string() } else { "both nodes on CPU 0 (one CPU)".to_string() };
+    let pids: Vec<(u32, i32)> = cfg.nodes.values().filter_map(|n| local::node_pid(n).map(|p| (n.id, p))).collect();
     let s1 = cfg.node(1).map_err(|e| anyhow!(e))?.control_socket.clone();
     let s2 = cfg.node(2).map_err(|e| anyhow!(e))?.control_socket.clone();
     let host = cfg.node(2).map_err(|e| anyhow!(e))?.addr.ip().to_string();
@@ -106,11 +128,10 @@ fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<()> {
         }
         Ok::<_, anyhow::Error>(agg)
     })?;
-    report(o, &placement, &results);
-    Ok(())
+    Ok((results, placement, pids))
 }
 
-fn report(o: &Options, placement: &str, r: &BTreeMap<(u32, usize), Agg>) {
+fn report(o: &Options, placement: &str, r: &Results, nodes: &[NodeTotal]) {
     let mut out = Vec::new();
     let mut total_requests = 0u64;
     for (&(payload, ci), a) in r {
@@ -134,6 +155,7 @@ fn report(o: &Options, placement: &str, r: &BTreeMap<(u32, usize), Agg>) {
             "case_seconds": o.duration.as_secs_f64(),
             "inflight": o.inflight,
             "orb_requests_sent": total_requests,
+            "nodes": nodes.iter().map(|n| json!({"node": n.node, "pid": n.pid, "requests_sent": n.requests_sent})).collect::<Vec<_>>(),
             "results": out,
         });
         println!("{v}");
@@ -156,4 +178,8 @@ fn report(o: &Options, placement: &str, r: &BTreeMap<(u32, usize), Agg>) {
     }
     println!();
     println!("orb_twoway_pipelined keeps {} invocations in flight. ORB requests sent by node 1 during the cases: {total_requests}", o.inflight);
+    for n in nodes {
+        let total = n.requests_sent.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+        println!("node {} (pid {}): {total} ORB requests sent over its life (its `req_prepare` probe hits)", n.node, n.pid);
+    }
 }
