@@ -19,10 +19,6 @@ fn main() {
         .client_streaming()
         .server_streaming()
         .build();
-    let transport = tonic_build::manual::Service::builder()
-        .name("Transport")
-        .package("ssi.orb")
-        .method(connect)
-        .build();
+    let transport = tonic_build::manual::Service::builder().name("Transport").package("ssi.orb").method(connect).build();
     tonic_build::manual::Builder::new().compile(&[transport]);
 }

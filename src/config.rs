@@ -158,8 +158,12 @@ pub fn normalize_volume_path(p: &str) -> Result<String, String> {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError { file: path.to_path_buf(), line: 0, col: 0, reason: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            col: 0,
+            reason: format!("cannot read: {e}"),
+        })?;
         Self::parse(path, &text)
     }
 
@@ -180,10 +184,18 @@ impl Config {
 
         let name = raw.cluster.name.get_ref();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
-            return Err(err_at(raw.cluster.name.span(), format!("cluster name {name:?} must be non-empty letters, digits, '-', '_' or '.'")));
+            return Err(err_at(
+                raw.cluster.name.span(),
+                format!("cluster name {name:?} must be non-empty letters, digits, '-', '_' or '.'"),
+            ));
         }
         if raw.nodes.is_empty() {
-            return Err(ConfigError { file: path.to_path_buf(), line: 0, col: 0, reason: "no [[node]] entries: a cluster has at least one node".into() });
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                col: 0,
+                reason: "no [[node]] entries: a cluster has at least one node".into(),
+            });
         }
         let mut nodes = BTreeMap::new();
         let mut addrs = BTreeSet::new();
@@ -196,11 +208,8 @@ impl Config {
             if nodes.contains_key(&id) {
                 return Err(err_at(n.id.span(), format!("node id {id} appears twice")));
             }
-            let addr: SocketAddr = n
-                .addr
-                .get_ref()
-                .parse()
-                .map_err(|_| err_at(n.addr.span(), format!("addr {:?} is not IP:port", n.addr.get_ref())))?;
+            let addr: SocketAddr =
+                n.addr.get_ref().parse().map_err(|_| err_at(n.addr.span(), format!("addr {:?} is not IP:port", n.addr.get_ref())))?;
             if addr.port() == 0 {
                 return Err(err_at(n.addr.span(), "addr needs a port other than 0".into()));
             }

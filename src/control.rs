@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Request, Status};
 
+#[allow(clippy::all)]
 pub mod proto {
     tonic::include_proto!("ssi.control");
 }

@@ -74,14 +74,14 @@ async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
     step(3, "References: node 2 creates an object and passes the reference 2 → 1 → 3");
     let d1 = diag(&orb, 1).await?;
     let d2 = diag(&orb, 2).await?;
-    let r = d2.spawn(Empty {}).await?.obj.clone().ok_or_else(|| anyhow!("no reference"))?;
+    let r = d2.spawn(Empty {}).await?.obj.ok_or_else(|| anyhow!("no reference"))?;
     println!("    object {r} (node:object@incarnation) created on node 2");
-    d2.give(GiveRequest { obj: Some(r.clone()), to: 1 }).await?;
-    d1.give(GiveRequest { obj: Some(r.clone()), to: 3 }).await?;
-    d1.drop_ref(RefMsg { obj: Some(r.clone()) }).await?;
-    d2.drop_ref(RefMsg { obj: Some(r.clone()) }).await?;
-    println!("    nodes 1 and 2 dropped theirs; node 3 invokes it: counter = {}", d3.invoke_held(RefMsg { obj: Some(r.clone()) }).await?.n);
-    d3.drop_ref(RefMsg { obj: Some(r.clone()) }).await?;
+    d2.give(GiveRequest { obj: Some(r), to: 1 }).await?;
+    d1.give(GiveRequest { obj: Some(r), to: 3 }).await?;
+    d1.drop_ref(RefMsg { obj: Some(r) }).await?;
+    d2.drop_ref(RefMsg { obj: Some(r) }).await?;
+    println!("    nodes 1 and 2 dropped theirs; node 3 invokes it: counter = {}", d3.invoke_held(RefMsg { obj: Some(r) }).await?.n);
+    d3.drop_ref(RefMsg { obj: Some(r) }).await?;
     let t = Instant::now();
     while !d2.unreferenced_log(Empty {}).await?.objects.contains(&r.object) {
         if t.elapsed() > Duration::from_secs(5) {
@@ -100,7 +100,9 @@ async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
     let killed = Instant::now();
     kill(Pid::from_raw(pid), Signal::SIGKILL)?;
     match call.await? {
-        Err(OrbError::NodeDown { reason, .. }) => println!("    the caller got NodeDown after {:.1} ms ({reason})", killed.elapsed().as_secs_f64() * 1e3),
+        Err(OrbError::NodeDown { reason, .. }) => {
+            println!("    the caller got NodeDown after {:.1} ms ({reason})", killed.elapsed().as_secs_f64() * 1e3)
+        }
         other => bail!("expected NodeDown, got {other:?}"),
     }
     let t = Instant::now();
@@ -111,7 +113,13 @@ async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let v = orb.view();
-    println!("    view {} → {}: members {:?} ({:.0} ms after the kill)", view_before, v.number, v.members.iter().map(|m| m.node).collect::<Vec<_>>(), killed.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "    view {} → {}: members {:?} ({:.0} ms after the kill)",
+        view_before,
+        v.number,
+        v.members.iter().map(|m| m.node).collect::<Vec<_>>(),
+        killed.elapsed().as_secs_f64() * 1e3
+    );
 
     step(5, "Rejoin: ssi up restarts the missing node with a new incarnation");
     let d = dir.to_path_buf();

@@ -26,7 +26,10 @@ pub fn format_uptime(ms: u64) -> String {
 }
 
 pub fn print_status(s: &StatusReply) {
-    println!("cluster {}   view {} (coordinator node {}, members {:?})   answered by node {}", s.cluster, s.view, s.coordinator, s.view_members, s.node);
+    println!(
+        "cluster {}   view {} (coordinator node {}, members {:?})   answered by node {}",
+        s.cluster, s.view, s.coordinator, s.view_members, s.node
+    );
     println!("{:<5} {:<22} {:<8} {:<14} {:<9} MOUNTPOINT", "NODE", "ADDR", "STATE", "INCARNATION", "UPTIME");
     for n in &s.nodes {
         let inc = if n.incarnation == 0 { "-".to_string() } else { format!("{:x}", n.incarnation) };

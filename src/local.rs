@@ -65,7 +65,11 @@ fn write_cluster(dir: &Path, n: u32) -> anyhow::Result<PathBuf> {
         ports.insert(free_port()?);
     }
     let mut t = String::new();
-    writeln!(t, "# Local cluster written by `ssi up`.\n[cluster]\nname = \"local\"\nkey_file = \"cluster.key\"\ngateways = [{}]\n", if n >= 2 { 2 } else { 1 })?;
+    writeln!(
+        t,
+        "# Local cluster written by `ssi up`.\n[cluster]\nname = \"local\"\nkey_file = \"cluster.key\"\ngateways = [{}]\n",
+        if n >= 2 { 2 } else { 1 }
+    )?;
     for (i, port) in (1..=n).zip(ports) {
         writeln!(t, "[[node]]\nid = {i}\naddr = \"127.0.0.1:{port}\"\ndir = \"node{i}\"\n")?;
     }
@@ -269,7 +273,8 @@ pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
     }
     let t0 = Instant::now();
     let alive = |p: &i32| {
-        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .is_ok_and(|s| !s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
     };
     while pids.iter().any(alive) && t0.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));

@@ -171,7 +171,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !(0.05..=120.0).contains(&seconds) || rounds == 0 {
                 anyhow::bail!("--seconds must be 0.05..=120 and --rounds at least 1");
             }
-            ssi::bench::orb::run(&ssi::bench::orb::Options { json, rounds, duration: Duration::from_secs_f64(seconds), payloads, inflight })?;
+            ssi::bench::orb::run(&ssi::bench::orb::Options {
+                json,
+                rounds,
+                duration: Duration::from_secs_f64(seconds),
+                payloads,
+                inflight,
+            })?;
         }
         Cmd::Demo { dir } => {
             let dir = dir.unwrap_or_else(|| local::default_dir().join("demo"));

@@ -88,7 +88,11 @@ fn malformed_configs_are_refused_with_file_line_and_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:11:6: node id 1 appears twice", cfg.display())), "{err}");
-    std::fs::write(&cfg, "[cluster]\nname = \"x\"\nkey_file = \"k\"\n[[node]]\nid = 1\naddr = \"127.0.0.1:7000\"\ndir = \"n1\"\nbogus = true\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[cluster]\nname = \"x\"\nkey_file = \"k\"\n[[node]]\nid = 1\naddr = \"127.0.0.1:7000\"\ndir = \"n1\"\nbogus = true\n",
+    )
+    .unwrap();
     let err = String::from_utf8_lossy(&ssi(&["node", "--config", cfg.to_str().unwrap(), "--id", "1"]).stderr).into_owned();
     assert!(err.contains("bad.toml:8:1: unknown field `bogus`"), "{err}");
     // A key file other users can read is refused.

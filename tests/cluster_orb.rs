@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, Cluster};
 use ssi_orb::proto::diag::{Blob, DiagStub, GiveRequest, RefMsg, SleepRequest};
-use ssi_orb::proto::{Empty, Header, Kind};
-use ssi_orb::rawpeer::RawPeer;
-use ssi_orb::wire::WireMsg;
+use ssi_orb::proto::{Empty, Kind};
+use ssi_orb::rawpeer::{self, RawPeer};
 use ssi_orb::{ClusterKey, Orb, OrbError};
 
 async fn diag(orb: &Orb, node: u32) -> DiagStub {
@@ -18,7 +17,7 @@ async fn diag(orb: &Orb, node: u32) -> DiagStub {
 }
 
 fn refmsg(r: &ssi_orb::ObjRef) -> RefMsg {
-    RefMsg { obj: Some(r.clone()) }
+    RefMsg { obj: Some(*r) }
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -39,10 +38,10 @@ async fn invocations_references_and_unreferenced_between_daemons() {
 
     // Node 2 creates an object; 2 passes it to 1 (owner → holder), 1 passes it to 3 (a third
     // party: node 1 is not the owner). Nodes 1 and 2 drop theirs; 3 invokes it on node 2.
-    let r = d2.spawn(Empty {}).await.unwrap().obj.clone().unwrap();
+    let r = d2.spawn(Empty {}).await.unwrap().obj.unwrap();
     assert_eq!(r.node, 2);
-    d2.give(GiveRequest { obj: Some(r.clone()), to: 1 }).await.unwrap();
-    d1.give(GiveRequest { obj: Some(r.clone()), to: 3 }).await.unwrap();
+    d2.give(GiveRequest { obj: Some(r), to: 1 }).await.unwrap();
+    d1.give(GiveRequest { obj: Some(r), to: 3 }).await.unwrap();
     d1.drop_ref(refmsg(&r)).await.unwrap();
     d2.drop_ref(refmsg(&r)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -57,8 +56,8 @@ async fn invocations_references_and_unreferenced_between_daemons() {
     .await;
 
     // A holder node is killed: its references are released.
-    let r2 = d2.spawn(Empty {}).await.unwrap().obj.clone().unwrap();
-    d2.give(GiveRequest { obj: Some(r2.clone()), to: 4 }).await.unwrap();
+    let r2 = d2.spawn(Empty {}).await.unwrap().obj.unwrap();
+    d2.give(GiveRequest { obj: Some(r2), to: 4 }).await.unwrap();
     d2.drop_ref(refmsg(&r2)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!d2.unreferenced_log(Empty {}).await.unwrap().objects.contains(&r2.object), "node 4 still holds it");
@@ -80,7 +79,7 @@ async fn node_down_is_prompt_and_a_killed_node_rejoins_as_a_new_incarnation() {
     let view_before = orb.view();
     let inc_before = view_before.members.iter().find(|m| m.node == 3).unwrap().incarnation;
     // Node 1 holds an object it will try to pass to node 3 after node 3 dies.
-    let r = d1.spawn(Empty {}).await.unwrap().obj.clone().unwrap();
+    let r = d1.spawn(Empty {}).await.unwrap().obj.unwrap();
 
     let stalled = tokio::spawn(async move { d3.sleep(SleepRequest { ms: 60_000 }).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -94,7 +93,7 @@ async fn node_down_is_prompt_and_a_killed_node_rejoins_as_a_new_incarnation() {
 
     // Daemon to daemon: node 1's call to the dead node fails fast too, it does not hang.
     let t1 = Instant::now();
-    let e = d1.give(GiveRequest { obj: Some(r.clone()), to: 3 }).await.unwrap_err();
+    let e = d1.give(GiveRequest { obj: Some(r), to: 3 }).await.unwrap_err();
     assert!(t1.elapsed() < Duration::from_secs(2), "node 1's call to dead node 3 took {:?}", t1.elapsed());
     assert!(e.to_string().contains("down"), "{e}");
 
@@ -133,11 +132,7 @@ async fn unauthenticated_peers_invoke_nothing_and_malformed_frames_get_an_error(
     assert!(e.contains("authentication"), "{e}");
     // ...and if it presses on, its proof is refused and what it sent never runs.
     let mut imp = RawPeer::connect_unverified(&addr, "local", &wrong).await.unwrap();
-    imp.send(WireMsg {
-        header: Header { kind: Kind::Oneway as i32, request_id: 1, dst_node: 1, object: sink, method: 1, deadline_us: 1_000_000, ..Default::default() },
-        payload: Default::default(),
-        proto: Default::default(),
-    });
+    imp.send(rawpeer::request(Kind::Oneway, 1, 1, sink, 1, Default::default()));
     let m = imp.recv(Duration::from_secs(2)).await.unwrap();
     assert_eq!(m.header.kind, Kind::Error as i32);
     assert!(m.header.message.contains("authentication failed"), "{}", m.header.message);

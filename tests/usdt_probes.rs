@@ -14,8 +14,17 @@ use ssi_orb::proto::diag::{DiagStub, GiveRequest, RefMsg};
 use ssi_orb::proto::Empty;
 
 const PROBES: &[&str] = &[
-    "req_prepare", "msg_send", "req_recv", "req_dispatch", "invoke_start", "invoke_end", "reply_prepare", "reply_recv", "req_complete",
-    "batch_send", "batch_recv",
+    "req_prepare",
+    "msg_send",
+    "req_recv",
+    "req_dispatch",
+    "invoke_start",
+    "invoke_end",
+    "reply_prepare",
+    "reply_recv",
+    "req_complete",
+    "batch_send",
+    "batch_recv",
 ];
 
 fn required(what: &str, present: bool) -> bool {
@@ -53,7 +62,7 @@ async fn probe_hits_equal_the_orbs_own_counters() {
         return;
     }
     let mut bt = Command::new("bpftrace")
-                // BEGIN runs once every probe is attached ("Attaching..." is printed before that).
+        // BEGIN runs once every probe is attached ("Attaching..." is printed before that).
         .args(["-e", &format!("BEGIN {{ printf(\"ready\\n\"); }} usdt:{BIN}:ssi:req_prepare {{ @[pid] = count(); }}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -74,16 +83,17 @@ async fn probe_hits_equal_the_orbs_own_counters() {
         // Daemon-to-daemon traffic: node 3 invokes an object of node 2 many times.
         let d2 = DiagStub::new(orb.resolve(2, "diag").await.unwrap()).unwrap();
         let d3 = DiagStub::new(orb.resolve(3, "diag").await.unwrap()).unwrap();
-        let r = d2.spawn(Empty {}).await.unwrap().obj.clone().unwrap();
-        d2.give(GiveRequest { obj: Some(r.clone()), to: 3 }).await.unwrap();
+        let r = d2.spawn(Empty {}).await.unwrap().obj.unwrap();
+        d2.give(GiveRequest { obj: Some(r), to: 3 }).await.unwrap();
         for _ in 0..500 {
-            d3.invoke_held(RefMsg { obj: Some(r.clone()) }).await.unwrap();
+            d3.invoke_held(RefMsg { obj: Some(r) }).await.unwrap();
         }
         orb.shutdown();
         let cfg = c.config();
         let pids: Vec<(u32, i32)> = (1..=3).map(|n| (n, c.pid(n))).collect();
         common::ok(&["down", "--dir", c.dir_str()]);
-        let finals: Vec<u64> = (1..=3).map(|n| ssi::local::final_requests_sent(cfg.node(n).unwrap()).expect("final counters logged")).collect();
+        let finals: Vec<u64> =
+            (1..=3).map(|n| ssi::local::final_requests_sent(cfg.node(n).unwrap()).expect("final counters logged")).collect();
         (pids, finals)
     };
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(bt.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();

@@ -22,7 +22,7 @@ fn msgs(payload: usize) -> Vec<WireMsg> {
                 src_node: 1,
                 dst_node: 2,
                 object: 17,
-                incarnation: 0x660c_311c_4262_3,
+                incarnation: 0x0006_60c3_11c4_2623,
                 interface: 0xdead_beef,
                 method: 0,
                 deadline_us: 30_000_000,

@@ -39,7 +39,8 @@ impl ClusterKey {
         }
         let mut out = Vec::with_capacity(hex.len() / 2);
         for i in (0..hex.len()).step_by(2) {
-            let b = u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| format!("not a hex digit pair at offset {i}: {:?}", &hex[i..i + 2]))?;
+            let b =
+                u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| format!("not a hex digit pair at offset {i}: {:?}", &hex[i..i + 2]))?;
             out.push(b);
         }
         Ok(ClusterKey(out))

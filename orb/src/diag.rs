@@ -64,7 +64,7 @@ impl diag::Diag for Diag {
     }
     async fn spawn(&self, ctx: &CallCtx, _req: Empty) -> Result<RefMsg, Exception> {
         let h = diag::export_counter(&ctx.orb, Counter::default());
-        let r = h.objref().clone();
+        let r = *h.objref();
         self.held.lock().insert(h.key(), h);
         Ok(RefMsg { obj: Some(r) })
     }
@@ -79,7 +79,7 @@ impl diag::Diag for Diag {
         let _keep = self.held(r)?;
         let peer = ctx.orb.resolve(req.to, DIAG_NAME).await.map_err(orb_err)?;
         let stub = diag::DiagStub::new(peer).map_err(orb_err)?;
-        stub.hold(RefMsg { obj: Some(r.clone()) }).await.map_err(orb_err)?;
+        stub.hold(RefMsg { obj: Some(*r) }).await.map_err(orb_err)?;
         Ok(Empty {})
     }
     async fn drop_ref(&self, _ctx: &CallCtx, req: RefMsg) -> Result<Empty, Exception> {

@@ -115,7 +115,12 @@ impl OrbInner {
         let twoway = h.kind == Kind::Request as i32;
         if h.request_id <= *last_seen {
             // At-most-once: a replayed or reordered request is never executed again.
-            self.reply_exception(link, h, Exception::new(code::DUPLICATE, format!("request {} already seen (last {})", h.request_id, *last_seen)), twoway);
+            self.reply_exception(
+                link,
+                h,
+                Exception::new(code::DUPLICATE, format!("request {} already seen (last {})", h.request_id, *last_seen)),
+                twoway,
+            );
             return;
         }
         *last_seen = h.request_id;
@@ -126,7 +131,15 @@ impl OrbInner {
             Err(e) => return self.reply_exception(link, h, e, twoway),
         };
         if twoway == servant.is_oneway(h.method) {
-            let e = Exception::new(code::BAD_REQUEST, format!("method {} is {}; sent as {}", h.method, if twoway { "one-way" } else { "two-way" }, if twoway { "two-way" } else { "one-way" }));
+            let e = Exception::new(
+                code::BAD_REQUEST,
+                format!(
+                    "method {} is {}; sent as {}",
+                    h.method,
+                    if twoway { "one-way" } else { "two-way" },
+                    if twoway { "two-way" } else { "one-way" }
+                ),
+            );
             return self.reply_exception(link, h, e, twoway);
         }
         let ctx = CallCtx {

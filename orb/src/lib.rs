@@ -17,10 +17,11 @@ mod orb;
 pub mod probes;
 pub mod rawpeer;
 mod transport;
-pub mod wire;
 mod wellknown;
+pub mod wire;
 
 /// Types generated from the ORB's own IDL.
+#[allow(clippy::all)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/ssi.orb.rs"));
     /// The well-known services of every node.

@@ -130,7 +130,12 @@ impl OrbInner {
         let tools: Vec<Arc<Link>> = self.tool_links.lock().clone();
         for l in tools {
             let out = crate::object::Outgoing::from_message(&svc::HeartbeatMsg { view: Some(view.clone()) });
-            let target = crate::proto::ObjRef { node: TOOL_NODE, object: well_known::MEMBERSHIP, incarnation: 0, interface: svc::MEMBERSHIP_INTERFACE };
+            let target = crate::proto::ObjRef {
+                node: TOOL_NODE,
+                object: well_known::MEMBERSHIP,
+                incarnation: 0,
+                interface: svc::MEMBERSHIP_INTERFACE,
+            };
             self.oneway_on_link(&l, &target, svc::membership_methods::HEARTBEAT, out, &opts);
         }
         for id in targets {

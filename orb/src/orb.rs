@@ -186,11 +186,8 @@ impl Orb {
                 },
             );
         }
-        let first_view = View {
-            number: 0,
-            members: vec![svc::Member { node: cfg.node, incarnation: cfg.incarnation }],
-            coordinator: cfg.node,
-        };
+        let first_view =
+            View { number: 0, members: vec![svc::Member { node: cfg.node, incarnation: cfg.incarnation }], coordinator: cfg.node };
         let (view_tx, _) = watch::channel(first_view);
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(OrbInner {
@@ -325,7 +322,7 @@ impl Orb {
     pub async fn resolve(&self, node: u32, name: &str) -> Result<ObjHandle, OrbError> {
         let names = svc::NamesStub::new(self.well_known(node, well_known::NAMES, svc::NAMES_INTERFACE))?;
         let rep = names.resolve(svc::ResolveRequest { name: name.to_string() }).await?;
-        let r = rep.obj.clone().ok_or_else(|| OrbError::Decode("Resolve reply without a reference".into()))?;
+        let r = rep.obj.ok_or_else(|| OrbError::Decode("Resolve reply without a reference".into()))?;
         rep.refs.adopt(&r).ok_or_else(|| OrbError::Exception(Exception::object_not_exist(r.object)))
     }
 
@@ -349,15 +346,19 @@ impl Orb {
 
     /// Two-way invocation: returns the reply or the exception, `NodeDown` when the serving
     /// node fails, `DeadlineExceeded` when no answer came in time.
-    pub async fn invoke(&self, target: &ObjHandle, iface: u32, method: u32, out: Outgoing, opts: &CallOptions) -> Result<Incoming, OrbError> {
+    pub async fn invoke(
+        &self,
+        target: &ObjHandle,
+        iface: u32,
+        method: u32,
+        out: Outgoing,
+        opts: &CallOptions,
+    ) -> Result<Incoming, OrbError> {
         let r = target.objref();
         if r.node == self.node() {
             return self.invoke_local(r, iface, method, out, opts).await;
         }
-        let link = self.0.link_for(r.node, opts.deadline).await?;
-        let proto = self.marshal_refs(&out.refs, r.node).await?;
-        link.wait_space().await?;
-        let msg = WireMsg { header: self.header(r, Kind::Request, iface, method, opts), payload: out.payload, proto };
+        let (link, msg) = self.prepare_remote(r, Kind::Request, iface, method, out, opts).await?;
         let (tx, rx) = oneshot::channel();
         let deadline = Instant::now() + opts.deadline;
         let id = link.enqueue_request(msg, &self.0.next_request, Some((tx, deadline)))?;
@@ -375,18 +376,39 @@ impl Orb {
     }
 
     /// One-way invocation: returns once the message is queued on the link.
-    pub async fn invoke_oneway(&self, target: &ObjHandle, iface: u32, method: u32, out: Outgoing, opts: &CallOptions) -> Result<(), OrbError> {
+    pub async fn invoke_oneway(
+        &self,
+        target: &ObjHandle,
+        iface: u32,
+        method: u32,
+        out: Outgoing,
+        opts: &CallOptions,
+    ) -> Result<(), OrbError> {
         let r = target.objref();
         if r.node == self.node() {
             return self.invoke_local(r, iface, method, out, opts).await.map(|_| ());
         }
-        let link = self.0.link_for(r.node, opts.deadline).await?;
-        let proto = self.marshal_refs(&out.refs, r.node).await?;
-        link.wait_space().await?;
-        let msg = WireMsg { header: self.header(r, Kind::Oneway, iface, method, opts), payload: out.payload, proto };
+        let (link, msg) = self.prepare_remote(r, Kind::Oneway, iface, method, out, opts).await?;
         link.enqueue_request(msg, &self.0.next_request, None)?;
         Counters::add(&self.0.counters.oneway_sent, 1);
         Ok(())
+    }
+
+    /// What two-way and one-way calls to another node share: the link (waiting for it when
+    /// needed), the references registered for the destination, room in the queue, the message.
+    async fn prepare_remote(
+        &self,
+        r: &ObjRef,
+        kind: Kind,
+        iface: u32,
+        method: u32,
+        out: Outgoing,
+        opts: &CallOptions,
+    ) -> Result<(Arc<Link>, WireMsg), OrbError> {
+        let link = self.0.link_for(r.node, opts.deadline).await?;
+        let proto = self.marshal_refs(&out.refs, r.node).await?;
+        link.wait_space().await?;
+        Ok((link, WireMsg { header: self.header(r, kind, iface, method, opts), payload: out.payload, proto }))
     }
 
     /// Invocation of an object of this node: the same skeleton and marshalling, no network.
@@ -611,7 +633,9 @@ impl OrbInner {
         let servant = {
             let mut ex = self.exports.lock();
             match ex.get(&object) {
-                Some(e) if e.local == 0 && e.remote.is_empty() && object >= well_known::FIRST_DYNAMIC => ex.remove(&object).map(|e| e.servant),
+                Some(e) if e.local == 0 && e.remote.is_empty() && object >= well_known::FIRST_DYNAMIC => {
+                    ex.remove(&object).map(|e| e.servant)
+                }
                 _ => None,
             }
         };

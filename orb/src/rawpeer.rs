@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::auth::ClusterKey;
 use crate::link::Link;
 use crate::probes::Counters;
+use crate::proto::{Header, Kind};
 use crate::transport::{dial_link, Inbound};
 use crate::wire::{Frames, InMsg, WireMsg};
 
@@ -53,5 +54,15 @@ impl RawPeer {
     /// The next message from the daemon, `Err` when the stream ended or nothing came in time.
     pub async fn recv(&mut self, within: Duration) -> Result<InMsg, String> {
         tokio::time::timeout(within, self.inbound.next_msg()).await.map_err(|_| "nothing received in time".to_string())?
+    }
+}
+
+/// A request as a hand-written peer sends it: `kind` REQUEST or ONEWAY to `object` on
+/// `node`, with a 1 s deadline.
+pub fn request(kind: Kind, id: u64, node: u32, object: u64, method: u32, payload: Bytes) -> WireMsg {
+    WireMsg {
+        header: Header { kind: kind as i32, request_id: id, dst_node: node, object, method, deadline_us: 1_000_000, ..Default::default() },
+        payload,
+        proto: Bytes::new(),
     }
 }

@@ -23,6 +23,7 @@ use crate::probes::{self, Counters};
 use crate::proto::{Handshake, Header, Kind};
 use crate::wire::{parse_batch, Frames, InMsg, WireMsg, MAX_BATCH_DECODE};
 
+#[allow(clippy::all)]
 pub(crate) mod grpc {
     include!(concat!(env!("OUT_DIR"), "/ssi.orb.Transport.rs"));
 }
@@ -201,6 +202,7 @@ impl std::fmt::Display for DialError {
 }
 
 /// Dials `addr`, runs the dialer side of the handshake. The link is not installed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn dial_link(
     cluster: &str,
     key: &auth::ClusterKey,
@@ -277,7 +279,8 @@ impl OrbInner {
             None => return Err(DialError::Other(format!("node {peer} is not configured"))),
         };
         let link = Link::new(self.cfg.node, peer, self.next_link_serial(), self.counters.clone());
-        let res = dial_link(&self.cfg.cluster, &self.cfg.key, self.cfg.node, self.cfg.incarnation, Some(peer), &addr, &link, None, true).await;
+        let res =
+            dial_link(&self.cfg.cluster, &self.cfg.key, self.cfg.node, self.cfg.incarnation, Some(peer), &addr, &link, None, true).await;
         match res {
             Ok((inbound, node, inc)) => {
                 link.set_peer(node, inc);

@@ -20,7 +20,7 @@ struct Names;
 impl svc::Names for Names {
     async fn resolve(&self, ctx: &CallCtx, req: svc::ResolveRequest) -> Result<ResolveReply, Exception> {
         match ctx.orb.lookup_name(&req.name) {
-            Some(h) => Ok(ResolveReply { obj: Some(h.objref().clone()) }),
+            Some(h) => Ok(ResolveReply { obj: Some(*h.objref()) }),
             None => Err(Exception::new(
                 crate::error::code::OBJECT_NOT_EXIST,
                 format!("no object named {:?} on node {}", req.name, ctx.orb.node()),

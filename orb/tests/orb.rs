@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use ssi_orb::diag::{self as diagsvc};
 use ssi_orb::proto::diag::{Blob, DiagStub, GiveRequest, RefMsg, SleepRequest};
-use ssi_orb::proto::{Empty, Header, Kind};
-use ssi_orb::rawpeer::RawPeer;
-use ssi_orb::wire::WireMsg;
+use ssi_orb::proto::{Empty, Kind};
+use ssi_orb::rawpeer::{self, RawPeer};
 use ssi_orb::{CallOptions, ClusterKey, Orb, OrbConfig, OrbError};
 
 fn free_port() -> u16 {
@@ -86,18 +85,18 @@ async fn references_travel_and_unreferenced_is_delivered() {
     // Node 2 creates a counter and holds it; it gives the reference to node 1, which passes
     // it on to node 3 (a third party: node 1 is not the owner).
     let d2 = diag(&n1, 2).await;
-    let r = d2.spawn(Empty {}).await.unwrap().obj.clone().unwrap();
+    let r = d2.spawn(Empty {}).await.unwrap().obj.unwrap();
     drop(d2.spawn(Empty {}).await.unwrap()); // a second object, never handed out: stays alive
-    d2.give(GiveRequest { obj: Some(r.clone()), to: 1 }).await.unwrap();
+    d2.give(GiveRequest { obj: Some(r), to: 1 }).await.unwrap();
     let d1 = diag(&n3, 1).await;
-    d1.give(GiveRequest { obj: Some(r.clone()), to: 3 }).await.unwrap();
-    d1.drop_ref(RefMsg { obj: Some(r.clone()) }).await.unwrap();
-    d2.drop_ref(RefMsg { obj: Some(r.clone()) }).await.unwrap();
+    d1.give(GiveRequest { obj: Some(r), to: 3 }).await.unwrap();
+    d1.drop_ref(RefMsg { obj: Some(r) }).await.unwrap();
+    d2.drop_ref(RefMsg { obj: Some(r) }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(n2.is_exported(r.object), "node 3 still holds a reference: the object must live");
     let d3 = diag(&n1, 3).await;
-    assert_eq!(d3.invoke_held(RefMsg { obj: Some(r.clone()) }).await.unwrap().n, 1, "node 3 invokes the object on node 2");
-    d3.drop_ref(RefMsg { obj: Some(r.clone()) }).await.unwrap();
+    assert_eq!(d3.invoke_held(RefMsg { obj: Some(r) }).await.unwrap().n, 1, "node 3 invokes the object on node 2");
+    d3.drop_ref(RefMsg { obj: Some(r) }).await.unwrap();
     let t0 = Instant::now();
     while !n2.unreferenced_log().contains(&r.object) {
         assert!(t0.elapsed() < Duration::from_secs(5), "unreferenced() never delivered");
@@ -147,7 +146,10 @@ async fn busy_servant_queue_is_served_by_priority() {
     wait_view(&a, 2).await;
     let d = diag(&a, 2).await;
     // Occupy the only slot, then queue low- and high-priority calls; high must finish first.
-    let blocker = { let d = d.clone(); tokio::spawn(async move { d.sleep(SleepRequest { ms: 300 }).await }) };
+    let blocker = {
+        let d = d.clone();
+        tokio::spawn(async move { d.sleep(SleepRequest { ms: 300 }).await })
+    };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let order = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -180,11 +182,7 @@ async fn wrong_key_is_refused_and_malformed_frames_are_answered() {
     let d = diag(&a, 1).await;
     let mut imp = RawPeer::connect_unverified(&addr, "test", &wrong).await.unwrap();
     let sink_obj = a.resolve(1, "diag").await.unwrap().objref().object;
-    imp.send(WireMsg {
-        header: Header { kind: Kind::Oneway as i32, request_id: 1, dst_node: 1, object: sink_obj, method: 1, deadline_us: 1_000_000, ..Default::default() },
-        payload: Default::default(),
-        proto: Default::default(),
-    });
+    imp.send(rawpeer::request(Kind::Oneway, 1, 1, sink_obj, 1, Default::default()));
     let m = imp.recv(Duration::from_secs(2)).await.unwrap();
     assert_eq!(m.header.kind, Kind::Error as i32);
     assert!(m.header.message.contains("authentication failed"), "{}", m.header.message);
@@ -202,19 +200,18 @@ async fn wrong_key_is_refused_and_malformed_frames_are_answered() {
     let p2 = RawPeer::connect(&addr, "test", &net.key).await.unwrap();
     let mut p2 = p2;
     let diag_ref = a.resolve(1, "diag").await.unwrap();
-    p2.send(WireMsg {
-        header: Header { kind: Kind::Request as i32, request_id: 1, dst_node: 1, object: diag_ref.objref().object, method: 0, deadline_us: 1_000_000, ..Default::default() },
-        payload: bytes::Bytes::from(prost::Message::encode_to_vec(&Blob { data: b"hi".to_vec().into() })),
-        proto: Default::default(),
-    });
+    p2.send(rawpeer::request(
+        Kind::Request,
+        1,
+        1,
+        diag_ref.objref().object,
+        0,
+        bytes::Bytes::from(prost::Message::encode_to_vec(&Blob { data: b"hi".to_vec().into() })),
+    ));
     let rep = p2.recv(Duration::from_secs(2)).await.unwrap();
     assert_eq!(rep.header.kind, Kind::Reply as i32, "{:?}", rep.header);
     // A replayed request id is refused, never executed twice (at-most-once).
-    p2.send(WireMsg {
-        header: Header { kind: Kind::Request as i32, request_id: 1, dst_node: 1, object: diag_ref.objref().object, method: 0, deadline_us: 1_000_000, ..Default::default() },
-        payload: Default::default(),
-        proto: Default::default(),
-    });
+    p2.send(rawpeer::request(Kind::Request, 1, 1, diag_ref.objref().object, 0, Default::default()));
     let dup = p2.recv(Duration::from_secs(2)).await.unwrap();
     assert_eq!(dup.header.kind, Kind::Exception as i32);
     assert!(dup.header.message.contains("already seen"));

@@ -15,6 +15,23 @@ use ssi_orb::Orb;
 
 pub const CASES: &[&str] = &["raw_tcp", "tonic_unary", "orb_twoway", "orb_twoway_pipelined", "orb_oneway"];
 
+/// Runs `$call` (an expression awaited each time) back to back for `$dur`, one in flight,
+/// recording each latency; yields `(ops, seconds)`. A macro rather than a function taking an
+/// async closure: such closures lose `Send` inside tonic's service futures.
+macro_rules! closed_loop {
+    ($dur:expr, $h:expr, $call:expr) => {{
+        let start = Instant::now();
+        let mut ops = 0u64;
+        while start.elapsed() < $dur {
+            let t = Instant::now();
+            $call.map_err(|e| e.to_string())?;
+            let _ = $h.record(t.elapsed().as_nanos() as u64);
+            ops += 1;
+        }
+        Ok((ops, start.elapsed().as_secs_f64()))
+    }};
+}
+
 fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram bounds")
 }
@@ -37,22 +54,22 @@ pub async fn run(orb: &Orb, r: BenchRunRequest) -> Result<BenchRunReply, String>
 }
 
 async fn raw_tcp(r: &BenchRunRequest, payload: &Bytes, dur: Duration, h: &mut Histogram<u64>) -> Result<(u64, f64), String> {
-    let mut s = tokio::net::TcpStream::connect((r.target_host.as_str(), r.raw_tcp_port as u16)).await.map_err(|e| format!("raw_tcp: {e}"))?;
+    let mut s =
+        tokio::net::TcpStream::connect((r.target_host.as_str(), r.raw_tcp_port as u16)).await.map_err(|e| format!("raw_tcp: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut frame = Vec::with_capacity(payload.len() + 4);
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     frame.extend_from_slice(payload);
     let mut back = vec![0u8; payload.len()];
-    let start = Instant::now();
-    let mut ops = 0u64;
-    while start.elapsed() < dur {
-        let t = Instant::now();
-        s.write_all(&frame).await.map_err(|e| e.to_string())?;
-        s.read_exact(&mut back).await.map_err(|e| e.to_string())?;
-        let _ = h.record(t.elapsed().as_nanos() as u64);
-        ops += 1;
-    }
-    Ok((ops, start.elapsed().as_secs_f64()))
+    closed_loop!(
+        dur,
+        h,
+        async {
+            s.write_all(&frame).await?;
+            s.read_exact(&mut back).await
+        }
+        .await
+    )
 }
 
 async fn tonic_unary(r: &BenchRunRequest, payload: &Bytes, dur: Duration, h: &mut Histogram<u64>) -> Result<(u64, f64), String> {
@@ -60,15 +77,7 @@ async fn tonic_unary(r: &BenchRunRequest, payload: &Bytes, dur: Duration, h: &mu
         .map_err(|e| e.to_string())?
         .tcp_nodelay(true);
     let mut c = BenchEchoClient::new(ep.connect().await.map_err(|e| format!("tonic_unary: {e}"))?);
-    let start = Instant::now();
-    let mut ops = 0u64;
-    while start.elapsed() < dur {
-        let t = Instant::now();
-        c.echo(EchoMsg { data: payload.clone() }).await.map_err(|e| e.to_string())?;
-        let _ = h.record(t.elapsed().as_nanos() as u64);
-        ops += 1;
-    }
-    Ok((ops, start.elapsed().as_secs_f64()))
+    closed_loop!(dur, h, c.echo(EchoMsg { data: payload.clone() }).await)
 }
 
 async fn diag(orb: &Orb, node: u32) -> Result<DiagStub, String> {
@@ -78,18 +87,16 @@ async fn diag(orb: &Orb, node: u32) -> Result<DiagStub, String> {
 
 async fn orb_twoway(orb: &Orb, r: &BenchRunRequest, payload: &Bytes, dur: Duration, h: &mut Histogram<u64>) -> Result<(u64, f64), String> {
     let d = diag(orb, r.target).await?;
-    let start = Instant::now();
-    let mut ops = 0u64;
-    while start.elapsed() < dur {
-        let t = Instant::now();
-        d.echo(Blob { data: payload.clone() }).await.map_err(|e| e.to_string())?;
-        let _ = h.record(t.elapsed().as_nanos() as u64);
-        ops += 1;
-    }
-    Ok((ops, start.elapsed().as_secs_f64()))
+    closed_loop!(dur, h, d.echo(Blob { data: payload.clone() }).await)
 }
 
-async fn orb_pipelined(orb: &Orb, r: &BenchRunRequest, payload: &Bytes, dur: Duration, h: &mut Histogram<u64>) -> Result<(u64, f64), String> {
+async fn orb_pipelined(
+    orb: &Orb,
+    r: &BenchRunRequest,
+    payload: &Bytes,
+    dur: Duration,
+    h: &mut Histogram<u64>,
+) -> Result<(u64, f64), String> {
     let d = diag(orb, r.target).await?;
     let inflight = r.inflight.clamp(1, 65536) as usize;
     let call = |d: DiagStub, p: Bytes| async move {

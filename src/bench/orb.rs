@@ -50,7 +50,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let dir = tempdir()?;
     let res = run_in(&dir, o);
     let _ = local::down(&dir);
-    let res = res.map(|(results, placement, pids)| {
+    let res = res.map(|Run { results, placement, pids }| {
         // Each daemon logs its ORB counters when it stops: totals for checking probe counts.
         let cfg = local::load(&dir).ok();
         let nodes: Vec<NodeTotal> = pids
@@ -82,12 +82,23 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 
 type Results = BTreeMap<(u32, usize), Agg>;
 
-fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<(Results, String, Vec<(u32, i32)>)> {
+/// What a run yields: the results, the placement, each node's daemon pid.
+struct Run {
+    results: Results,
+    placement: String,
+    pids: Vec<(u32, i32)>,
+}
+
+fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<Run> {
     let cfg = match local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 2, config: None, pin: true })? {
         local::UpOutcome::Started(c) | local::UpOutcome::Restarted(c, _) => c,
     };
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let placement = if ncpu >= 2 { "node 1 (driver) on CPU 0, node 2 (server) on CPU 1".to_string() } else { "both nodes on CPU 0 (one CPU)".to_string() };
+    let placement = if ncpu >= 2 {
+        "node 1 (driver) on CPU 0, node 2 (server) on CPU 1".to_string()
+    } else {
+        "both nodes on CPU 0 (one CPU)".to_string()
+    };
     let pids: Vec<(u32, i32)> = cfg.nodes.values().filter_map(|n| local::node_pid(n).map(|p| (n.id, p))).collect();
     let s1 = cfg.node(1).map_err(|e| anyhow!(e))?.control_socket.clone();
     let s2 = cfg.node(2).map_err(|e| anyhow!(e))?.control_socket.clone();
@@ -114,7 +125,8 @@ fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<(Results, String
                         tonic_port: ports.tonic_port,
                         inflight: o.inflight,
                     };
-                    let r: BenchRunReply = c1.bench_run(req).await.map_err(|s| anyhow!("{case} {payload} B: {}", s.message()))?.into_inner();
+                    let r: BenchRunReply =
+                        c1.bench_run(req).await.map_err(|s| anyhow!("{case} {payload} B: {}", s.message()))?.into_inner();
                     let a = agg.entry((payload, ci)).or_default();
                     a.p50.push(r.p50_us);
                     a.p99.push(r.p99_us);
@@ -128,7 +140,7 @@ fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<(Results, String
         }
         Ok::<_, anyhow::Error>(agg)
     })?;
-    Ok((results, placement, pids))
+    Ok(Run { results, placement, pids })
 }
 
 fn report(o: &Options, placement: &str, r: &Results, nodes: &[NodeTotal]) {
@@ -143,7 +155,9 @@ fn report(o: &Options, placement: &str, r: &Results, nodes: &[NodeTotal]) {
         if latency_case {
             out.push(json!({"case": case, "metric": "p50_us", "value": p50, "unit": "us", "payload": payload}));
             out.push(json!({"case": case, "metric": "p99_us", "value": p99, "unit": "us", "payload": payload}));
-            out.push(json!({"case": case, "metric": "p50_ratio_to_raw_tcp", "value": p50 / median(&base.p50), "unit": "x", "payload": payload}));
+            out.push(
+                json!({"case": case, "metric": "p50_ratio_to_raw_tcp", "value": p50 / median(&base.p50), "unit": "x", "payload": payload}),
+            );
         }
         out.push(json!({"case": case, "metric": "ops_per_s", "value": rate, "unit": "1/s", "payload": payload}));
     }
@@ -162,7 +176,11 @@ fn report(o: &Options, placement: &str, r: &Results, nodes: &[NodeTotal]) {
         return;
     }
     println!("ssi bench orb — 2-node local cluster; {placement}");
-    println!("{} rounds × {:.1} s per case, cases interleaved; medians over rounds; ratio = p50 / raw_tcp p50 (same run)", o.rounds, o.duration.as_secs_f64());
+    println!(
+        "{} rounds × {:.1} s per case, cases interleaved; medians over rounds; ratio = p50 / raw_tcp p50 (same run)",
+        o.rounds,
+        o.duration.as_secs_f64()
+    );
     println!();
     println!("{:<22} {:>7} {:>10} {:>10} {:>8} {:>14}", "case", "payload", "p50 µs", "p99 µs", "ratio", "ops/s");
     for (&(payload, ci), a) in r {
@@ -177,7 +195,10 @@ fn report(o: &Options, placement: &str, r: &Results, nodes: &[NodeTotal]) {
         }
     }
     println!();
-    println!("orb_twoway_pipelined keeps {} invocations in flight. ORB requests sent by node 1 during the cases: {total_requests}", o.inflight);
+    println!(
+        "orb_twoway_pipelined keeps {} invocations in flight. ORB requests sent by node 1 during the cases: {total_requests}",
+        o.inflight
+    );
     for n in nodes {
         let total = n.requests_sent.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
         println!("node {} (pid {}): {total} ORB requests sent over its life (its `req_prepare` probe hits)", n.node, n.pid);

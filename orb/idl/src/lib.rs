@@ -35,6 +35,18 @@ pub fn interface_id(full_name: &str) -> u32 {
     h
 }
 
+/// The protoc to run: `$PROTOC` when set, else the one vendored in `protoc-bin-vendored`, so
+/// a fresh machine builds without a system package. Also exported as `PROTOC` for other
+/// generators in the same build script (tonic-prost-build).
+pub fn protoc() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROTOC") {
+        return PathBuf::from(p);
+    }
+    let p = protoc_bin_vendored::protoc_bin_path().expect("protoc-bin-vendored has a protoc for this platform");
+    std::env::set_var("PROTOC", &p);
+    p
+}
+
 /// Builder for one IDL compilation.
 pub struct Idl {
     protos: Vec<PathBuf>,
@@ -67,7 +79,7 @@ impl Idl {
     pub fn compile(self) -> Result<(), String> {
         let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|_| "OUT_DIR not set")?);
         let fds_path = out_dir.join("ssi-idl-descriptors.bin");
-        let protoc = prost_build::protoc_from_env();
+        let protoc = protoc();
         let mut cmd = std::process::Command::new(&protoc);
         cmd.arg("--include_imports").arg(format!("--descriptor_set_out={}", fds_path.display()));
         for i in &self.includes {
@@ -92,8 +104,7 @@ impl Idl {
         }
         config.service_generator(Box::new(OrbServiceGen { orb: self.orb_path.clone() }));
         // Only the files named (not imports that belong to another crate) are generated.
-        let extern_pkgs: HashSet<String> =
-            self.extern_paths.iter().map(|(p, _)| p.trim_start_matches('.').to_string()).collect();
+        let extern_pkgs: HashSet<String> = self.extern_paths.iter().map(|(p, _)| p.trim_start_matches('.').to_string()).collect();
         let mut own = fds.clone();
         own.file.retain(|f| !extern_pkgs.iter().any(|e| f.package() == e || f.package().starts_with(&format!("{e}."))));
         config.compile_fds(own.clone()).map_err(|e| format!("ssi-idl: prost-build: {e}"))?;
@@ -200,10 +211,10 @@ impl RefAnalysis {
 fn rust_field(name: &str) -> String {
     let s = name.to_snake_case();
     const KW: &[&str] = &[
-        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for", "if", "impl", "in",
-        "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "static", "struct", "trait", "true",
-        "type", "unsafe", "use", "where", "while", "async", "await", "dyn", "abstract", "become", "box", "do",
-        "final", "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
+        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for", "if", "impl", "in", "let", "loop",
+        "match", "mod", "move", "mut", "pub", "ref", "return", "static", "struct", "trait", "true", "type", "unsafe", "use", "where",
+        "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro", "override", "priv", "typeof", "unsized",
+        "virtual", "yield", "try", "gen",
     ];
     if s == "self" || s == "super" {
         format!("{s}_")
