@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{ok, ssi, Cluster};
+use common::{ok, required, ssi, Cluster};
 
 fn sockets_under(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::FileTypeExt;
@@ -114,4 +114,49 @@ fn commands_not_built_yet_say_so() {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
     }
+}
+
+/// Run by `control_socket_checks_the_callers_uid` in a child process as uid 65534.
+#[test]
+#[ignore = "helper: runs as an unprivileged user, started by control_socket_checks_the_callers_uid"]
+fn peercred_child() {
+    use ssi::control::proto::{Empty, StatusRequest};
+    let sock = std::env::var("SSI_TEST_SOCK").expect("SSI_TEST_SOCK");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = ssi::control::connect(Path::new(&sock)).await.unwrap();
+        c.status(StatusRequest {}).await.expect("status is open to every user");
+        let e = c.shutdown(Empty {}).await.expect_err("an ordinary user may not stop the daemon");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("uid 65534"), "{}", e.message());
+        let e = c.bench_serve(Empty {}).await.expect_err("nor start servers in it");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    });
+}
+
+#[test]
+fn control_socket_checks_the_callers_uid() {
+    if !required("root (to run a child as another uid)", nix::unistd::geteuid().is_root()) {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let c = Cluster::up("peercred", 1);
+    let sock = c.config().node(1).unwrap().control_socket.clone();
+    // A copy the unprivileged user can execute wherever the checkout lives.
+    let exe = std::env::temp_dir().join(format!("ssi-peercred-{}", std::process::id()));
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new(&exe)
+        .args(["--exact", "peercred_child", "--include-ignored", "--nocapture"])
+        .env("SSI_TEST_SOCK", &sock)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&exe);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "child as uid 65534:\n{text}");
+    // The daemon is still serving: the refused shutdown did nothing.
+    assert!(ok(&["status", "--dir", c.dir_str()]).contains("members [1]"));
 }

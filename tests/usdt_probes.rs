@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, BIN};
+use common::{required, Cluster, BIN};
 use ssi_orb::proto::diag::{DiagStub, GiveRequest, RefMsg};
 use ssi_orb::proto::Empty;
 
@@ -26,17 +26,6 @@ const PROBES: &[&str] = &[
     "batch_send",
     "batch_recv",
 ];
-
-fn required(what: &str, present: bool) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} is required in CI and missing");
-    }
-    eprintln!("SKIPPED: {what} missing (this test runs in CI)");
-    false
-}
 
 fn environment_ok() -> bool {
     required("root", nix::unistd::geteuid().is_root())

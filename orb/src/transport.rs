@@ -298,6 +298,10 @@ impl OrbInner {
     pub(crate) fn install_link(self: &Arc<Self>, link: Arc<Link>, inbound: Inbound) {
         let peer = link.peer();
         let inc = link.peer_incarnation.load(std::sync::atomic::Ordering::Relaxed);
+        if *self.shutdown.borrow() {
+            link.close("ORB shut down");
+            return;
+        }
         link.touch();
         if peer == TOOL_NODE {
             self.tool_links.lock().retain(|l| !l.is_closed());

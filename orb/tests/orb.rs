@@ -63,10 +63,15 @@ async fn twoway_oneway_and_views() {
     let d = diag(&a, 2).await;
     let r = d.echo(Blob { data: vec![7u8; 4096].into() }).await.unwrap();
     assert_eq!(r.data.len(), 4096);
+    let before = a.counters();
     for _ in 0..1000 {
         d.sink(Blob { data: vec![1u8; 128].into() }).await.unwrap();
     }
     assert_eq!(d.sink_count(Empty {}).await.unwrap().n, 1000, "one-way invocations all delivered, in order before the two-way");
+    // Invocations queued at the same moment leave in one write: far fewer batches than messages.
+    let after = a.counters();
+    let (msgs, batches) = (after.messages_sent - before.messages_sent, after.batches_sent - before.batches_sent);
+    assert!(msgs >= 1001 && batches * 10 < msgs, "{msgs} messages went out in {batches} writes");
     // A call on a method number the interface does not have is an exception, not a crash.
     let bad = d.handle().invoke(0, 99, ssi_orb::Outgoing::raw(Default::default()), &CallOptions::default()).await.unwrap();
     assert!(bad.decode::<Empty>().unwrap_err().to_string().contains("BadMethod"));

@@ -78,3 +78,16 @@ pub async fn eventually(within: Duration, what: &str, mut f: impl AsyncFnMut() -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A requirement of a test (root, bpftrace, ...): in CI (`CI=true`) its absence fails the
+/// test; elsewhere the test says why it did not run and returns.
+pub fn required(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is required in CI and missing");
+    }
+    eprintln!("SKIPPED: {what} missing (this test runs in CI)");
+    false
+}

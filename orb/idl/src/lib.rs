@@ -340,3 +340,23 @@ impl prost_build::ServiceGenerator for OrbServiceGen {
         buf.push_str(&s);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_ids_are_fnv1a_of_the_full_name() {
+        // Stable across builds and machines: they travel in headers and references.
+        assert_eq!(interface_id(""), 0x811c9dc5);
+        assert_eq!(interface_id("a"), 0xe40c292c);
+        assert_ne!(interface_id("ssi.orb.svc.Names"), interface_id("ssi.orb.svc.RefCounts"));
+    }
+
+    #[test]
+    fn field_names_follow_prost() {
+        assert_eq!(rust_field("objRef"), "obj_ref");
+        assert_eq!(rust_field("type"), "r#type");
+        assert_eq!(rust_field("self"), "self_");
+    }
+}
