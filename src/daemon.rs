@@ -57,6 +57,7 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         oc.max_concurrent = cfg.max_concurrent;
         let orb = Orb::start(oc).await.map_err(|e| anyhow!(e))?;
         ssi_orb::diag::install(&orb);
+        let fs = start_pxfs(&cfg, &orb, id);
 
         let sock = &me.control_socket;
         if sock.exists() {
@@ -89,6 +90,10 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
             _ = stopped.changed() => tracing::info!("stopping on request"),
         }
         let _ = stop_tx.send(true);
+        // Unmount first: nothing may be left waiting on a server that is going away.
+        if let Some(session) = fs {
+            tokio::task::spawn_blocking(move || drop(session)).await.ok();
+        }
         orb.shutdown();
         let c = orb.counters();
         // One parsable line for operators and for checking probe counts against the ORB's.
@@ -102,6 +107,41 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(me.dir.join("pid"));
         Ok(())
     })
+}
+
+/// Serves this node's volumes and mounts the global namespace. A node that cannot (not
+/// root, no /dev/fuse) says why in its log and goes on serving the ORB.
+fn start_pxfs(cfg: &Config, orb: &Orb, id: u32) -> Option<fuser::BackgroundSession> {
+    let vols: Vec<ssi_pxfs::VolumeSpec> = cfg
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ssi_pxfs::VolumeSpec { id: i as u32, path: v.path.clone(), node: v.node, dir: v.dir.clone() })
+        .collect();
+    for v in vols.iter().filter(|v| v.node == id) {
+        match ssi_pxfs::server::serve(orb, v.id, &v.dir) {
+            Ok(_) => tracing::info!(volume = v.path, dir = %v.dir.display(), "serving volume"),
+            Err(e) => tracing::error!(volume = v.path, "cannot serve volume from {}: {e}", v.dir.display()),
+        }
+    }
+    let mountpoint = cfg.nodes[&id].mountpoint.clone();
+    let client = match ssi_pxfs::client::Client::new(orb.clone(), tokio::runtime::Handle::current(), vols) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("PXFS not mounted: {e}");
+            return None;
+        }
+    };
+    match ssi_pxfs::client::mount(client, &mountpoint) {
+        Ok(s) => {
+            tracing::info!(mountpoint = %mountpoint.display(), "global namespace mounted");
+            Some(s)
+        }
+        Err(e) => {
+            tracing::warn!("PXFS not mounted at {}: {e}", mountpoint.display());
+            None
+        }
+    }
 }
 
 struct ControlService {

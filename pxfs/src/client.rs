@@ -1,0 +1,764 @@
+//! The FUSE file system every node mounts: the whole global namespace.
+//!
+//! Kernel inode numbers are this node's own; each maps to (volume, kernel file handle on the
+//! volume's owner). A directory's global path is kept to find namespace crossings: looking
+//! up `www` in `/` yields the root of the `/www` volume, wherever it lives.
+//!
+//! Coherence, for now, is by not caching: attributes and entries have TTL 0 and files are
+//! opened with FOPEN_DIRECT_IO, so every read and write goes to the owner and sees its
+//! current bytes — stronger than close-to-open, which is not enough for programs that keep a
+//! file open and re-read it under a lock (SQLite lost updates with page caching). Shared
+//! mmap stays possible (FUSE_DIRECT_IO_ALLOW_MMAP). Server-granted cache tokens, to cache
+//! where no other node writes, are the next step.
+//!
+//! Handlers run on fuser's threads and block on ORB invocations; a blocking lock request
+//! (F_SETLKW) is answered from a task instead, so it never holds a FUSE thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::{Mutex, RwLock};
+use ssi_orb::proto::{Creds, Empty};
+use ssi_orb::{error::code, CallOptions, Orb, OrbError, Received};
+
+use crate::proto::*;
+use crate::server::{volume_name, ERRNO_BASE};
+use crate::VolumeSpec;
+
+const TTL: Duration = Duration::ZERO;
+const ROOT: u64 = 1;
+/// How long one invocation may take before the caller sees EIO (a down node fails sooner).
+const CALL_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a blocking lock request waits before it answers EINTR.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct INode {
+    vol: u32,
+    /// Empty for a volume root until its handle is known.
+    handle: Bytes,
+    /// Path in the global namespace.
+    path: String,
+    nlookup: u64,
+}
+
+#[derive(Default)]
+struct Inodes {
+    by_ino: HashMap<u64, INode>,
+    by_fid: HashMap<(u32, Bytes), u64>,
+}
+
+pub struct Client {
+    rt: tokio::runtime::Handle,
+    orb: Orb,
+    volumes: BTreeMap<u32, VolumeSpec>,
+    stubs: Mutex<HashMap<u32, VolumeStub>>,
+    roots: Mutex<HashMap<u32, Bytes>>,
+    inodes: RwLock<Inodes>,
+    next_ino: AtomicU64,
+    dirs: Mutex<HashMap<u64, Vec<(String, FileType, u64)>>>,
+    next_dh: AtomicU64,
+}
+
+fn errno_of(e: &OrbError) -> Errno {
+    match e {
+        OrbError::Exception(x) if x.code >= ERRNO_BASE => Errno::from_i32((x.code - ERRNO_BASE) as i32),
+        OrbError::Exception(x) if x.code == code::BAD_REQUEST => Errno::EINVAL,
+        OrbError::Exception(x) if x.code == code::PERMISSION_DENIED => Errno::EACCES,
+        _ => Errno::EIO,
+    }
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn dtype_kind(d: u32) -> FileType {
+    match d as u8 {
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        libc::DT_SOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn file_attr(ino: u64, a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: time(a.atime_ns),
+        mtime: time(a.mtime_ns),
+        ctime: time(a.ctime_ns),
+        crtime: UNIX_EPOCH,
+        kind: kind_of(a.mode),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize.max(512),
+        flags: 0,
+    }
+}
+
+/// The caller's credentials: uid and gid from the request, supplementary groups from /proc.
+fn creds(req: &Request) -> Creds {
+    let mut groups = Vec::new();
+    if req.uid() != 0 {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", req.pid())) {
+            if let Some(l) = s.lines().find(|l| l.starts_with("Groups:")) {
+                groups = l[7..].split_whitespace().filter_map(|g| g.parse().ok()).collect();
+            }
+        }
+    }
+    Creds { uid: req.uid(), gid: req.gid(), groups }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn fid(h: &Bytes) -> Option<Fid> {
+    Some(Fid { handle: h.clone() })
+}
+
+impl Client {
+    pub fn new(orb: Orb, rt: tokio::runtime::Handle, volumes: Vec<VolumeSpec>) -> io::Result<Client> {
+        let root = volumes.iter().find(|v| v.path == "/").ok_or_else(|| io::Error::other("the namespace has no volume at /"))?;
+        let mut inodes = Inodes::default();
+        inodes.by_ino.insert(ROOT, INode { vol: root.id, handle: Bytes::new(), path: "/".into(), nlookup: 1 });
+        Ok(Client {
+            rt,
+            orb,
+            volumes: volumes.into_iter().map(|v| (v.id, v)).collect(),
+            stubs: Mutex::new(HashMap::new()),
+            roots: Mutex::new(HashMap::new()),
+            inodes: RwLock::new(inodes),
+            next_ino: AtomicU64::new(ROOT + 1),
+            dirs: Mutex::new(HashMap::new()),
+            next_dh: AtomicU64::new(1),
+        })
+    }
+
+    /// The volume mounted exactly at `path`, other than the root volume.
+    fn crossing(&self, path: &str) -> Option<u32> {
+        self.volumes.values().find(|v| v.path != "/" && v.path == path).map(|v| v.id)
+    }
+
+    /// Volumes mounted directly below `path`: (name, volume).
+    fn crossings_below(&self, path: &str) -> Vec<(String, u32)> {
+        self.volumes
+            .values()
+            .filter(|v| v.path != "/")
+            .filter_map(|v| {
+                let (parent, name) = v.path.rsplit_once('/')?;
+                let parent = if parent.is_empty() { "/" } else { parent };
+                (parent == path).then(|| (name.to_string(), v.id))
+            })
+            .collect()
+    }
+
+    async fn stub(&self, vol: u32) -> Result<VolumeStub, OrbError> {
+        if let Some(s) = self.stubs.lock().get(&vol) {
+            return Ok(s.clone());
+        }
+        let node = self.volumes.get(&vol).map(|v| v.node).ok_or(OrbError::UnknownNode(0))?;
+        let h = self.orb.resolve(node, &volume_name(vol)).await?;
+        let s = VolumeStub::new(h)?;
+        self.stubs.lock().insert(vol, s.clone());
+        Ok(s)
+    }
+
+    /// One invocation on volume `vol`'s server as the caller. A reference to a server that has
+    /// restarted is refused before it runs (StaleReference), so it is resolved again and retried.
+    fn call<T, F, Fut>(&self, vol: u32, who: Option<Creds>, f: F) -> Result<T, Errno>
+    where
+        F: Fn(VolumeStub) -> Fut,
+        Fut: std::future::Future<Output = Result<Received<T>, OrbError>>,
+    {
+        let mut opts = CallOptions::default().deadline(CALL_DEADLINE);
+        opts.creds = who;
+        self.rt.block_on(async {
+            let mut last = OrbError::Shutdown;
+            for _ in 0..2 {
+                let stub = match self.stub(vol).await {
+                    Ok(s) => s.with_options(opts.clone()),
+                    Err(e) => return Err(errno_of(&e)),
+                };
+                match f(stub).await {
+                    Ok(r) => return Ok(r.into_inner()),
+                    Err(e @ OrbError::Exception(_)) if matches!(e.exception_code(), Some(code::STALE_REFERENCE) | Some(code::OBJECT_NOT_EXIST)) => {
+                        self.stubs.lock().remove(&vol);
+                        last = e;
+                    }
+                    Err(e) => {
+                        if e.is_node_down() {
+                            self.stubs.lock().remove(&vol);
+                        }
+                        return Err(errno_of(&e));
+                    }
+                }
+            }
+            Err(errno_of(&last))
+        })
+    }
+
+    /// (volume, handle, path) of a kernel inode; a volume root's handle is fetched once.
+    fn node(&self, ino: u64) -> Result<(u32, Bytes, String), Errno> {
+        let n = self.inodes.read().by_ino.get(&ino).cloned().ok_or(Errno::ESTALE)?;
+        if !n.handle.is_empty() {
+            return Ok((n.vol, n.handle, n.path));
+        }
+        Ok((n.vol, self.root_handle(n.vol)?, n.path))
+    }
+
+    fn root_handle(&self, vol: u32) -> Result<Bytes, Errno> {
+        if let Some(h) = self.roots.lock().get(&vol) {
+            return Ok(h.clone());
+        }
+        let e: Entry = self.call(vol, None, |s| async move { s.root(Empty {}).await })?;
+        let h = e.fid.map(|f| f.handle).ok_or(Errno::EIO)?;
+        self.roots.lock().insert(vol, h.clone());
+        Ok(h)
+    }
+
+    /// Registers a looked-up entry: its kernel inode number (one more lookup of it).
+    fn remember(&self, vol: u32, handle: Bytes, path: String) -> u64 {
+        let mut t = self.inodes.write();
+        if let Some(&ino) = t.by_fid.get(&(vol, handle.clone())) {
+            if let Some(n) = t.by_ino.get_mut(&ino) {
+                n.nlookup += 1;
+                n.path = path;
+            }
+            return ino;
+        }
+        let ino = self.next_ino.fetch_add(1, Relaxed);
+        t.by_fid.insert((vol, handle.clone()), ino);
+        t.by_ino.insert(ino, INode { vol, handle, path, nlookup: 1 });
+        ino
+    }
+
+    fn reply_entry(&self, vol: u32, path: String, e: Entry, reply: ReplyEntry) {
+        match (e.fid, e.attr) {
+            (Some(f), Some(a)) => {
+                let ino = self.remember(vol, f.handle, path);
+                reply.entry(&TTL, &file_attr(ino, &a), Generation(0));
+            }
+            _ => reply.error(Errno::EIO),
+        }
+    }
+
+    fn new_entry<F, Fut>(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry, f: F)
+    where
+        F: Fn(VolumeStub, Option<Fid>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<Received<Entry>, OrbError>>,
+    {
+        let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
+        let (vol, h, path) = match self.node(parent.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let child = join(&path, name);
+        if self.crossing(&child).is_some() {
+            return reply.error(Errno::EEXIST);
+        }
+        match self.call(vol, Some(creds(req)), |s| f(s, fid(&h), name.to_string())) {
+            Ok(e) => self.reply_entry(vol, child, e, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink_like(&self, req: &Request, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
+        let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
+        let (vol, h, path) = match self.node(parent.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        if self.crossing(&join(&path, name)).is_some() {
+            return reply.error(Errno::EBUSY);
+        }
+        let r = self.call(vol, Some(creds(req)), |s| {
+            let req = NameReq { parent: fid(&h), name: name.to_string() };
+            async move { if dir { s.rmdir(req).await } else { s.unlink(req).await } }
+        });
+        match r {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+impl Filesystem for Client {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS);
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
+        let (vol, h, path) = match self.node(parent.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let child = join(&path, name);
+        if let Some(v) = self.crossing(&child) {
+            let e = match self.call(v, Some(creds(req)), |s| async move { s.root(Empty {}).await }) {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
+            };
+            return self.reply_entry(v, child, e, reply);
+        }
+        match self.call(vol, Some(creds(req)), |s| { let r = NameReq { parent: fid(&h), name: name.to_string() }; async move { s.lookup(r).await } }) {
+            Ok(e) => self.reply_entry(vol, child, e, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if ino.0 == ROOT {
+            return;
+        }
+        let mut t = self.inodes.write();
+        let gone = match t.by_ino.get_mut(&ino.0) {
+            Some(n) => {
+                n.nlookup = n.nlookup.saturating_sub(nlookup);
+                (n.nlookup == 0).then(|| (n.vol, n.handle.clone()))
+            }
+            None => None,
+        };
+        if let Some(k) = gone {
+            t.by_ino.remove(&ino.0);
+            t.by_fid.remove(&k);
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.call(vol, Some(creds(req)), |s| { let r = Fid { handle: h.clone() }; async move { s.get_attr(r).await } }) {
+            Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let ts = |t: Option<TimeOrNow>| {
+            t.map(|t| match t {
+                TimeOrNow::Now => TimeSet { now: true, ns: 0 },
+                TimeOrNow::SpecificTime(st) => TimeSet {
+                    now: false,
+                    ns: match st.duration_since(UNIX_EPOCH) {
+                        Ok(d) => d.as_nanos() as i64,
+                        Err(e) => -(e.duration().as_nanos() as i64),
+                    },
+                },
+            })
+        };
+        let r = SetAttrReq { fid: fid(&h), mode, uid, gid, size, atime: ts(atime), mtime: ts(mtime), fh: fh.map(|f| f.0).unwrap_or(0) };
+        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.set_attr(r).await } }) {
+            Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.call(vol, Some(creds(req)), |s| { let r = Fid { handle: h.clone() }; async move { s.readlink(r).await } }) {
+            Ok(d) => reply.data(&d.data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        self.new_entry(req, parent, name, reply, |s, p, n| { let r = MknodReq { parent: p, name: n, mode, umask, rdev }; async move { s.mknod(r).await } });
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        self.new_entry(req, parent, name, reply, |s, p, n| { let r = MknodReq { parent: p, name: n, mode, umask, rdev: 0 }; async move { s.mkdir(r).await } });
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let Some(t) = target.to_str().map(str::to_string) else { return reply.error(Errno::EINVAL) };
+        self.new_entry(req, parent, link_name, reply, |s, p, n| { let r = SymlinkReq { parent: p, name: n, target: t.clone() }; async move { s.symlink(r).await } });
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.node(newparent.0) {
+            Ok((v2, _, _)) if v2 != vol => return reply.error(Errno::EXDEV),
+            Err(e) => return reply.error(e),
+            _ => {}
+        }
+        self.new_entry(req, newparent, newname, reply, |s, p, n| { let r = LinkReq { fid: fid(&h), newparent: p, newname: n }; async move { s.link(r).await } });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.unlink_like(req, parent, name, false, reply);
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.unlink_like(req, parent, name, true, reply);
+    }
+
+    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+        let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else { return reply.error(Errno::EINVAL) };
+        let ((v1, h1, p1), (v2, h2, p2)) = match (self.node(parent.0), self.node(newparent.0)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        if self.crossing(&join(&p1, name)).is_some() || self.crossing(&join(&p2, newname)).is_some() {
+            return reply.error(Errno::EBUSY);
+        }
+        if v1 != v2 {
+            return reply.error(Errno::EXDEV);
+        }
+        let r = RenameReq { parent: fid(&h1), name: name.into(), newparent: fid(&h2), newname: newname.into(), flags: flags.bits() };
+        match self.call(v1, Some(creds(req)), |s| { let r = r.clone(); async move { s.rename(r).await } }) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.call(vol, Some(creds(req)), |s| { let r = OpenReq { fid: fid(&h), flags: flags.0 }; async move { s.open(r).await } }) {
+            // No page cache: every read sees the owner's current data (see the module doc).
+            Ok(o) => reply.opened(FileHandle(o.fh), FopenFlags::FOPEN_DIRECT_IO),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+        let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
+        let (vol, h, path) = match self.node(parent.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let child = join(&path, name);
+        if self.crossing(&child).is_some() {
+            return reply.error(Errno::EISDIR);
+        }
+        let r = CreateReq { parent: fid(&h), name: name.into(), mode, umask, flags };
+        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.create(r).await } }) {
+            Ok(CreateReply { entry: Some(Entry { fid: Some(f), attr: Some(a) }), fh }) => {
+                let ino = self.remember(vol, f.handle, child);
+                reply.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            Ok(_) => reply.error(Errno::EIO),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _f: OpenFlags, _lo: Option<LockOwner>, reply: ReplyData) {
+        let (vol, _, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.call(vol, None, |s| { let r = ReadReq { fh: fh.0, offset, size }; async move { s.read(r).await } }) {
+            Ok(d) => reply.data(&d.data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _f: OpenFlags,
+        _lo: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let (vol, _, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let data = Bytes::copy_from_slice(data);
+        match self.call(vol, None, |s| { let r = WriteReq { fh: fh.0, offset, data: data.clone() }; async move { s.write(r).await } }) {
+            Ok(w) => reply.written(w.written),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        let (vol, _, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.call(vol, None, |s| { let r = FhReq { fh: fh.0, datasync: false, lock_owner: lock_owner.0 }; async move { s.flush(r).await } }) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _f: OpenFlags, _lo: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        if let Ok((vol, _, _)) = self.node(ino.0) {
+            let _ = self.call(vol, None, |s| { let r = FhReq { fh: fh.0, datasync: false, lock_owner: 0 }; async move { s.release(r).await } });
+        }
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let (vol, _, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        // Returns once the owner's fsync(2) has: the data is on the owner's disk.
+        match self.call(vol, None, |s| { let r = FhReq { fh: fh.0, datasync, lock_owner: 0 }; async move { s.fsync(r).await } }) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let (vol, h, path) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let list = match self.call(vol, Some(creds(req)), |s| { let r = Fid { handle: h.clone() }; async move { s.read_dir(r).await } }) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        let mut entries: Vec<(String, FileType, u64)> = list.entries.into_iter().map(|e| (e.name, dtype_kind(e.kind), e.ino)).collect();
+        for (name, _) in self.crossings_below(&path) {
+            entries.retain(|e| e.0 != name);
+            entries.push((name, FileType::Directory, 1));
+        }
+        let dh = self.next_dh.fetch_add(1, Relaxed);
+        self.dirs.lock().insert(dh, entries);
+        reply.opened(FileHandle(dh), FopenFlags::empty());
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let dirs = self.dirs.lock();
+        let Some(entries) = dirs.get(&fh.0) else { return reply.error(Errno::EBADF) };
+        for (i, (name, kind, ino)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo((*ino).max(1)), i as u64 + 1, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.dirs.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.call(vol, Some(creds(req)), |s| { let r = Fid { handle: h.clone() }; async move { s.stat_fs(r).await } }) {
+            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::copy_from_slice(value), flags };
+        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.set_xattr(r).await } }) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size, value: Bytes::new(), flags: 0 };
+        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.get_xattr(r).await } }) {
+            Ok(d) if size == 0 => reply.size(d.size),
+            Ok(d) => reply.data(&d.data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let r = XattrReq { fid: fid(&h), name: String::new(), size, value: Bytes::new(), flags: 0 };
+        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.list_xattr(r).await } }) {
+            Ok(d) if size == 0 => reply.size(d.size),
+            Ok(d) => reply.data(&d.data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::new(), flags: 0 };
+        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.remove_xattr(r).await } }) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.call(vol, Some(creds(req)), |s| { let r = AccessReq { fid: fid(&h), mask: mask.bits() }; async move { s.access(r).await } }) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getlk(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, lo: LockOwner, start: u64, end: u64, typ: i32, pid: u32, reply: ReplyLock) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: false };
+        match self.call(vol, None, |s| { let r = r.clone(); async move { s.get_lk(r).await } }) {
+            Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lo: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let (vol, h, _) = match self.node(ino.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: sleep };
+        if !sleep {
+            return match self.call(vol, None, |s| { let r = r.clone(); async move { s.set_lk(r).await } }) {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
+        }
+        // F_SETLKW: wait in a task, not in this FUSE thread.
+        let stub = match self.rt.block_on(self.stub(vol)) {
+            Ok(s) => s.with_options(CallOptions::default().deadline(LOCK_WAIT)),
+            Err(e) => return reply.error(errno_of(&e)),
+        };
+        self.rt.spawn(async move {
+            match stub.set_lk(r).await {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(errno_of(&e)),
+            }
+        });
+    }
+}
+
+/// Mounts the global namespace at `mountpoint` (clearing a stale mount a crashed daemon left).
+pub fn mount(client: Client, mountpoint: &Path) -> io::Result<fuser::BackgroundSession> {
+    if let Err(e) = std::fs::metadata(mountpoint) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    std::fs::create_dir_all(mountpoint)?;
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::FSName("ssi-pxfs".into()),
+        fuser::MountOption::Subtype("pxfs".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    cfg.acl = fuser::SessionACL::All;
+    cfg.n_threads = Some(4);
+    cfg.clone_fd = true;
+    fuser::spawn_mount(client, mountpoint, &cfg)
+}
+
+pub use Client as PxfsClient;
+
+/// Kept so a session handle can be stored next to other daemon state.
+pub type Session = Arc<Mutex<Option<fuser::BackgroundSession>>>;

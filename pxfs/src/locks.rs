@@ -1,0 +1,182 @@
+//! Cluster-wide POSIX byte-range locks, arbitrated by the volume server that owns the file.
+//!
+//! A lock owner is (client node, FUSE lock owner): the kernel's lock owner ids are only
+//! unique per node. Semantics are `fcntl`'s: read locks share, write locks exclude; a new
+//! lock of an owner replaces that owner's locks on the range (splitting them); F_UNLCK
+//! removes them. Locks go when their owner's file descriptor is closed (FUSE flush), when
+//! the node dies, or when the server restarts (locks are not persistent, as with fcntl).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+pub const F_RDLCK: i32 = libc::F_RDLCK as i32;
+pub const F_WRLCK: i32 = libc::F_WRLCK as i32;
+pub const F_UNLCK: i32 = libc::F_UNLCK as i32;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    pub node: u32,
+    pub owner: u64,
+    pub pid: u32,
+    pub typ: i32,
+    pub start: u64,
+    /// Inclusive.
+    pub end: u64,
+}
+
+impl Lock {
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start <= end && start <= self.end
+    }
+}
+
+#[derive(Default)]
+pub struct LockTable {
+    files: Mutex<HashMap<Vec<u8>, Vec<Lock>>>,
+    changed: Notify,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetError {
+    /// Held by another owner (EAGAIN).
+    Conflict,
+    /// A blocking request's deadline passed (EINTR, as an interrupted F_SETLKW).
+    TimedOut,
+}
+
+impl LockTable {
+    /// The first lock of another owner that conflicts with the request, if any.
+    pub fn conflict(&self, file: &[u8], node: u32, owner: u64, typ: i32, start: u64, end: u64) -> Option<Lock> {
+        let files = self.files.lock();
+        files.get(file)?.iter().find(|l| !(l.node == node && l.owner == owner) && l.overlaps(start, end) && (typ == F_WRLCK || l.typ == F_WRLCK)).cloned()
+    }
+
+    fn apply(locks: &mut Vec<Lock>, new: Lock) {
+        let mut out = Vec::with_capacity(locks.len() + 2);
+        for l in locks.drain(..) {
+            if l.node != new.node || l.owner != new.owner || !l.overlaps(new.start, new.end) {
+                out.push(l);
+                continue;
+            }
+            // Keep the parts of the owner's old lock outside the new range.
+            if l.start < new.start {
+                out.push(Lock { end: new.start - 1, ..l.clone() });
+            }
+            if l.end > new.end {
+                out.push(Lock { start: new.end + 1, ..l });
+            }
+        }
+        if new.typ != F_UNLCK {
+            out.push(new);
+        }
+        *locks = out;
+    }
+
+    /// F_SETLK (`wait == false`) or F_SETLKW (waits until `deadline`).
+    pub async fn set(&self, file: &[u8], lock: Lock, wait: bool, deadline: Instant) -> Result<(), SetError> {
+        loop {
+            let notified = self.changed.notified();
+            {
+                let mut files = self.files.lock();
+                let locks = files.entry(file.to_vec()).or_default();
+                let blocked = lock.typ != F_UNLCK
+                    && locks.iter().any(|l| !(l.node == lock.node && l.owner == lock.owner) && l.overlaps(lock.start, lock.end) && (lock.typ == F_WRLCK || l.typ == F_WRLCK));
+                if !blocked {
+                    Self::apply(locks, lock);
+                    if locks.is_empty() {
+                        files.remove(file);
+                    }
+                    drop(files);
+                    self.changed.notify_waiters();
+                    return Ok(());
+                }
+                if !wait {
+                    return Err(SetError::Conflict);
+                }
+            }
+            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                return Err(SetError::TimedOut);
+            }
+        }
+    }
+
+    /// Every lock of one owner on one file (its descriptor was closed).
+    pub fn release_owner(&self, file: &[u8], node: u32, owner: u64) {
+        let mut files = self.files.lock();
+        if let Some(locks) = files.get_mut(file) {
+            locks.retain(|l| !(l.node == node && l.owner == owner));
+            if locks.is_empty() {
+                files.remove(file);
+            }
+        }
+        drop(files);
+        self.changed.notify_waiters();
+    }
+
+    /// Every lock held from `node` (it died).
+    pub fn release_node(&self, node: u32) -> usize {
+        let mut n = 0;
+        let mut files = self.files.lock();
+        for locks in files.values_mut() {
+            let before = locks.len();
+            locks.retain(|l| l.node != node);
+            n += before - locks.len();
+        }
+        files.retain(|_, l| !l.is_empty());
+        drop(files);
+        self.changed.notify_waiters();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lk(node: u32, owner: u64, typ: i32, start: u64, end: u64) -> Lock {
+        Lock { node, owner, pid: 1, typ, start, end }
+    }
+
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn posix_semantics() {
+        let t = LockTable::default();
+        let f = b"f".as_slice();
+        t.set(f, lk(1, 1, F_RDLCK, 0, 99), false, far()).await.unwrap();
+        t.set(f, lk(2, 1, F_RDLCK, 50, 149), false, far()).await.unwrap();
+        // Same owner id on another node is another owner.
+        assert_eq!(t.set(f, lk(2, 1, F_WRLCK, 0, 10), false, far()).await, Err(SetError::Conflict));
+        assert!(t.conflict(f, 3, 9, F_WRLCK, 120, 130).is_some());
+        assert!(t.conflict(f, 3, 9, F_RDLCK, 120, 130).is_none());
+        // Unlocking the middle of an owner's range splits it.
+        t.set(f, lk(1, 1, F_UNLCK, 20, 29), false, far()).await.unwrap();
+        assert!(t.conflict(f, 3, 9, F_WRLCK, 20, 29).is_none());
+        assert!(t.conflict(f, 3, 9, F_WRLCK, 19, 19).is_some());
+        assert!(t.conflict(f, 3, 9, F_WRLCK, 30, 30).is_some());
+        // An owner upgrades its own range when nobody else holds it.
+        t.set(f, lk(1, 1, F_WRLCK, 0, 10), false, far()).await.unwrap();
+        assert_eq!(t.release_node(1), 3);
+        assert!(t.conflict(f, 3, 9, F_WRLCK, 0, 10).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_the_lock_when_it_is_released() {
+        let t = std::sync::Arc::new(LockTable::default());
+        let f = b"f".as_slice();
+        t.set(f, lk(1, 1, F_WRLCK, 0, u64::MAX), false, far()).await.unwrap();
+        let t2 = t.clone();
+        let w = tokio::spawn(async move { t2.set(b"f", lk(2, 7, F_WRLCK, 0, u64::MAX), true, far()).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!w.is_finished());
+        t.release_owner(f, 1, 1);
+        assert_eq!(w.await.unwrap(), Ok(()));
+        let short = Instant::now() + std::time::Duration::from_millis(30);
+        assert_eq!(t.set(f, lk(3, 1, F_RDLCK, 5, 5), true, short).await, Err(SetError::TimedOut));
+    }
+}

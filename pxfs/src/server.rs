@@ -1,0 +1,439 @@
+//! The volume server: one `Volume` object per volume, on the node whose disk holds it.
+//!
+//! Stateless about names: every file is addressed by its kernel file handle. The server keeps
+//! only open files (per client node) and byte-range locks. Each call resolves the handles it
+//! names as root, then runs the system call on a blocking thread as the caller (`sys::AsUser`).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ssi_orb::proto::{Creds, Empty};
+use ssi_orb::{CallCtx, Exception, ObjHandle, Orb};
+
+use crate::locks::{Lock, LockTable, SetError};
+use crate::proto::*;
+use crate::sys;
+
+/// Exceptions carrying an errno use this code plus the errno.
+pub const ERRNO_BASE: u32 = 1000;
+
+pub fn errno_exception(e: io::Error) -> Exception {
+    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+    Exception::new(ERRNO_BASE + errno as u32, e.to_string())
+}
+
+fn einval(why: &str) -> Exception {
+    Exception::new(ERRNO_BASE + libc::EINVAL as u32, why.to_string())
+}
+
+/// A name inside a directory: one path component, no NUL.
+fn component(name: &str) -> Result<&str, Exception> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') || name.len() > 255 {
+        return Err(einval("not a single path component"));
+    }
+    Ok(name)
+}
+
+pub fn attr_of(st: &libc::stat) -> Attr {
+    Attr {
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime_ns: st.st_atime * 1_000_000_000 + st.st_atime_nsec,
+        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+        ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
+        mode: st.st_mode,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+    }
+}
+
+struct OpenFile {
+    fd: Arc<OwnedFd>,
+    node: u32,
+    handle: Vec<u8>,
+}
+
+pub struct VolumeServer {
+    pub id: u32,
+    pub dir: PathBuf,
+    root_fd: OwnedFd,
+    root_handle: Vec<u8>,
+    open: Mutex<HashMap<u64, OpenFile>>,
+    next_fh: AtomicU64,
+    locks: LockTable,
+}
+
+type Who = (u32, u32, Vec<u32>);
+
+fn who(ctx: &CallCtx) -> Who {
+    match &ctx.creds {
+        Some(Creds { uid, gid, groups }) => (*uid, *gid, groups.clone()),
+        // A node acting for itself (no user behind the call).
+        None => (0, 0, vec![]),
+    }
+}
+
+impl VolumeServer {
+    pub fn new(id: u32, dir: &Path) -> io::Result<Arc<Self>> {
+        std::fs::create_dir_all(dir)?;
+        // Not O_PATH: open_by_handle_at refuses an O_PATH mount_fd (EBADF).
+        let root_fd = sys::open_path(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let root_handle = sys::handle_at(root_fd.as_raw_fd(), "")?;
+        Ok(Arc::new(VolumeServer {
+            id,
+            dir: dir.to_path_buf(),
+            root_fd,
+            root_handle,
+            open: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            locks: LockTable::default(),
+        }))
+    }
+
+    fn fid_handle(f: &Option<Fid>) -> Result<Vec<u8>, Exception> {
+        f.as_ref().map(|f| f.handle.to_vec()).ok_or_else(|| einval("missing file id"))
+    }
+
+    /// Runs `op` on a blocking thread: handles opened as root, then the caller's credentials.
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        ctx: &CallCtx,
+        handles: Vec<Vec<u8>>,
+        op: impl FnOnce(&VolumeServer, &[OwnedFd]) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, Exception> {
+        let me = self.clone();
+        let (uid, gid, groups) = who(ctx);
+        tokio::task::spawn_blocking(move || {
+            let mut fds = Vec::with_capacity(handles.len());
+            for h in &handles {
+                fds.push(sys::open_handle(me.root_fd.as_raw_fd(), h, libc::O_PATH)?);
+            }
+            let _as = sys::AsUser::new(uid, gid, &groups)?;
+            op(&me, &fds)
+        })
+        .await
+        .map_err(|e| Exception::app(format!("volume server task failed: {e}")))?
+        .map_err(errno_exception)
+    }
+
+    fn entry_at(&self, dir: RawFd, name: &str) -> io::Result<Entry> {
+        let st = sys::stat_at(dir, name)?;
+        let handle = sys::handle_at(dir, name)?;
+        Ok(Entry { fid: Some(Fid { handle: handle.into() }), attr: Some(attr_of(&st)) })
+    }
+
+    fn file(&self, fh: u64) -> Result<(Arc<OwnedFd>, Vec<u8>), Exception> {
+        self.open
+            .lock()
+            .get(&fh)
+            .map(|f| (f.fd.clone(), f.handle.clone()))
+            .ok_or_else(|| Exception::new(ERRNO_BASE + libc::EBADF as u32, format!("no open file {fh} (the server restarted?)")))
+    }
+
+    fn add_open(&self, fd: OwnedFd, node: u32, handle: Vec<u8>) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Relaxed);
+        self.open.lock().insert(fh, OpenFile { fd: Arc::new(fd), node, handle });
+        fh
+    }
+
+    /// A node left the view: its open files close and its locks go.
+    pub fn node_gone(&self, node: u32) {
+        let n = {
+            let mut open = self.open.lock();
+            let before = open.len();
+            open.retain(|_, f| f.node != node);
+            before - open.len()
+        };
+        let l = self.locks.release_node(node);
+        if n + l > 0 {
+            tracing::info!(volume = self.id, node, files = n, locks = l, "released a departed node's files and locks");
+        }
+    }
+}
+
+/// The servant: forwards to the shared server state.
+pub struct VolumeServant(pub Arc<VolumeServer>);
+
+fn name_of(p: &Option<Fid>, name: &str) -> Result<(Vec<u8>, String), Exception> {
+    Ok((VolumeServer::fid_handle(p)?, component(name)?.to_string()))
+}
+
+#[ssi_orb::async_trait]
+impl Volume for VolumeServant {
+    async fn root(&self, ctx: &CallCtx, _req: Empty) -> Result<Entry, Exception> {
+        let h = self.0.root_handle.clone();
+        self.0
+            .run(ctx, vec![h.clone()], move |_, fds| Ok(Entry { fid: Some(Fid { handle: h.into() }), attr: Some(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?)) }))
+            .await
+    }
+    async fn lookup(&self, ctx: &CallCtx, req: NameReq) -> Result<Entry, Exception> {
+        let (p, name) = name_of(&req.parent, &req.name)?;
+        self.0.run(ctx, vec![p], move |s, fds| s.entry_at(fds[0].as_raw_fd(), &name)).await
+    }
+    async fn get_attr(&self, ctx: &CallCtx, req: Fid) -> Result<Attr, Exception> {
+        self.0.run(ctx, vec![req.handle.to_vec()], |_, fds| Ok(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?))).await
+    }
+    async fn set_attr(&self, ctx: &CallCtx, req: SetAttrReq) -> Result<Attr, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        let open = if req.fh != 0 { Some(self.0.file(req.fh)?.0) } else { None };
+        self.0
+            .run(ctx, vec![h], move |_, fds| {
+                let fd = fds[0].as_raw_fd();
+                if let Some(m) = req.mode {
+                    sys::chmod_fd(fd, m & 0o7777)?;
+                }
+                if req.uid.is_some() || req.gid.is_some() {
+                    sys::chown_fd(fd, req.uid, req.gid)?;
+                }
+                if let Some(size) = req.size {
+                    match &open {
+                        Some(f) => sys::ftruncate(f.as_raw_fd(), size)?,
+                        None => sys::truncate_fd(fd, size)?,
+                    }
+                }
+                let t = |t: &Option<TimeSet>| t.as_ref().map(|t| if t.now { None } else { Some(t.ns) });
+                if req.atime.is_some() || req.mtime.is_some() {
+                    sys::utimens_fd(fd, t(&req.atime), t(&req.mtime))?;
+                }
+                Ok(attr_of(&sys::stat_fd(fd)?))
+            })
+            .await
+    }
+    async fn mknod(&self, ctx: &CallCtx, req: MknodReq) -> Result<Entry, Exception> {
+        let (p, name) = name_of(&req.parent, &req.name)?;
+        let (mode, rdev) = (req.mode & !req.umask, req.rdev);
+        self.0
+            .run(ctx, vec![p], move |s, fds| {
+                sys::mknod_at(fds[0].as_raw_fd(), &name, mode, rdev)?;
+                s.entry_at(fds[0].as_raw_fd(), &name)
+            })
+            .await
+    }
+    async fn mkdir(&self, ctx: &CallCtx, req: MknodReq) -> Result<Entry, Exception> {
+        let (p, name) = name_of(&req.parent, &req.name)?;
+        let mode = req.mode & !req.umask;
+        self.0
+            .run(ctx, vec![p], move |s, fds| {
+                sys::mkdir_at(fds[0].as_raw_fd(), &name, mode)?;
+                s.entry_at(fds[0].as_raw_fd(), &name)
+            })
+            .await
+    }
+    async fn symlink(&self, ctx: &CallCtx, req: SymlinkReq) -> Result<Entry, Exception> {
+        let (p, name) = name_of(&req.parent, &req.name)?;
+        let target = req.target;
+        self.0
+            .run(ctx, vec![p], move |s, fds| {
+                sys::symlink_at(&target, fds[0].as_raw_fd(), &name)?;
+                s.entry_at(fds[0].as_raw_fd(), &name)
+            })
+            .await
+    }
+    async fn link(&self, ctx: &CallCtx, req: LinkReq) -> Result<Entry, Exception> {
+        let f = VolumeServer::fid_handle(&req.fid)?;
+        let (p, name) = name_of(&req.newparent, &req.newname)?;
+        self.0
+            .run(ctx, vec![f, p], move |s, fds| {
+                sys::link_fd(fds[0].as_raw_fd(), fds[1].as_raw_fd(), &name)?;
+                s.entry_at(fds[1].as_raw_fd(), &name)
+            })
+            .await
+    }
+    async fn unlink(&self, ctx: &CallCtx, req: NameReq) -> Result<Empty, Exception> {
+        let (p, name) = name_of(&req.parent, &req.name)?;
+        self.0.run(ctx, vec![p], move |_, fds| sys::unlink_at(fds[0].as_raw_fd(), &name, false).map(|_| Empty {})).await
+    }
+    async fn rmdir(&self, ctx: &CallCtx, req: NameReq) -> Result<Empty, Exception> {
+        let (p, name) = name_of(&req.parent, &req.name)?;
+        self.0.run(ctx, vec![p], move |_, fds| sys::unlink_at(fds[0].as_raw_fd(), &name, true).map(|_| Empty {})).await
+    }
+    async fn rename(&self, ctx: &CallCtx, req: RenameReq) -> Result<Empty, Exception> {
+        let (p, name) = name_of(&req.parent, &req.name)?;
+        let (np, newname) = name_of(&req.newparent, &req.newname)?;
+        let flags = req.flags;
+        self.0
+            .run(ctx, vec![p, np], move |_, fds| sys::rename_at(fds[0].as_raw_fd(), &name, fds[1].as_raw_fd(), &newname, flags).map(|_| Empty {}))
+            .await
+    }
+    async fn readlink(&self, ctx: &CallCtx, req: Fid) -> Result<Data, Exception> {
+        self.0
+            .run(ctx, vec![req.handle.to_vec()], |_, fds| {
+                let d = sys::readlink_fd(fds[0].as_raw_fd())?;
+                Ok(Data { size: d.len() as u32, data: d.into() })
+            })
+            .await
+    }
+    async fn open(&self, ctx: &CallCtx, req: OpenReq) -> Result<OpenReply, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        let node = ctx.src;
+        let flags = req.flags;
+        let h2 = h.clone();
+        self.0
+            .run(ctx, vec![h], move |s, fds| {
+                let fd = sys::reopen(fds[0].as_raw_fd(), flags)?;
+                Ok(OpenReply { fh: s.add_open(fd, node, h2) })
+            })
+            .await
+    }
+    async fn create(&self, ctx: &CallCtx, req: CreateReq) -> Result<CreateReply, Exception> {
+        let (p, name) = name_of(&req.parent, &req.name)?;
+        let node = ctx.src;
+        let (mode, flags) = (req.mode & !req.umask, req.flags);
+        self.0
+            .run(ctx, vec![p], move |s, fds| {
+                let fd = sys::open_at(fds[0].as_raw_fd(), &name, flags | libc::O_CREAT, mode)?;
+                let entry = s.entry_at(fds[0].as_raw_fd(), &name)?;
+                let handle = entry.fid.as_ref().map(|f| f.handle.to_vec()).unwrap_or_default();
+                Ok(CreateReply { entry: Some(entry), fh: s.add_open(fd, node, handle) })
+            })
+            .await
+    }
+    async fn read(&self, _ctx: &CallCtx, req: ReadReq) -> Result<Data, Exception> {
+        // The descriptor was opened with the caller's rights; reading needs none beyond it.
+        let (fd, _) = self.0.file(req.fh)?;
+        let size = req.size.min(16 << 20) as usize;
+        tokio::task::spawn_blocking(move || sys::pread(fd.as_raw_fd(), size, req.offset))
+            .await
+            .map_err(|e| Exception::app(e.to_string()))?
+            .map(|d| Data { size: d.len() as u32, data: Bytes::from(d) })
+            .map_err(errno_exception)
+    }
+    async fn write(&self, _ctx: &CallCtx, req: WriteReq) -> Result<WriteReply, Exception> {
+        let (fd, _) = self.0.file(req.fh)?;
+        tokio::task::spawn_blocking(move || sys::pwrite(fd.as_raw_fd(), &req.data, req.offset))
+            .await
+            .map_err(|e| Exception::app(e.to_string()))?
+            .map(|n| WriteReply { written: n as u32 })
+            .map_err(errno_exception)
+    }
+    async fn fsync(&self, _ctx: &CallCtx, req: FhReq) -> Result<Empty, Exception> {
+        let (fd, _) = self.0.file(req.fh)?;
+        tokio::task::spawn_blocking(move || sys::fsync(fd.as_raw_fd(), req.datasync))
+            .await
+            .map_err(|e| Exception::app(e.to_string()))?
+            .map(|_| Empty {})
+            .map_err(errno_exception)
+    }
+    async fn flush(&self, ctx: &CallCtx, req: FhReq) -> Result<Empty, Exception> {
+        let (_, handle) = self.0.file(req.fh)?;
+        self.0.locks.release_owner(&handle, ctx.src, req.lock_owner);
+        Ok(Empty {})
+    }
+    async fn release(&self, _ctx: &CallCtx, req: FhReq) -> Result<Empty, Exception> {
+        self.0.open.lock().remove(&req.fh);
+        Ok(Empty {})
+    }
+    async fn read_dir(&self, ctx: &CallCtx, req: Fid) -> Result<DirList, Exception> {
+        self.0
+            .run(ctx, vec![req.handle.to_vec()], |_, fds| {
+                let entries = sys::read_dir(fds[0].as_raw_fd())?;
+                Ok(DirList { entries: entries.into_iter().map(|(name, kind, ino)| DirEntry { name, kind: kind as u32, ino }).collect() })
+            })
+            .await
+    }
+    async fn stat_fs(&self, ctx: &CallCtx, req: Fid) -> Result<StatFsReply, Exception> {
+        self.0
+            .run(ctx, vec![req.handle.to_vec()], |_, fds| {
+                let s = sys::statvfs_fd(fds[0].as_raw_fd())?;
+                Ok(StatFsReply {
+                    blocks: s.f_blocks,
+                    bfree: s.f_bfree,
+                    bavail: s.f_bavail,
+                    files: s.f_files,
+                    ffree: s.f_ffree,
+                    bsize: s.f_bsize as u32,
+                    namelen: s.f_namemax as u32,
+                    frsize: s.f_frsize as u32,
+                })
+            })
+            .await
+    }
+    async fn get_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Data, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        self.0
+            .run(ctx, vec![h], move |_, fds| {
+                let (d, n) = sys::getxattr_fd(fds[0].as_raw_fd(), &req.name, req.size as usize)?;
+                Ok(Data { data: d.into(), size: n as u32 })
+            })
+            .await
+    }
+    async fn list_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Data, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        self.0
+            .run(ctx, vec![h], move |_, fds| {
+                let (d, n) = sys::listxattr_fd(fds[0].as_raw_fd(), req.size as usize)?;
+                Ok(Data { data: d.into(), size: n as u32 })
+            })
+            .await
+    }
+    async fn set_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Empty, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        self.0.run(ctx, vec![h], move |_, fds| sys::setxattr_fd(fds[0].as_raw_fd(), &req.name, &req.value, req.flags).map(|_| Empty {})).await
+    }
+    async fn remove_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Empty, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        self.0.run(ctx, vec![h], move |_, fds| sys::removexattr_fd(fds[0].as_raw_fd(), &req.name).map(|_| Empty {})).await
+    }
+    async fn access(&self, ctx: &CallCtx, req: AccessReq) -> Result<Empty, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        self.0.run(ctx, vec![h], move |_, fds| sys::access_fd(fds[0].as_raw_fd(), req.mask).map(|_| Empty {})).await
+    }
+    async fn get_lk(&self, ctx: &CallCtx, req: LockReq) -> Result<LockReply, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        Ok(match self.0.locks.conflict(&h, ctx.src, req.owner, req.typ, req.start, req.end) {
+            Some(l) => LockReply { typ: l.typ, start: l.start, end: l.end, pid: l.pid },
+            None => LockReply { typ: crate::locks::F_UNLCK, start: req.start, end: req.end, pid: 0 },
+        })
+    }
+    async fn set_lk(&self, ctx: &CallCtx, req: LockReq) -> Result<Empty, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        if ![crate::locks::F_RDLCK, crate::locks::F_WRLCK, crate::locks::F_UNLCK].contains(&req.typ) || req.start > req.end {
+            return Err(einval("bad lock request"));
+        }
+        let lock = Lock { node: ctx.src, owner: req.owner, pid: req.pid, typ: req.typ, start: req.start, end: req.end };
+        // Answer a little before the caller's deadline, so it hears EINTR rather than a timeout.
+        let deadline = ctx.deadline.checked_sub(std::time::Duration::from_millis(200)).unwrap_or_else(Instant::now);
+        match self.0.locks.set(&h, lock, req.wait, deadline).await {
+            Ok(()) => Ok(Empty {}),
+            Err(SetError::Conflict) => Err(Exception::new(ERRNO_BASE + libc::EAGAIN as u32, "lock held by another owner")),
+            Err(SetError::TimedOut) => Err(Exception::new(ERRNO_BASE + libc::EINTR as u32, "lock wait timed out")),
+        }
+    }
+}
+
+/// The ORB name of volume `id`'s server object.
+pub fn volume_name(id: u32) -> String {
+    format!("pxfs.volume.{id}")
+}
+
+/// Exports the server of volume `id` (directory `dir`) and releases a departed node's files
+/// and locks whenever a view drops it.
+pub fn serve(orb: &Orb, id: u32, dir: &Path) -> io::Result<(Arc<VolumeServer>, ObjHandle)> {
+    let server = VolumeServer::new(id, dir)?;
+    let h = export_volume(orb, VolumeServant(server.clone()));
+    orb.register_name(&volume_name(id), &h);
+    let mut views = orb.subscribe_views();
+    let s = server.clone();
+    tokio::spawn(async move {
+        let mut members: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
+        while views.changed().await.is_ok() {
+            let now: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
+            for gone in members.iter().filter(|n| !now.contains(n)) {
+                s.node_gone(*gone);
+            }
+            members = now;
+        }
+    });
+    Ok((server, h))
+}

@@ -1,0 +1,346 @@
+//! The system calls the volume server is made of, kept in one place: kernel file handles,
+//! per-thread credentials, and the `/proc/self/fd/N` path of an O_PATH descriptor.
+//!
+//! Credentials: `setfsuid`, `setfsgid` and the raw `setgroups` syscall act on the calling
+//! thread only (glibc's `setgroups` would change every thread). Switching the fsuid away
+//! from 0 drops the file capabilities (CAP_DAC_READ_SEARCH, CAP_DAC_OVERRIDE, ...) of the
+//! thread, so the kernel checks permissions as for the caller; switching back restores them.
+//! Handles are therefore opened first, as root, and the operation runs as the caller.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+const MAX_HANDLE_SZ: usize = 128;
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The kernel file handle of `name` in `dir` (not following a final symlink), encoded as
+/// `handle_type (i32 LE) ‖ f_handle`. It names the file by inode and generation.
+pub fn handle_at(dir: RawFd, name: &str) -> io::Result<Vec<u8>> {
+    #[repr(C)]
+    struct FileHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        f_handle: [u8; MAX_HANDLE_SZ],
+    }
+    let mut fh = FileHandle { handle_bytes: MAX_HANDLE_SZ as u32, handle_type: 0, f_handle: [0; MAX_HANDLE_SZ] };
+    let mut mount_id: libc::c_int = 0;
+    let c = cstr(name)?;
+    let flags = if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+    let r = unsafe {
+        libc::syscall(libc::SYS_name_to_handle_at, dir, c.as_ptr(), &mut fh as *mut FileHandle, &mut mount_id as *mut libc::c_int, flags)
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = (fh.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    let mut out = Vec::with_capacity(4 + n);
+    out.extend_from_slice(&fh.handle_type.to_le_bytes());
+    out.extend_from_slice(&fh.f_handle[..n]);
+    Ok(out)
+}
+
+/// Opens the file a handle names (needs CAP_DAC_READ_SEARCH: call as root).
+pub fn open_handle(mount_fd: RawFd, handle: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    if handle.len() < 5 || handle.len() > 4 + MAX_HANDLE_SZ {
+        return Err(io::Error::from_raw_os_error(libc::ESTALE));
+    }
+    #[repr(C)]
+    struct FileHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        f_handle: [u8; MAX_HANDLE_SZ],
+    }
+    let mut fh = FileHandle {
+        handle_bytes: (handle.len() - 4) as u32,
+        handle_type: i32::from_le_bytes(handle[..4].try_into().unwrap()),
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    fh.f_handle[..handle.len() - 4].copy_from_slice(&handle[4..]);
+    let r = unsafe { libc::syscall(libc::SYS_open_by_handle_at, mount_fd, &mut fh as *mut FileHandle, flags | libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// Runs with the given credentials on this thread until dropped.
+pub struct AsUser {
+    switched: bool,
+}
+
+impl AsUser {
+    pub fn new(uid: u32, gid: u32, groups: &[u32]) -> io::Result<AsUser> {
+        if uid == 0 {
+            return Ok(AsUser { switched: false });
+        }
+        unsafe {
+            let gs: Vec<libc::gid_t> = groups.to_vec();
+            if libc::syscall(libc::SYS_setgroups, gs.len(), gs.as_ptr()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::syscall(libc::SYS_setfsgid, gid);
+            libc::syscall(libc::SYS_setfsuid, uid);
+        }
+        Ok(AsUser { switched: true })
+    }
+}
+
+impl Drop for AsUser {
+    fn drop(&mut self) {
+        if self.switched {
+            unsafe {
+                libc::syscall(libc::SYS_setfsuid, 0);
+                libc::syscall(libc::SYS_setfsgid, 0);
+                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
+            }
+        }
+    }
+}
+
+/// `/proc/self/fd/N`: reopening through it checks permissions as the current fsuid.
+pub fn fd_path(fd: RawFd) -> String {
+    format!("/proc/self/fd/{fd}")
+}
+
+pub fn stat_fd(fd: RawFd) -> io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let empty = cstr("")?;
+    check(unsafe { libc::fstatat(fd, empty.as_ptr(), &mut st, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+pub fn stat_at(dir: RawFd, name: &str) -> io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let c = cstr(name)?;
+    check(unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+pub fn open_path(p: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = cstr(p.to_str().ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?)?;
+    let fd = check(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reopens an O_PATH descriptor for I/O, with permission checks as the current fsuid.
+/// O_NOFOLLOW is dropped: the client's kernel resolved the path already, and the
+/// `/proc/self/fd` link we open through is itself a symlink.
+pub fn reopen(fd: RawFd, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = cstr(&fd_path(fd))?;
+    let drop = libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW;
+    let r = check(unsafe { libc::open(c.as_ptr(), (flags & !drop) | libc::O_CLOEXEC) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+pub fn open_at(dir: RawFd, name: &str, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    let r = check(unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+pub fn mkdir_at(dir: RawFd, name: &str, mode: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::mkdirat(dir, c.as_ptr(), mode) }).map(|_| ())
+}
+
+pub fn mknod_at(dir: RawFd, name: &str, mode: u32, rdev: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::mknodat(dir, c.as_ptr(), mode, rdev as libc::dev_t) }).map(|_| ())
+}
+
+pub fn symlink_at(target: &str, dir: RawFd, name: &str) -> io::Result<()> {
+    let (t, c) = (cstr(target)?, cstr(name)?);
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir, c.as_ptr()) }).map(|_| ())
+}
+
+/// A hard link to the file behind `fd`, without CAP_DAC_READ_SEARCH (through /proc).
+pub fn link_fd(fd: RawFd, dir: RawFd, name: &str) -> io::Result<()> {
+    let (p, c) = (cstr(&fd_path(fd))?, cstr(name)?);
+    check(unsafe { libc::linkat(libc::AT_FDCWD, p.as_ptr(), dir, c.as_ptr(), libc::AT_SYMLINK_FOLLOW) }).map(|_| ())
+}
+
+pub fn unlink_at(dir: RawFd, name: &str, rmdir: bool) -> io::Result<()> {
+    let c = cstr(name)?;
+    check(unsafe { libc::unlinkat(dir, c.as_ptr(), if rmdir { libc::AT_REMOVEDIR } else { 0 }) }).map(|_| ())
+}
+
+pub fn rename_at(d1: RawFd, n1: &str, d2: RawFd, n2: &str, flags: u32) -> io::Result<()> {
+    let (a, b) = (cstr(n1)?, cstr(n2)?);
+    let r = unsafe { libc::syscall(libc::SYS_renameat2, d1, a.as_ptr(), d2, b.as_ptr(), flags) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    let empty = cstr("")?;
+    let n = unsafe { libc::readlinkat(fd, empty.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+pub fn chmod_fd(fd: RawFd, mode: u32) -> io::Result<()> {
+    let p = cstr(&fd_path(fd))?;
+    check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode, 0) }).map(|_| ())
+}
+
+pub fn chown_fd(fd: RawFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    let empty = cstr("")?;
+    let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+    check(unsafe { libc::fchownat(fd, empty.as_ptr(), u, g, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) }).map(|_| ())
+}
+
+pub fn truncate_fd(fd: RawFd, size: u64) -> io::Result<()> {
+    let p = cstr(&fd_path(fd))?;
+    check(unsafe { libc::truncate(p.as_ptr(), size as libc::off_t) }).map(|_| ())
+}
+
+pub fn ftruncate(fd: RawFd, size: u64) -> io::Result<()> {
+    check(unsafe { libc::ftruncate(fd, size as libc::off_t) }).map(|_| ())
+}
+
+/// `None` leaves a time as it is; `Some(None)` sets it to now.
+pub fn utimens_fd(fd: RawFd, atime: Option<Option<i64>>, mtime: Option<Option<i64>>) -> io::Result<()> {
+    let ts = |t: Option<Option<i64>>| match t {
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        Some(None) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        Some(Some(ns)) => libc::timespec { tv_sec: ns.div_euclid(1_000_000_000), tv_nsec: ns.rem_euclid(1_000_000_000) },
+    };
+    let times = [ts(atime), ts(mtime)];
+    let p = cstr(&fd_path(fd))?;
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) }).map(|_| ())
+}
+
+pub fn access_fd(fd: RawFd, mask: i32) -> io::Result<()> {
+    let p = cstr(&fd_path(fd))?;
+    // Checked against the fsuid/fsgid this thread runs with (faccessat without AT_EACCESS
+    // would use the real uid, which stays root).
+    check(unsafe { libc::faccessat(libc::AT_FDCWD, p.as_ptr(), mask, libc::AT_EACCESS) }).map(|_| ())
+}
+
+pub fn pread(fd: RawFd, size: usize, offset: u64) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let mut done = 0;
+    while done < size {
+        let n = unsafe { libc::pread(fd, buf[done..].as_mut_ptr() as *mut libc::c_void, size - done, (offset + done as u64) as libc::off_t) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+pub fn pwrite(fd: RawFd, data: &[u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        let n = unsafe { libc::pwrite(fd, data[done..].as_ptr() as *const libc::c_void, data.len() - done, (offset + done as u64) as libc::off_t) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
+
+pub fn fsync(fd: RawFd, datasync: bool) -> io::Result<()> {
+    check(unsafe { if datasync { libc::fdatasync(fd) } else { libc::fsync(fd) } }).map(|_| ())
+}
+
+pub fn statvfs_fd(fd: RawFd) -> io::Result<libc::statvfs> {
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstatvfs(fd, &mut s) })?;
+    Ok(s)
+}
+
+/// Directory entries of the directory behind `fd` (opened for reading as the caller).
+pub fn read_dir(fd: RawFd) -> io::Result<Vec<(String, u8, u64)>> {
+    let dfd = reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let dir = unsafe { libc::fdopendir(dfd.as_raw_fd()) };
+    if dir.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    std::mem::forget(dfd); // owned by the DIR stream now
+    let mut out = Vec::new();
+    loop {
+        unsafe { *libc::__errno_location() = 0 };
+        let ent = unsafe { libc::readdir64(dir) };
+        if ent.is_null() {
+            let err = unsafe { *libc::__errno_location() };
+            unsafe { libc::closedir(dir) };
+            if err != 0 {
+                return Err(io::Error::from_raw_os_error(err));
+            }
+            return Ok(out);
+        }
+        let e = unsafe { &*ent };
+        let name = unsafe { std::ffi::CStr::from_ptr(e.d_name.as_ptr()) }.to_string_lossy().into_owned();
+        out.push((name, e.d_type, e.d_ino));
+    }
+}
+
+fn xattr_result(n: isize) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `size == 0` asks for the value's size only.
+pub fn getxattr_fd(fd: RawFd, name: &str, size: usize) -> io::Result<(Vec<u8>, usize)> {
+    let (p, n) = (cstr(&fd_path(fd))?, cstr(name)?);
+    let mut buf = vec![0u8; size];
+    let r = xattr_result(unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, size) })?;
+    buf.truncate(if size == 0 { 0 } else { r });
+    Ok((buf, r))
+}
+
+pub fn listxattr_fd(fd: RawFd, size: usize) -> io::Result<(Vec<u8>, usize)> {
+    let p = cstr(&fd_path(fd))?;
+    let mut buf = vec![0u8; size];
+    let r = xattr_result(unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, size) })?;
+    buf.truncate(if size == 0 { 0 } else { r });
+    Ok((buf, r))
+}
+
+pub fn setxattr_fd(fd: RawFd, name: &str, value: &[u8], flags: i32) -> io::Result<()> {
+    let (p, n) = (cstr(&fd_path(fd))?, cstr(name)?);
+    check(unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), flags) }).map(|_| ())
+}
+
+pub fn removexattr_fd(fd: RawFd, name: &str) -> io::Result<()> {
+    let (p, n) = (cstr(&fd_path(fd))?, cstr(name)?);
+    check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) }).map(|_| ())
+}
