@@ -68,7 +68,7 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o666))?;
         }
-        std::fs::write(me.dir.join("pid"), format!("{}\n", std::process::id()))?;
+        crate::local::write_pid_file(&me.dir, std::process::id())?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default() };
         let server = tonic::transport::Server::builder()

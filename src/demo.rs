@@ -49,6 +49,27 @@ impl Drop for DownOnDrop {
     }
 }
 
+/// Writes through one node's mount, reads through another, shows where the bytes live.
+fn pxfs_tour(cfg: &crate::config::Config) -> anyhow::Result<()> {
+    let m = |n: u32| cfg.node(n).map(|x| x.mountpoint.clone()).map_err(|e| anyhow!(e));
+    let (m1, m3) = (m(1)?, m(3)?);
+    if !crate::local::mounts_under(&m1).iter().any(|p| *p == m1) {
+        println!("    (not mounted here: PXFS needs root and /dev/fuse — see the node logs)");
+        return Ok(());
+    }
+    let names: Vec<String> = std::fs::read_dir(&m1)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+    println!("    ls {}: {}", m1.display(), names.join(" "));
+    let text = "served by node 2, written through node 1, read through node 3\n";
+    std::fs::write(m1.join("www/index.html"), text)?;
+    let back = std::fs::read_to_string(m3.join("www/index.html"))?;
+    println!("    wrote {}/www/index.html; node 3 reads: {}", m1.display(), back.trim());
+    let www = cfg.volumes.iter().find(|v| v.path == "/www").map(|v| v.dir.join("index.html"));
+    if let Some(p) = www {
+        println!("    the bytes are on node 2's disk: {} ({} bytes)", p.display(), std::fs::metadata(&p)?.len());
+    }
+    Ok(())
+}
+
 async fn diag(orb: &Orb, node: u32) -> anyhow::Result<DiagStub> {
     Ok(DiagStub::new(orb.resolve(node, "diag").await?)?)
 }
@@ -140,8 +161,10 @@ async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
     let m4 = v.members.iter().find(|m| m.node == 4).map(|m| m.incarnation).unwrap_or(0);
     println!("    view {}: members {:?}; node 4 is incarnation {m4:x}", v.number, v.members.iter().map(|m| m.node).collect::<Vec<_>>());
 
-    step(6, "Still to come (open issues): PXFS, global processes, global networking, tracing, workloads");
-    println!("    {}\n    {}\n    {}\n    {}", ssi_pxfs::STATUS, ssi_procmgmt::STATUS, ssi_netsap::STATUS, ssi_trace::STATUS);
+    step(6, "PXFS: one namespace on every node, each file on its owner's disk");
+    pxfs_tour(cfg)?;
+    println!("\n    Still to come (open issues): global processes, global networking, tracing, workloads");
+    println!("    {}\n    {}\n    {}", ssi_procmgmt::STATUS, ssi_netsap::STATUS, ssi_trace::STATUS);
     orb.shutdown();
     Ok(())
 }

@@ -94,6 +94,14 @@ pub fn node_pid(nc: &NodeConfig) -> Option<i32> {
     (is_node && !zombie).then_some(pid)
 }
 
+/// Writes `DIR/pid` atomically (temp file + rename): the launcher and the daemon both write
+/// it, and a reader must never see it empty.
+pub fn write_pid_file(dir: &Path, pid: u32) -> std::io::Result<()> {
+    let tmp = dir.join(format!("pid.{pid}.tmp"));
+    std::fs::write(&tmp, format!("{pid}\n"))?;
+    std::fs::rename(&tmp, dir.join("pid"))
+}
+
 /// Every process running `ssi node --config <config>` (also those whose pid file is lost).
 fn daemons_of(config: &Path) -> Vec<i32> {
     let want = config.as_os_str().as_encoded_bytes().to_vec();
@@ -135,7 +143,7 @@ pub fn spawn_node(cfg: &Config, id: u32, cpu: Option<usize>) -> anyhow::Result<u
     }
     let child = cmd.spawn().context("starting ssi node")?;
     let pid = child.id();
-    std::fs::write(nc.dir.join("pid"), format!("{pid}\n"))?;
+    write_pid_file(&nc.dir, pid)?;
     // The daemon is reaped by init once this process exits; it must not become ours to wait.
     std::mem::forget(child);
     Ok(pid)

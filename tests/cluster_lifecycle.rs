@@ -160,3 +160,19 @@ fn control_socket_checks_the_callers_uid() {
     // The daemon is still serving: the refused shutdown did nothing.
     assert!(ok(&["status", "--dir", c.dir_str()]).contains("members [1]"));
 }
+
+#[test]
+fn down_after_a_crash_leaves_no_mount() {
+    if !required("root and /dev/fuse", nix::unistd::geteuid().is_root() && Path::new("/dev/fuse").exists()) {
+        return;
+    }
+    let c = Cluster::up("crash", 3);
+    assert_eq!(ssi::local::mounts_under(&c.dir).len(), 3, "every node mounts the namespace");
+    // A daemon killed with SIGKILL cannot unmount: its mount is left dead (ENOTCONN).
+    c.kill9(2);
+    let m2 = c.config().node(2).unwrap().mountpoint.clone();
+    assert_eq!(std::fs::metadata(&m2).unwrap_err().raw_os_error(), Some(libc::ENOTCONN));
+    ok(&["down", "--dir", c.dir_str()]);
+    assert!(ssi::local::mounts_under(&c.dir).is_empty(), "ssi down removes the dead mount too");
+    assert!(daemons_with(&c.dir).is_empty());
+}

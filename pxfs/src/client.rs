@@ -53,6 +53,9 @@ struct INode {
     nlookup: u64,
 }
 
+/// A directory listing taken at opendir: (name, kind, inode number on the owner).
+type Listing = Vec<(String, FileType, u64)>;
+
 #[derive(Default)]
 struct Inodes {
     by_ino: HashMap<u64, INode>,
@@ -67,7 +70,7 @@ pub struct Client {
     roots: Mutex<HashMap<u32, Bytes>>,
     inodes: RwLock<Inodes>,
     next_ino: AtomicU64,
-    dirs: Mutex<HashMap<u64, Vec<(String, FileType, u64)>>>,
+    dirs: Mutex<HashMap<u64, Listing>>,
     next_dh: AtomicU64,
 }
 
@@ -222,7 +225,9 @@ impl Client {
                 };
                 match f(stub).await {
                     Ok(r) => return Ok(r.into_inner()),
-                    Err(e @ OrbError::Exception(_)) if matches!(e.exception_code(), Some(code::STALE_REFERENCE) | Some(code::OBJECT_NOT_EXIST)) => {
+                    Err(e @ OrbError::Exception(_))
+                        if matches!(e.exception_code(), Some(code::STALE_REFERENCE) | Some(code::OBJECT_NOT_EXIST)) =>
+                    {
                         self.stubs.lock().remove(&vol);
                         last = e;
                     }
@@ -314,7 +319,13 @@ impl Client {
         }
         let r = self.call(vol, Some(creds(req)), |s| {
             let req = NameReq { parent: fid(&h), name: name.to_string() };
-            async move { if dir { s.rmdir(req).await } else { s.unlink(req).await } }
+            async move {
+                if dir {
+                    s.rmdir(req).await
+                } else {
+                    s.unlink(req).await
+                }
+            }
         });
         match r {
             Ok(_) => reply.ok(),
@@ -344,7 +355,10 @@ impl Filesystem for Client {
             };
             return self.reply_entry(v, child, e, reply);
         }
-        match self.call(vol, Some(creds(req)), |s| { let r = NameReq { parent: fid(&h), name: name.to_string() }; async move { s.lookup(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = NameReq { parent: fid(&h), name: name.to_string() };
+            async move { s.lookup(r).await }
+        }) {
             Ok(e) => self.reply_entry(vol, child, e, reply),
             Err(e) => reply.error(e),
         }
@@ -373,7 +387,10 @@ impl Filesystem for Client {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        match self.call(vol, Some(creds(req)), |s| { let r = Fid { handle: h.clone() }; async move { s.get_attr(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = Fid { handle: h.clone() };
+            async move { s.get_attr(r).await }
+        }) {
             Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
             Err(e) => reply.error(e),
         }
@@ -414,7 +431,10 @@ impl Filesystem for Client {
             })
         };
         let r = SetAttrReq { fid: fid(&h), mode, uid, gid, size, atime: ts(atime), mtime: ts(mtime), fh: fh.map(|f| f.0).unwrap_or(0) };
-        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.set_attr(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.set_attr(r).await }
+        }) {
             Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
             Err(e) => reply.error(e),
         }
@@ -425,23 +445,35 @@ impl Filesystem for Client {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        match self.call(vol, Some(creds(req)), |s| { let r = Fid { handle: h.clone() }; async move { s.readlink(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = Fid { handle: h.clone() };
+            async move { s.readlink(r).await }
+        }) {
             Ok(d) => reply.data(&d.data),
             Err(e) => reply.error(e),
         }
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        self.new_entry(req, parent, name, reply, |s, p, n| { let r = MknodReq { parent: p, name: n, mode, umask, rdev }; async move { s.mknod(r).await } });
+        self.new_entry(req, parent, name, reply, |s, p, n| {
+            let r = MknodReq { parent: p, name: n, mode, umask, rdev };
+            async move { s.mknod(r).await }
+        });
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        self.new_entry(req, parent, name, reply, |s, p, n| { let r = MknodReq { parent: p, name: n, mode, umask, rdev: 0 }; async move { s.mkdir(r).await } });
+        self.new_entry(req, parent, name, reply, |s, p, n| {
+            let r = MknodReq { parent: p, name: n, mode, umask, rdev: 0 };
+            async move { s.mkdir(r).await }
+        });
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let Some(t) = target.to_str().map(str::to_string) else { return reply.error(Errno::EINVAL) };
-        self.new_entry(req, parent, link_name, reply, |s, p, n| { let r = SymlinkReq { parent: p, name: n, target: t.clone() }; async move { s.symlink(r).await } });
+        self.new_entry(req, parent, link_name, reply, |s, p, n| {
+            let r = SymlinkReq { parent: p, name: n, target: t.clone() };
+            async move { s.symlink(r).await }
+        });
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
@@ -454,7 +486,10 @@ impl Filesystem for Client {
             Err(e) => return reply.error(e),
             _ => {}
         }
-        self.new_entry(req, newparent, newname, reply, |s, p, n| { let r = LinkReq { fid: fid(&h), newparent: p, newname: n }; async move { s.link(r).await } });
+        self.new_entry(req, newparent, newname, reply, |s, p, n| {
+            let r = LinkReq { fid: fid(&h), newparent: p, newname: n };
+            async move { s.link(r).await }
+        });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -465,7 +500,16 @@ impl Filesystem for Client {
         self.unlink_like(req, parent, name, true, reply);
     }
 
-    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
         let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else { return reply.error(Errno::EINVAL) };
         let ((v1, h1, p1), (v2, h2, p2)) = match (self.node(parent.0), self.node(newparent.0)) {
             (Ok(a), Ok(b)) => (a, b),
@@ -478,7 +522,10 @@ impl Filesystem for Client {
             return reply.error(Errno::EXDEV);
         }
         let r = RenameReq { parent: fid(&h1), name: name.into(), newparent: fid(&h2), newname: newname.into(), flags: flags.bits() };
-        match self.call(v1, Some(creds(req)), |s| { let r = r.clone(); async move { s.rename(r).await } }) {
+        match self.call(v1, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.rename(r).await }
+        }) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -489,7 +536,10 @@ impl Filesystem for Client {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        match self.call(vol, Some(creds(req)), |s| { let r = OpenReq { fid: fid(&h), flags: flags.0 }; async move { s.open(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = OpenReq { fid: fid(&h), flags: flags.0 };
+            async move { s.open(r).await }
+        }) {
             // No page cache: every read sees the owner's current data (see the module doc).
             Ok(o) => reply.opened(FileHandle(o.fh), FopenFlags::FOPEN_DIRECT_IO),
             Err(e) => reply.error(e),
@@ -507,7 +557,10 @@ impl Filesystem for Client {
             return reply.error(Errno::EISDIR);
         }
         let r = CreateReq { parent: fid(&h), name: name.into(), mode, umask, flags };
-        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.create(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.create(r).await }
+        }) {
             Ok(CreateReply { entry: Some(Entry { fid: Some(f), attr: Some(a) }), fh }) => {
                 let ino = self.remember(vol, f.handle, child);
                 reply.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
@@ -517,12 +570,25 @@ impl Filesystem for Client {
         }
     }
 
-    fn read(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _f: OpenFlags, _lo: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _f: OpenFlags,
+        _lo: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         let (vol, _, _) = match self.node(ino.0) {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        match self.call(vol, None, |s| { let r = ReadReq { fh: fh.0, offset, size }; async move { s.read(r).await } }) {
+        match self.call(vol, None, |s| {
+            let r = ReadReq { fh: fh.0, offset, size };
+            async move { s.read(r).await }
+        }) {
             Ok(d) => reply.data(&d.data),
             Err(e) => reply.error(e),
         }
@@ -545,7 +611,10 @@ impl Filesystem for Client {
             Err(e) => return reply.error(e),
         };
         let data = Bytes::copy_from_slice(data);
-        match self.call(vol, None, |s| { let r = WriteReq { fh: fh.0, offset, data: data.clone() }; async move { s.write(r).await } }) {
+        match self.call(vol, None, |s| {
+            let r = WriteReq { fh: fh.0, offset, data: data.clone() };
+            async move { s.write(r).await }
+        }) {
             Ok(w) => reply.written(w.written),
             Err(e) => reply.error(e),
         }
@@ -556,15 +625,30 @@ impl Filesystem for Client {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        match self.call(vol, None, |s| { let r = FhReq { fh: fh.0, datasync: false, lock_owner: lock_owner.0 }; async move { s.flush(r).await } }) {
+        match self.call(vol, None, |s| {
+            let r = FhReq { fh: fh.0, datasync: false, lock_owner: lock_owner.0 };
+            async move { s.flush(r).await }
+        }) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn release(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _f: OpenFlags, _lo: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _f: OpenFlags,
+        _lo: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         if let Ok((vol, _, _)) = self.node(ino.0) {
-            let _ = self.call(vol, None, |s| { let r = FhReq { fh: fh.0, datasync: false, lock_owner: 0 }; async move { s.release(r).await } });
+            let _ = self.call(vol, None, |s| {
+                let r = FhReq { fh: fh.0, datasync: false, lock_owner: 0 };
+                async move { s.release(r).await }
+            });
         }
         reply.ok();
     }
@@ -575,7 +659,10 @@ impl Filesystem for Client {
             Err(e) => return reply.error(e),
         };
         // Returns once the owner's fsync(2) has: the data is on the owner's disk.
-        match self.call(vol, None, |s| { let r = FhReq { fh: fh.0, datasync, lock_owner: 0 }; async move { s.fsync(r).await } }) {
+        match self.call(vol, None, |s| {
+            let r = FhReq { fh: fh.0, datasync, lock_owner: 0 };
+            async move { s.fsync(r).await }
+        }) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -586,11 +673,14 @@ impl Filesystem for Client {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        let list = match self.call(vol, Some(creds(req)), |s| { let r = Fid { handle: h.clone() }; async move { s.read_dir(r).await } }) {
+        let list = match self.call(vol, Some(creds(req)), |s| {
+            let r = Fid { handle: h.clone() };
+            async move { s.read_dir(r).await }
+        }) {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        let mut entries: Vec<(String, FileType, u64)> = list.entries.into_iter().map(|e| (e.name, dtype_kind(e.kind), e.ino)).collect();
+        let mut entries: Listing = list.entries.into_iter().map(|e| (e.name, dtype_kind(e.kind), e.ino)).collect();
         for (name, _) in self.crossings_below(&path) {
             entries.retain(|e| e.0 != name);
             entries.push((name, FileType::Directory, 1));
@@ -621,7 +711,10 @@ impl Filesystem for Client {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        match self.call(vol, Some(creds(req)), |s| { let r = Fid { handle: h.clone() }; async move { s.stat_fs(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = Fid { handle: h.clone() };
+            async move { s.stat_fs(r).await }
+        }) {
             Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize),
             Err(e) => reply.error(e),
         }
@@ -633,7 +726,10 @@ impl Filesystem for Client {
             Err(e) => return reply.error(e),
         };
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::copy_from_slice(value), flags };
-        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.set_xattr(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.set_xattr(r).await }
+        }) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -645,7 +741,10 @@ impl Filesystem for Client {
             Err(e) => return reply.error(e),
         };
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size, value: Bytes::new(), flags: 0 };
-        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.get_xattr(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.get_xattr(r).await }
+        }) {
             Ok(d) if size == 0 => reply.size(d.size),
             Ok(d) => reply.data(&d.data),
             Err(e) => reply.error(e),
@@ -658,7 +757,10 @@ impl Filesystem for Client {
             Err(e) => return reply.error(e),
         };
         let r = XattrReq { fid: fid(&h), name: String::new(), size, value: Bytes::new(), flags: 0 };
-        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.list_xattr(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.list_xattr(r).await }
+        }) {
             Ok(d) if size == 0 => reply.size(d.size),
             Ok(d) => reply.data(&d.data),
             Err(e) => reply.error(e),
@@ -671,7 +773,10 @@ impl Filesystem for Client {
             Err(e) => return reply.error(e),
         };
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::new(), flags: 0 };
-        match self.call(vol, Some(creds(req)), |s| { let r = r.clone(); async move { s.remove_xattr(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.remove_xattr(r).await }
+        }) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -682,19 +787,36 @@ impl Filesystem for Client {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
-        match self.call(vol, Some(creds(req)), |s| { let r = AccessReq { fid: fid(&h), mask: mask.bits() }; async move { s.access(r).await } }) {
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = AccessReq { fid: fid(&h), mask: mask.bits() };
+            async move { s.access(r).await }
+        }) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    fn getlk(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, lo: LockOwner, start: u64, end: u64, typ: i32, pid: u32, reply: ReplyLock) {
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lo: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
         let (vol, h, _) = match self.node(ino.0) {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
         let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: false };
-        match self.call(vol, None, |s| { let r = r.clone(); async move { s.get_lk(r).await } }) {
+        match self.call(vol, None, |s| {
+            let r = r.clone();
+            async move { s.get_lk(r).await }
+        }) {
             Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
             Err(e) => reply.error(e),
         }
@@ -719,7 +841,10 @@ impl Filesystem for Client {
         };
         let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: sleep };
         if !sleep {
-            return match self.call(vol, None, |s| { let r = r.clone(); async move { s.set_lk(r).await } }) {
+            return match self.call(vol, None, |s| {
+                let r = r.clone();
+                async move { s.set_lk(r).await }
+            }) {
                 Ok(_) => reply.ok(),
                 Err(e) => reply.error(e),
             };

@@ -12,9 +12,9 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-pub const F_RDLCK: i32 = libc::F_RDLCK as i32;
-pub const F_WRLCK: i32 = libc::F_WRLCK as i32;
-pub const F_UNLCK: i32 = libc::F_UNLCK as i32;
+pub const F_RDLCK: i32 = libc::F_RDLCK;
+pub const F_WRLCK: i32 = libc::F_WRLCK;
+pub const F_UNLCK: i32 = libc::F_UNLCK;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lock {
@@ -51,7 +51,11 @@ impl LockTable {
     /// The first lock of another owner that conflicts with the request, if any.
     pub fn conflict(&self, file: &[u8], node: u32, owner: u64, typ: i32, start: u64, end: u64) -> Option<Lock> {
         let files = self.files.lock();
-        files.get(file)?.iter().find(|l| !(l.node == node && l.owner == owner) && l.overlaps(start, end) && (typ == F_WRLCK || l.typ == F_WRLCK)).cloned()
+        files
+            .get(file)?
+            .iter()
+            .find(|l| !(l.node == node && l.owner == owner) && l.overlaps(start, end) && (typ == F_WRLCK || l.typ == F_WRLCK))
+            .cloned()
     }
 
     fn apply(locks: &mut Vec<Lock>, new: Lock) {
@@ -83,7 +87,11 @@ impl LockTable {
                 let mut files = self.files.lock();
                 let locks = files.entry(file.to_vec()).or_default();
                 let blocked = lock.typ != F_UNLCK
-                    && locks.iter().any(|l| !(l.node == lock.node && l.owner == lock.owner) && l.overlaps(lock.start, lock.end) && (lock.typ == F_WRLCK || l.typ == F_WRLCK));
+                    && locks.iter().any(|l| {
+                        !(l.node == lock.node && l.owner == lock.owner)
+                            && l.overlaps(lock.start, lock.end)
+                            && (lock.typ == F_WRLCK || l.typ == F_WRLCK)
+                    });
                 if !blocked {
                     Self::apply(locks, lock);
                     if locks.is_empty() {

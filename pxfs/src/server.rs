@@ -174,7 +174,9 @@ impl Volume for VolumeServant {
     async fn root(&self, ctx: &CallCtx, _req: Empty) -> Result<Entry, Exception> {
         let h = self.0.root_handle.clone();
         self.0
-            .run(ctx, vec![h.clone()], move |_, fds| Ok(Entry { fid: Some(Fid { handle: h.into() }), attr: Some(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?)) }))
+            .run(ctx, vec![h.clone()], move |_, fds| {
+                Ok(Entry { fid: Some(Fid { handle: h.into() }), attr: Some(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?)) })
+            })
             .await
     }
     async fn lookup(&self, ctx: &CallCtx, req: NameReq) -> Result<Entry, Exception> {
@@ -263,7 +265,9 @@ impl Volume for VolumeServant {
         let (np, newname) = name_of(&req.newparent, &req.newname)?;
         let flags = req.flags;
         self.0
-            .run(ctx, vec![p, np], move |_, fds| sys::rename_at(fds[0].as_raw_fd(), &name, fds[1].as_raw_fd(), &newname, flags).map(|_| Empty {}))
+            .run(ctx, vec![p, np], move |_, fds| {
+                sys::rename_at(fds[0].as_raw_fd(), &name, fds[1].as_raw_fd(), &newname, flags).map(|_| Empty {})
+            })
             .await
     }
     async fn readlink(&self, ctx: &CallCtx, req: Fid) -> Result<Data, Exception> {
@@ -379,7 +383,9 @@ impl Volume for VolumeServant {
     }
     async fn set_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Empty, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
-        self.0.run(ctx, vec![h], move |_, fds| sys::setxattr_fd(fds[0].as_raw_fd(), &req.name, &req.value, req.flags).map(|_| Empty {})).await
+        self.0
+            .run(ctx, vec![h], move |_, fds| sys::setxattr_fd(fds[0].as_raw_fd(), &req.name, &req.value, req.flags).map(|_| Empty {}))
+            .await
     }
     async fn remove_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Empty, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;

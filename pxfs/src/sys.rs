@@ -241,7 +241,8 @@ pub fn pread(fd: RawFd, size: usize, offset: u64) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; size];
     let mut done = 0;
     while done < size {
-        let n = unsafe { libc::pread(fd, buf[done..].as_mut_ptr() as *mut libc::c_void, size - done, (offset + done as u64) as libc::off_t) };
+        let n =
+            unsafe { libc::pread(fd, buf[done..].as_mut_ptr() as *mut libc::c_void, size - done, (offset + done as u64) as libc::off_t) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -261,7 +262,9 @@ pub fn pread(fd: RawFd, size: usize, offset: u64) -> io::Result<Vec<u8>> {
 pub fn pwrite(fd: RawFd, data: &[u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < data.len() {
-        let n = unsafe { libc::pwrite(fd, data[done..].as_ptr() as *const libc::c_void, data.len() - done, (offset + done as u64) as libc::off_t) };
+        let n = unsafe {
+            libc::pwrite(fd, data[done..].as_ptr() as *const libc::c_void, data.len() - done, (offset + done as u64) as libc::off_t)
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -275,7 +278,14 @@ pub fn pwrite(fd: RawFd, data: &[u8], offset: u64) -> io::Result<usize> {
 }
 
 pub fn fsync(fd: RawFd, datasync: bool) -> io::Result<()> {
-    check(unsafe { if datasync { libc::fdatasync(fd) } else { libc::fsync(fd) } }).map(|_| ())
+    check(unsafe {
+        if datasync {
+            libc::fdatasync(fd)
+        } else {
+            libc::fsync(fd)
+        }
+    })
+    .map(|_| ())
 }
 
 pub fn statvfs_fd(fd: RawFd) -> io::Result<libc::statvfs> {
