@@ -36,6 +36,16 @@ use crate::proto::*;
 use crate::server::{volume_name, ERRNO_BASE};
 use crate::VolumeSpec;
 
+/// The value of a `Result<_, Errno>`, or the request answered with the errno.
+macro_rules! or_reply {
+    ($reply:ident, $e:expr) => {
+        match $e {
+            Ok(x) => x,
+            Err(e) => return $reply.error(e),
+        }
+    };
+}
+
 const TTL: Duration = Duration::ZERO;
 const ROOT: u64 = 1;
 /// How long one invocation may take before the caller sees EIO (a down node fails sooner).
@@ -294,10 +304,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<Received<Entry>, OrbError>>,
     {
         let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
-        let (vol, h, path) = match self.node(parent.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, path) = or_reply!(reply, self.node(parent.0));
         let child = join(&path, name);
         if self.crossing(&child).is_some() {
             return reply.error(Errno::EEXIST);
@@ -310,10 +317,7 @@ impl Client {
 
     fn unlink_like(&self, req: &Request, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
         let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
-        let (vol, h, path) = match self.node(parent.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, path) = or_reply!(reply, self.node(parent.0));
         if self.crossing(&join(&path, name)).is_some() {
             return reply.error(Errno::EBUSY);
         }
@@ -343,10 +347,7 @@ impl Filesystem for Client {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
-        let (vol, h, path) = match self.node(parent.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, path) = or_reply!(reply, self.node(parent.0));
         let child = join(&path, name);
         if let Some(v) = self.crossing(&child) {
             let e = match self.call(v, Some(creds(req)), |s| async move { s.root(Empty {}).await }) {
@@ -383,10 +384,7 @@ impl Filesystem for Client {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         match self.call(vol, Some(creds(req)), |s| {
             let r = Fid { handle: h.clone() };
             async move { s.get_attr(r).await }
@@ -414,10 +412,7 @@ impl Filesystem for Client {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let ts = |t: Option<TimeOrNow>| {
             t.map(|t| match t {
                 TimeOrNow::Now => TimeSet { now: true, ns: 0 },
@@ -441,10 +436,7 @@ impl Filesystem for Client {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         match self.call(vol, Some(creds(req)), |s| {
             let r = Fid { handle: h.clone() };
             async move { s.readlink(r).await }
@@ -477,10 +469,7 @@ impl Filesystem for Client {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         match self.node(newparent.0) {
             Ok((v2, _, _)) if v2 != vol => return reply.error(Errno::EXDEV),
             Err(e) => return reply.error(e),
@@ -532,10 +521,7 @@ impl Filesystem for Client {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         match self.call(vol, Some(creds(req)), |s| {
             let r = OpenReq { fid: fid(&h), flags: flags.0 };
             async move { s.open(r).await }
@@ -548,10 +534,7 @@ impl Filesystem for Client {
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
-        let (vol, h, path) = match self.node(parent.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, path) = or_reply!(reply, self.node(parent.0));
         let child = join(&path, name);
         if self.crossing(&child).is_some() {
             return reply.error(Errno::EISDIR);
@@ -581,10 +564,7 @@ impl Filesystem for Client {
         _lo: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let (vol, _, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, _, _) = or_reply!(reply, self.node(ino.0));
         match self.call(vol, None, |s| {
             let r = ReadReq { fh: fh.0, offset, size };
             async move { s.read(r).await }
@@ -606,10 +586,7 @@ impl Filesystem for Client {
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let (vol, _, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, _, _) = or_reply!(reply, self.node(ino.0));
         let data = Bytes::copy_from_slice(data);
         match self.call(vol, None, |s| {
             let r = WriteReq { fh: fh.0, offset, data: data.clone() };
@@ -621,10 +598,7 @@ impl Filesystem for Client {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
-        let (vol, _, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, _, _) = or_reply!(reply, self.node(ino.0));
         match self.call(vol, None, |s| {
             let r = FhReq { fh: fh.0, datasync: false, lock_owner: lock_owner.0 };
             async move { s.flush(r).await }
@@ -654,10 +628,7 @@ impl Filesystem for Client {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        let (vol, _, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, _, _) = or_reply!(reply, self.node(ino.0));
         // Returns once the owner's fsync(2) has: the data is on the owner's disk.
         match self.call(vol, None, |s| {
             let r = FhReq { fh: fh.0, datasync, lock_owner: 0 };
@@ -669,10 +640,7 @@ impl Filesystem for Client {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let (vol, h, path) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, path) = or_reply!(reply, self.node(ino.0));
         let list = match self.call(vol, Some(creds(req)), |s| {
             let r = Fid { handle: h.clone() };
             async move { s.read_dir(r).await }
@@ -707,10 +675,7 @@ impl Filesystem for Client {
     }
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         match self.call(vol, Some(creds(req)), |s| {
             let r = Fid { handle: h.clone() };
             async move { s.stat_fs(r).await }
@@ -721,10 +686,7 @@ impl Filesystem for Client {
     }
 
     fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::copy_from_slice(value), flags };
         match self.call(vol, Some(creds(req)), |s| {
             let r = r.clone();
@@ -736,10 +698,7 @@ impl Filesystem for Client {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size, value: Bytes::new(), flags: 0 };
         match self.call(vol, Some(creds(req)), |s| {
             let r = r.clone();
@@ -752,10 +711,7 @@ impl Filesystem for Client {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let r = XattrReq { fid: fid(&h), name: String::new(), size, value: Bytes::new(), flags: 0 };
         match self.call(vol, Some(creds(req)), |s| {
             let r = r.clone();
@@ -768,10 +724,7 @@ impl Filesystem for Client {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::new(), flags: 0 };
         match self.call(vol, Some(creds(req)), |s| {
             let r = r.clone();
@@ -783,10 +736,7 @@ impl Filesystem for Client {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         match self.call(vol, Some(creds(req)), |s| {
             let r = AccessReq { fid: fid(&h), mask: mask.bits() };
             async move { s.access(r).await }
@@ -808,10 +758,7 @@ impl Filesystem for Client {
         pid: u32,
         reply: ReplyLock,
     ) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: false };
         match self.call(vol, None, |s| {
             let r = r.clone();
@@ -835,10 +782,7 @@ impl Filesystem for Client {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let (vol, h, _) = match self.node(ino.0) {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: sleep };
         if !sleep {
             return match self.call(vol, None, |s| {
