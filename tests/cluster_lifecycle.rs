@@ -168,10 +168,11 @@ fn down_after_a_crash_leaves_no_mount() {
     }
     let c = Cluster::up("crash", 3);
     assert_eq!(ssi::local::mounts_under(&c.dir).len(), 3, "every node mounts the namespace");
-    // A daemon killed with SIGKILL cannot unmount: its mount is left dead (ENOTCONN).
+    // A daemon killed with SIGKILL cannot unmount: its mount is left dead.
     c.kill9(2);
     let m2 = c.config().node(2).unwrap().mountpoint.clone();
-    assert_eq!(std::fs::metadata(&m2).unwrap_err().raw_os_error(), Some(libc::ENOTCONN));
+    let e = std::fs::metadata(&m2).unwrap_err().raw_os_error();
+    assert!(matches!(e, Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)), "a dead FUSE mount: {e:?}");
     ok(&["down", "--dir", c.dir_str()]);
     assert!(ssi::local::mounts_under(&c.dir).is_empty(), "ssi down removes the dead mount too");
     assert!(daemons_with(&c.dir).is_empty());

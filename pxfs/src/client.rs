@@ -810,7 +810,8 @@ impl Filesystem for Client {
 /// Mounts the global namespace at `mountpoint` (clearing a stale mount a crashed daemon left).
 pub fn mount(client: Client, mountpoint: &Path) -> io::Result<fuser::BackgroundSession> {
     if let Err(e) = std::fs::metadata(mountpoint) {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
+        // A dead FUSE mount answers ENOTCONN or ECONNABORTED.
+        if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)) {
             let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
         }
     }
