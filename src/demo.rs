@@ -53,7 +53,7 @@ impl Drop for DownOnDrop {
 fn pxfs_tour(cfg: &crate::config::Config) -> anyhow::Result<()> {
     let m = |n: u32| cfg.node(n).map(|x| x.mountpoint.clone()).map_err(|e| anyhow!(e));
     let (m1, m3) = (m(1)?, m(3)?);
-    if !crate::local::mounts_under(&m1).iter().any(|p| *p == m1) {
+    if !crate::local::mounts_under(&m1).contains(&m1) {
         println!("    (not mounted here: PXFS needs root and /dev/fuse — see the node logs)");
         return Ok(());
     }

@@ -123,6 +123,17 @@ enum BenchCmd {
         #[arg(long, default_value_t = 256)]
         inflight: u32,
     },
+    /// PXFS against the local disk and sshfs: metadata rates, throughput, fsync, SQLite.
+    Fs {
+        #[arg(long)]
+        json: bool,
+        /// Seconds per timed metric.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Size of the sequential/random-read file, MiB.
+        #[arg(long, default_value_t = 256)]
+        file_mib: u64,
+    },
 }
 
 fn not_yet(what: &str, issue: &str) -> anyhow::Result<()> {
@@ -178,6 +189,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 payloads,
                 inflight,
             })?;
+        }
+        Cmd::Bench { which: BenchCmd::Fs { json, seconds, file_mib } } => {
+            if !(0.1..=600.0).contains(&seconds) || file_mib == 0 {
+                anyhow::bail!("--seconds must be 0.1..=600 and --file-mib at least 1");
+            }
+            ssi::bench::fs::run(&ssi::bench::fs::Options { json, seconds, file_mib })?;
         }
         Cmd::Demo { dir } => {
             let dir = dir.unwrap_or_else(|| local::default_dir().join("demo"));

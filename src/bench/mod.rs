@@ -6,5 +6,6 @@
 //! are served by node 2 and driven by node 1 exactly like the ORB cases.
 
 pub mod cases;
+pub mod fs;
 pub mod orb;
 pub mod server;

@@ -1,0 +1,303 @@
+//! `ssi bench fs`: PXFS against a local disk and against sshfs, in one run.
+//!
+//! Cases: `ext4` (a directory on this machine's disk), `pxfs_owner` (node 1's mount, a file
+//! of node 1's own volume), `pxfs_remote` (node 1's mount, a file of node 2's volume),
+//! `sshfs` (sshfs over loopback to a throwaway sshd). The workload is ours, the same for all:
+//! file create/stat/delete rates, sequential write (1 MiB blocks, then fsync) and read
+//! (page cache dropped first), 4 KiB random reads, 4 KiB write+fsync, SQLite autocommit
+//! inserts (the sqlite3 CLI). Ratios are to ext4 and to sshfs measured in the same run.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::json;
+
+use crate::local::{self, UpOptions};
+
+pub struct Options {
+    pub json: bool,
+    pub seconds: f64,
+    pub file_mib: u64,
+}
+
+const METRICS: &[(&str, &str)] = &[
+    ("create_per_s", "1/s"),
+    ("stat_per_s", "1/s"),
+    ("delete_per_s", "1/s"),
+    ("seq_write_mib_s", "MiB/s"),
+    ("seq_read_mib_s", "MiB/s"),
+    ("rand_read_iops", "1/s"),
+    ("write_fsync_iops", "1/s"),
+    ("sqlite_inserts_per_s", "1/s"),
+];
+
+fn drop_caches() {
+    let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+/// Runs the workload in `dir`; one value per METRICS entry (None when it could not run).
+fn workload(dir: &Path, o: &Options) -> anyhow::Result<Vec<Option<f64>>> {
+    fs::create_dir_all(dir)?;
+    let budget = Duration::from_secs_f64(o.seconds);
+    let mut out = Vec::new();
+    // create / stat / delete
+    let files = dir.join("many");
+    fs::create_dir_all(&files)?;
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < budget {
+        fs::File::create(files.join(format!("f{n}")))?;
+        n += 1;
+    }
+    out.push(Some(n as f64 / t.elapsed().as_secs_f64()));
+    let t = Instant::now();
+    let mut s = 0u64;
+    while t.elapsed() < budget {
+        fs::metadata(files.join(format!("f{}", s % n)))?;
+        s += 1;
+    }
+    out.push(Some(s as f64 / t.elapsed().as_secs_f64()));
+    let t = Instant::now();
+    for i in 0..n {
+        fs::remove_file(files.join(format!("f{i}")))?;
+    }
+    out.push(Some(n as f64 / t.elapsed().as_secs_f64()));
+    // sequential write, then read
+    let big = dir.join("big");
+    let block = vec![0x5au8; 1 << 20];
+    let t = Instant::now();
+    {
+        let mut f = fs::File::create(&big)?;
+        for _ in 0..o.file_mib {
+            f.write_all(&block)?;
+        }
+        f.sync_all()?;
+    }
+    out.push(Some(o.file_mib as f64 / t.elapsed().as_secs_f64()));
+    drop_caches();
+    let t = Instant::now();
+    {
+        let mut f = fs::File::open(&big)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let k = f.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            total += k as u64;
+        }
+        if total != o.file_mib << 20 {
+            bail!("read back {total} bytes of {}", o.file_mib << 20);
+        }
+    }
+    out.push(Some(o.file_mib as f64 / t.elapsed().as_secs_f64()));
+    // 4 KiB random reads
+    drop_caches();
+    let f = fs::File::open(&big)?;
+    let blocks = (o.file_mib << 20) / 4096;
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    let mut buf = vec![0u8; 4096];
+    let t = Instant::now();
+    let mut r = 0u64;
+    while t.elapsed() < budget {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        f.read_exact_at(&mut buf, (x % blocks) * 4096)?;
+        r += 1;
+    }
+    out.push(Some(r as f64 / t.elapsed().as_secs_f64()));
+    // 4 KiB write + fsync
+    let f = fs::OpenOptions::new().write(true).create(true).truncate(true).open(dir.join("sync"))?;
+    let t = Instant::now();
+    let mut w = 0u64;
+    while t.elapsed() < budget {
+        f.write_all_at(&buf, (w % 256) * 4096)?;
+        f.sync_data()?;
+        w += 1;
+    }
+    out.push(Some(w as f64 / t.elapsed().as_secs_f64()));
+    // SQLite autocommit inserts
+    out.push(sqlite_inserts(&dir.join("bench.db"), budget));
+    let _ = fs::remove_file(&big);
+    Ok(out)
+}
+
+fn sqlite_inserts(db: &Path, budget: Duration) -> Option<f64> {
+    let _ = fs::remove_file(db);
+    Command::new("sqlite3").arg(db).arg("CREATE TABLE t(k INTEGER, v TEXT);").status().ok()?.success().then_some(())?;
+    // Autocommit inserts for about the time budget, in batches.
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < budget {
+        let script: String = (0..50).map(|i| format!("INSERT INTO t VALUES({}, 'value');\n", n + i)).collect();
+        let mut ch = Command::new("sqlite3").arg(db).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().ok()?;
+        ch.stdin.take()?.write_all(script.as_bytes()).ok()?;
+        if !ch.wait().ok()?.success() {
+            return None;
+        }
+        n += 50;
+    }
+    Some(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// sshfs over loopback: a throwaway sshd and key under `dir`. Unmounted and stopped on drop.
+struct Sshfs {
+    sshd: Child,
+    mnt: PathBuf,
+}
+
+impl Drop for Sshfs {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
+        let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
+    }
+}
+
+fn start_sshfs(dir: &Path) -> anyhow::Result<Sshfs> {
+    for tool in ["sshfs", "/usr/sbin/sshd", "ssh-keygen"] {
+        if Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output()?.stdout.is_empty() {
+            bail!("{tool} is not installed (apt-get install sshfs openssh-server)");
+        }
+    }
+    let d = dir.join("sshfs");
+    let (export, mnt) = (d.join("export"), d.join("mnt"));
+    fs::create_dir_all(&export)?;
+    fs::create_dir_all(&mnt)?;
+    for (k, t) in [("host_key", "ed25519"), ("user_key", "ed25519")] {
+        let status = Command::new("ssh-keygen").args(["-q", "-t", t, "-N", "", "-f"]).arg(d.join(k)).status()?;
+        if !status.success() {
+            bail!("ssh-keygen failed");
+        }
+    }
+    fs::copy(d.join("user_key.pub"), d.join("authorized_keys"))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let cfg = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\nPidFile none\nSubsystem sftp internal-sftp\n",
+        hk = d.join("host_key").display(),
+        ak = d.join("authorized_keys").display()
+    );
+    fs::write(d.join("sshd_config"), cfg)?;
+    fs::create_dir_all("/run/sshd")?;
+    let sshd = Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f"]).arg(d.join("sshd_config")).stderr(Stdio::null()).spawn()?;
+    let mut s = Sshfs { sshd, mnt: mnt.clone() };
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())?.map(|u| u.name).unwrap_or_else(|| "root".into());
+    let t = Instant::now();
+    loop {
+        let st = Command::new("sshfs")
+            .arg(format!("{user}@127.0.0.1:{}", export.display()))
+            .arg(&mnt)
+            .args(["-p", &port.to_string(), "-o"])
+            .arg(format!(
+                "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR",
+                d.join("user_key").display()
+            ))
+            .status()?;
+        if st.success() {
+            return Ok(s);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = s.sshd.kill();
+            bail!("sshfs could not mount over loopback");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn run(o: &Options) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("ssi bench fs needs root (FUSE mounts, volume servers, dropping the page cache)");
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build of ssi; its numbers say little (cargo build --release)");
+    }
+    let dir = std::env::temp_dir().join(format!("ssi-benchfs-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let res = run_in(&dir, o);
+    let _ = local::down(&dir.join("cluster"));
+    let _ = fs::remove_dir_all(&dir);
+    res
+}
+
+fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
+    let cdir = dir.join("cluster");
+    let cfg = match local::up(&UpOptions { dir: cdir.clone(), nodes: 2, config: None, pin: false })? {
+        local::UpOutcome::Started(c) | local::UpOutcome::Restarted(c, _) => c,
+    };
+    let m1 = cfg.node(1).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    if !local::mounts_under(&m1).contains(&m1) {
+        bail!("node 1 did not mount PXFS (see {}/node1/log)", cdir.display());
+    }
+    let sshfs = match start_sshfs(dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("sshfs case skipped: {e}");
+            None
+        }
+    };
+    let mut cases: Vec<(&str, PathBuf)> =
+        vec![("ext4", dir.join("ext4")), ("pxfs_owner", m1.join("bench-owner")), ("pxfs_remote", m1.join("www/bench-remote"))];
+    if let Some(s) = &sshfs {
+        cases.push(("sshfs", s.mnt.join("bench")));
+    }
+    let mut results: Vec<(&str, Vec<Option<f64>>)> = Vec::new();
+    for (name, path) in &cases {
+        if !o.json {
+            eprint!("\r{name}...                 ");
+        }
+        let r = workload(path, o).with_context(|| format!("case {name}"))?;
+        results.push((name, r));
+    }
+    if !o.json {
+        eprint!("\r{:40}\r", "");
+    }
+    drop(sshfs);
+    report(o, &results);
+    Ok(())
+}
+
+fn report(o: &Options, results: &[(&str, Vec<Option<f64>>)]) {
+    let base = |name: &str, i: usize| results.iter().find(|r| r.0 == name).and_then(|r| r.1[i]);
+    if o.json {
+        let mut out = Vec::new();
+        for (case, vals) in results {
+            for (i, (metric, unit)) in METRICS.iter().enumerate() {
+                if let Some(v) = vals[i] {
+                    out.push(json!({"case": case, "metric": metric, "value": v, "unit": unit}));
+                }
+            }
+        }
+        println!("{}", json!({"bench": "fs", "seconds_per_metric": o.seconds, "file_mib": o.file_mib, "results": out}));
+        return;
+    }
+    println!("ssi bench fs — {} s per metric, {} MiB file; ratios to ext4 / to sshfs from the same run", o.seconds, o.file_mib);
+    print!("{:<22}", "metric");
+    for (case, _) in results {
+        print!("{:>14}", case);
+    }
+    println!("   pxfs_remote vs ext4 / vs sshfs");
+    for (i, (metric, _)) in METRICS.iter().enumerate() {
+        print!("{:<22}", metric);
+        for (_, vals) in results {
+            match vals[i] {
+                Some(v) => print!("{:>14.1}", v),
+                None => print!("{:>14}", "-"),
+            }
+        }
+        let r = base("pxfs_remote", i);
+        let f = |b: Option<f64>| match (r, b) {
+            (Some(r), Some(b)) if b > 0.0 => format!("{:.2}", r / b),
+            _ => "-".into(),
+        };
+        println!("   {} / {}", f(base("ext4", i)), f(base("sshfs", i)));
+    }
+}
