@@ -97,7 +97,9 @@ pub fn node_pid(nc: &NodeConfig) -> Option<i32> {
 /// Writes `DIR/pid` atomically (temp file + rename): the launcher and the daemon both write
 /// it, and a reader must never see it empty.
 pub fn write_pid_file(dir: &Path, pid: u32) -> std::io::Result<()> {
-    let tmp = dir.join(format!("pid.{pid}.tmp"));
+    // Named after the writer, not the pid written: the launcher and the daemon write the same
+    // pid, and one's rename must not take the other's temp file away.
+    let tmp = dir.join(format!("pid.tmp.{}", std::process::id()));
     std::fs::write(&tmp, format!("{pid}\n"))?;
     std::fs::rename(&tmp, dir.join("pid"))
 }
