@@ -4,12 +4,12 @@
 //! volume's owner). A directory's global path is kept to find namespace crossings: looking
 //! up `www` in `/` yields the root of the `/www` volume, wherever it lives.
 //!
-//! Coherence, for now, is by not caching: attributes and entries have TTL 0 and files are
-//! opened with FOPEN_DIRECT_IO, so every read and write goes to the owner and sees its
-//! current bytes — stronger than close-to-open, which is not enough for programs that keep a
-//! file open and re-read it under a lock (SQLite lost updates with page caching). Shared
-//! mmap stays possible (FUSE_DIRECT_IO_ALLOW_MMAP). Server-granted cache tokens, to cache
-//! where no other node writes, are the next step.
+//! Coherence is by server-granted tokens (see `cache`): the kernel caches attributes and
+//! entries (30 s) and file pages; before an owner completes a change that makes this node's
+//! cache wrong it calls this node's `CacheManager`, which has the kernel drop what is stale
+//! (fuser's Notifier, from a dedicated thread: never from a FUSE handler or the ORB runtime,
+//! where waiting for an inode lock held by an in-flight request would deadlock). Cached pages
+//! are also dropped at every open (close-to-open holds even for a missed callback).
 //!
 //! Handlers run on fuser's threads and block on ORB invocations; a blocking lock request
 //! (F_SETLKW) is answered from a task instead, so it never holds a FUSE thread.
@@ -46,7 +46,10 @@ macro_rules! or_reply {
     };
 }
 
-const TTL: Duration = Duration::ZERO;
+/// Attributes and entries are cached this long, or until the owner revokes them.
+const TTL: Duration = Duration::from_secs(30);
+/// How long a `CacheManager` call waits for the kernel to drop a cache before answering.
+const INVALIDATE_WAIT: Duration = Duration::from_millis(500);
 const ROOT: u64 = 1;
 /// How long one invocation may take before the caller sees EIO (a down node fails sooner).
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
@@ -72,13 +75,21 @@ struct Inodes {
     by_fid: HashMap<(u32, Bytes), u64>,
 }
 
+/// What the notifier thread is asked to drop.
+enum Inval {
+    Inode(u64),
+    Entry(u64, String),
+}
+
+type InvalQueue = std::sync::mpsc::Sender<(Vec<Inval>, tokio::sync::oneshot::Sender<()>)>;
+
 pub struct Client {
     rt: tokio::runtime::Handle,
     orb: Orb,
     volumes: BTreeMap<u32, VolumeSpec>,
     stubs: Mutex<HashMap<u32, VolumeStub>>,
     roots: Mutex<HashMap<u32, Bytes>>,
-    inodes: RwLock<Inodes>,
+    inodes: Arc<RwLock<Inodes>>,
     next_ino: AtomicU64,
     dirs: Mutex<HashMap<u64, Listing>>,
     next_dh: AtomicU64,
@@ -181,7 +192,7 @@ impl Client {
             volumes: volumes.into_iter().map(|v| (v.id, v)).collect(),
             stubs: Mutex::new(HashMap::new()),
             roots: Mutex::new(HashMap::new()),
-            inodes: RwLock::new(inodes),
+            inodes: Arc::new(RwLock::new(inodes)),
             next_ino: AtomicU64::new(ROOT + 1),
             dirs: Mutex::new(HashMap::new()),
             next_dh: AtomicU64::new(1),
@@ -269,6 +280,10 @@ impl Client {
         let e: Entry = self.call(vol, None, |s| async move { s.root(Empty {}).await })?;
         let h = e.fid.map(|f| f.handle).ok_or(Errno::EIO)?;
         self.roots.lock().insert(vol, h.clone());
+        // The namespace root is inode 1; let callbacks naming its handle find it.
+        if self.inodes.read().by_ino.get(&ROOT).is_some_and(|n| n.vol == vol) {
+            self.inodes.write().by_fid.insert((vol, h.clone()), ROOT);
+        }
         Ok(h)
     }
 
@@ -342,6 +357,11 @@ impl Filesystem for Client {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS);
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // Large sequential reads: as much readahead as the kernel allows (see also
+        // `set_readahead` after mounting, for the mount's own limit).
+        if let Err(max) = config.set_max_readahead(u32::MAX) {
+            let _ = config.set_max_readahead(max);
+        }
         Ok(())
     }
 
@@ -526,8 +546,8 @@ impl Filesystem for Client {
             let r = OpenReq { fid: fid(&h), flags: flags.0 };
             async move { s.open(r).await }
         }) {
-            // No page cache: every read sees the owner's current data (see the module doc).
-            Ok(o) => reply.opened(FileHandle(o.fh), FopenFlags::FOPEN_DIRECT_IO),
+            // Page cache under the owner's token; no FOPEN_KEEP_CACHE: dropped at every open.
+            Ok(o) => reply.opened(FileHandle(o.fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
     }
@@ -546,7 +566,7 @@ impl Filesystem for Client {
         }) {
             Ok(CreateReply { entry: Some(Entry { fid: Some(f), attr: Some(a) }), fh }) => {
                 let ino = self.remember(vol, f.handle, child);
-                reply.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+                reply.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty());
             }
             Ok(_) => reply.error(Errno::EIO),
             Err(e) => reply.error(e),
@@ -807,8 +827,74 @@ impl Filesystem for Client {
     }
 }
 
-/// Mounts the global namespace at `mountpoint` (clearing a stale mount a crashed daemon left).
+/// Mounts the global namespace at `mountpoint` (clearing a stale mount a crashed daemon left)
+/// and serves this node's `CacheManager`.
 pub fn mount(client: Client, mountpoint: &Path) -> io::Result<fuser::BackgroundSession> {
+    let (orb, inodes) = (client.orb.clone(), client.inodes.clone());
+    let session = mount_fs(client, mountpoint)?;
+    let notifier = session.notifier();
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<Inval>, tokio::sync::oneshot::Sender<()>)>();
+    std::thread::Builder::new().name("pxfs-inval".into()).spawn(move || {
+        for (work, done) in rx {
+            for w in work {
+                // ENOENT: the kernel no longer has it cached; nothing to drop.
+                let _ = match w {
+                    Inval::Inode(ino) => notifier.inval_inode(INodeNo(ino), 0, 0),
+                    Inval::Entry(parent, name) => notifier.inval_entry(INodeNo(parent), OsStr::new(&name)),
+                };
+            }
+            let _ = done.send(());
+        }
+    })?;
+    set_readahead(mountpoint, 1024);
+    let cm = export_cache_manager(&orb, CacheManagerServant { inodes, queue: Mutex::new(tx) });
+    orb.register_name(crate::cache::CACHE_MANAGER_NAME, &cm);
+    Ok(session)
+}
+
+/// This node's answer to an owner's revocation: drop what the kernel caches of those files
+/// and names, then say so (or after INVALIDATE_WAIT, whichever is first).
+struct CacheManagerServant {
+    inodes: Arc<RwLock<Inodes>>,
+    queue: Mutex<InvalQueue>,
+}
+
+#[ssi_orb::async_trait]
+impl CacheManager for CacheManagerServant {
+    async fn invalidate(&self, _ctx: &ssi_orb::CallCtx, req: InvalidateReq) -> Result<Empty, ssi_orb::Exception> {
+        let work: Vec<Inval> = {
+            let t = self.inodes.read();
+            let ino = |h: &Bytes| t.by_fid.get(&(req.volume, h.clone())).copied();
+            let mut w: Vec<Inval> = req.inodes.iter().filter_map(ino).map(Inval::Inode).collect();
+            w.extend(req.entries.iter().filter_map(|e| ino(&e.parent).map(|p| Inval::Entry(p, e.name.clone()))));
+            w
+        };
+        if work.is_empty() {
+            return Ok(Empty {});
+        }
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.queue.lock().send((work, done)).is_ok() {
+            let _ = tokio::time::timeout(INVALIDATE_WAIT, wait).await;
+        }
+        Ok(Empty {})
+    }
+}
+
+/// Sets the readahead of the mount's backing device (FUSE's default is 128 KiB). The device
+/// number comes from /proc/self/mountinfo: a stat of the mountpoint would be a FUSE request,
+/// and this runs on the thread that must answer it.
+fn set_readahead(mountpoint: &Path, kb: u32) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let want = mountpoint.to_string_lossy();
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() > 4 && f[4] == want {
+            let _ = std::fs::write(format!("/sys/class/bdi/{}/read_ahead_kb", f[2]), kb.to_string());
+        }
+    }
+}
+
+fn mount_fs(client: Client, mountpoint: &Path) -> io::Result<fuser::BackgroundSession> {
     if let Err(e) = std::fs::metadata(mountpoint) {
         // A dead FUSE mount answers ENOTCONN or ECONNABORTED.
         if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)) {

@@ -4,10 +4,12 @@
 //!
 //! - `server`: the volume server (a `Volume` object per volume) and its open files.
 //! - `locks`: cluster-wide byte-range locks, arbitrated by the owning server.
+//! - `cache`: cache tokens on the server side (who caches what; callbacks before changes).
 //! - `client`: the FUSE file system every node mounts (fuser), mapping kernel inodes to
 //!   (volume, file handle) and namespace crossings to volume roots.
 //! - `sys`: the system calls underneath (file handles, per-thread credentials).
 
+pub mod cache;
 pub mod client;
 pub mod locks;
 pub mod server;
@@ -19,7 +21,7 @@ pub mod proto {
 }
 
 /// What this crate can do today.
-pub const STATUS: &str = "pxfs: volumes served and mounted on every node; coherence is close-to-open (no cache tokens yet)";
+pub const STATUS: &str = "pxfs: volumes served and mounted on every node, coherent caching under server tokens";
 
 /// A volume of the global namespace.
 #[derive(Clone, Debug)]

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use ssi_orb::proto::{Creds, Empty};
 use ssi_orb::{CallCtx, Exception, ObjHandle, Orb};
 
+use crate::cache::Tokens;
 use crate::locks::{Lock, LockTable, SetError};
 use crate::proto::*;
 use crate::sys;
@@ -72,6 +73,7 @@ pub struct VolumeServer {
     open: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
     locks: LockTable,
+    tokens: Tokens,
 }
 
 type Who = (u32, u32, Vec<u32>);
@@ -85,7 +87,7 @@ fn who(ctx: &CallCtx) -> Who {
 }
 
 impl VolumeServer {
-    pub fn new(id: u32, dir: &Path) -> io::Result<Arc<Self>> {
+    pub fn new(orb: &Orb, id: u32, dir: &Path) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         // Not O_PATH: open_by_handle_at refuses an O_PATH mount_fd (EBADF).
         let root_fd = sys::open_path(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
@@ -98,6 +100,7 @@ impl VolumeServer {
             open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             locks: LockTable::default(),
+            tokens: Tokens::new(orb.clone(), id),
         }))
     }
 
@@ -162,6 +165,44 @@ impl VolumeServer {
     }
 }
 
+fn handle_of(e: &Entry) -> Vec<u8> {
+    e.fid.as_ref().map(|f| f.handle.to_vec()).unwrap_or_default()
+}
+
+impl VolumeServer {
+    /// The caller now caches `handles` (attributes, data, entries).
+    fn grant(&self, ctx: &CallCtx, handles: &[&[u8]]) {
+        for h in handles {
+            self.tokens.grant(ctx.src, h);
+        }
+    }
+    /// unlink or rmdir; the removed file's and the directory's cachers are called back.
+    async fn remove(self: &Arc<Self>, ctx: &CallCtx, req: NameReq, dir: bool) -> Result<Empty, Exception> {
+        let (p, name) = name_of(&req.parent, &req.name)?;
+        let (p2, n2) = (p.clone(), name.clone());
+        let victim = self
+            .run(ctx, vec![p], move |_, fds| {
+                let victim = sys::handle_at(fds[0].as_raw_fd(), &name).ok();
+                sys::unlink_at(fds[0].as_raw_fd(), &name, dir).map(|_| victim)
+            })
+            .await?;
+        let mut inodes = vec![p2.clone()];
+        inodes.extend(victim);
+        self.revoke(ctx, inodes, vec![(p2, n2)]).await;
+        Ok(Empty {})
+    }
+    /// A name `name` now exists in directory `parent`: the directory changed for the others;
+    /// the caller caches both.
+    async fn new_name(&self, ctx: &CallCtx, parent: Vec<u8>, name: String, e: &Entry) {
+        self.tokens.revoke(ctx.src, vec![parent.clone()], vec![(parent.clone(), name)]).await;
+        self.grant(ctx, &[&parent, &handle_of(e)]);
+    }
+    /// Every other node drops what it caches of `inodes` and of the names in `entries`.
+    async fn revoke(&self, ctx: &CallCtx, inodes: Vec<Vec<u8>>, entries: Vec<(Vec<u8>, String)>) {
+        self.tokens.revoke(ctx.src, inodes, entries).await;
+    }
+}
+
 /// The servant: forwards to the shared server state.
 pub struct VolumeServant(pub Arc<VolumeServer>);
 
@@ -173,23 +214,33 @@ fn name_of(p: &Option<Fid>, name: &str) -> Result<(Vec<u8>, String), Exception> 
 impl Volume for VolumeServant {
     async fn root(&self, ctx: &CallCtx, _req: Empty) -> Result<Entry, Exception> {
         let h = self.0.root_handle.clone();
-        self.0
+        let h2 = h.clone();
+        let e = self
+            .0
             .run(ctx, vec![h.clone()], move |_, fds| {
                 Ok(Entry { fid: Some(Fid { handle: h.into() }), attr: Some(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?)) })
             })
-            .await
+            .await?;
+        self.0.grant(ctx, &[&h2]);
+        Ok(e)
     }
     async fn lookup(&self, ctx: &CallCtx, req: NameReq) -> Result<Entry, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
-        self.0.run(ctx, vec![p], move |s, fds| s.entry_at(fds[0].as_raw_fd(), &name)).await
+        let e = self.0.run(ctx, vec![p.clone()], move |s, fds| s.entry_at(fds[0].as_raw_fd(), &name)).await?;
+        self.0.grant(ctx, &[&p, &handle_of(&e)]);
+        Ok(e)
     }
     async fn get_attr(&self, ctx: &CallCtx, req: Fid) -> Result<Attr, Exception> {
-        self.0.run(ctx, vec![req.handle.to_vec()], |_, fds| Ok(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?))).await
+        let a = self.0.run(ctx, vec![req.handle.to_vec()], |_, fds| Ok(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?))).await?;
+        self.0.grant(ctx, &[&req.handle]);
+        Ok(a)
     }
     async fn set_attr(&self, ctx: &CallCtx, req: SetAttrReq) -> Result<Attr, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
         let open = if req.fh != 0 { Some(self.0.file(req.fh)?.0) } else { None };
-        self.0
+        let h2 = h.clone();
+        let a = self
+            .0
             .run(ctx, vec![h], move |_, fds| {
                 let fd = fds[0].as_raw_fd();
                 if let Some(m) = req.mode {
@@ -210,65 +261,94 @@ impl Volume for VolumeServant {
                 }
                 Ok(attr_of(&sys::stat_fd(fd)?))
             })
-            .await
+            .await?;
+        self.0.revoke(ctx, vec![h2.clone()], vec![]).await;
+        self.0.grant(ctx, &[&h2]);
+        Ok(a)
     }
     async fn mknod(&self, ctx: &CallCtx, req: MknodReq) -> Result<Entry, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
         let (mode, rdev) = (req.mode & !req.umask, req.rdev);
-        self.0
+        let (p2, n2) = (p.clone(), name.clone());
+        let e = self
+            .0
             .run(ctx, vec![p], move |s, fds| {
                 sys::mknod_at(fds[0].as_raw_fd(), &name, mode, rdev)?;
                 s.entry_at(fds[0].as_raw_fd(), &name)
             })
-            .await
+            .await?;
+        self.0.new_name(ctx, p2, n2, &e).await;
+        Ok(e)
     }
     async fn mkdir(&self, ctx: &CallCtx, req: MknodReq) -> Result<Entry, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
         let mode = req.mode & !req.umask;
-        self.0
+        let (p2, n2) = (p.clone(), name.clone());
+        let e = self
+            .0
             .run(ctx, vec![p], move |s, fds| {
                 sys::mkdir_at(fds[0].as_raw_fd(), &name, mode)?;
                 s.entry_at(fds[0].as_raw_fd(), &name)
             })
-            .await
+            .await?;
+        self.0.new_name(ctx, p2, n2, &e).await;
+        Ok(e)
     }
     async fn symlink(&self, ctx: &CallCtx, req: SymlinkReq) -> Result<Entry, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
         let target = req.target;
-        self.0
+        let (p2, n2) = (p.clone(), name.clone());
+        let e = self
+            .0
             .run(ctx, vec![p], move |s, fds| {
                 sys::symlink_at(&target, fds[0].as_raw_fd(), &name)?;
                 s.entry_at(fds[0].as_raw_fd(), &name)
             })
-            .await
+            .await?;
+        self.0.new_name(ctx, p2, n2, &e).await;
+        Ok(e)
     }
     async fn link(&self, ctx: &CallCtx, req: LinkReq) -> Result<Entry, Exception> {
         let f = VolumeServer::fid_handle(&req.fid)?;
         let (p, name) = name_of(&req.newparent, &req.newname)?;
-        self.0
+        let (f2, p2, n2) = (f.clone(), p.clone(), name.clone());
+        let e = self
+            .0
             .run(ctx, vec![f, p], move |s, fds| {
                 sys::link_fd(fds[0].as_raw_fd(), fds[1].as_raw_fd(), &name)?;
                 s.entry_at(fds[1].as_raw_fd(), &name)
             })
-            .await
+            .await?;
+        self.0.revoke(ctx, vec![f2], vec![]).await;
+        self.0.new_name(ctx, p2, n2, &e).await;
+        Ok(e)
     }
     async fn unlink(&self, ctx: &CallCtx, req: NameReq) -> Result<Empty, Exception> {
-        let (p, name) = name_of(&req.parent, &req.name)?;
-        self.0.run(ctx, vec![p], move |_, fds| sys::unlink_at(fds[0].as_raw_fd(), &name, false).map(|_| Empty {})).await
+        self.0.remove(ctx, req, false).await
     }
     async fn rmdir(&self, ctx: &CallCtx, req: NameReq) -> Result<Empty, Exception> {
-        let (p, name) = name_of(&req.parent, &req.name)?;
-        self.0.run(ctx, vec![p], move |_, fds| sys::unlink_at(fds[0].as_raw_fd(), &name, true).map(|_| Empty {})).await
+        self.0.remove(ctx, req, true).await
     }
     async fn rename(&self, ctx: &CallCtx, req: RenameReq) -> Result<Empty, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
         let (np, newname) = name_of(&req.newparent, &req.newname)?;
         let flags = req.flags;
-        self.0
+        let (p2, n2, np2, nn2) = (p.clone(), name.clone(), np.clone(), newname.clone());
+        let moved = self
+            .0
             .run(ctx, vec![p, np], move |_, fds| {
-                sys::rename_at(fds[0].as_raw_fd(), &name, fds[1].as_raw_fd(), &newname, flags).map(|_| Empty {})
+                let moved: Vec<Vec<u8>> =
+                    [sys::handle_at(fds[0].as_raw_fd(), &name).ok(), sys::handle_at(fds[1].as_raw_fd(), &newname).ok()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                sys::rename_at(fds[0].as_raw_fd(), &name, fds[1].as_raw_fd(), &newname, flags).map(|_| moved)
             })
-            .await
+            .await?;
+        let mut inodes = vec![p2.clone(), np2.clone()];
+        inodes.extend(moved);
+        self.0.revoke(ctx, inodes, vec![(p2, n2), (np2, nn2)]).await;
+        Ok(Empty {})
     }
     async fn readlink(&self, ctx: &CallCtx, req: Fid) -> Result<Data, Exception> {
         self.0
@@ -283,29 +363,44 @@ impl Volume for VolumeServant {
         let node = ctx.src;
         let flags = req.flags;
         let h2 = h.clone();
-        self.0
+        let h3 = h.clone();
+        let o = self
+            .0
             .run(ctx, vec![h], move |s, fds| {
                 let fd = sys::reopen(fds[0].as_raw_fd(), flags)?;
                 Ok(OpenReply { fh: s.add_open(fd, node, h2) })
             })
-            .await
+            .await?;
+        self.0.grant(ctx, &[&h3]);
+        Ok(o)
     }
     async fn create(&self, ctx: &CallCtx, req: CreateReq) -> Result<CreateReply, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
         let node = ctx.src;
         let (mode, flags) = (req.mode & !req.umask, req.flags);
-        self.0
+        let (p2, n2) = (p.clone(), name.clone());
+        let r = self
+            .0
             .run(ctx, vec![p], move |s, fds| {
                 let fd = sys::open_at(fds[0].as_raw_fd(), &name, flags | libc::O_CREAT, mode)?;
                 let entry = s.entry_at(fds[0].as_raw_fd(), &name)?;
                 let handle = entry.fid.as_ref().map(|f| f.handle.to_vec()).unwrap_or_default();
                 Ok(CreateReply { entry: Some(entry), fh: s.add_open(fd, node, handle) })
             })
-            .await
+            .await?;
+        if let Some(e) = &r.entry {
+            // O_TRUNC on an existing file changes it for every node that caches it.
+            if flags & libc::O_TRUNC != 0 {
+                self.0.revoke(ctx, vec![handle_of(e)], vec![]).await;
+            }
+            self.0.new_name(ctx, p2, n2, e).await;
+        }
+        Ok(r)
     }
-    async fn read(&self, _ctx: &CallCtx, req: ReadReq) -> Result<Data, Exception> {
+    async fn read(&self, ctx: &CallCtx, req: ReadReq) -> Result<Data, Exception> {
         // The descriptor was opened with the caller's rights; reading needs none beyond it.
-        let (fd, _) = self.0.file(req.fh)?;
+        let (fd, handle) = self.0.file(req.fh)?;
+        self.0.grant(ctx, &[&handle]);
         let size = req.size.min(16 << 20) as usize;
         tokio::task::spawn_blocking(move || sys::pread(fd.as_raw_fd(), size, req.offset))
             .await
@@ -313,13 +408,16 @@ impl Volume for VolumeServant {
             .map(|d| Data { size: d.len() as u32, data: Bytes::from(d) })
             .map_err(errno_exception)
     }
-    async fn write(&self, _ctx: &CallCtx, req: WriteReq) -> Result<WriteReply, Exception> {
-        let (fd, _) = self.0.file(req.fh)?;
-        tokio::task::spawn_blocking(move || sys::pwrite(fd.as_raw_fd(), &req.data, req.offset))
+    async fn write(&self, ctx: &CallCtx, req: WriteReq) -> Result<WriteReply, Exception> {
+        let (fd, handle) = self.0.file(req.fh)?;
+        let r = tokio::task::spawn_blocking(move || sys::pwrite(fd.as_raw_fd(), &req.data, req.offset))
             .await
             .map_err(|e| Exception::app(e.to_string()))?
             .map(|n| WriteReply { written: n as u32 })
-            .map_err(errno_exception)
+            .map_err(errno_exception)?;
+        // Other nodes' cached pages and size of this file are now wrong.
+        self.0.revoke(ctx, vec![handle], vec![]).await;
+        Ok(r)
     }
     async fn fsync(&self, _ctx: &CallCtx, req: FhReq) -> Result<Empty, Exception> {
         let (fd, _) = self.0.file(req.fh)?;
@@ -383,13 +481,17 @@ impl Volume for VolumeServant {
     }
     async fn set_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Empty, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
-        self.0
-            .run(ctx, vec![h], move |_, fds| sys::setxattr_fd(fds[0].as_raw_fd(), &req.name, &req.value, req.flags).map(|_| Empty {}))
-            .await
+        let h2 = h.clone();
+        self.0.run(ctx, vec![h], move |_, fds| sys::setxattr_fd(fds[0].as_raw_fd(), &req.name, &req.value, req.flags)).await?;
+        self.0.revoke(ctx, vec![h2], vec![]).await;
+        Ok(Empty {})
     }
     async fn remove_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Empty, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
-        self.0.run(ctx, vec![h], move |_, fds| sys::removexattr_fd(fds[0].as_raw_fd(), &req.name).map(|_| Empty {})).await
+        let h2 = h.clone();
+        self.0.run(ctx, vec![h], move |_, fds| sys::removexattr_fd(fds[0].as_raw_fd(), &req.name)).await?;
+        self.0.revoke(ctx, vec![h2], vec![]).await;
+        Ok(Empty {})
     }
     async fn access(&self, ctx: &CallCtx, req: AccessReq) -> Result<Empty, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
@@ -426,7 +528,7 @@ pub fn volume_name(id: u32) -> String {
 /// Exports the server of volume `id` (directory `dir`) and releases a departed node's files
 /// and locks whenever a view drops it.
 pub fn serve(orb: &Orb, id: u32, dir: &Path) -> io::Result<(Arc<VolumeServer>, ObjHandle)> {
-    let server = VolumeServer::new(id, dir)?;
+    let server = VolumeServer::new(orb, id, dir)?;
     let h = export_volume(orb, VolumeServant(server.clone()));
     orb.register_name(&volume_name(id), &h);
     let mut views = orb.subscribe_views();

@@ -1,0 +1,89 @@
+//! Cache tokens, server side: which nodes may cache what of a volume, and calling them back.
+//!
+//! A node that receives a file's attributes, data or a directory's entries from the server
+//! holds a token for that file (handle). Before the server completes an operation that makes
+//! another node's cache wrong (write, setattr, create/unlink/rename in a directory, xattrs),
+//! it calls `CacheManager.Invalidate` on every other holder and waits (bounded) for them;
+//! their tokens are gone until they fetch again. A node that does not answer within the
+//! bound is down or stuck; its cache no longer matters to correctness of the others.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ssi_orb::{CallOptions, Orb};
+
+use crate::proto::{CacheManagerStub, EntryName, InvalidateReq};
+
+pub const CACHE_MANAGER_NAME: &str = "pxfs.cache";
+/// How long a server waits for one node to drop its cache.
+const CALLBACK_DEADLINE: Duration = Duration::from_secs(1);
+
+pub struct Tokens {
+    orb: Orb,
+    volume: u32,
+    holders: Mutex<HashMap<Vec<u8>, BTreeSet<u32>>>,
+    stubs: Mutex<HashMap<u32, CacheManagerStub>>,
+}
+
+impl Tokens {
+    pub fn new(orb: Orb, volume: u32) -> Self {
+        Tokens { orb, volume, holders: Mutex::new(HashMap::new()), stubs: Mutex::new(HashMap::new()) }
+    }
+
+    /// `node` now caches something of `handle`.
+    pub fn grant(&self, node: u32, handle: &[u8]) {
+        if node == ssi_orb::TOOL_NODE {
+            return;
+        }
+        self.holders.lock().entry(handle.to_vec()).or_default().insert(node);
+    }
+
+    async fn stub(&self, node: u32) -> Option<CacheManagerStub> {
+        if let Some(s) = self.stubs.lock().get(&node) {
+            return Some(s.clone());
+        }
+        let h = self.orb.resolve(node, CACHE_MANAGER_NAME).await.ok()?;
+        let s = CacheManagerStub::new(h).ok()?.with_options(CallOptions::default().deadline(CALLBACK_DEADLINE).priority(100));
+        self.stubs.lock().insert(node, s.clone());
+        Some(s)
+    }
+
+    /// Revokes the tokens on `inodes` (attributes, data) and on the parents of `entries`
+    /// (names) from every node but `except`, and waits until they have dropped their caches.
+    pub async fn revoke(&self, except: u32, inodes: Vec<Vec<u8>>, entries: Vec<(Vec<u8>, String)>) {
+        let mut nodes: BTreeSet<u32> = BTreeSet::new();
+        {
+            let mut h = self.holders.lock();
+            for k in inodes.iter().chain(entries.iter().map(|(p, _)| p)) {
+                if let Some(set) = h.get_mut(k) {
+                    nodes.extend(set.iter().copied().filter(|n| *n != except));
+                    set.retain(|n| *n == except);
+                    if set.is_empty() {
+                        h.remove(k);
+                    }
+                }
+            }
+        }
+        if nodes.is_empty() {
+            return;
+        }
+        let req = InvalidateReq {
+            volume: self.volume,
+            inodes: inodes.into_iter().map(Bytes::from).collect(),
+            entries: entries.into_iter().map(|(parent, name)| EntryName { parent: parent.into(), name }).collect(),
+        };
+        let calls = nodes.into_iter().map(|n| {
+            let req = req.clone();
+            async move {
+                if let Some(s) = self.stub(n).await {
+                    if s.invalidate(req).await.is_err() {
+                        self.stubs.lock().remove(&n);
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(calls).await;
+    }
+}
