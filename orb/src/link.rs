@@ -212,9 +212,9 @@ impl futures_util::Stream for OutStream {
         let link = &self.0;
         let mut q = link.out.lock();
         if !q.msgs.is_empty() {
-            let batch = if q.bytes <= BATCH_TARGET {
-                q.bytes = 0;
-                std::mem::take(&mut q.msgs)
+            let (batch, bytes) = if q.bytes <= BATCH_TARGET {
+                // Everything queued: its size is known already.
+                (std::mem::take(&mut q.msgs), std::mem::replace(&mut q.bytes, 0))
             } else {
                 let mut n = 0;
                 let mut size = 0;
@@ -226,11 +226,10 @@ impl futures_util::Stream for OutStream {
                     }
                 }
                 q.bytes -= size;
-                q.msgs.drain(..n).collect()
+                (q.msgs.drain(..n).collect(), size)
             };
             let below = q.bytes <= HIGH_WATER;
             drop(q);
-            let bytes: usize = batch.iter().map(|m| m.encoded_len()).sum();
             Counters::add(&link.counters.batches_sent, 1);
             Counters::add(&link.counters.messages_sent, batch.len() as u64);
             Counters::add(&link.counters.bytes_sent, bytes as u64);
