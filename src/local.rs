@@ -278,6 +278,7 @@ pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
     let cfg = load(dir)?;
     let mut pids: BTreeSet<i32> = cfg.nodes.values().filter_map(node_pid).collect();
     pids.extend(daemons_of(&cfg.path));
+    let fuse_conns = fuse_connections_under(dir);
     for p in &pids {
         let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
     }
@@ -294,12 +295,56 @@ pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
         let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
         killed += 1;
     }
+    let t1 = Instant::now();
+    while pids.iter().any(alive) && t1.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if pids.iter().any(alive) {
+        // A daemon blocked on a request to a FUSE mount (its own, wedged) cannot die until the
+        // request ends: abort those connections.
+        abort_fuse_connections(&fuse_conns);
+        let t2 = Instant::now();
+        while pids.iter().any(alive) && t2.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let unmounted = unmount_under(dir)?;
     for nc in cfg.nodes.values() {
         let _ = std::fs::remove_file(&nc.control_socket);
         let _ = std::fs::remove_file(nc.dir.join("pid"));
     }
     Ok(DownReport { stopped: pids.len(), killed, unmounted })
+}
+
+/// FUSE connection ids (the minor device number of each mount) of the FUSE mounts under `dir`.
+pub fn fuse_connections_under(dir: &Path) -> Vec<String> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            let fstype = f.get(sep + 1)?;
+            let under = Path::new(&f.get(4)?.replace("\\040", " ")).starts_with(&dir);
+            (under && fstype.starts_with("fuse")).then(|| f[2].split(':').nth(1).map(str::to_string)).flatten()
+        })
+        .collect()
+}
+
+/// Aborts FUSE connections through fusectl, mounting it for the purpose if needed.
+pub fn abort_fuse_connections(conns: &[String]) {
+    if conns.is_empty() {
+        return;
+    }
+    let ctl = Path::new("/sys/fs/fuse/connections");
+    let mounted_here = !ctl.join(&conns[0]).exists()
+        && nix::mount::mount(Some("fusectl"), ctl, Some("fusectl"), nix::mount::MsFlags::empty(), None::<&str>).is_ok();
+    for c in conns {
+        let _ = std::fs::write(ctl.join(c).join("abort"), "1");
+    }
+    if mounted_here {
+        let _ = nix::mount::umount(ctl);
+    }
 }
 
 /// Mount points at or under `dir` (from /proc/self/mountinfo), deepest first.

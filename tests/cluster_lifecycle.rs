@@ -168,10 +168,23 @@ fn down_after_a_crash_leaves_no_mount() {
     }
     let c = Cluster::up("crash", 3);
     assert_eq!(ssi::local::mounts_under(&c.dir).len(), 3, "every node mounts the namespace");
+    // `down`'s last resort for a daemon wedged on a FUSE request: aborting its connection.
+    // Shown here on node 3's live connection: its mount dies at once, fusectl is left as found.
+    let conns = ssi::local::fuse_connections_under(&c.dir);
+    assert_eq!(conns.len(), 3, "{conns:?}");
+    let m3 = c.config().node(3).unwrap().mountpoint.clone();
+    let dev3 = std::fs::metadata(&m3).unwrap();
+    let id3 = conns.iter().find(|id| **id == libc::minor(std::os::unix::fs::MetadataExt::dev(&dev3)).to_string()).cloned().unwrap();
+    let fusectl_before = std::fs::read_to_string("/proc/mounts").unwrap().contains("fusectl");
+    ssi::local::abort_fuse_connections(&[id3]);
+    // (A create must reach the daemon; a stat could be answered from the attribute cache.)
+    let e = std::fs::write(m3.join("probe"), b"").unwrap_err().raw_os_error();
+    assert!(matches!(e, Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)), "aborted: {e:?}");
+    assert_eq!(std::fs::read_to_string("/proc/mounts").unwrap().contains("fusectl"), fusectl_before);
     // A daemon killed with SIGKILL cannot unmount: its mount is left dead.
     c.kill9(2);
     let m2 = c.config().node(2).unwrap().mountpoint.clone();
-    let e = std::fs::metadata(&m2).unwrap_err().raw_os_error();
+    let e = std::fs::write(m2.join("probe"), b"").unwrap_err().raw_os_error();
     assert!(matches!(e, Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)), "a dead FUSE mount: {e:?}");
     ok(&["down", "--dir", c.dir_str()]);
     assert!(ssi::local::mounts_under(&c.dir).is_empty(), "ssi down removes the dead mount too");
