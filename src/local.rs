@@ -45,10 +45,6 @@ pub fn load(dir: &Path) -> anyhow::Result<Config> {
     Config::load(&p).map_err(|e| anyhow!("{e}"))
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// Writes a fresh config and key for `n` nodes.
 fn write_cluster(dir: &Path, n: u32) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cluster dir {}", dir.display()))?;
@@ -62,7 +58,7 @@ fn write_cluster(dir: &Path, n: u32) -> anyhow::Result<PathBuf> {
     }
     let mut ports = BTreeSet::new();
     while ports.len() < n as usize {
-        ports.insert(free_port()?);
+        ports.insert(ssi_orb::ports::pick(std::net::Ipv4Addr::LOCALHOST.into(), &ports)?);
     }
     let mut t = String::new();
     writeln!(

@@ -14,6 +14,7 @@ mod link;
 mod membership;
 mod object;
 mod orb;
+pub mod ports;
 pub mod probes;
 pub mod rawpeer;
 mod transport;

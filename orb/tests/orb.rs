@@ -10,10 +10,6 @@ use ssi_orb::proto::{Empty, Kind};
 use ssi_orb::rawpeer::{self, RawPeer};
 use ssi_orb::{CallOptions, ClusterKey, Orb, OrbConfig, OrbError};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Net {
     key: ClusterKey,
     addrs: BTreeMap<u32, String>,
@@ -22,7 +18,14 @@ struct Net {
 impl Net {
     fn new(n: u32) -> Net {
         let key = ClusterKey::parse(&ClusterKey::generate_hex()).unwrap();
-        let addrs = (1..=n).map(|i| (i, format!("127.0.0.1:{}", free_port()))).collect();
+        let mut taken = std::collections::BTreeSet::new();
+        let addrs = (1..=n)
+            .map(|i| {
+                let p = ssi_orb::ports::pick(std::net::Ipv4Addr::LOCALHOST.into(), &taken).unwrap();
+                taken.insert(p);
+                (i, format!("127.0.0.1:{p}"))
+            })
+            .collect();
         Net { key, addrs }
     }
     fn config(&self, id: u32, inc: u64) -> OrbConfig {

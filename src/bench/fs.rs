@@ -179,7 +179,7 @@ fn start_sshfs(dir: &Path) -> anyhow::Result<Sshfs> {
         }
     }
     fs::copy(d.join("user_key.pub"), d.join("authorized_keys"))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = ssi_orb::ports::pick(std::net::Ipv4Addr::LOCALHOST.into(), &Default::default())?;
     let cfg = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\nPidFile none\nSubsystem sftp internal-sftp\n",
         hk = d.join("host_key").display(),
