@@ -26,9 +26,7 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
     }
     step(1, "ssi up --nodes 4: four node daemons, each its own process and directory");
     let t0 = Instant::now();
-    let cfg = match local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 4, config: None, pin: false })? {
-        local::UpOutcome::Started(c) | local::UpOutcome::Restarted(c, _) => c,
-    };
+    let cfg = local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 4, config: None, pin: false })?.config();
     println!("    all 4 nodes members of one view after {:.2} s", t0.elapsed().as_secs_f64());
     let guard = DownOnDrop(dir.to_path_buf());
     crate::print_status(&local::status(dir)?);
@@ -71,7 +69,7 @@ fn pxfs_tour(cfg: &crate::config::Config) -> anyhow::Result<()> {
 }
 
 async fn diag(orb: &Orb, node: u32) -> anyhow::Result<DiagStub> {
-    Ok(DiagStub::new(orb.resolve(node, "diag").await?)?)
+    Ok(ssi_orb::diag::stub(orb, node).await?)
 }
 
 async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {

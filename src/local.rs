@@ -78,16 +78,19 @@ fn write_cluster(dir: &Path, n: u32) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// Whether `pid` exists and has not exited (a zombie has).
+pub fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+}
+
 /// The pid of node `n`'s daemon when it is running.
 pub fn node_pid(nc: &NodeConfig) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(nc.dir.join("pid")).ok()?.trim().parse().ok()?;
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
     let is_node = args.iter().any(|a| *a == b"node") && args.windows(2).any(|w| w[0] == b"--id" && w[1] == nc.id.to_string().as_bytes());
-    // A zombie is not a running daemon.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
-    (is_node && !zombie).then_some(pid)
+    (is_node && is_running(pid)).then_some(pid)
 }
 
 /// Writes `DIR/pid` atomically (temp file + rename): the launcher and the daemon both write
@@ -101,7 +104,7 @@ pub fn write_pid_file(dir: &Path, pid: u32) -> std::io::Result<()> {
 }
 
 /// Every process running `ssi node --config <config>` (also those whose pid file is lost).
-fn daemons_of(config: &Path) -> Vec<i32> {
+pub fn daemons_of(config: &Path) -> Vec<i32> {
     let want = config.as_os_str().as_encoded_bytes().to_vec();
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else { return out };
@@ -109,7 +112,8 @@ fn daemons_of(config: &Path) -> Vec<i32> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.iter().any(|a| *a == b"node") && args.windows(2).any(|w| w[0] == b"--config" && w[1] == want.as_slice()) {
+        if args.iter().any(|a| *a == b"node") && args.windows(2).any(|w| w[0] == b"--config" && w[1] == want.as_slice()) && is_running(pid)
+        {
             out.push(pid);
         }
     }
@@ -158,6 +162,15 @@ pub struct UpOptions {
 pub enum UpOutcome {
     Started(Config),
     Restarted(Config, Vec<u32>),
+}
+
+impl UpOutcome {
+    /// The running cluster's config, however it came up.
+    pub fn config(self) -> Config {
+        match self {
+            UpOutcome::Started(c) | UpOutcome::Restarted(c, _) => c,
+        }
+    }
 }
 
 /// Starts a local cluster and waits until every node is a member of the same view.
@@ -279,10 +292,7 @@ pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
         let _ = kill(Pid::from_raw(*p), Signal::SIGTERM);
     }
     let t0 = Instant::now();
-    let alive = |p: &i32| {
-        std::fs::read_to_string(format!("/proc/{p}/stat"))
-            .is_ok_and(|s| !s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
-    };
+    let alive = |p: &i32| is_running(*p);
     while pids.iter().any(alive) && t0.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -312,19 +322,37 @@ pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
     Ok(DownReport { stopped: pids.len(), killed, unmounted })
 }
 
-/// FUSE connection ids (the minor device number of each mount) of the FUSE mounts under `dir`.
-pub fn fuse_connections_under(dir: &Path) -> Vec<String> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+/// One line of /proc/self/mountinfo.
+struct Mount {
+    /// The device's minor number: for FUSE, the connection id under /sys/fs/fuse/connections.
+    minor: String,
+    path: PathBuf,
+    fstype: String,
+}
+
+fn mounts() -> Vec<Mount> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     info.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             let sep = f.iter().position(|x| *x == "-")?;
-            let fstype = f.get(sep + 1)?;
-            let under = Path::new(&f.get(4)?.replace("\\040", " ")).starts_with(&dir);
-            (under && fstype.starts_with("fuse")).then(|| f[2].split(':').nth(1).map(str::to_string)).flatten()
+            Some(Mount {
+                minor: f.get(2)?.split(':').nth(1)?.to_string(),
+                path: PathBuf::from(f.get(4)?.replace("\\040", " ")),
+                fstype: f.get(sep + 1)?.to_string(),
+            })
         })
         .collect()
+}
+
+fn canonical(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// FUSE connection ids of the FUSE mounts under `dir`.
+pub fn fuse_connections_under(dir: &Path) -> Vec<String> {
+    let dir = canonical(dir);
+    mounts().into_iter().filter(|m| m.path.starts_with(&dir) && m.fstype.starts_with("fuse")).map(|m| m.minor).collect()
 }
 
 /// Aborts FUSE connections through fusectl, mounting it for the purpose if needed.
@@ -345,14 +373,8 @@ pub fn abort_fuse_connections(conns: &[String]) {
 
 /// Mount points at or under `dir` (from /proc/self/mountinfo), deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(&dir))
-        .collect();
+    let dir = canonical(dir);
+    let mut v: Vec<PathBuf> = mounts().into_iter().map(|m| m.path).filter(|p| p.starts_with(&dir)).collect();
     v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     v
 }

@@ -23,18 +23,9 @@ fn sockets_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The running daemons of the cluster in `dir`.
 fn daemons_with(dir: &Path) -> Vec<i32> {
-    let needle = dir.to_str().unwrap().as_bytes().to_vec();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            cmd.windows(needle.len()).any(|w| w == needle.as_slice()) && !stat.contains(") Z")
-        })
-        .collect()
+    ssi::local::daemons_of(&ssi::local::config_path(dir))
 }
 
 #[test]

@@ -13,7 +13,7 @@ use ssi_orb::rawpeer::{self, RawPeer};
 use ssi_orb::{ClusterKey, Orb, OrbError};
 
 async fn diag(orb: &Orb, node: u32) -> DiagStub {
-    DiagStub::new(orb.resolve(node, "diag").await.unwrap()).unwrap()
+    ssi_orb::diag::stub(orb, node).await.unwrap()
 }
 
 fn refmsg(r: &ssi_orb::ObjRef) -> RefMsg {

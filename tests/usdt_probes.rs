@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{required, Cluster, BIN};
-use ssi_orb::proto::diag::{DiagStub, GiveRequest, RefMsg};
+use ssi_orb::proto::diag::{GiveRequest, RefMsg};
 use ssi_orb::proto::Empty;
 
 const PROBES: &[&str] = &[
@@ -70,8 +70,8 @@ async fn probe_hits_equal_the_orbs_own_counters() {
         let c = Cluster::up("usdt", 3);
         let orb = ssi::tool::connect(&c.config()).await.unwrap();
         // Daemon-to-daemon traffic: node 3 invokes an object of node 2 many times.
-        let d2 = DiagStub::new(orb.resolve(2, "diag").await.unwrap()).unwrap();
-        let d3 = DiagStub::new(orb.resolve(3, "diag").await.unwrap()).unwrap();
+        let d2 = ssi_orb::diag::stub(&orb, 2).await.unwrap();
+        let d3 = ssi_orb::diag::stub(&orb, 3).await.unwrap();
         let r = d2.spawn(Empty {}).await.unwrap().obj.unwrap();
         d2.give(GiveRequest { obj: Some(r), to: 3 }).await.unwrap();
         for _ in 0..500 {

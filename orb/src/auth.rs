@@ -45,9 +45,6 @@ impl ClusterKey {
         }
         Ok(ClusterKey(out))
     }
-    pub fn from_bytes(b: &[u8]) -> Self {
-        ClusterKey(b.to_vec())
-    }
     /// A new random key, as hex text for a key file.
     pub fn generate_hex() -> String {
         let mut b = [0u8; 32];

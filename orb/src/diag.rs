@@ -16,6 +16,11 @@ use crate::proto::{Empty, ObjRef, OneWay};
 
 pub const DIAG_NAME: &str = "diag";
 
+/// A stub on the diag object of `node`.
+pub async fn stub(orb: &Orb, node: u32) -> Result<diag::DiagStub, crate::error::OrbError> {
+    diag::DiagStub::new(orb.resolve(node, DIAG_NAME).await?)
+}
+
 /// Exports the diag object on `orb` and registers it under `diag`.
 pub fn install(orb: &Orb) -> ObjHandle {
     let h = diag::export_diag(orb, Diag::default());

@@ -18,7 +18,6 @@ pub struct RawPeer {
     link: Arc<Link>,
     raw: mpsc::Sender<Frames>,
     inbound: Inbound,
-    pub peer_node: u32,
 }
 
 impl RawPeer {
@@ -38,7 +37,7 @@ impl RawPeer {
         let (tx, rx) = mpsc::channel(16);
         let (inbound, node, inc) = dial_link(cluster, key, 0, 1, None, addr, &link, Some(rx), verify).await.map_err(|e| e.to_string())?;
         link.set_peer(node, inc);
-        Ok(RawPeer { link, raw: tx, inbound, peer_node: node })
+        Ok(RawPeer { link, raw: tx, inbound })
     }
 
     /// Sends bytes as one batch, exactly as given.

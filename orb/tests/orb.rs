@@ -52,7 +52,7 @@ async fn wait_view(orb: &Orb, members: usize) {
 }
 
 async fn diag(orb: &Orb, node: u32) -> DiagStub {
-    DiagStub::new(orb.resolve(node, "diag").await.unwrap()).unwrap()
+    diagsvc::stub(orb, node).await.unwrap()
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -169,6 +169,14 @@ fn creds(req: &Request) -> Creds {
     Creds { uid: req.uid(), gid: req.gid(), groups }
 }
 
+/// Answers an operation whose reply carries nothing but success or an errno.
+fn reply_empty<T>(reply: ReplyEmpty, r: Result<T, Errno>) {
+    match r {
+        Ok(_) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn join(dir: &str, name: &str) -> String {
     if dir == "/" {
         format!("/{name}")
@@ -346,17 +354,13 @@ impl Client {
                 }
             }
         });
-        match r {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r);
     }
 }
 
 impl Filesystem for Client {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS);
-        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         // Large sequential reads: as much readahead as the kernel allows (see also
         // `set_readahead` after mounting, for the mount's own limit).
         if let Err(max) = config.set_max_readahead(u32::MAX) {
@@ -531,13 +535,13 @@ impl Filesystem for Client {
             return reply.error(Errno::EXDEV);
         }
         let r = RenameReq { parent: fid(&h1), name: name.into(), newparent: fid(&h2), newname: newname.into(), flags: flags.bits() };
-        match self.call(v1, Some(creds(req)), |s| {
-            let r = r.clone();
-            async move { s.rename(r).await }
-        }) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            reply,
+            self.call(v1, Some(creds(req)), |s| {
+                let r = r.clone();
+                async move { s.rename(r).await }
+            }),
+        )
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -619,13 +623,13 @@ impl Filesystem for Client {
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
         let (vol, _, _) = or_reply!(reply, self.node(ino.0));
-        match self.call(vol, None, |s| {
-            let r = FhReq { fh: fh.0, datasync: false, lock_owner: lock_owner.0 };
-            async move { s.flush(r).await }
-        }) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            reply,
+            self.call(vol, None, |s| {
+                let r = FhReq { fh: fh.0, datasync: false, lock_owner: lock_owner.0 };
+                async move { s.flush(r).await }
+            }),
+        )
     }
 
     fn release(
@@ -650,13 +654,13 @@ impl Filesystem for Client {
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         let (vol, _, _) = or_reply!(reply, self.node(ino.0));
         // Returns once the owner's fsync(2) has: the data is on the owner's disk.
-        match self.call(vol, None, |s| {
-            let r = FhReq { fh: fh.0, datasync, lock_owner: 0 };
-            async move { s.fsync(r).await }
-        }) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            reply,
+            self.call(vol, None, |s| {
+                let r = FhReq { fh: fh.0, datasync, lock_owner: 0 };
+                async move { s.fsync(r).await }
+            }),
+        )
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -708,13 +712,13 @@ impl Filesystem for Client {
     fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::copy_from_slice(value), flags };
-        match self.call(vol, Some(creds(req)), |s| {
-            let r = r.clone();
-            async move { s.set_xattr(r).await }
-        }) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            reply,
+            self.call(vol, Some(creds(req)), |s| {
+                let r = r.clone();
+                async move { s.set_xattr(r).await }
+            }),
+        )
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -746,24 +750,24 @@ impl Filesystem for Client {
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::new(), flags: 0 };
-        match self.call(vol, Some(creds(req)), |s| {
-            let r = r.clone();
-            async move { s.remove_xattr(r).await }
-        }) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            reply,
+            self.call(vol, Some(creds(req)), |s| {
+                let r = r.clone();
+                async move { s.remove_xattr(r).await }
+            }),
+        )
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
-        match self.call(vol, Some(creds(req)), |s| {
-            let r = AccessReq { fid: fid(&h), mask: mask.bits() };
-            async move { s.access(r).await }
-        }) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(
+            reply,
+            self.call(vol, Some(creds(req)), |s| {
+                let r = AccessReq { fid: fid(&h), mask: mask.bits() };
+                async move { s.access(r).await }
+            }),
+        )
     }
 
     fn getlk(
@@ -805,13 +809,13 @@ impl Filesystem for Client {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: sleep };
         if !sleep {
-            return match self.call(vol, None, |s| {
-                let r = r.clone();
-                async move { s.set_lk(r).await }
-            }) {
-                Ok(_) => reply.ok(),
-                Err(e) => reply.error(e),
-            };
+            return reply_empty(
+                reply,
+                self.call(vol, None, |s| {
+                    let r = r.clone();
+                    async move { s.set_lk(r).await }
+                }),
+            );
         }
         // F_SETLKW: wait in a task, not in this FUSE thread.
         let stub = match self.rt.block_on(self.stub(vol)) {
@@ -819,10 +823,7 @@ impl Filesystem for Client {
             Err(e) => return reply.error(errno_of(&e)),
         };
         self.rt.spawn(async move {
-            match stub.set_lk(r).await {
-                Ok(_) => reply.ok(),
-                Err(e) => reply.error(errno_of(&e)),
-            }
+            reply_empty(reply, stub.set_lk(r).await.map_err(|e| errno_of(&e)));
         });
     }
 }
@@ -913,8 +914,3 @@ fn mount_fs(client: Client, mountpoint: &Path) -> io::Result<fuser::BackgroundSe
     cfg.clone_fd = true;
     fuser::spawn_mount(client, mountpoint, &cfg)
 }
-
-pub use Client as PxfsClient;
-
-/// Kept so a session handle can be stored next to other daemon state.
-pub type Session = Arc<Mutex<Option<fuser::BackgroundSession>>>;

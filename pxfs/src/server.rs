@@ -165,6 +165,12 @@ impl VolumeServer {
     }
 }
 
+/// I/O on an already open descriptor (its rights were checked at open): on a blocking thread,
+/// as the daemon.
+async fn blocking<T: Send + 'static>(op: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T, Exception> {
+    tokio::task::spawn_blocking(op).await.map_err(|e| Exception::app(format!("volume server task failed: {e}")))?.map_err(errno_exception)
+}
+
 fn handle_of(e: &Entry) -> Vec<u8> {
     e.fid.as_ref().map(|f| f.handle.to_vec()).unwrap_or_default()
 }
@@ -402,30 +408,20 @@ impl Volume for VolumeServant {
         let (fd, handle) = self.0.file(req.fh)?;
         self.0.grant(ctx, &[&handle]);
         let size = req.size.min(16 << 20) as usize;
-        tokio::task::spawn_blocking(move || sys::pread(fd.as_raw_fd(), size, req.offset))
-            .await
-            .map_err(|e| Exception::app(e.to_string()))?
-            .map(|d| Data { size: d.len() as u32, data: Bytes::from(d) })
-            .map_err(errno_exception)
+        let d = blocking(move || sys::pread(fd.as_raw_fd(), size, req.offset)).await?;
+        Ok(Data { size: d.len() as u32, data: Bytes::from(d) })
     }
     async fn write(&self, ctx: &CallCtx, req: WriteReq) -> Result<WriteReply, Exception> {
         let (fd, handle) = self.0.file(req.fh)?;
-        let r = tokio::task::spawn_blocking(move || sys::pwrite(fd.as_raw_fd(), &req.data, req.offset))
-            .await
-            .map_err(|e| Exception::app(e.to_string()))?
-            .map(|n| WriteReply { written: n as u32 })
-            .map_err(errno_exception)?;
+        let n = blocking(move || sys::pwrite(fd.as_raw_fd(), &req.data, req.offset)).await?;
         // Other nodes' cached pages and size of this file are now wrong.
         self.0.revoke(ctx, vec![handle], vec![]).await;
-        Ok(r)
+        Ok(WriteReply { written: n as u32 })
     }
     async fn fsync(&self, _ctx: &CallCtx, req: FhReq) -> Result<Empty, Exception> {
         let (fd, _) = self.0.file(req.fh)?;
-        tokio::task::spawn_blocking(move || sys::fsync(fd.as_raw_fd(), req.datasync))
-            .await
-            .map_err(|e| Exception::app(e.to_string()))?
-            .map(|_| Empty {})
-            .map_err(errno_exception)
+        blocking(move || sys::fsync(fd.as_raw_fd(), req.datasync)).await?;
+        Ok(Empty {})
     }
     async fn flush(&self, ctx: &CallCtx, req: FhReq) -> Result<Empty, Exception> {
         let (_, handle) = self.0.file(req.fh)?;

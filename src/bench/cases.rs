@@ -81,8 +81,7 @@ async fn tonic_unary(r: &BenchRunRequest, payload: &Bytes, dur: Duration, h: &mu
 }
 
 async fn diag(orb: &Orb, node: u32) -> Result<DiagStub, String> {
-    let h = orb.resolve(node, ssi_orb::diag::DIAG_NAME).await.map_err(|e| format!("resolve diag on node {node}: {e}"))?;
-    DiagStub::new(h).map_err(|e| e.to_string())
+    ssi_orb::diag::stub(orb, node).await.map_err(|e| format!("diag object of node {node}: {e}"))
 }
 
 async fn orb_twoway(orb: &Orb, r: &BenchRunRequest, payload: &Bytes, dur: Duration, h: &mut Histogram<u64>) -> Result<(u64, f64), String> {

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -48,9 +48,7 @@ impl Cluster {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
         // Reap-wait: the daemon's parent is init, so wait until /proc says it is gone.
         let t0 = Instant::now();
-        while Path::new(&format!("/proc/{pid}/cmdline")).exists()
-            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
-        {
+        while ssi::local::is_running(pid) {
             assert!(t0.elapsed() < Duration::from_secs(5), "node {node} survived SIGKILL");
             std::thread::sleep(Duration::from_millis(5));
         }
