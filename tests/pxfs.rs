@@ -107,7 +107,7 @@ use std::os::unix::fs::MetadataExt;
 
 /// Run as a child by `locks_are_cluster_wide`: takes a write lock and waits to be killed.
 #[test]
-#[ignore = "helper: started by locks_are_cluster_wide, killed with SIGKILL"]
+#[ignore = "helper: started by the lock tests, killed with SIGKILL"]
 fn lock_holder_child() {
     let p = std::env::var("SSI_TEST_LOCKFILE").unwrap();
     let f = OpenOptions::new().read(true).write(true).open(p).unwrap();
@@ -149,9 +149,23 @@ fn locks_are_cluster_wide() {
 
     // A holder killed with SIGKILL loses its lock.
     fs::write(m1.join("db/lock2"), b"").unwrap();
+    let mut child = spawn_lock_holder(&m1.join("db/lock2"));
+    let f2 = OpenOptions::new().read(true).write(true).open(m2.join("db/lock2")).unwrap();
+    assert_eq!(lock(&f2, libc::F_WRLCK as i16, false), Err(libc::EAGAIN));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    while lock(&f2, libc::F_WRLCK as i16, false).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(5), "the killed holder's lock was not released");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `lock_holder_child` on `file`, once it holds the lock.
+fn spawn_lock_holder(file: &Path) -> std::process::Child {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "lock_holder_child", "--include-ignored", "--nocapture"])
-        .env("SSI_TEST_LOCKFILE", m1.join("db/lock2"))
+        .env("SSI_TEST_LOCKFILE", file)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -164,15 +178,54 @@ fn locks_are_cluster_wide() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         assert!(n > 0 && t.elapsed() < Duration::from_secs(20), "child never locked: {seen}");
     }
-    let f2 = OpenOptions::new().read(true).write(true).open(m2.join("db/lock2")).unwrap();
-    assert_eq!(lock(&f2, libc::F_WRLCK as i16, false), Err(libc::EAGAIN));
+    child
+}
+
+/// A node alone with a file buffers its writes and arbitrates its locks itself (the
+/// exclusive token); the moment another node looks, the owner recalls: the writes are there
+/// and the locks hold across nodes.
+#[test]
+fn exclusive_tokens_hand_over_writes_and_locks() {
+    if !fuse_ok() {
+        return;
+    }
+    let c = Cluster::up("pxfs-excl", 3);
+    let (m1, m2) = (mnt(&c, 1), mnt(&c, 2));
+    let owner = c.config().volumes.iter().find(|v| v.path == "/db").unwrap().node;
+    let on_disk = disk(&c, owner, "db").join("solo");
+    // Written on node 1, neither closed nor synced: buffered on node 1 (not on the owner's
+    // disk yet); node 2 sees size and bytes.
+    let mut a = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m1.join("db/solo")).unwrap();
+    a.write_all(b"written on node 1, still open").unwrap();
+    lock(&a, libc::F_WRLCK as i16, false).unwrap();
+    assert_eq!(fs::metadata(&on_disk).unwrap().len(), 0, "node 1 holds the token and buffers");
+    assert_eq!(fs::metadata(m2.join("db/solo")).unwrap().len(), 29, "the recall wrote back");
+    assert_eq!(fs::metadata(&on_disk).unwrap().len(), 29);
+    assert_eq!(fs::read(m2.join("db/solo")).unwrap(), b"written on node 1, still open");
+    // The lock node 1 took by itself is the owner's now: node 2 is refused, then waits.
+    let b = OpenOptions::new().read(true).write(true).open(m2.join("db/solo")).unwrap();
+    assert_eq!(lock(&b, libc::F_WRLCK as i16, false), Err(libc::EAGAIN), "node 1's lock moved to the owner");
+    let waiter = std::thread::spawn(move || lock(&b, libc::F_WRLCK as i16, true));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiter.is_finished());
+    lock(&a, libc::F_UNLCK as i16, false).unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(()));
+    // Two processes on one node: the holder arbitrates; a waiter hands the token back and
+    // waits at the owner, and gets the lock when the holding process dies.
+    fs::write(m1.join("db/local"), b"").unwrap();
+    let mut child = spawn_lock_holder(&m1.join("db/local"));
+    let f = OpenOptions::new().read(true).write(true).open(m1.join("db/local")).unwrap();
+    assert_eq!(lock(&f, libc::F_WRLCK as i16, false), Err(libc::EAGAIN), "held by the other process");
+    let waiter = std::thread::spawn(move || lock(&f, libc::F_WRLCK as i16, true));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiter.is_finished());
     child.kill().unwrap();
     child.wait().unwrap();
-    let t = Instant::now();
-    while lock(&f2, libc::F_WRLCK as i16, false).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(5), "the killed holder's lock was not released");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_eq!(waiter.join().unwrap(), Ok(()));
+    // Node 2 opening the file recalls nothing stale: the data written back at close is whole.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    fs::write(m1.join("db/big"), &big).unwrap();
+    assert_eq!(fs::read(m2.join("db/big")).unwrap(), big);
 }
 
 #[test]

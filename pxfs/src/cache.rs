@@ -14,11 +14,13 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use ssi_orb::{CallOptions, Orb};
 
-use crate::proto::{CacheManagerStub, EntryName, InvalidateReq};
+use crate::proto::{CacheManagerStub, EntryName, HeldLocks, InvalidateReq, RecallReq};
 
 pub const CACHE_MANAGER_NAME: &str = "pxfs.cache";
 /// How long a server waits for one node to drop its cache.
 const CALLBACK_DEADLINE: Duration = Duration::from_secs(1);
+/// How long a server waits for an exclusive holder to write back and hand over its locks.
+const RECALL_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Tokens {
     orb: Orb,
@@ -48,6 +50,21 @@ impl Tokens {
         let s = CacheManagerStub::new(h).ok()?.with_options(CallOptions::default().deadline(CALLBACK_DEADLINE).priority(100));
         self.stubs.lock().insert(node, s.clone());
         Some(s)
+    }
+
+    /// Takes `node`'s exclusive token on `handle` back (see `exclusive`): the node writes back
+    /// what it buffered and answers with its locks. None when it cannot be reached: what it
+    /// buffered and its locks are gone with it.
+    pub async fn recall(&self, node: u32, handle: &[u8], epoch: u64) -> Option<HeldLocks> {
+        let s = self.stub(node).await?.with_options(CallOptions::default().deadline(RECALL_DEADLINE).priority(100));
+        match s.recall(RecallReq { volume: self.volume, handle: Bytes::copy_from_slice(handle), epoch }).await {
+            Ok(r) => Some(r.into_inner()),
+            Err(e) => {
+                tracing::warn!(volume = self.volume, node, error = %e, "recall of an exclusive token failed");
+                self.stubs.lock().remove(&node);
+                None
+            }
+        }
     }
 
     /// Revokes the tokens on `inodes` (attributes, data) and on the parents of `entries`

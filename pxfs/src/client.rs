@@ -14,7 +14,7 @@
 //! Handlers run on fuser's threads and block on ORB invocations; a blocking lock request
 //! (F_SETLKW) is answered from a task instead, so it never holds a FUSE thread.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
@@ -32,8 +32,11 @@ use parking_lot::{Mutex, RwLock};
 use ssi_orb::proto::{Creds, Empty};
 use ssi_orb::{error::code, CallOptions, Orb, OrbError, Received};
 
+use crate::attrcache::AttrCache;
+use crate::holder::{Buffered, Holder, Owners};
+use crate::locks::{Lock, SetError};
 use crate::proto::*;
-use crate::server::{volume_name, ERRNO_BASE};
+use crate::server::ERRNO_BASE;
 use crate::VolumeSpec;
 
 /// The value of a `Result<_, Errno>`, or the request answered with the errno.
@@ -66,8 +69,15 @@ struct INode {
     nlookup: u64,
 }
 
-/// A directory listing taken at opendir: (name, kind, inode number on the owner).
+/// A directory listing: (name, kind, inode number on the owner).
 type Listing = Vec<(String, FileType, u64)>;
+
+/// An open directory: listed at the first readdir (opening a directory to fsync it, as
+/// SQLite does after creating a journal, needs no listing).
+enum OpenDir {
+    Unlisted(u64),
+    Listed(Arc<Listing>),
+}
 
 #[derive(Default)]
 struct Inodes {
@@ -87,12 +97,18 @@ pub struct Client {
     rt: tokio::runtime::Handle,
     orb: Orb,
     volumes: BTreeMap<u32, VolumeSpec>,
-    stubs: Mutex<HashMap<u32, VolumeStub>>,
+    owners: Arc<Owners>,
+    holder: Arc<Holder>,
     roots: Mutex<HashMap<u32, Bytes>>,
     inodes: Arc<RwLock<Inodes>>,
     next_ino: AtomicU64,
-    dirs: Mutex<HashMap<u64, Listing>>,
+    dirs: Mutex<HashMap<u64, OpenDir>>,
     next_dh: AtomicU64,
+    cache: Arc<AttrCache>,
+    /// Files this node has asked the owner to lock: only their closes must reach the owner
+    /// (a close releases the closing process's locks; nothing else is left to do at close,
+    /// writes having gone through already).
+    locked: Mutex<HashSet<u64>>,
 }
 
 fn errno_of(e: &OrbError) -> Errno {
@@ -194,16 +210,20 @@ impl Client {
         let root = volumes.iter().find(|v| v.path == "/").ok_or_else(|| io::Error::other("the namespace has no volume at /"))?;
         let mut inodes = Inodes::default();
         inodes.by_ino.insert(ROOT, INode { vol: root.id, handle: Bytes::new(), path: "/".into(), nlookup: 1 });
+        let owners = Arc::new(Owners::new(orb.clone(), volumes.iter().map(|v| (v.id, v.node)).collect()));
         Ok(Client {
             rt,
+            holder: Arc::new(Holder::new(orb.node(), owners.clone())),
+            owners,
             orb,
             volumes: volumes.into_iter().map(|v| (v.id, v)).collect(),
-            stubs: Mutex::new(HashMap::new()),
             roots: Mutex::new(HashMap::new()),
             inodes: Arc::new(RwLock::new(inodes)),
             next_ino: AtomicU64::new(ROOT + 1),
             dirs: Mutex::new(HashMap::new()),
             next_dh: AtomicU64::new(1),
+            cache: Arc::new(AttrCache::default()),
+            locked: Mutex::new(HashSet::new()),
         })
     }
 
@@ -226,14 +246,7 @@ impl Client {
     }
 
     async fn stub(&self, vol: u32) -> Result<VolumeStub, OrbError> {
-        if let Some(s) = self.stubs.lock().get(&vol) {
-            return Ok(s.clone());
-        }
-        let node = self.volumes.get(&vol).map(|v| v.node).ok_or(OrbError::UnknownNode(0))?;
-        let h = self.orb.resolve(node, &volume_name(vol)).await?;
-        let s = VolumeStub::new(h)?;
-        self.stubs.lock().insert(vol, s.clone());
-        Ok(s)
+        self.owners.stub(vol).await
     }
 
     /// One invocation on volume `vol`'s server as the caller. A reference to a server that has
@@ -257,12 +270,12 @@ impl Client {
                     Err(e @ OrbError::Exception(_))
                         if matches!(e.exception_code(), Some(code::STALE_REFERENCE) | Some(code::OBJECT_NOT_EXIST)) =>
                     {
-                        self.stubs.lock().remove(&vol);
+                        self.owners.drop_stub(vol);
                         last = e;
                     }
                     Err(e) => {
                         if e.is_node_down() {
-                            self.stubs.lock().remove(&vol);
+                            self.owners.drop_stub(vol);
                         }
                         return Err(errno_of(&e));
                     }
@@ -332,9 +345,32 @@ impl Client {
         if self.crossing(&child).is_some() {
             return reply.error(Errno::EEXIST);
         }
+        let t = self.changing_dir(parent.0);
         match self.call(vol, Some(creds(req)), |s| f(s, fid(&h), name.to_string())) {
-            Ok(e) => self.reply_entry(vol, child, e, reply),
+            Ok(mut e) => {
+                self.dir_changed(t, parent.0, e.parent.take());
+                self.reply_entry(vol, child, e, reply)
+            }
             Err(e) => reply.error(e),
+        }
+    }
+
+    /// What this node buffered of the file reaches the owner (before anything that reads
+    /// the owner's copy of the file).
+    fn settle(&self, vol: u32, h: &Bytes) -> Result<(), Errno> {
+        self.holder.settle(&self.rt, vol, h, None).map(|_| ()).map_err(|e| errno_of(&e))
+    }
+
+    /// This node is about to change directory `ino`: what it cached of it is void.
+    fn changing_dir(&self, ino: u64) -> crate::attrcache::Ticket {
+        self.cache.forget(ino);
+        self.cache.ticket()
+    }
+
+    /// The owner's word on directory `ino` after this node changed it.
+    fn dir_changed(&self, t: crate::attrcache::Ticket, ino: u64, attr: Option<Attr>) {
+        if let Some(a) = attr {
+            self.cache.put_dir(t, ino, a);
         }
     }
 
@@ -344,6 +380,7 @@ impl Client {
         if self.crossing(&join(&path, name)).is_some() {
             return reply.error(Errno::EBUSY);
         }
+        let t = self.changing_dir(parent.0);
         let r = self.call(vol, Some(creds(req)), |s| {
             let req = NameReq { parent: fid(&h), name: name.to_string() };
             async move {
@@ -354,6 +391,9 @@ impl Client {
                 }
             }
         });
+        if let Ok(c) = &r {
+            self.dir_changed(t, parent.0, c.parent.clone());
+        }
         reply_empty(reply, r);
     }
 }
@@ -380,13 +420,25 @@ impl Filesystem for Client {
             };
             return self.reply_entry(v, child, e, reply);
         }
-        match self.call(vol, Some(creds(req)), |s| {
-            let r = NameReq { parent: fid(&h), name: name.to_string() };
-            async move { s.lookup(r).await }
-        }) {
-            Ok(e) => self.reply_entry(vol, child, e, reply),
-            Err(e) => reply.error(e),
+        let look = || {
+            self.call(vol, Some(creds(req)), |s| {
+                let r = NameReq { parent: fid(&h), name: name.to_string() };
+                async move { s.lookup(r).await }
+            })
+        };
+        let mut e = match look() {
+            Ok(e) => e,
+            // Absent: the kernel keeps that too (a negative entry), under the directory's
+            // token; a name made elsewhere is called back like any other entry.
+            Err(Errno::ENOENT) => return reply.entry(&TTL, &file_attr(0, &Attr::default()), Generation(0)),
+            Err(e) => return reply.error(e),
+        };
+        // A file whose writes this node buffers: the owner's size is behind; write back, ask again.
+        if let Some(f) = e.fid.as_ref().filter(|f| self.holder.buffering(vol, &f.handle)) {
+            or_reply!(reply, self.settle(vol, &f.handle.clone()));
+            e = or_reply!(reply, look());
         }
+        self.reply_entry(vol, child, e, reply)
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -404,16 +456,28 @@ impl Filesystem for Client {
         if let Some(k) = gone {
             t.by_ino.remove(&ino.0);
             t.by_fid.remove(&k);
+            self.cache.forget(ino.0);
+            self.locked.lock().remove(&ino.0);
         }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(a) = self.cache.dir(ino.0) {
+            return reply.attr(&TTL, &file_attr(ino.0, &a));
+        }
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        if let Some(a) = self.holder.attr(vol, &h) {
+            return reply.attr(&TTL, &file_attr(ino.0, &a));
+        }
+        or_reply!(reply, self.settle(vol, &h));
         match self.call(vol, Some(creds(req)), |s| {
             let r = Fid { handle: h.clone() };
             async move { s.get_attr(r).await }
         }) {
-            Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
+            Ok(a) => {
+                self.holder.note_attr(vol, &h, &a);
+                reply.attr(&TTL, &file_attr(ino.0, &a))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -437,6 +501,7 @@ impl Filesystem for Client {
         reply: ReplyAttr,
     ) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        or_reply!(reply, self.settle(vol, &h));
         let ts = |t: Option<TimeOrNow>| {
             t.map(|t| match t {
                 TimeOrNow::Now => TimeSet { now: true, ns: 0 },
@@ -450,11 +515,17 @@ impl Filesystem for Client {
             })
         };
         let r = SetAttrReq { fid: fid(&h), mode, uid, gid, size, atime: ts(atime), mtime: ts(mtime), fh: fh.map(|f| f.0).unwrap_or(0) };
+        // Attributes change; extended attributes do not (a chown may strip a capability, but
+        // never adds one: "absent" stays true).
+        self.cache.forget_dir(ino.0);
         match self.call(vol, Some(creds(req)), |s| {
             let r = r.clone();
             async move { s.set_attr(r).await }
         }) {
-            Ok(a) => reply.attr(&TTL, &file_attr(ino.0, &a)),
+            Ok(a) => {
+                self.holder.note_attr(vol, &h, &a);
+                reply.attr(&TTL, &file_attr(ino.0, &a))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -535,13 +606,18 @@ impl Filesystem for Client {
             return reply.error(Errno::EXDEV);
         }
         let r = RenameReq { parent: fid(&h1), name: name.into(), newparent: fid(&h2), newname: newname.into(), flags: flags.bits() };
-        reply_empty(
-            reply,
-            self.call(v1, Some(creds(req)), |s| {
-                let r = r.clone();
-                async move { s.rename(r).await }
-            }),
-        )
+        // The moved (or replaced) file changes too, and it has no inode number here.
+        self.cache.clear();
+        let t = self.cache.ticket();
+        let r = self.call(v1, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.rename(r).await }
+        });
+        if let Ok(c) = &r {
+            self.dir_changed(t, parent.0, c.parent.clone());
+            self.dir_changed(t, newparent.0, c.newparent.clone());
+        }
+        reply_empty(reply, r)
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -551,7 +627,10 @@ impl Filesystem for Client {
             async move { s.open(r).await }
         }) {
             // Page cache under the owner's token; no FOPEN_KEEP_CACHE: dropped at every open.
-            Ok(o) => reply.opened(FileHandle(o.fh), FopenFlags::empty()),
+            Ok(o) => {
+                self.holder.opened(vol, &h, o.exclusive);
+                reply.opened(FileHandle(o.fh), FopenFlags::empty())
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -564,12 +643,18 @@ impl Filesystem for Client {
             return reply.error(Errno::EISDIR);
         }
         let r = CreateReq { parent: fid(&h), name: name.into(), mode, umask, flags };
+        let t = self.changing_dir(parent.0);
         match self.call(vol, Some(creds(req)), |s| {
             let r = r.clone();
             async move { s.create(r).await }
         }) {
-            Ok(CreateReply { entry: Some(Entry { fid: Some(f), attr: Some(a) }), fh }) => {
+            Ok(CreateReply { entry: Some(Entry { fid: Some(f), attr: Some(a), parent: dir }), fh, exclusive }) => {
+                self.dir_changed(t, parent.0, dir);
+                self.holder.opened(vol, &f.handle, exclusive);
+                self.holder.note_attr(vol, &f.handle, &a);
                 let ino = self.remember(vol, f.handle, child);
+                // A new file has no capabilities; the kernel asks before its first write.
+                self.cache.put_xattr_absent(t, ino, "security.capability");
                 reply.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty());
             }
             Ok(_) => reply.error(Errno::EIO),
@@ -588,7 +673,8 @@ impl Filesystem for Client {
         _lo: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let (vol, _, _) = or_reply!(reply, self.node(ino.0));
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        or_reply!(reply, self.settle(vol, &h));
         match self.call(vol, None, |s| {
             let r = ReadReq { fh: fh.0, offset, size };
             async move { s.read(r).await }
@@ -610,7 +696,13 @@ impl Filesystem for Client {
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let (vol, _, _) = or_reply!(reply, self.node(ino.0));
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        // Under an exclusive token small writes wait here until something needs them.
+        match self.holder.write(&self.rt, vol, &h, fh.0, offset, data) {
+            Ok(Buffered::Yes) => return reply.written(data.len() as u32),
+            Ok(Buffered::No) => {}
+            Err(e) => return reply.error(errno_of(&e)),
+        }
         let data = Bytes::copy_from_slice(data);
         match self.call(vol, None, |s| {
             let r = WriteReq { fh: fh.0, offset, data: data.clone() };
@@ -622,11 +714,21 @@ impl Filesystem for Client {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
-        let (vol, _, _) = or_reply!(reply, self.node(ino.0));
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        // Close-to-open: what this node buffered reaches the owner by the close; errors of
+        // the write-back are the close's.
+        match self.holder.closing(&self.rt, vol, &h, lock_owner.0) {
+            Ok(true) => return reply.ok(),
+            Ok(false) => {}
+            Err(e) => return reply.error(errno_of(&e)),
+        }
+        if !self.locked.lock().contains(&ino.0) {
+            return reply.ok();
+        }
         reply_empty(
             reply,
             self.call(vol, None, |s| {
-                let r = FhReq { fh: fh.0, datasync: false, lock_owner: lock_owner.0 };
+                let r = FhReq { fh: fh.0, datasync: false, lock_owner: lock_owner.0, surrender: 0 };
                 async move { s.flush(r).await }
             }),
         )
@@ -642,49 +744,76 @@ impl Filesystem for Client {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Ok((vol, _, _)) = self.node(ino.0) {
-            let _ = self.call(vol, None, |s| {
-                let r = FhReq { fh: fh.0, datasync: false, lock_owner: 0 };
-                async move { s.release(r).await }
+        // One-way: the owner closes its descriptor; nobody waits for that.
+        if let Ok((vol, h, _)) = self.node(ino.0) {
+            let surrender = self.holder.released(&self.rt, vol, &h).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "write-back at release failed");
+                0
+            });
+            let r = FhReq { fh: fh.0, datasync: false, lock_owner: 0, surrender };
+            let _ = self.rt.block_on(async move {
+                match self.stub(vol).await {
+                    Ok(s) => s.release(r).await,
+                    Err(e) => Err(e),
+                }
             });
         }
         reply.ok();
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        let (vol, _, _) = or_reply!(reply, self.node(ino.0));
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        // Held: the buffered writes and the fsync go in one invocation.
+        match self.holder.settle(&self.rt, vol, &h, Some((fh.0, datasync))) {
+            Ok(true) => return reply.ok(),
+            Ok(false) => {}
+            Err(e) => return reply.error(errno_of(&e)),
+        }
         // Returns once the owner's fsync(2) has: the data is on the owner's disk.
         reply_empty(
             reply,
             self.call(vol, None, |s| {
-                let r = FhReq { fh: fh.0, datasync, lock_owner: 0 };
+                let r = FhReq { fh: fh.0, datasync, lock_owner: 0, surrender: 0 };
                 async move { s.fsync(r).await }
             }),
         )
     }
 
-    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let (vol, h, path) = or_reply!(reply, self.node(ino.0));
-        let list = match self.call(vol, Some(creds(req)), |s| {
-            let r = Fid { handle: h.clone() };
-            async move { s.read_dir(r).await }
-        }) {
-            Ok(l) => l,
-            Err(e) => return reply.error(e),
-        };
-        let mut entries: Listing = list.entries.into_iter().map(|e| (e.name, dtype_kind(e.kind), e.ino)).collect();
-        for (name, _) in self.crossings_below(&path) {
-            entries.retain(|e| e.0 != name);
-            entries.push((name, FileType::Directory, 1));
-        }
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // The kernel checked read permission (default_permissions); the owner checks again
+        // at the listing, as the caller.
         let dh = self.next_dh.fetch_add(1, Relaxed);
-        self.dirs.lock().insert(dh, entries);
+        self.dirs.lock().insert(dh, OpenDir::Unlisted(ino.0));
         reply.opened(FileHandle(dh), FopenFlags::empty());
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let dirs = self.dirs.lock();
-        let Some(entries) = dirs.get(&fh.0) else { return reply.error(Errno::EBADF) };
+    fn readdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let unlisted = match self.dirs.lock().get(&fh.0) {
+            None => return reply.error(Errno::EBADF),
+            Some(OpenDir::Listed(l)) => Err(l.clone()),
+            Some(OpenDir::Unlisted(ino)) => Ok(*ino),
+        };
+        let entries = match unlisted {
+            Err(listed) => listed,
+            Ok(ino) => {
+                let (vol, h, path) = or_reply!(reply, self.node(ino));
+                let list = match self.call(vol, Some(creds(req)), |s| {
+                    let r = Fid { handle: h.clone() };
+                    async move { s.read_dir(r).await }
+                }) {
+                    Ok(l) => l,
+                    Err(e) => return reply.error(e),
+                };
+                let mut entries: Listing = list.entries.into_iter().map(|e| (e.name, dtype_kind(e.kind), e.ino)).collect();
+                for (name, _) in self.crossings_below(&path) {
+                    entries.retain(|e| e.0 != name);
+                    entries.push((name, FileType::Directory, 1));
+                }
+                let entries = Arc::new(entries);
+                self.dirs.lock().insert(fh.0, OpenDir::Listed(entries.clone()));
+                entries
+            }
+        };
         for (i, (name, kind, ino)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo((*ino).max(1)), i as u64 + 1, *kind, name) {
                 break;
@@ -696,6 +825,17 @@ impl Filesystem for Client {
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         self.dirs.lock().remove(&fh.0);
         reply.ok();
+    }
+
+    fn fsyncdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        reply_empty(
+            reply,
+            self.call(vol, Some(creds(req)), |s| {
+                let r = Fid { handle: h.clone() };
+                async move { s.fsync_dir(r).await }
+            }),
+        )
     }
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -711,6 +851,7 @@ impl Filesystem for Client {
 
     fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        self.cache.forget(ino.0);
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::copy_from_slice(value), flags };
         reply_empty(
             reply,
@@ -722,15 +863,25 @@ impl Filesystem for Client {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name.to_string_lossy();
+        if self.cache.xattr_absent(ino.0, &name) {
+            return reply.error(Errno::ENODATA);
+        }
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
-        let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size, value: Bytes::new(), flags: 0 };
+        let r = XattrReq { fid: fid(&h), name: name.to_string(), size, value: Bytes::new(), flags: 0 };
+        let t = self.cache.ticket();
         match self.call(vol, Some(creds(req)), |s| {
             let r = r.clone();
             async move { s.get_xattr(r).await }
         }) {
             Ok(d) if size == 0 => reply.size(d.size),
             Ok(d) => reply.data(&d.data),
-            Err(e) => reply.error(e),
+            Err(e) => {
+                if e == Errno::ENODATA {
+                    self.cache.put_xattr_absent(t, ino.0, &name);
+                }
+                reply.error(e)
+            }
         }
     }
 
@@ -749,6 +900,7 @@ impl Filesystem for Client {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        self.cache.forget(ino.0);
         let r = XattrReq { fid: fid(&h), name: name.to_string_lossy().into(), size: 0, value: Bytes::new(), flags: 0 };
         reply_empty(
             reply,
@@ -783,6 +935,12 @@ impl Filesystem for Client {
         reply: ReplyLock,
     ) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        self.locked.lock().insert(ino.0);
+        match self.holder.get_lock(vol, &h, lo.0, typ, start, end) {
+            Some(Some(l)) => return reply.locked(l.start, l.end, l.typ, l.pid),
+            Some(None) => return reply.locked(start, end, crate::locks::F_UNLCK, 0),
+            None => {}
+        }
         let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: false };
         match self.call(vol, None, |s| {
             let r = r.clone();
@@ -807,6 +965,14 @@ impl Filesystem for Client {
         reply: ReplyEmpty,
     ) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        self.locked.lock().insert(ino.0);
+        let local = Lock { node: 0, owner: lo.0, pid, typ, start, end };
+        match self.holder.set_lock(&self.rt, vol, &h, local, sleep) {
+            Some(Ok(())) => return reply.ok(),
+            Some(Err(SetError::Conflict)) => return reply.error(Errno::EAGAIN),
+            Some(Err(SetError::TimedOut)) => return reply.error(Errno::EINTR),
+            None => {}
+        }
         let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: sleep };
         if !sleep {
             return reply_empty(
@@ -831,7 +997,8 @@ impl Filesystem for Client {
 /// Mounts the global namespace at `mountpoint` (clearing a stale mount a crashed daemon left)
 /// and serves this node's `CacheManager`.
 pub fn mount(client: Client, mountpoint: &Path) -> io::Result<fuser::BackgroundSession> {
-    let (orb, inodes) = (client.orb.clone(), client.inodes.clone());
+    let (orb, inodes, cache, holder) = (client.orb.clone(), client.inodes.clone(), client.cache.clone(), client.holder.clone());
+    let client_rt = client.rt.clone();
     let session = mount_fs(client, mountpoint)?;
     let notifier = session.notifier();
     let (tx, rx) = std::sync::mpsc::channel::<(Vec<Inval>, tokio::sync::oneshot::Sender<()>)>();
@@ -848,7 +1015,19 @@ pub fn mount(client: Client, mountpoint: &Path) -> io::Result<fuser::BackgroundS
         }
     })?;
     set_readahead(mountpoint, 1024);
-    let cm = export_cache_manager(&orb, CacheManagerServant { inodes, queue: Mutex::new(tx) });
+    let mut views = orb.subscribe_views();
+    let h = holder.clone();
+    client_rt.spawn(async move {
+        let mut members: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
+        while views.changed().await.is_ok() {
+            let now: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
+            for gone in members.iter().filter(|n| !now.contains(n)) {
+                h.owner_gone(*gone).await;
+            }
+            members = now;
+        }
+    });
+    let cm = export_cache_manager(&orb, CacheManagerServant { inodes, cache, holder, queue: Mutex::new(tx) });
     orb.register_name(crate::cache::CACHE_MANAGER_NAME, &cm);
     Ok(session)
 }
@@ -857,6 +1036,8 @@ pub fn mount(client: Client, mountpoint: &Path) -> io::Result<fuser::BackgroundS
 /// and names, then say so (or after INVALIDATE_WAIT, whichever is first).
 struct CacheManagerServant {
     inodes: Arc<RwLock<Inodes>>,
+    cache: Arc<AttrCache>,
+    holder: Arc<Holder>,
     queue: Mutex<InvalQueue>,
 }
 
@@ -870,6 +1051,10 @@ impl CacheManager for CacheManagerServant {
             w.extend(req.entries.iter().filter_map(|e| ino(&e.parent).map(|p| Inval::Entry(p, e.name.clone()))));
             w
         };
+        let changed: HashSet<u64> = work.iter().map(|w| match w {
+            Inval::Inode(i) | Inval::Entry(i, _) => *i,
+        }).collect();
+        self.cache.revoke(&changed);
         if work.is_empty() {
             return Ok(Empty {});
         }
@@ -878,6 +1063,10 @@ impl CacheManager for CacheManagerServant {
             let _ = tokio::time::timeout(INVALIDATE_WAIT, wait).await;
         }
         Ok(Empty {})
+    }
+
+    async fn recall(&self, _ctx: &ssi_orb::CallCtx, req: RecallReq) -> Result<HeldLocks, ssi_orb::Exception> {
+        Ok(self.holder.recall(req.volume, req.handle, req.epoch).await)
     }
 }
 

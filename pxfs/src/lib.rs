@@ -9,8 +9,11 @@
 //!   (volume, file handle) and namespace crossings to volume roots.
 //! - `sys`: the system calls underneath (file handles, per-thread credentials).
 
+pub mod attrcache;
 pub mod cache;
 pub mod client;
+pub mod exclusive;
+pub mod holder;
 pub mod locks;
 pub mod server;
 pub mod sys;

@@ -79,35 +79,52 @@ impl LockTable {
         *locks = out;
     }
 
+    /// F_SETLK: takes the lock now or answers Conflict.
+    pub fn try_set(&self, file: &[u8], lock: Lock) -> Result<(), SetError> {
+        if lock.typ != F_UNLCK && self.conflict(file, lock.node, lock.owner, lock.typ, lock.start, lock.end).is_some() {
+            return Err(SetError::Conflict);
+        }
+        let mut files = self.files.lock();
+        let locks = files.entry(file.to_vec()).or_default();
+        Self::apply(locks, lock);
+        if locks.is_empty() {
+            files.remove(file);
+        }
+        drop(files);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
     /// F_SETLK (`wait == false`) or F_SETLKW (waits until `deadline`).
     pub async fn set(&self, file: &[u8], lock: Lock, wait: bool, deadline: Instant) -> Result<(), SetError> {
         loop {
             let notified = self.changed.notified();
-            {
-                let mut files = self.files.lock();
-                let locks = files.entry(file.to_vec()).or_default();
-                let blocked = lock.typ != F_UNLCK
-                    && locks.iter().any(|l| {
-                        !(l.node == lock.node && l.owner == lock.owner)
-                            && l.overlaps(lock.start, lock.end)
-                            && (lock.typ == F_WRLCK || l.typ == F_WRLCK)
-                    });
-                if !blocked {
-                    Self::apply(locks, lock);
-                    if locks.is_empty() {
-                        files.remove(file);
-                    }
-                    drop(files);
-                    self.changed.notify_waiters();
-                    return Ok(());
-                }
-                if !wait {
-                    return Err(SetError::Conflict);
-                }
+            match self.try_set(file, lock.clone()) {
+                Err(SetError::Conflict) if wait => {}
+                r => return r,
             }
             if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
                 return Err(SetError::TimedOut);
             }
+        }
+    }
+
+    /// Whether anyone holds a lock on `file`.
+    pub fn held(&self, file: &[u8]) -> bool {
+        self.files.lock().contains_key(file)
+    }
+
+    /// Removes and returns every lock on `file` (handing them to another arbiter).
+    pub fn take(&self, file: &[u8]) -> Vec<Lock> {
+        let taken = self.files.lock().remove(file).unwrap_or_default();
+        self.changed.notify_waiters();
+        taken
+    }
+
+    /// Adds locks handed over by another arbiter (they conflicted with nothing there).
+    pub fn install(&self, file: &[u8], locks: Vec<Lock>) {
+        if !locks.is_empty() {
+            self.files.lock().entry(file.to_vec()).or_default().extend(locks);
         }
     }
 

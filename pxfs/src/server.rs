@@ -14,10 +14,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use ssi_orb::proto::{Creds, Empty};
+use ssi_orb::proto::{Creds, Empty, OneWay};
 use ssi_orb::{CallCtx, Exception, ObjHandle, Orb};
 
 use crate::cache::Tokens;
+use crate::exclusive::{Grant, Grants};
 use crate::locks::{Lock, LockTable, SetError};
 use crate::proto::*;
 use crate::sys;
@@ -74,6 +75,7 @@ pub struct VolumeServer {
     next_fh: AtomicU64,
     locks: LockTable,
     tokens: Tokens,
+    grants: Grants,
 }
 
 type Who = (u32, u32, Vec<u32>);
@@ -101,6 +103,7 @@ impl VolumeServer {
             next_fh: AtomicU64::new(1),
             locks: LockTable::default(),
             tokens: Tokens::new(orb.clone(), id),
+            grants: Grants::default(),
         }))
     }
 
@@ -108,32 +111,61 @@ impl VolumeServer {
         f.as_ref().map(|f| f.handle.to_vec()).ok_or_else(|| einval("missing file id"))
     }
 
-    /// Runs `op` on a blocking thread: handles opened as root, then the caller's credentials.
+    /// Runs a metadata operation (lookup, stat, create, unlink, rename, xattrs, ...) right
+    /// here on the runtime thread: handles opened as root, then the caller's credentials for
+    /// the operation itself. These are bounded operations on the local disk's metadata; a
+    /// hop to the blocking pool and back would cost more than most of them (two thread wakes).
     async fn run<T: Send + 'static>(
         self: &Arc<Self>,
         ctx: &CallCtx,
         handles: Vec<Vec<u8>>,
         op: impl FnOnce(&VolumeServer, &[OwnedFd]) -> io::Result<T> + Send + 'static,
     ) -> Result<T, Exception> {
+        self.run_on(ctx, false, handles, op).await
+    }
+
+    /// As `run`, on a blocking thread when `slow`: for operations that may wait on the disk's
+    /// data (truncation, opening with O_TRUNC, listing a whole directory).
+    async fn run_on<T: Send + 'static>(
+        self: &Arc<Self>,
+        ctx: &CallCtx,
+        slow: bool,
+        handles: Vec<Vec<u8>>,
+        op: impl FnOnce(&VolumeServer, &[OwnedFd]) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, Exception> {
+        let caller = who(ctx);
+        if !slow {
+            return self.as_caller(caller, handles, op).map_err(errno_exception);
+        }
         let me = self.clone();
-        let (uid, gid, groups) = who(ctx);
-        tokio::task::spawn_blocking(move || {
-            let mut fds = Vec::with_capacity(handles.len());
-            for h in &handles {
-                fds.push(sys::open_handle(me.root_fd.as_raw_fd(), h, libc::O_PATH)?);
-            }
-            let _as = sys::AsUser::new(uid, gid, &groups)?;
-            op(&me, &fds)
-        })
-        .await
-        .map_err(|e| Exception::app(format!("volume server task failed: {e}")))?
-        .map_err(errno_exception)
+        blocking(move || me.as_caller(caller, handles, op)).await
+    }
+
+    fn as_caller<T>(
+        &self,
+        (uid, gid, groups): Who,
+        handles: Vec<Vec<u8>>,
+        op: impl FnOnce(&VolumeServer, &[OwnedFd]) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut fds = Vec::with_capacity(handles.len());
+        for h in &handles {
+            fds.push(sys::open_handle(self.root_fd.as_raw_fd(), h, libc::O_PATH)?);
+        }
+        let _as = sys::AsUser::new(uid, gid, &groups)?;
+        op(self, &fds)
     }
 
     fn entry_at(&self, dir: RawFd, name: &str) -> io::Result<Entry> {
         let st = sys::stat_at(dir, name)?;
         let handle = sys::handle_at(dir, name)?;
-        Ok(Entry { fid: Some(Fid { handle: handle.into() }), attr: Some(attr_of(&st)) })
+        Ok(Entry { fid: Some(Fid { handle: handle.into() }), attr: Some(attr_of(&st)), parent: None })
+    }
+
+    /// The entry of a name just made in `dir`, with the directory's attributes after it.
+    fn new_entry_at(&self, dir: RawFd, name: &str) -> io::Result<Entry> {
+        let mut e = self.entry_at(dir, name)?;
+        e.parent = Some(attr_of(&sys::stat_fd(dir)?));
+        Ok(e)
     }
 
     fn file(&self, fh: u64) -> Result<(Arc<OwnedFd>, Vec<u8>), Exception> {
@@ -159,10 +191,50 @@ impl VolumeServer {
             before - open.len()
         };
         let l = self.locks.release_node(node);
-        if n + l > 0 {
-            tracing::info!(volume = self.id, node, files = n, locks = l, "released a departed node's files and locks");
+        let g = self.grants.node_gone(node);
+        if n + l + g > 0 {
+            tracing::info!(volume = self.id, node, files = n, locks = l, tokens = g, "released a departed node's files, locks and tokens");
         }
     }
+
+    /// Before node `src` uses `file`: another node's exclusive token on it is recalled (that
+    /// node's buffered writes reach the disk and its locks come into this table).
+    async fn recall(&self, file: &[u8], src: u32) {
+        if !self.grants.holder(file).is_some_and(|g| g.node != src) {
+            return;
+        }
+        let _one = self.grants.recalling.lock().await;
+        let Some(g) = self.grants.holder(file).filter(|g| g.node != src) else { return };
+        let held = self.tokens.recall(g.node, file, g.epoch).await;
+        // A surrender that crossed this recall has ended the grant and installed the locks.
+        if self.grants.end(file, g) {
+            if let Some(h) = held.filter(|h| !h.not_held) {
+                self.locks.install(file, held_locks(g.node, h.locks));
+            }
+        }
+    }
+
+    /// The exclusive token of `file` for the caller, if no other node has it open and no lock
+    /// on it is held here: its epoch, or 0. Other nodes' cached copies are called back (their
+    /// next look at the file comes here, and recalls the token).
+    async fn exclusive_for(&self, ctx: &CallCtx, file: &[u8]) -> u64 {
+        let node = ctx.src;
+        if node == ssi_orb::TOOL_NODE {
+            return 0;
+        }
+        let free = || !self.locks.held(file) && !self.open.lock().values().any(|f| f.handle == file && f.node != node);
+        match self.grants.grant(file, node, free) {
+            Some(epoch) => {
+                self.tokens.revoke(node, vec![file.to_vec()], vec![]).await;
+                epoch
+            }
+            None => 0,
+        }
+    }
+}
+
+fn held_locks(node: u32, locks: Vec<HeldLock>) -> Vec<Lock> {
+    locks.into_iter().map(|l| Lock { node, owner: l.owner, pid: l.pid, typ: l.typ, start: l.start, end: l.end }).collect()
 }
 
 /// I/O on an already open descriptor (its rights were checked at open): on a blocking thread,
@@ -183,19 +255,21 @@ impl VolumeServer {
         }
     }
     /// unlink or rmdir; the removed file's and the directory's cachers are called back.
-    async fn remove(self: &Arc<Self>, ctx: &CallCtx, req: NameReq, dir: bool) -> Result<Empty, Exception> {
+    async fn remove(self: &Arc<Self>, ctx: &CallCtx, req: NameReq, dir: bool) -> Result<DirChange, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
         let (p2, n2) = (p.clone(), name.clone());
-        let victim = self
+        let (victim, parent) = self
             .run(ctx, vec![p], move |_, fds| {
-                let victim = sys::handle_at(fds[0].as_raw_fd(), &name).ok();
-                sys::unlink_at(fds[0].as_raw_fd(), &name, dir).map(|_| victim)
+                let d = fds[0].as_raw_fd();
+                let victim = sys::handle_at(d, &name).ok();
+                sys::unlink_at(d, &name, dir)?;
+                Ok((victim, attr_of(&sys::stat_fd(d)?)))
             })
             .await?;
         let mut inodes = vec![p2.clone()];
         inodes.extend(victim);
         self.revoke(ctx, inodes, vec![(p2, n2)]).await;
-        Ok(Empty {})
+        Ok(DirChange { parent: Some(parent), newparent: None })
     }
     /// A name `name` now exists in directory `parent`: the directory changed for the others;
     /// the caller caches both.
@@ -224,7 +298,7 @@ impl Volume for VolumeServant {
         let e = self
             .0
             .run(ctx, vec![h.clone()], move |_, fds| {
-                Ok(Entry { fid: Some(Fid { handle: h.into() }), attr: Some(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?)) })
+                Ok(Entry { fid: Some(Fid { handle: h.into() }), attr: Some(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?)), parent: None })
             })
             .await?;
         self.0.grant(ctx, &[&h2]);
@@ -232,11 +306,24 @@ impl Volume for VolumeServant {
     }
     async fn lookup(&self, ctx: &CallCtx, req: NameReq) -> Result<Entry, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
-        let e = self.0.run(ctx, vec![p.clone()], move |s, fds| s.entry_at(fds[0].as_raw_fd(), &name)).await?;
+        let n2 = name.clone();
+        let found = self.0.run(ctx, vec![p.clone()], move |s, fds| s.entry_at(fds[0].as_raw_fd(), &name)).await;
+        if found.as_ref().is_err_and(|x| x.code == ERRNO_BASE + libc::ENOENT as u32) {
+            // The caller caches the absence of the name: a token on the directory.
+            self.0.grant(ctx, &[&p]);
+        }
+        let mut e = found?;
+        let h = handle_of(&e);
+        if self.0.grants.holder(&h).is_some_and(|g| g.node != ctx.src) {
+            // Its size and times are the holder's to tell: recalled, then looked at again.
+            self.0.recall(&h, ctx.src).await;
+            e = self.0.run(ctx, vec![p.clone()], move |s, fds| s.entry_at(fds[0].as_raw_fd(), &n2)).await?;
+        }
         self.0.grant(ctx, &[&p, &handle_of(&e)]);
         Ok(e)
     }
     async fn get_attr(&self, ctx: &CallCtx, req: Fid) -> Result<Attr, Exception> {
+        self.0.recall(&req.handle, ctx.src).await;
         let a = self.0.run(ctx, vec![req.handle.to_vec()], |_, fds| Ok(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?))).await?;
         self.0.grant(ctx, &[&req.handle]);
         Ok(a)
@@ -244,10 +331,11 @@ impl Volume for VolumeServant {
     async fn set_attr(&self, ctx: &CallCtx, req: SetAttrReq) -> Result<Attr, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
         let open = if req.fh != 0 { Some(self.0.file(req.fh)?.0) } else { None };
+        self.0.recall(&h, ctx.src).await;
         let h2 = h.clone();
         let a = self
             .0
-            .run(ctx, vec![h], move |_, fds| {
+            .run_on(ctx, req.size.is_some(), vec![h], move |_, fds| {
                 let fd = fds[0].as_raw_fd();
                 if let Some(m) = req.mode {
                     sys::chmod_fd(fd, m & 0o7777)?;
@@ -280,7 +368,7 @@ impl Volume for VolumeServant {
             .0
             .run(ctx, vec![p], move |s, fds| {
                 sys::mknod_at(fds[0].as_raw_fd(), &name, mode, rdev)?;
-                s.entry_at(fds[0].as_raw_fd(), &name)
+                s.new_entry_at(fds[0].as_raw_fd(), &name)
             })
             .await?;
         self.0.new_name(ctx, p2, n2, &e).await;
@@ -294,7 +382,7 @@ impl Volume for VolumeServant {
             .0
             .run(ctx, vec![p], move |s, fds| {
                 sys::mkdir_at(fds[0].as_raw_fd(), &name, mode)?;
-                s.entry_at(fds[0].as_raw_fd(), &name)
+                s.new_entry_at(fds[0].as_raw_fd(), &name)
             })
             .await?;
         self.0.new_name(ctx, p2, n2, &e).await;
@@ -308,7 +396,7 @@ impl Volume for VolumeServant {
             .0
             .run(ctx, vec![p], move |s, fds| {
                 sys::symlink_at(&target, fds[0].as_raw_fd(), &name)?;
-                s.entry_at(fds[0].as_raw_fd(), &name)
+                s.new_entry_at(fds[0].as_raw_fd(), &name)
             })
             .await?;
         self.0.new_name(ctx, p2, n2, &e).await;
@@ -322,20 +410,20 @@ impl Volume for VolumeServant {
             .0
             .run(ctx, vec![f, p], move |s, fds| {
                 sys::link_fd(fds[0].as_raw_fd(), fds[1].as_raw_fd(), &name)?;
-                s.entry_at(fds[1].as_raw_fd(), &name)
+                s.new_entry_at(fds[1].as_raw_fd(), &name)
             })
             .await?;
         self.0.revoke(ctx, vec![f2], vec![]).await;
         self.0.new_name(ctx, p2, n2, &e).await;
         Ok(e)
     }
-    async fn unlink(&self, ctx: &CallCtx, req: NameReq) -> Result<Empty, Exception> {
+    async fn unlink(&self, ctx: &CallCtx, req: NameReq) -> Result<DirChange, Exception> {
         self.0.remove(ctx, req, false).await
     }
-    async fn rmdir(&self, ctx: &CallCtx, req: NameReq) -> Result<Empty, Exception> {
+    async fn rmdir(&self, ctx: &CallCtx, req: NameReq) -> Result<DirChange, Exception> {
         self.0.remove(ctx, req, true).await
     }
-    async fn rename(&self, ctx: &CallCtx, req: RenameReq) -> Result<Empty, Exception> {
+    async fn rename(&self, ctx: &CallCtx, req: RenameReq) -> Result<DirChange, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
         let (np, newname) = name_of(&req.newparent, &req.newname)?;
         let flags = req.flags;
@@ -348,13 +436,19 @@ impl Volume for VolumeServant {
                         .into_iter()
                         .flatten()
                         .collect();
-                sys::rename_at(fds[0].as_raw_fd(), &name, fds[1].as_raw_fd(), &newname, flags).map(|_| moved)
+                sys::rename_at(fds[0].as_raw_fd(), &name, fds[1].as_raw_fd(), &newname, flags)?;
+                let change = DirChange {
+                    parent: Some(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?)),
+                    newparent: Some(attr_of(&sys::stat_fd(fds[1].as_raw_fd())?)),
+                };
+                Ok((moved, change))
             })
             .await?;
+        let (moved, change) = moved;
         let mut inodes = vec![p2.clone(), np2.clone()];
         inodes.extend(moved);
         self.0.revoke(ctx, inodes, vec![(p2, n2), (np2, nn2)]).await;
-        Ok(Empty {})
+        Ok(change)
     }
     async fn readlink(&self, ctx: &CallCtx, req: Fid) -> Result<Data, Exception> {
         self.0
@@ -370,13 +464,21 @@ impl Volume for VolumeServant {
         let flags = req.flags;
         let h2 = h.clone();
         let h3 = h.clone();
-        let o = self
+        let truncating = flags & libc::O_TRUNC != 0;
+        if truncating {
+            // The holder's buffered writes came before this truncation.
+            self.0.recall(&h, node).await;
+        }
+        let mut o = self
             .0
-            .run(ctx, vec![h], move |s, fds| {
+            .run_on(ctx, truncating, vec![h], move |s, fds| {
                 let fd = sys::reopen(fds[0].as_raw_fd(), flags)?;
-                Ok(OpenReply { fh: s.add_open(fd, node, h2) })
+                Ok(OpenReply { fh: s.add_open(fd, node, h2), exclusive: 0 })
             })
             .await?;
+        // Registered as an opener first: a grant racing this open sees it, or this sees the grant.
+        self.0.recall(&h3, node).await;
+        o.exclusive = self.0.exclusive_for(ctx, &h3).await;
         self.0.grant(ctx, &[&h3]);
         Ok(o)
     }
@@ -385,15 +487,24 @@ impl Volume for VolumeServant {
         let node = ctx.src;
         let (mode, flags) = (req.mode & !req.umask, req.flags);
         let (p2, n2) = (p.clone(), name.clone());
-        let r = self
+        if flags & libc::O_TRUNC != 0 {
+            let n3 = name.clone();
+            if let Ok(Some(existing)) = self.0.run(ctx, vec![p.clone()], move |_, fds| Ok(sys::handle_at(fds[0].as_raw_fd(), &n3).ok())).await {
+                self.0.recall(&existing, node).await;
+            }
+        }
+        let mut r = self
             .0
             .run(ctx, vec![p], move |s, fds| {
                 let fd = sys::open_at(fds[0].as_raw_fd(), &name, flags | libc::O_CREAT, mode)?;
-                let entry = s.entry_at(fds[0].as_raw_fd(), &name)?;
+                let entry = s.new_entry_at(fds[0].as_raw_fd(), &name)?;
                 let handle = entry.fid.as_ref().map(|f| f.handle.to_vec()).unwrap_or_default();
-                Ok(CreateReply { entry: Some(entry), fh: s.add_open(fd, node, handle) })
+                Ok(CreateReply { entry: Some(entry), fh: s.add_open(fd, node, handle), exclusive: 0 })
             })
             .await?;
+        let h = r.entry.as_ref().map(handle_of).unwrap_or_default();
+        self.0.recall(&h, node).await;
+        r.exclusive = self.0.exclusive_for(ctx, &h).await;
         if let Some(e) = &r.entry {
             // O_TRUNC on an existing file changes it for every node that caches it.
             if flags & libc::O_TRUNC != 0 {
@@ -416,25 +527,71 @@ impl Volume for VolumeServant {
         let n = blocking(move || sys::pwrite(fd.as_raw_fd(), &req.data, req.offset)).await?;
         // Other nodes' cached pages and size of this file are now wrong.
         self.0.revoke(ctx, vec![handle], vec![]).await;
-        Ok(WriteReply { written: n as u32 })
+        Ok(WriteReply { written: n as u32, attr: None })
     }
     async fn fsync(&self, _ctx: &CallCtx, req: FhReq) -> Result<Empty, Exception> {
         let (fd, _) = self.0.file(req.fh)?;
         blocking(move || sys::fsync(fd.as_raw_fd(), req.datasync)).await?;
         Ok(Empty {})
     }
+    async fn write_back(&self, ctx: &CallCtx, req: WriteBackReq) -> Result<WriteReply, Exception> {
+        let mut files = Vec::with_capacity(req.extents.len());
+        let mut handles: Vec<Vec<u8>> = Vec::new();
+        for x in &req.extents {
+            let (fd, h) = self.0.file(x.fh)?;
+            if !handles.contains(&h) {
+                handles.push(h);
+            }
+            files.push(fd);
+        }
+        let sync = if req.sync_fh != 0 { Some(self.0.file(req.sync_fh)?.0) } else { None };
+        let (n, attr) = blocking(move || {
+            let mut n = 0usize;
+            for (x, fd) in req.extents.iter().zip(&files) {
+                n += sys::pwrite(fd.as_raw_fd(), &x.data, x.offset)?;
+            }
+            if let Some(fd) = &sync {
+                sys::fsync(fd.as_raw_fd(), req.datasync)?;
+            }
+            let last = sync.as_ref().or(files.last());
+            Ok((n, last.map(|fd| sys::stat_fd(fd.as_raw_fd())).transpose()?))
+        })
+        .await?;
+        if !handles.is_empty() {
+            self.0.revoke(ctx, handles, vec![]).await;
+        }
+        Ok(WriteReply { written: n as u32, attr: attr.as_ref().map(attr_of) })
+    }
+    async fn surrender(&self, ctx: &CallCtx, req: SurrenderReq) -> Result<Empty, Exception> {
+        let h = VolumeServer::fid_handle(&req.fid)?;
+        if self.0.grants.end(&h, Grant { node: ctx.src, epoch: req.epoch }) {
+            self.0.locks.install(&h, held_locks(ctx.src, req.locks));
+        }
+        Ok(Empty {})
+    }
+    async fn fsync_dir(&self, ctx: &CallCtx, req: Fid) -> Result<Empty, Exception> {
+        self.0
+            .run_on(ctx, true, vec![req.handle.to_vec()], |_, fds| {
+                let d = sys::reopen(fds[0].as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+                sys::fsync(d.as_raw_fd(), false).map(|_| Empty {})
+            })
+            .await
+    }
     async fn flush(&self, ctx: &CallCtx, req: FhReq) -> Result<Empty, Exception> {
         let (_, handle) = self.0.file(req.fh)?;
         self.0.locks.release_owner(&handle, ctx.src, req.lock_owner);
         Ok(Empty {})
     }
-    async fn release(&self, _ctx: &CallCtx, req: FhReq) -> Result<Empty, Exception> {
-        self.0.open.lock().remove(&req.fh);
-        Ok(Empty {})
+    async fn release(&self, ctx: &CallCtx, req: FhReq) -> Result<OneWay, Exception> {
+        let closed = self.0.open.lock().remove(&req.fh);
+        if let (Some(f), true) = (closed, req.surrender != 0) {
+            self.0.grants.end(&f.handle, Grant { node: ctx.src, epoch: req.surrender });
+        }
+        Ok(OneWay {})
     }
     async fn read_dir(&self, ctx: &CallCtx, req: Fid) -> Result<DirList, Exception> {
         self.0
-            .run(ctx, vec![req.handle.to_vec()], |_, fds| {
+            .run_on(ctx, true, vec![req.handle.to_vec()], |_, fds| {
                 let entries = sys::read_dir(fds[0].as_raw_fd())?;
                 Ok(DirList { entries: entries.into_iter().map(|(name, kind, ino)| DirEntry { name, kind: kind as u32, ino }).collect() })
             })
@@ -459,6 +616,8 @@ impl Volume for VolumeServant {
     }
     async fn get_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Data, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
+        // The caller may cache the answer (its client caches "no such attribute").
+        self.0.grant(ctx, &[&h]);
         self.0
             .run(ctx, vec![h], move |_, fds| {
                 let (d, n) = sys::getxattr_fd(fds[0].as_raw_fd(), &req.name, req.size as usize)?;
@@ -495,6 +654,7 @@ impl Volume for VolumeServant {
     }
     async fn get_lk(&self, ctx: &CallCtx, req: LockReq) -> Result<LockReply, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
+        self.0.recall(&h, ctx.src).await;
         Ok(match self.0.locks.conflict(&h, ctx.src, req.owner, req.typ, req.start, req.end) {
             Some(l) => LockReply { typ: l.typ, start: l.start, end: l.end, pid: l.pid },
             None => LockReply { typ: crate::locks::F_UNLCK, start: req.start, end: req.end, pid: 0 },
@@ -505,6 +665,7 @@ impl Volume for VolumeServant {
         if ![crate::locks::F_RDLCK, crate::locks::F_WRLCK, crate::locks::F_UNLCK].contains(&req.typ) || req.start > req.end {
             return Err(einval("bad lock request"));
         }
+        self.0.recall(&h, ctx.src).await;
         let lock = Lock { node: ctx.src, owner: req.owner, pid: req.pid, typ: req.typ, start: req.start, end: req.end };
         // Answer a little before the caller's deadline, so it hears EINTR rather than a timeout.
         let deadline = ctx.deadline.checked_sub(std::time::Duration::from_millis(200)).unwrap_or_else(Instant::now);

@@ -2,7 +2,9 @@
 //!
 //! Cases: `ext4` (a directory on this machine's disk), `pxfs_owner` (node 1's mount, a file
 //! of node 1's own volume), `pxfs_remote` (node 1's mount, a file of node 2's volume),
-//! `sshfs` (sshfs over loopback to a throwaway sshd). The workload is ours, the same for all:
+//! `sshfs` (sshfs over loopback to a throwaway sshd). The remote cases work at the root of
+//! what is remote (node 2's volume root `/www`; the sshfs export's root), so both walk the
+//! same number of FUSE path components. The workload is ours, the same for all:
 //! file create/stat/delete rates, sequential write (1 MiB blocks, then fsync) and read
 //! (page cache dropped first), 4 KiB random reads, 4 KiB write+fsync, SQLite autocommit
 //! inserts (the sqlite3 CLI). Ratios are to ext4 and to sshfs measured in the same run.
@@ -243,9 +245,9 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
         }
     };
     let mut cases: Vec<(&str, PathBuf)> =
-        vec![("ext4", dir.join("ext4")), ("pxfs_owner", m1.join("bench-owner")), ("pxfs_remote", m1.join("www/bench-remote"))];
+        vec![("ext4", dir.join("ext4")), ("pxfs_owner", m1.join("bench-owner")), ("pxfs_remote", m1.join("www"))];
     if let Some(s) = &sshfs {
-        cases.push(("sshfs", s.mnt.join("bench")));
+        cases.push(("sshfs", s.mnt.clone()));
     }
     let mut results: Vec<(&str, Vec<Option<f64>>)> = Vec::new();
     for (name, path) in &cases {

@@ -1,0 +1,129 @@
+//! What a node answers for itself, without asking the owner: attributes the kernel dropped
+//! but this node still knows to be current.
+//!
+//! Two things, both held under the owner's cache token for the file (see `cache`), so a
+//! change by another node calls this node back and clears them:
+//! - **directory attributes after this node's own namespace operations.** The kernel forgets
+//!   a directory's attributes after every create, unlink or rename in it, and with
+//!   `default_permissions` needs them again at the next path walk through it: without this,
+//!   every create or unlink would cost a second round trip (a GETATTR). The owner returns the
+//!   directory's attributes with each such operation (NFSv3's post-operation attributes).
+//! - **absent extended attributes.** The kernel asks for `security.capability` before every
+//!   write (to strip it); nearly every file has none.
+//!
+//! A reply can race a callback: the owner revokes while the reply that carried older
+//! attributes is still on its way. Every callback bumps a generation; a reply is kept only
+//! if no callback came between sending the request and receiving the reply.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::proto::Attr;
+
+/// Bound on anything kept here, also when a callback was lost (the owner gave up on this
+/// node for a while): the same as the kernel's own attribute timeout.
+const KEEP: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+pub struct AttrCache {
+    generation: AtomicU64,
+    dirs: Mutex<HashMap<u64, (Attr, Instant)>>,
+    /// Per inode: names known absent, since when.
+    no_xattr: Mutex<HashMap<u64, Vec<(String, Instant)>>>,
+}
+
+/// Taken before a request; a reply is cached only while it is still current.
+#[derive(Clone, Copy)]
+pub struct Ticket(u64);
+
+impl AttrCache {
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.generation.load(SeqCst))
+    }
+
+    /// A directory's attributes, if known current.
+    pub fn dir(&self, ino: u64) -> Option<Attr> {
+        let m = self.dirs.lock();
+        m.get(&ino).filter(|(_, at)| at.elapsed() < KEEP).map(|(a, _)| a.clone())
+    }
+
+    /// Keeps `a` as directory `ino`'s attributes unless a callback came after `t`.
+    pub fn put_dir(&self, t: Ticket, ino: u64, a: Attr) {
+        let mut m = self.dirs.lock();
+        if self.generation.load(SeqCst) == t.0 {
+            m.insert(ino, (a, Instant::now()));
+        } else {
+            m.remove(&ino);
+        }
+    }
+
+    /// Whether extended attribute `name` of `ino` is known absent.
+    pub fn xattr_absent(&self, ino: u64, name: &str) -> bool {
+        let m = self.no_xattr.lock();
+        m.get(&ino).is_some_and(|names| names.iter().any(|(n, at)| n == name && at.elapsed() < KEEP))
+    }
+
+    pub fn put_xattr_absent(&self, t: Ticket, ino: u64, name: &str) {
+        let mut m = self.no_xattr.lock();
+        if self.generation.load(SeqCst) == t.0 {
+            let names = m.entry(ino).or_default();
+            names.retain(|(n, _)| n != name);
+            names.push((name.to_string(), Instant::now()));
+        }
+    }
+
+    /// This node is about to change `ino` itself (the reply brings the new state, if any).
+    pub fn forget(&self, ino: u64) {
+        self.dirs.lock().remove(&ino);
+        self.no_xattr.lock().remove(&ino);
+    }
+
+    /// This node is about to change `ino`'s attributes but not its extended attributes.
+    pub fn forget_dir(&self, ino: u64) {
+        self.dirs.lock().remove(&ino);
+    }
+
+    /// Forgets everything (an operation whose effects are not all known here, like rename).
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, SeqCst);
+        self.dirs.lock().clear();
+        self.no_xattr.lock().clear();
+    }
+
+    /// An owner's callback: `inos` changed elsewhere.
+    pub fn revoke(&self, inos: &HashSet<u64>) {
+        // Bumped first: a reply racing this callback must not be kept.
+        self.generation.fetch_add(1, SeqCst);
+        let (mut dirs, mut no_xattr) = (self.dirs.lock(), self.no_xattr.lock());
+        for i in inos {
+            dirs.remove(i);
+            no_xattr.remove(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_older_than_a_callback_is_not_kept() {
+        let c = AttrCache::default();
+        let t = c.ticket();
+        c.revoke(&HashSet::from([7]));
+        c.put_dir(t, 7, Attr { ino: 7, ..Default::default() });
+        assert!(c.dir(7).is_none());
+        c.put_xattr_absent(t, 7, "security.capability");
+        assert!(!c.xattr_absent(7, "security.capability"));
+        let t = c.ticket();
+        c.put_dir(t, 7, Attr { ino: 7, ..Default::default() });
+        c.put_xattr_absent(t, 7, "security.capability");
+        assert_eq!(c.dir(7).map(|a| a.ino), Some(7));
+        assert!(c.xattr_absent(7, "security.capability"));
+        c.revoke(&HashSet::from([7]));
+        assert!(c.dir(7).is_none() && !c.xattr_absent(7, "security.capability"));
+    }
+}
