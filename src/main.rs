@@ -127,6 +127,9 @@ enum BenchCmd {
     Fs {
         #[arg(long)]
         json: bool,
+        /// Rounds over all cases, interleaved; each figure is the median of its rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
         /// Seconds per timed metric.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
@@ -190,11 +193,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 inflight,
             })?;
         }
-        Cmd::Bench { which: BenchCmd::Fs { json, seconds, file_mib } } => {
-            if !(0.1..=600.0).contains(&seconds) || file_mib == 0 {
-                anyhow::bail!("--seconds must be 0.1..=600 and --file-mib at least 1");
+        Cmd::Bench { which: BenchCmd::Fs { json, rounds, seconds, file_mib } } => {
+            if !(0.1..=600.0).contains(&seconds) || file_mib == 0 || rounds == 0 {
+                anyhow::bail!("--seconds must be 0.1..=600, --file-mib and --rounds at least 1");
             }
-            ssi::bench::fs::run(&ssi::bench::fs::Options { json, seconds, file_mib })?;
+            ssi::bench::fs::run(&ssi::bench::fs::Options { json, rounds, seconds, file_mib })?;
         }
         Cmd::Demo { dir } => {
             let dir = dir.unwrap_or_else(|| local::default_dir().join("demo"));

@@ -47,7 +47,7 @@ impl AttrCache {
     /// A directory's attributes, if known current.
     pub fn dir(&self, ino: u64) -> Option<Attr> {
         let m = self.dirs.lock();
-        m.get(&ino).filter(|(_, at)| at.elapsed() < KEEP).map(|(a, _)| a.clone())
+        m.get(&ino).filter(|(_, at)| at.elapsed() < KEEP).map(|(a, _)| *a)
     }
 
     /// Keeps `a` as directory `ino`'s attributes unless a callback came after `t`.

@@ -79,10 +79,71 @@ enum OpenDir {
     Listed(Arc<Listing>),
 }
 
-#[derive(Default)]
 struct Inodes {
     by_ino: HashMap<u64, INode>,
     by_fid: HashMap<(u32, Bytes), u64>,
+    next_ino: u64,
+}
+
+impl Inodes {
+    /// Registers a looked-up entry: its kernel inode number (one more lookup of it).
+    fn remember(&mut self, vol: u32, handle: Bytes, path: String) -> u64 {
+        if let Some(&ino) = self.by_fid.get(&(vol, handle.clone())) {
+            if let Some(n) = self.by_ino.get_mut(&ino) {
+                n.nlookup += 1;
+                n.path = path;
+            }
+            return ino;
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.by_fid.insert((vol, handle.clone()), ino);
+        self.by_ino.insert(ino, INode { vol, handle, path, nlookup: 1 });
+        ino
+    }
+}
+
+/// Answers a lookup-like request with the entry, registering its inode.
+fn reply_entry(inodes: &RwLock<Inodes>, vol: u32, path: String, e: Entry, reply: ReplyEntry) {
+    match (e.fid, e.attr) {
+        (Some(f), Some(a)) => {
+            let ino = inodes.write().remember(vol, f.handle, path);
+            reply.entry(&TTL, &file_attr(ino, &a), Generation(0));
+        }
+        _ => reply.error(Errno::EIO),
+    }
+}
+
+/// One invocation on volume `vol`'s server as `who`. A reference to a server that has
+/// restarted is refused before it runs (StaleReference), so it is resolved again and retried.
+async fn invoke<T, F, Fut>(owners: &Owners, vol: u32, who: Option<Creds>, f: F) -> Result<T, Errno>
+where
+    F: Fn(VolumeStub) -> Fut,
+    Fut: std::future::Future<Output = Result<Received<T>, OrbError>>,
+{
+    let mut opts = CallOptions::default().deadline(CALL_DEADLINE);
+    opts.creds = who;
+    let mut last = OrbError::Shutdown;
+    for _ in 0..2 {
+        let stub = match owners.stub(vol).await {
+            Ok(s) => s.with_options(opts.clone()),
+            Err(e) => return Err(errno_of(&e)),
+        };
+        match f(stub).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(e @ OrbError::Exception(_)) if matches!(e.exception_code(), Some(code::STALE_REFERENCE) | Some(code::OBJECT_NOT_EXIST)) => {
+                owners.drop_stub(vol);
+                last = e;
+            }
+            Err(e) => {
+                if e.is_node_down() {
+                    owners.drop_stub(vol);
+                }
+                return Err(errno_of(&e));
+            }
+        }
+    }
+    Err(errno_of(&last))
 }
 
 /// What the notifier thread is asked to drop.
@@ -101,7 +162,6 @@ pub struct Client {
     holder: Arc<Holder>,
     roots: Mutex<HashMap<u32, Bytes>>,
     inodes: Arc<RwLock<Inodes>>,
-    next_ino: AtomicU64,
     dirs: Mutex<HashMap<u64, OpenDir>>,
     next_dh: AtomicU64,
     cache: Arc<AttrCache>,
@@ -208,7 +268,7 @@ fn fid(h: &Bytes) -> Option<Fid> {
 impl Client {
     pub fn new(orb: Orb, rt: tokio::runtime::Handle, volumes: Vec<VolumeSpec>) -> io::Result<Client> {
         let root = volumes.iter().find(|v| v.path == "/").ok_or_else(|| io::Error::other("the namespace has no volume at /"))?;
-        let mut inodes = Inodes::default();
+        let mut inodes = Inodes { by_ino: HashMap::new(), by_fid: HashMap::new(), next_ino: ROOT + 1 };
         inodes.by_ino.insert(ROOT, INode { vol: root.id, handle: Bytes::new(), path: "/".into(), nlookup: 1 });
         let owners = Arc::new(Owners::new(orb.clone(), volumes.iter().map(|v| (v.id, v.node)).collect()));
         Ok(Client {
@@ -219,7 +279,6 @@ impl Client {
             volumes: volumes.into_iter().map(|v| (v.id, v)).collect(),
             roots: Mutex::new(HashMap::new()),
             inodes: Arc::new(RwLock::new(inodes)),
-            next_ino: AtomicU64::new(ROOT + 1),
             dirs: Mutex::new(HashMap::new()),
             next_dh: AtomicU64::new(1),
             cache: Arc::new(AttrCache::default()),
@@ -249,40 +308,21 @@ impl Client {
         self.owners.stub(vol).await
     }
 
-    /// One invocation on volume `vol`'s server as the caller. A reference to a server that has
-    /// restarted is refused before it runs (StaleReference), so it is resolved again and retried.
+    /// One invocation on volume `vol`'s server as `who`, waited for on this FUSE thread.
     fn call<T, F, Fut>(&self, vol: u32, who: Option<Creds>, f: F) -> Result<T, Errno>
     where
         F: Fn(VolumeStub) -> Fut,
         Fut: std::future::Future<Output = Result<Received<T>, OrbError>>,
     {
-        let mut opts = CallOptions::default().deadline(CALL_DEADLINE);
-        opts.creds = who;
-        self.rt.block_on(async {
-            let mut last = OrbError::Shutdown;
-            for _ in 0..2 {
-                let stub = match self.stub(vol).await {
-                    Ok(s) => s.with_options(opts.clone()),
-                    Err(e) => return Err(errno_of(&e)),
-                };
-                match f(stub).await {
-                    Ok(r) => return Ok(r.into_inner()),
-                    Err(e @ OrbError::Exception(_))
-                        if matches!(e.exception_code(), Some(code::STALE_REFERENCE) | Some(code::OBJECT_NOT_EXIST)) =>
-                    {
-                        self.owners.drop_stub(vol);
-                        last = e;
-                    }
-                    Err(e) => {
-                        if e.is_node_down() {
-                            self.owners.drop_stub(vol);
-                        }
-                        return Err(errno_of(&e));
-                    }
-                }
-            }
-            Err(errno_of(&last))
-        })
+        self.rt.block_on(invoke(&self.owners, vol, who, f))
+    }
+
+    /// Finishes a request on the runtime instead of this FUSE thread: `answer` runs the
+    /// invocation and replies to the kernel from the runtime thread that received the result,
+    /// sparing a FUSE thread's wake per request (a reply is a write to /dev/fuse; it never
+    /// waits on the mount, so the runtime may make it). `answer` must not block.
+    fn answer(&self, answer: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.rt.spawn(answer);
     }
 
     /// (volume, handle, path) of a kernel inode; a volume root's handle is fetched once.
@@ -308,36 +348,10 @@ impl Client {
         Ok(h)
     }
 
-    /// Registers a looked-up entry: its kernel inode number (one more lookup of it).
-    fn remember(&self, vol: u32, handle: Bytes, path: String) -> u64 {
-        let mut t = self.inodes.write();
-        if let Some(&ino) = t.by_fid.get(&(vol, handle.clone())) {
-            if let Some(n) = t.by_ino.get_mut(&ino) {
-                n.nlookup += 1;
-                n.path = path;
-            }
-            return ino;
-        }
-        let ino = self.next_ino.fetch_add(1, Relaxed);
-        t.by_fid.insert((vol, handle.clone()), ino);
-        t.by_ino.insert(ino, INode { vol, handle, path, nlookup: 1 });
-        ino
-    }
-
-    fn reply_entry(&self, vol: u32, path: String, e: Entry, reply: ReplyEntry) {
-        match (e.fid, e.attr) {
-            (Some(f), Some(a)) => {
-                let ino = self.remember(vol, f.handle, path);
-                reply.entry(&TTL, &file_attr(ino, &a), Generation(0));
-            }
-            _ => reply.error(Errno::EIO),
-        }
-    }
-
     fn new_entry<F, Fut>(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry, f: F)
     where
-        F: Fn(VolumeStub, Option<Fid>, String) -> Fut,
-        Fut: std::future::Future<Output = Result<Received<Entry>, OrbError>>,
+        F: Fn(VolumeStub, Option<Fid>, String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Received<Entry>, OrbError>> + Send,
     {
         let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
         let (vol, h, path) = or_reply!(reply, self.node(parent.0));
@@ -346,13 +360,19 @@ impl Client {
             return reply.error(Errno::EEXIST);
         }
         let t = self.changing_dir(parent.0);
-        match self.call(vol, Some(creds(req)), |s| f(s, fid(&h), name.to_string())) {
-            Ok(mut e) => {
-                self.dir_changed(t, parent.0, e.parent.take());
-                self.reply_entry(vol, child, e, reply)
+        let (owners, cache, inodes, who, name) =
+            (self.owners.clone(), self.cache.clone(), self.inodes.clone(), Some(creds(req)), name.to_string());
+        self.answer(async move {
+            match invoke(&owners, vol, who, |s| f(s, fid(&h), name.clone())).await {
+                Ok(mut e) => {
+                    if let Some(a) = e.parent.take() {
+                        cache.put_dir(t, parent.0, a);
+                    }
+                    reply_entry(&inodes, vol, child, e, reply)
+                }
+                Err(e) => reply.error(e),
             }
-            Err(e) => reply.error(e),
-        }
+        });
     }
 
     /// What this node buffered of the file reaches the owner (before anything that reads
@@ -381,20 +401,24 @@ impl Client {
             return reply.error(Errno::EBUSY);
         }
         let t = self.changing_dir(parent.0);
-        let r = self.call(vol, Some(creds(req)), |s| {
-            let req = NameReq { parent: fid(&h), name: name.to_string() };
-            async move {
-                if dir {
-                    s.rmdir(req).await
-                } else {
-                    s.unlink(req).await
+        let (owners, cache, who, name) = (self.owners.clone(), self.cache.clone(), Some(creds(req)), name.to_string());
+        self.answer(async move {
+            let r = invoke(&owners, vol, who, |s| {
+                let req = NameReq { parent: fid(&h), name: name.clone() };
+                async move {
+                    if dir {
+                        s.rmdir(req).await
+                    } else {
+                        s.unlink(req).await
+                    }
                 }
+            })
+            .await;
+            if let Some(a) = r.as_ref().ok().and_then(|c| c.parent) {
+                cache.put_dir(t, parent.0, a);
             }
+            reply_empty(reply, r);
         });
-        if let Ok(c) = &r {
-            self.dir_changed(t, parent.0, c.parent.clone());
-        }
-        reply_empty(reply, r);
     }
 }
 
@@ -418,27 +442,34 @@ impl Filesystem for Client {
                 Ok(e) => e,
                 Err(e) => return reply.error(e),
             };
-            return self.reply_entry(v, child, e, reply);
+            return reply_entry(&self.inodes, v, child, e, reply);
         }
-        let look = || {
-            self.call(vol, Some(creds(req)), |s| {
-                let r = NameReq { parent: fid(&h), name: name.to_string() };
-                async move { s.lookup(r).await }
-            })
-        };
-        let mut e = match look() {
-            Ok(e) => e,
-            // Absent: the kernel keeps that too (a negative entry), under the directory's
-            // token; a name made elsewhere is called back like any other entry.
-            Err(Errno::ENOENT) => return reply.entry(&TTL, &file_attr(0, &Attr::default()), Generation(0)),
-            Err(e) => return reply.error(e),
-        };
-        // A file whose writes this node buffers: the owner's size is behind; write back, ask again.
-        if let Some(f) = e.fid.as_ref().filter(|f| self.holder.buffering(vol, &f.handle)) {
-            or_reply!(reply, self.settle(vol, &f.handle.clone()));
-            e = or_reply!(reply, look());
-        }
-        self.reply_entry(vol, child, e, reply)
+        let (owners, holder, inodes, who, name) =
+            (self.owners.clone(), self.holder.clone(), self.inodes.clone(), Some(creds(req)), name.to_string());
+        self.answer(async move {
+            let look = || {
+                invoke(&owners, vol, who.clone(), |s| {
+                    let r = NameReq { parent: fid(&h), name: name.clone() };
+                    async move { s.lookup(r).await }
+                })
+            };
+            let mut e = match look().await {
+                Ok(e) => e,
+                // Absent: the kernel keeps that too (a negative entry), under the directory's
+                // token; a name made elsewhere is called back like any other entry.
+                Err(Errno::ENOENT) => return reply.entry(&TTL, &file_attr(0, &Attr::default()), Generation(0)),
+                Err(e) => return reply.error(e),
+            };
+            // A file whose writes this node buffers: the owner's size is behind; write back,
+            // ask again.
+            if let Some(f) = e.fid.clone().filter(|f| holder.may_buffer(vol, &f.handle)) {
+                if let Err(x) = holder.settle_async(vol, &f.handle).await {
+                    return reply.error(errno_of(&x));
+                }
+                e = or_reply!(reply, look().await);
+            }
+            reply_entry(&inodes, vol, child, e, reply)
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -470,16 +501,21 @@ impl Filesystem for Client {
             return reply.attr(&TTL, &file_attr(ino.0, &a));
         }
         or_reply!(reply, self.settle(vol, &h));
-        match self.call(vol, Some(creds(req)), |s| {
-            let r = Fid { handle: h.clone() };
-            async move { s.get_attr(r).await }
-        }) {
-            Ok(a) => {
-                self.holder.note_attr(vol, &h, &a);
-                reply.attr(&TTL, &file_attr(ino.0, &a))
+        let (owners, holder, who) = (self.owners.clone(), self.holder.clone(), Some(creds(req)));
+        self.answer(async move {
+            match invoke(&owners, vol, who, |s| {
+                let r = Fid { handle: h.clone() };
+                async move { s.get_attr(r).await }
+            })
+            .await
+            {
+                Ok(a) => {
+                    holder.note_attr(vol, &h, &a);
+                    reply.attr(&TTL, &file_attr(ino.0, &a))
+                }
+                Err(e) => reply.error(e),
             }
-            Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn setattr(
@@ -542,14 +578,14 @@ impl Filesystem for Client {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        self.new_entry(req, parent, name, reply, |s, p, n| {
+        self.new_entry(req, parent, name, reply, move |s, p, n| {
             let r = MknodReq { parent: p, name: n, mode, umask, rdev };
             async move { s.mknod(r).await }
         });
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        self.new_entry(req, parent, name, reply, |s, p, n| {
+        self.new_entry(req, parent, name, reply, move |s, p, n| {
             let r = MknodReq { parent: p, name: n, mode, umask, rdev: 0 };
             async move { s.mkdir(r).await }
         });
@@ -557,7 +593,7 @@ impl Filesystem for Client {
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let Some(t) = target.to_str().map(str::to_string) else { return reply.error(Errno::EINVAL) };
-        self.new_entry(req, parent, link_name, reply, |s, p, n| {
+        self.new_entry(req, parent, link_name, reply, move |s, p, n| {
             let r = SymlinkReq { parent: p, name: n, target: t.clone() };
             async move { s.symlink(r).await }
         });
@@ -570,7 +606,7 @@ impl Filesystem for Client {
             Err(e) => return reply.error(e),
             _ => {}
         }
-        self.new_entry(req, newparent, newname, reply, |s, p, n| {
+        self.new_entry(req, newparent, newname, reply, move |s, p, n| {
             let r = LinkReq { fid: fid(&h), newparent: p, newname: n };
             async move { s.link(r).await }
         });
@@ -614,25 +650,30 @@ impl Filesystem for Client {
             async move { s.rename(r).await }
         });
         if let Ok(c) = &r {
-            self.dir_changed(t, parent.0, c.parent.clone());
-            self.dir_changed(t, newparent.0, c.newparent.clone());
+            self.dir_changed(t, parent.0, c.parent);
+            self.dir_changed(t, newparent.0, c.newparent);
         }
         reply_empty(reply, r)
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
-        match self.call(vol, Some(creds(req)), |s| {
-            let r = OpenReq { fid: fid(&h), flags: flags.0 };
-            async move { s.open(r).await }
-        }) {
-            // Page cache under the owner's token; no FOPEN_KEEP_CACHE: dropped at every open.
-            Ok(o) => {
-                self.holder.opened(vol, &h, o.exclusive);
-                reply.opened(FileHandle(o.fh), FopenFlags::empty())
+        let (owners, holder, who) = (self.owners.clone(), self.holder.clone(), Some(creds(req)));
+        self.answer(async move {
+            match invoke(&owners, vol, who, |s| {
+                let r = OpenReq { fid: fid(&h), flags: flags.0 };
+                async move { s.open(r).await }
+            })
+            .await
+            {
+                // Page cache under the owner's token; no FOPEN_KEEP_CACHE: dropped at every open.
+                Ok(o) => {
+                    holder.opened(vol, &h, o.exclusive).await;
+                    reply.opened(FileHandle(o.fh), FopenFlags::empty())
+                }
+                Err(e) => reply.error(e),
             }
-            Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
@@ -644,22 +685,30 @@ impl Filesystem for Client {
         }
         let r = CreateReq { parent: fid(&h), name: name.into(), mode, umask, flags };
         let t = self.changing_dir(parent.0);
-        match self.call(vol, Some(creds(req)), |s| {
-            let r = r.clone();
-            async move { s.create(r).await }
-        }) {
-            Ok(CreateReply { entry: Some(Entry { fid: Some(f), attr: Some(a), parent: dir }), fh, exclusive }) => {
-                self.dir_changed(t, parent.0, dir);
-                self.holder.opened(vol, &f.handle, exclusive);
-                self.holder.note_attr(vol, &f.handle, &a);
-                let ino = self.remember(vol, f.handle, child);
-                // A new file has no capabilities; the kernel asks before its first write.
-                self.cache.put_xattr_absent(t, ino, "security.capability");
-                reply.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty());
+        let (owners, holder, cache, inodes, who) =
+            (self.owners.clone(), self.holder.clone(), self.cache.clone(), self.inodes.clone(), Some(creds(req)));
+        self.answer(async move {
+            match invoke(&owners, vol, who, |s| {
+                let r = r.clone();
+                async move { s.create(r).await }
+            })
+            .await
+            {
+                Ok(CreateReply { entry: Some(Entry { fid: Some(f), attr: Some(a), parent: dir }), fh, exclusive }) => {
+                    if let Some(d) = dir {
+                        cache.put_dir(t, parent.0, d);
+                    }
+                    holder.opened(vol, &f.handle, exclusive).await;
+                    holder.note_attr(vol, &f.handle, &a);
+                    let ino = inodes.write().remember(vol, f.handle, child);
+                    // A new file has no capabilities; the kernel asks before its first write.
+                    cache.put_xattr_absent(t, ino, "security.capability");
+                    reply.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty());
+                }
+                Ok(_) => reply.error(Errno::EIO),
+                Err(e) => reply.error(e),
             }
-            Ok(_) => reply.error(Errno::EIO),
-            Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn read(
@@ -675,13 +724,25 @@ impl Filesystem for Client {
     ) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         or_reply!(reply, self.settle(vol, &h));
-        match self.call(vol, None, |s| {
-            let r = ReadReq { fh: fh.0, offset, size };
-            async move { s.read(r).await }
-        }) {
-            Ok(d) => reply.data(&d.data),
-            Err(e) => reply.error(e),
+        if self.volumes.get(&vol).is_some_and(|v| v.node == self.orb.node()) {
+            match crate::server::read_local(vol, fh.0, self.orb.node(), offset, size) {
+                Some(Ok(d)) => return reply.data(&d),
+                Some(Err(e)) => return reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
+                None => {}
+            }
         }
+        let owners = self.owners.clone();
+        self.answer(async move {
+            match invoke(&owners, vol, None, |s| {
+                let r = ReadReq { fh: fh.0, offset, size };
+                async move { s.read(r).await }
+            })
+            .await
+            {
+                Ok(d) => reply.data(&d.data),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn write(
@@ -704,13 +765,18 @@ impl Filesystem for Client {
             Err(e) => return reply.error(errno_of(&e)),
         }
         let data = Bytes::copy_from_slice(data);
-        match self.call(vol, None, |s| {
-            let r = WriteReq { fh: fh.0, offset, data: data.clone() };
-            async move { s.write(r).await }
-        }) {
-            Ok(w) => reply.written(w.written),
-            Err(e) => reply.error(e),
-        }
+        let owners = self.owners.clone();
+        self.answer(async move {
+            match invoke(&owners, vol, None, |s| {
+                let r = WriteReq { fh: fh.0, offset, data: data.clone() };
+                async move { s.write(r).await }
+            })
+            .await
+            {
+                Ok(w) => reply.written(w.written),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
@@ -1051,9 +1117,12 @@ impl CacheManager for CacheManagerServant {
             w.extend(req.entries.iter().filter_map(|e| ino(&e.parent).map(|p| Inval::Entry(p, e.name.clone()))));
             w
         };
-        let changed: HashSet<u64> = work.iter().map(|w| match w {
-            Inval::Inode(i) | Inval::Entry(i, _) => *i,
-        }).collect();
+        let changed: HashSet<u64> = work
+            .iter()
+            .map(|w| match w {
+                Inval::Inode(i) | Inval::Entry(i, _) => *i,
+            })
+            .collect();
         self.cache.revoke(&changed);
         if work.is_empty() {
             return Ok(Empty {});

@@ -120,14 +120,13 @@ impl Holder {
     }
 
     /// An open or create succeeded; `epoch` is the exclusive token it brought (0: none).
-    /// On a FUSE thread.
-    pub fn opened(&self, vol: u32, handle: &Bytes, epoch: u64) {
+    pub async fn opened(&self, vol: u32, handle: &Bytes, epoch: u64) {
         *self.opens.lock().entry((vol, handle.clone())).or_default() += 1;
         if epoch == 0 {
             return;
         }
         let slot = self.slot_or_new(vol, handle);
-        let mut g = slot.blocking_lock();
+        let mut g = slot.lock().await;
         if self.tombstones.lock().remove(&((vol, handle.clone()), epoch)).is_some() {
             return;
         }
@@ -145,13 +144,37 @@ impl Holder {
         }
     }
 
-    /// Whether this node buffers writes of the file now.
-    pub fn buffering(&self, vol: u32, handle: &Bytes) -> bool {
-        self.with_held(vol, handle, |h| h.is_some_and(|h| !h.dirty.is_empty()))
+    /// Whether this node may be buffering writes of the file now (true when its slot is
+    /// busy). Does not block: for the runtime.
+    pub fn may_buffer(&self, vol: u32, handle: &Bytes) -> bool {
+        let Some(slot) = self.slot(vol, handle) else { return false };
+        let r = match slot.try_lock() {
+            Ok(g) => g.as_ref().is_some_and(|h| !h.dirty.is_empty()),
+            Err(_) => true,
+        };
+        r
+    }
+
+    /// `settle` without a sync, for the runtime.
+    pub async fn settle_async(&self, vol: u32, handle: &Bytes) -> Result<(), OrbError> {
+        let Some(slot) = self.slot(vol, handle) else { return Ok(()) };
+        let mut g = slot.lock().await;
+        match g.as_mut() {
+            Some(held) => self.write_back(vol, held, None).await,
+            None => Ok(()),
+        }
     }
 
     /// Buffers a small write under the token; writes back first when too much is buffered.
-    pub fn write(&self, rt: &tokio::runtime::Handle, vol: u32, handle: &Bytes, fh: u64, offset: u64, data: &[u8]) -> Result<Buffered, OrbError> {
+    pub fn write(
+        &self,
+        rt: &tokio::runtime::Handle,
+        vol: u32,
+        handle: &Bytes,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Buffered, OrbError> {
         let Some(slot) = self.slot(vol, handle) else { return Ok(Buffered::No) };
         let mut g = slot.blocking_lock();
         let Some(held) = g.as_mut() else { return Ok(Buffered::No) };
@@ -199,16 +222,19 @@ impl Holder {
 
     /// The file's attributes, when this node holds its token and knows them.
     pub fn attr(&self, vol: u32, handle: &Bytes) -> Option<Attr> {
-        self.with_held(vol, handle, |h| h.and_then(|h| h.attr.clone()))
+        self.with_held(vol, handle, |h| h.and_then(|h| h.attr))
     }
 
-    /// Attributes the owner just sent for a file (kept while it is held and nothing buffered).
+    /// Attributes the owner just sent for a file (kept while it is held and nothing is
+    /// buffered; skipped when the slot is busy). Does not block.
     pub fn note_attr(&self, vol: u32, handle: &Bytes, a: &Attr) {
-        self.with_held(vol, handle, |h| {
-            if let Some(h) = h.filter(|h| h.dirty.is_empty()) {
-                h.attr = Some(a.clone());
+        if let Some(slot) = self.slot(vol, handle) {
+            if let Ok(mut g) = slot.try_lock() {
+                if let Some(h) = g.as_mut().filter(|h| h.dirty.is_empty()) {
+                    h.attr = Some(*a);
+                }
             }
-        })
+        }
     }
 
     /// F_GETLK under the token: Some(conflicting lock or None), or None when not held.
@@ -220,7 +246,14 @@ impl Holder {
     /// F_SETLK/F_SETLKW under the token: Some(result) when arbitrated here, None when the
     /// owner must do it (not held; or a conflict a waiter must wait out: then the token goes
     /// back to the owner first, with this node's locks).
-    pub fn set_lock(&self, rt: &tokio::runtime::Handle, vol: u32, handle: &Bytes, lock: Lock, wait: bool) -> Option<Result<(), crate::locks::SetError>> {
+    pub fn set_lock(
+        &self,
+        rt: &tokio::runtime::Handle,
+        vol: u32,
+        handle: &Bytes,
+        lock: Lock,
+        wait: bool,
+    ) -> Option<Result<(), crate::locks::SetError>> {
         let slot = self.slot(vol, handle)?;
         let mut g = slot.blocking_lock();
         let held = g.as_mut()?;
@@ -292,11 +325,7 @@ impl Holder {
     }
 
     fn hand_over(&self, key: &[u8]) -> Vec<HeldLock> {
-        self.locks
-            .take(key)
-            .into_iter()
-            .map(|l| HeldLock { owner: l.owner, pid: l.pid, typ: l.typ, start: l.start, end: l.end })
-            .collect()
+        self.locks.take(key).into_iter().map(|l| HeldLock { owner: l.owner, pid: l.pid, typ: l.typ, start: l.start, end: l.end }).collect()
     }
 
     /// `node` left the view: the tokens of its volumes are void (a restarted owner knows

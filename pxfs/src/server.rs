@@ -4,7 +4,7 @@
 //! only open files (per client node) and byte-range locks. Each call resolves the handles it
 //! names as root, then runs the system call on a blocking thread as the caller (`sys::AsUser`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -200,7 +200,7 @@ impl VolumeServer {
     /// Before node `src` uses `file`: another node's exclusive token on it is recalled (that
     /// node's buffered writes reach the disk and its locks come into this table).
     async fn recall(&self, file: &[u8], src: u32) {
-        if !self.grants.holder(file).is_some_and(|g| g.node != src) {
+        if self.grants.holder(file).is_none_or(|g| g.node == src) {
             return;
         }
         let _one = self.grants.recalling.lock().await;
@@ -489,7 +489,9 @@ impl Volume for VolumeServant {
         let (p2, n2) = (p.clone(), name.clone());
         if flags & libc::O_TRUNC != 0 {
             let n3 = name.clone();
-            if let Ok(Some(existing)) = self.0.run(ctx, vec![p.clone()], move |_, fds| Ok(sys::handle_at(fds[0].as_raw_fd(), &n3).ok())).await {
+            if let Ok(Some(existing)) =
+                self.0.run(ctx, vec![p.clone()], move |_, fds| Ok(sys::handle_at(fds[0].as_raw_fd(), &n3).ok())).await
+            {
                 self.0.recall(&existing, node).await;
             }
         }
@@ -677,6 +679,21 @@ impl Volume for VolumeServant {
     }
 }
 
+/// The volume servers of this process, for `read_local`.
+static LOCAL: Mutex<BTreeMap<u32, std::sync::Weak<VolumeServer>>> = Mutex::new(BTreeMap::new());
+
+/// A read by this node's own client of a file on a volume this process serves: straight from
+/// the descriptor the server opened for it (with the reader's rights, at open), on the
+/// client's thread; the same as a `Read` invocation, without the trips through the runtime
+/// and the blocking pool. None when the volume is not served here or `fh` is not open.
+pub fn read_local(vol: u32, fh: u64, node: u32, offset: u64, size: u32) -> Option<io::Result<Vec<u8>>> {
+    let server = LOCAL.lock().get(&vol)?.upgrade()?;
+    let (fd, handle) = server.file(fh).ok()?;
+    // This node caches the pages it reads: a token, as for a `Read`.
+    server.tokens.grant(node, &handle);
+    Some(sys::pread(fd.as_raw_fd(), size.min(16 << 20) as usize, offset))
+}
+
 /// The ORB name of volume `id`'s server object.
 pub fn volume_name(id: u32) -> String {
     format!("pxfs.volume.{id}")
@@ -686,6 +703,7 @@ pub fn volume_name(id: u32) -> String {
 /// and locks whenever a view drops it.
 pub fn serve(orb: &Orb, id: u32, dir: &Path) -> io::Result<(Arc<VolumeServer>, ObjHandle)> {
     let server = VolumeServer::new(orb, id, dir)?;
+    LOCAL.lock().insert(id, Arc::downgrade(&server));
     let h = export_volume(orb, VolumeServant(server.clone()));
     orb.register_name(&volume_name(id), &h);
     let mut views = orb.subscribe_views();

@@ -3,8 +3,8 @@
 //! Cases: `ext4` (a directory on this machine's disk), `pxfs_owner` (node 1's mount, a file
 //! of node 1's own volume), `pxfs_remote` (node 1's mount, a file of node 2's volume),
 //! `sshfs` (sshfs over loopback to a throwaway sshd). The remote cases work at the root of
-//! what is remote (node 2's volume root `/www`; the sshfs export's root), so both walk the
-//! same number of FUSE path components. The workload is ours, the same for all:
+//! what is remote (node 2's volume root `/www`; a `www` directory at the sshfs export's
+//! root), with paths of the same depth. The workload is ours, the same for all:
 //! file create/stat/delete rates, sequential write (1 MiB blocks, then fsync) and read
 //! (page cache dropped first), 4 KiB random reads, 4 KiB write+fsync, SQLite autocommit
 //! inserts (the sqlite3 CLI). Ratios are to ext4 and to sshfs measured in the same run.
@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
+use super::median;
 use crate::local::{self, UpOptions};
 
 pub struct Options {
     pub json: bool,
+    pub rounds: u32,
     pub seconds: f64,
     pub file_mib: u64,
 }
@@ -171,8 +173,10 @@ fn start_sshfs(dir: &Path) -> anyhow::Result<Sshfs> {
         }
     }
     let d = dir.join("sshfs");
-    let (export, mnt) = (d.join("export"), d.join("mnt"));
-    fs::create_dir_all(&export)?;
+    // Mounted as deep as node 1's PXFS mount, and used one directory down (as PXFS's `/www`):
+    // a cached stat walks as many path components, as many of them on FUSE, in both.
+    let (export, mnt) = (d.join("export"), d.join("node1/mnt"));
+    fs::create_dir_all(export.join("www"))?;
     fs::create_dir_all(&mnt)?;
     for (k, t) in [("host_key", "ed25519"), ("user_key", "ed25519")] {
         let status = Command::new("ssh-keygen").args(["-q", "-t", t, "-N", "", "-f"]).arg(d.join(k)).status()?;
@@ -247,20 +251,35 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     let mut cases: Vec<(&str, PathBuf)> =
         vec![("ext4", dir.join("ext4")), ("pxfs_owner", m1.join("bench-owner")), ("pxfs_remote", m1.join("www"))];
     if let Some(s) = &sshfs {
-        cases.push(("sshfs", s.mnt.clone()));
+        cases.push(("sshfs", s.mnt.join("www")));
     }
-    let mut results: Vec<(&str, Vec<Option<f64>>)> = Vec::new();
-    for (name, path) in &cases {
-        if !o.json {
-            eprint!("\r{name}...                 ");
+    // Rounds interleave the cases, so a slow spell of the machine hits them all alike.
+    let mut rounds: Vec<Vec<Vec<Option<f64>>>> = vec![Vec::new(); cases.len()];
+    for round in 1..=o.rounds {
+        for (i, (name, path)) in cases.iter().enumerate() {
+            if !o.json {
+                eprint!("\rround {round}/{}: {name}...                 ", o.rounds);
+            }
+            rounds[i].push(workload(path, o).with_context(|| format!("case {name}"))?);
         }
-        let r = workload(path, o).with_context(|| format!("case {name}"))?;
-        results.push((name, r));
     }
     if !o.json {
-        eprint!("\r{:40}\r", "");
+        eprint!("\r{:50}\r", "");
     }
     drop(sshfs);
+    let results: Vec<(&str, Vec<Option<f64>>)> = cases
+        .iter()
+        .zip(&rounds)
+        .map(|((name, _), runs)| {
+            let per_metric = (0..METRICS.len())
+                .map(|m| {
+                    let v: Vec<f64> = runs.iter().filter_map(|r| r[m]).collect();
+                    (!v.is_empty()).then(|| median(&v))
+                })
+                .collect();
+            (*name, per_metric)
+        })
+        .collect();
     report(o, &results);
     Ok(())
 }
@@ -276,10 +295,13 @@ fn report(o: &Options, results: &[(&str, Vec<Option<f64>>)]) {
                 }
             }
         }
-        println!("{}", json!({"bench": "fs", "seconds_per_metric": o.seconds, "file_mib": o.file_mib, "results": out}));
+        println!("{}", json!({"bench": "fs", "rounds": o.rounds, "seconds_per_metric": o.seconds, "file_mib": o.file_mib, "results": out}));
         return;
     }
-    println!("ssi bench fs — {} s per metric, {} MiB file; ratios to ext4 / to sshfs from the same run", o.seconds, o.file_mib);
+    println!(
+        "ssi bench fs — medians of {} rounds, {} s per metric, {} MiB file; ratios to ext4 / to sshfs from the same run",
+        o.rounds, o.seconds, o.file_mib
+    );
     print!("{:<22}", "metric");
     for (case, _) in results {
         print!("{:>14}", case);

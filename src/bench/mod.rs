@@ -9,3 +9,17 @@ pub mod cases;
 pub mod fs;
 pub mod orb;
 pub mod server;
+
+/// The median of `v` (0 for none): this machine is shared and noisy, so figures are medians
+/// of rounds.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        0.0
+    } else if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+    }
+}

@@ -4,6 +4,7 @@
 //! the same two processes. Cases are interleaved over several rounds; the report gives the
 //! median of the rounds and the ratio to raw TCP measured in the same run.
 
+use super::median;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,18 +30,6 @@ struct Agg {
     p99: Vec<f64>,
     rate: Vec<f64>,
     requests_sent: u64,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    if s.is_empty() {
-        0.0
-    } else if s.len() % 2 == 1 {
-        s[s.len() / 2]
-    } else {
-        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-    }
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
