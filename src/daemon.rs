@@ -58,6 +58,11 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         let orb = Orb::start(oc).await.map_err(|e| anyhow!(e))?;
         ssi_orb::diag::install(&orb);
         let fs = start_pxfs(&cfg, &orb, id);
+        ssi_procmgmt::server::serve(&orb);
+        let mountpoints = cfg.nodes.iter().map(|(i, n)| (*i, n.mountpoint.clone())).collect();
+        let one_machine = cfg.nodes.values().all(|n| n.addr.ip().is_loopback());
+        let launcher =
+            Arc::new(ssi_procmgmt::launch::Launcher::new(&orb, mountpoints, Box::new(ssi_procmgmt::placement::LeastLoaded::default()), one_machine));
 
         let sock = &me.control_socket;
         if sock.exists() {
@@ -70,7 +75,7 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         }
         crate::local::write_pid_file(&me.dir, std::process::id())?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default() };
+        let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default(), launcher };
         let server = tonic::transport::Server::builder()
             .add_service(ControlServer::new(svc))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
@@ -149,10 +154,21 @@ struct ControlService {
     cfg: Arc<Config>,
     stop: tokio::sync::watch::Sender<bool>,
     bench: crate::bench::server::BenchServers,
+    launcher: Arc<ssi_procmgmt::launch::Launcher>,
 }
 
 #[tonic::async_trait]
 impl Control for ControlService {
+    type ExecStream = crate::procctl::ExecStream;
+
+    async fn exec(&self, req: Request<tonic::Streaming<cp::ExecIn>>) -> Result<Response<Self::ExecStream>, Status> {
+        crate::procctl::exec(self.launcher.clone(), self.orb.node(), req).await
+    }
+
+    async fn kill(&self, req: Request<cp::KillRequest>) -> Result<Response<cp::Empty>, Status> {
+        crate::procctl::kill(&self.launcher, req).await
+    }
+
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let view = self.orb.view();
         let opts = CallOptions::default().deadline(Duration::from_millis(500));

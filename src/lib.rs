@@ -7,6 +7,8 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod local;
+pub mod procctl;
+pub mod rexec;
 pub mod tool;
 
 use control::proto::StatusReply;

@@ -65,23 +65,40 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Run a command on a node (not implemented yet: global processes).
+    /// Run a command on a node of the cluster, as if here: stdio, signals, exit status.
     Rexec {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// The node to run on.
+        #[arg(short = 'n', long, conflicts_with = "any")]
+        node: Option<u32>,
+        /// Let the placement policy pick the node (the default without -n).
+        #[arg(long)]
+        any: bool,
+        /// A pseudo-terminal for interactive commands.
+        #[arg(short = 't')]
+        tty: bool,
+        /// Working directory on the target (default: this one, moved to the target's mount).
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<std::ffi::OsString>,
     },
-    /// sh-compatible entry for make's SHELL (not implemented yet: global processes).
+    /// sh-compatible entry for make's SHELL: `ssi sh -c CMD` runs on the node the placement
+    /// policy picks.
     Sh {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        args: Vec<std::ffi::OsString>,
     },
     /// Every process of every node (not implemented yet: global processes).
     Ps {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Signal global pids (not implemented yet: global processes).
+    /// Signal global pids: `ssi kill [-SIGNAL] GPID...` (as your own kill(2) on their nodes).
     Kill {
+        #[arg(long)]
+        dir: Option<PathBuf>,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -203,10 +220,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dir = dir.unwrap_or_else(|| local::default_dir().join("demo"));
             ssi::demo::run(&dir)?;
         }
-        Cmd::Rexec { .. } => not_yet("rexec", "global processes")?,
-        Cmd::Sh { .. } => not_yet("sh", "global processes")?,
+        // The tool's own failures exit 255 (as ssh's), apart from the command's exit codes.
+        Cmd::Rexec { node, any: _, tty, cwd, dir, cmd } => {
+            let Err(e) = ssi::rexec::rexec(ssi::rexec::RexecOptions { dir: dir_or(dir), node, tty, cwd, argv: cmd });
+            fail_255(e)
+        }
+        Cmd::Sh { args } => {
+            let Err(e) = ssi::rexec::sh(dir_or(None), args);
+            fail_255(e)
+        }
         Cmd::Ps { .. } => not_yet("ps", "global processes")?,
-        Cmd::Kill { .. } => not_yet("kill", "global processes")?,
+        Cmd::Kill { dir, args } => ssi::rexec::kill(dir_or(dir), args)?,
         Cmd::Ports { .. } => not_yet("ports", "global networking")?,
         Cmd::Ext { .. } => not_yet("ext", "global networking")?,
         Cmd::Trace { .. } => not_yet("trace", "tracing")?,
@@ -215,13 +239,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line: the reason and its causes.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ").replace('\n', " ")
+}
+
+fn fail_255(e: anyhow::Error) -> ! {
+    eprintln!("ssi: {}", one_line(&e));
+    std::process::exit(255)
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the reason and its causes.
-            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
-            eprintln!("ssi: {}", msg.replace('\n', " "));
+            eprintln!("ssi: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -60,6 +60,15 @@ fn one_namespace_files_on_their_owner_and_coherent_across_nodes() {
     assert!(!m2.join("www/page.bin").exists());
     assert_eq!(fs::read(m2.join("www/renamed.bin")).unwrap().len(), body.len());
     assert_eq!(fs::rename(m1.join("www/renamed.bin"), m1.join("src/x.bin")).unwrap_err().raw_os_error(), Some(libc::EXDEV));
+    // Names cached on node 1, present or absent, follow changes made on node 2 — also after
+    // node 2 changed other names of the directory in between.
+    assert!(!m1.join("www/later").exists());
+    fs::write(m2.join("www/other"), b"x").unwrap();
+    fs::write(m2.join("www/later"), b"here").unwrap();
+    assert_eq!(fs::read(m1.join("www/later")).unwrap(), b"here", "an absent name made elsewhere");
+    fs::write(m2.join("www/another"), b"").unwrap();
+    fs::remove_file(m2.join("www/later")).unwrap();
+    assert!(!m1.join("www/later").exists(), "a name removed elsewhere");
     // Appended on node 1 while node 2 holds the file open: node 2's next read sees it.
     let mut held = fs::File::open(m2.join("www/renamed.bin")).unwrap();
     let mut a = OpenOptions::new().append(true).open(m1.join("www/renamed.bin")).unwrap();

@@ -249,6 +249,25 @@ impl Orb {
     pub fn subscribe_views(&self) -> watch::Receiver<View> {
         self.0.view_tx.subscribe()
     }
+    /// Runs `f` for every node that leaves the view from now on, in order; the returned
+    /// future runs until the ORB shuts down (spawn it).
+    pub fn departures<F, Fut>(&self, f: F) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        F: Fn(u32) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let mut views = self.subscribe_views();
+        async move {
+            let mut members: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
+            while views.changed().await.is_ok() {
+                let now: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
+                for gone in members.iter().filter(|n| !now.contains(n)) {
+                    f(*gone).await;
+                }
+                members = now;
+            }
+        }
+    }
     /// Views installed so far, oldest first.
     pub fn views_seen(&self) -> Vec<View> {
         self.0.views_seen.lock().clone()

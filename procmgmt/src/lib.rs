@@ -1,10 +1,52 @@
-//! ssi-procmgmt: global processes (DESIGN §5) — global pids, remote exec, signals and wait
-//! across nodes, the combining global `/proc`, `ssi ps`.
+//! ssi-procmgmt: global processes (DESIGN §5) — global pids, remote exec, signals and exit
+//! across nodes.
 //!
-//! **Skeleton.** Nothing is implemented yet (issue "Global processes").
+//! - `server`: `ProcMgr`, served by every node (spawn as the caller, stdin, signals, kill).
+//! - `launch`: the launching daemon's side (placement, working directory, stdio relay).
+//! - `placement`: the policies (round-robin, least-loaded).
+//! - `spawn`: starting a process as a user; kill(2) as a user.
+//!
+//! Not yet: the global `/proc` volume and `ssi ps`.
+
+pub mod launch;
+pub mod placement;
+pub mod server;
+pub mod spawn;
+
+pub mod proto {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/ssi.procmgmt.rs"));
+}
 
 /// A global pid: `node × 4194304 + local pid` (node ids 1..=511), so it fits a `pid_t`.
 pub const GPID_STRIDE: u32 = 4_194_304;
 
+/// The ORB name of every node's `ProcMgr`.
+pub const PROCMGR_NAME: &str = "procmgmt";
+
+pub fn gpid(node: u32, pid: u32) -> u64 {
+    node as u64 * GPID_STRIDE as u64 + pid as u64
+}
+
+pub fn node_of(gpid: u64) -> u32 {
+    (gpid / GPID_STRIDE as u64) as u32
+}
+
+pub fn local_pid(gpid: u64) -> u32 {
+    (gpid % GPID_STRIDE as u64) as u32
+}
+
 /// What this crate can do today.
-pub const STATUS: &str = "procmgmt: not implemented yet — no remote exec, no global /proc";
+pub const STATUS: &str = "procmgmt: global pids, remote exec, signals, kill; no global /proc yet";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpids_name_node_and_pid() {
+        let g = gpid(3, 4_194_303);
+        assert_eq!((node_of(g), local_pid(g)), (3, 4_194_303));
+        assert_eq!(gpid(2, 17), 8_388_625);
+    }
+}

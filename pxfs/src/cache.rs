@@ -26,12 +26,16 @@ pub struct Tokens {
     orb: Orb,
     volume: u32,
     holders: Mutex<HashMap<Vec<u8>, BTreeSet<u32>>>,
+    /// Per directory, the nodes that cache names in it (found or absent). A callback about
+    /// one name drops just that name there, so, unlike `holders`, these stay: the node still
+    /// caches the directory's other names and must hear of their changes too.
+    names: Mutex<HashMap<Vec<u8>, BTreeSet<u32>>>,
     stubs: Mutex<HashMap<u32, CacheManagerStub>>,
 }
 
 impl Tokens {
     pub fn new(orb: Orb, volume: u32) -> Self {
-        Tokens { orb, volume, holders: Mutex::new(HashMap::new()), stubs: Mutex::new(HashMap::new()) }
+        Tokens { orb, volume, holders: Mutex::new(HashMap::new()), names: Mutex::new(HashMap::new()), stubs: Mutex::new(HashMap::new()) }
     }
 
     /// `node` now caches something of `handle`.
@@ -40,6 +44,14 @@ impl Tokens {
             return;
         }
         self.holders.lock().entry(handle.to_vec()).or_default().insert(node);
+    }
+
+    /// `node` now caches names (present or absent) in directory `dir`.
+    pub fn grant_names(&self, node: u32, dir: &[u8]) {
+        if node == ssi_orb::TOOL_NODE {
+            return;
+        }
+        self.names.lock().entry(dir.to_vec()).or_default().insert(node);
     }
 
     async fn stub(&self, node: u32) -> Option<CacheManagerStub> {
@@ -80,6 +92,12 @@ impl Tokens {
                     if set.is_empty() {
                         h.remove(k);
                     }
+                }
+            }
+            let names = self.names.lock();
+            for (dir, _) in &entries {
+                if let Some(set) = names.get(dir) {
+                    nodes.extend(set.iter().copied().filter(|n| *n != except));
                 }
             }
         }

@@ -1081,18 +1081,11 @@ pub fn mount(client: Client, mountpoint: &Path) -> io::Result<fuser::BackgroundS
         }
     })?;
     set_readahead(mountpoint, 1024);
-    let mut views = orb.subscribe_views();
     let h = holder.clone();
-    client_rt.spawn(async move {
-        let mut members: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
-        while views.changed().await.is_ok() {
-            let now: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
-            for gone in members.iter().filter(|n| !now.contains(n)) {
-                h.owner_gone(*gone).await;
-            }
-            members = now;
-        }
-    });
+    client_rt.spawn(orb.departures(move |gone| {
+        let h = h.clone();
+        async move { h.owner_gone(gone).await }
+    }));
     let cm = export_cache_manager(&orb, CacheManagerServant { inodes, cache, holder, queue: Mutex::new(tx) });
     orb.register_name(crate::cache::CACHE_MANAGER_NAME, &cm);
     Ok(session)

@@ -268,13 +268,15 @@ impl VolumeServer {
             .await?;
         let mut inodes = vec![p2.clone()];
         inodes.extend(victim);
-        self.revoke(ctx, inodes, vec![(p2, n2)]).await;
+        self.revoke(ctx, inodes, vec![(p2.clone(), n2)]).await;
+        self.tokens.grant_names(ctx.src, &p2);
         Ok(DirChange { parent: Some(parent), newparent: None })
     }
     /// A name `name` now exists in directory `parent`: the directory changed for the others;
     /// the caller caches both.
     async fn new_name(&self, ctx: &CallCtx, parent: Vec<u8>, name: String, e: &Entry) {
         self.tokens.revoke(ctx.src, vec![parent.clone()], vec![(parent.clone(), name)]).await;
+        self.tokens.grant_names(ctx.src, &parent);
         self.grant(ctx, &[&parent, &handle_of(e)]);
     }
     /// Every other node drops what it caches of `inodes` and of the names in `entries`.
@@ -308,10 +310,8 @@ impl Volume for VolumeServant {
         let (p, name) = name_of(&req.parent, &req.name)?;
         let n2 = name.clone();
         let found = self.0.run(ctx, vec![p.clone()], move |s, fds| s.entry_at(fds[0].as_raw_fd(), &name)).await;
-        if found.as_ref().is_err_and(|x| x.code == ERRNO_BASE + libc::ENOENT as u32) {
-            // The caller caches the absence of the name: a token on the directory.
-            self.0.grant(ctx, &[&p]);
-        }
+        // The caller caches the name, present or absent.
+        self.0.tokens.grant_names(ctx.src, &p);
         let mut e = found?;
         let h = handle_of(&e);
         if self.0.grants.holder(&h).is_some_and(|g| g.node != ctx.src) {
@@ -447,7 +447,9 @@ impl Volume for VolumeServant {
         let (moved, change) = moved;
         let mut inodes = vec![p2.clone(), np2.clone()];
         inodes.extend(moved);
-        self.0.revoke(ctx, inodes, vec![(p2, n2), (np2, nn2)]).await;
+        self.0.revoke(ctx, inodes, vec![(p2.clone(), n2), (np2.clone(), nn2)]).await;
+        self.0.tokens.grant_names(ctx.src, &p2);
+        self.0.tokens.grant_names(ctx.src, &np2);
         Ok(change)
     }
     async fn readlink(&self, ctx: &CallCtx, req: Fid) -> Result<Data, Exception> {
@@ -706,17 +708,10 @@ pub fn serve(orb: &Orb, id: u32, dir: &Path) -> io::Result<(Arc<VolumeServer>, O
     LOCAL.lock().insert(id, Arc::downgrade(&server));
     let h = export_volume(orb, VolumeServant(server.clone()));
     orb.register_name(&volume_name(id), &h);
-    let mut views = orb.subscribe_views();
     let s = server.clone();
-    tokio::spawn(async move {
-        let mut members: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
-        while views.changed().await.is_ok() {
-            let now: Vec<u32> = views.borrow().members.iter().map(|m| m.node).collect();
-            for gone in members.iter().filter(|n| !now.contains(n)) {
-                s.node_gone(*gone);
-            }
-            members = now;
-        }
-    });
+    tokio::spawn(orb.departures(move |gone| {
+        s.node_gone(gone);
+        async {}
+    }));
     Ok((server, h))
 }

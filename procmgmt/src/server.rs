@@ -1,0 +1,252 @@
+//! `ProcMgr`, served by every node: starts processes for launchers on other nodes (or this
+//! one), feeds their stdin, relays their output and exit to the launcher's `StdioSink`,
+//! signals them, and kills any process of the node as its caller could.
+//!
+//! A process started here whose launcher is gone — the launching node left the view, or
+//! the launcher stopped answering — gets SIGHUP, as from a closed terminal, rather than
+//! living on unowned.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ssi_orb::proto::{Creds as OrbCreds, Empty};
+use ssi_orb::{CallCtx, CallOptions, Exception, ObjHandle, Orb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::proto::*;
+use crate::spawn::{self, Creds, Reader, Spec, Writer};
+use crate::{gpid, local_pid, node_of};
+
+/// Exceptions carrying an errno use this code plus the errno (as PXFS's).
+pub const ERRNO_BASE: u32 = 1000;
+/// How long the relay waits for output after the process exited (a background child may
+/// hold the pipes open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+const CHUNK: usize = 64 << 10;
+
+fn errno_exception(e: std::io::Error) -> Exception {
+    Exception::new(ERRNO_BASE + e.raw_os_error().unwrap_or(libc::EIO) as u32, e.to_string())
+}
+
+fn errno(n: i32, why: &str) -> Exception {
+    Exception::new(ERRNO_BASE + n as u32, why.to_string())
+}
+
+/// A process started here for a launcher.
+struct Proc {
+    uid: u32,
+    launcher_node: u32,
+    stdin: Arc<tokio::sync::Mutex<Option<Writer>>>,
+    pty: Option<Arc<std::os::fd::OwnedFd>>,
+}
+
+#[derive(Clone)]
+pub struct ProcServer {
+    orb: Orb,
+    procs: Arc<Mutex<HashMap<u64, Proc>>>,
+}
+
+fn caller(ctx: &CallCtx) -> Result<Creds, Exception> {
+    match &ctx.creds {
+        Some(OrbCreds { uid, gid, groups }) => Ok(Creds { uid: *uid, gid: *gid, groups: groups.clone() }),
+        None => Err(errno(libc::EPERM, "no caller credentials")),
+    }
+}
+
+impl ProcServer {
+    pub fn new(orb: &Orb) -> Self {
+        ProcServer { orb: orb.clone(), procs: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    fn node(&self) -> u32 {
+        self.orb.node()
+    }
+
+    /// SIGHUP to the process groups of every process launched from `node`.
+    pub fn launcher_node_gone(&self, node: u32) {
+        let pids: Vec<u64> = self.procs.lock().iter().filter(|(_, p)| p.launcher_node == node).map(|(g, _)| *g).collect();
+        for g in pids {
+            hang_up(g);
+        }
+    }
+
+    /// The processes started here, by gpid, with their launchers' nodes.
+    pub fn launched(&self) -> Vec<(u64, u32)> {
+        self.procs.lock().iter().map(|(g, p)| (*g, p.launcher_node)).collect()
+    }
+}
+
+fn hang_up(g: u64) {
+    let pid = local_pid(g) as i32;
+    unsafe {
+        libc::kill(-pid, libc::SIGHUP);
+        libc::kill(-pid, libc::SIGCONT);
+    }
+}
+
+/// Copies one output stream to the sink, one chunk at a time (so the stream keeps its
+/// order). When the sink is gone the process is hung up and the rest discarded.
+async fn relay(mut from: Reader, stream: u32, sink: StdioSinkStub, g: u64) {
+    let mut buf = vec![0u8; CHUNK];
+    let mut sink_ok = true;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if sink_ok && sink.output(OutputReq { stream, data: Bytes::copy_from_slice(&buf[..n]) }).await.is_err() {
+            sink_ok = false;
+            hang_up(g);
+        }
+    }
+}
+
+#[ssi_orb::async_trait]
+impl ProcMgr for ProcServer {
+    async fn spawn(&self, ctx: &CallCtx, req: SpawnReq) -> Result<SpawnReply, Exception> {
+        let creds = caller(ctx)?;
+        let r = req.sink.first().ok_or_else(|| errno(libc::EINVAL, "no output sink"))?;
+        let sink: ObjHandle = ctx.refs.adopt(r).ok_or_else(|| errno(libc::EINVAL, "the output sink did not arrive counted"))?;
+        let sink = StdioSinkStub::new(sink)
+            .map_err(|e| Exception::app(e.to_string()))?
+            .with_options(CallOptions::default().deadline(Duration::from_secs(3600)));
+        let tty = req.tty.then(|| (req.rows.clamp(1, 1000) as u16, req.cols.clamp(1, 1000) as u16));
+        // SSI_NODE: the process's own node, so an `ssi` it runs talks to this node's daemon.
+        let mut env: Vec<Vec<u8>> = req.env.iter().filter(|e| !e.starts_with(b"SSI_NODE=")).map(|e| e.to_vec()).collect();
+        env.push(format!("SSI_NODE={}", self.node()).into_bytes());
+        let spec = Spec {
+            argv: req.argv.iter().map(|a| a.to_vec()).collect(),
+            env,
+            cwd: req.cwd.to_vec(),
+            umask: req.umask & 0o777,
+            creds: creds.clone(),
+            tty,
+        };
+        // Not on the runtime thread: the child's chdir may need this node's own PXFS mount,
+        // whose requests this runtime answers, and spawn waits for the child's exec.
+        let s = tokio::task::spawn_blocking(move || spawn::spawn(&spec))
+            .await
+            .map_err(|e| Exception::app(e.to_string()))?
+            .map_err(errno_exception)?;
+        let g = gpid(self.node(), s.pid);
+        let stdin = Arc::new(tokio::sync::Mutex::new(Some(s.stdin)));
+        let pty = s.pty.map(Arc::new);
+        self.procs.lock().insert(g, Proc { uid: creds.uid, launcher_node: ctx.src, stdin, pty });
+        tracing::debug!(gpid = g, launcher = ctx.src, parent = req.parent_gpid, "spawned");
+        let procs = self.procs.clone();
+        let (mut child, out, err) = (s.child, s.stdout, s.stderr);
+        tokio::spawn(async move {
+            let relays = async {
+                let o = relay(out, 1, sink.clone(), g);
+                match err {
+                    Some(e) => {
+                        futures_util::future::join(o, relay(e, 2, sink.clone(), g)).await;
+                    }
+                    None => o.await,
+                }
+            };
+            tokio::pin!(relays);
+            let status = tokio::select! {
+                _ = &mut relays => child.wait().await,
+                st = child.wait() => {
+                    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut relays).await;
+                    st
+                }
+            };
+            procs.lock().remove(&g);
+            use std::os::unix::process::ExitStatusExt;
+            let exit = match status {
+                Ok(st) => match (st.code(), st.signal()) {
+                    (Some(c), _) => ExitReq { code: c, signal: 0 },
+                    (None, Some(sig)) => ExitReq { code: -1, signal: sig },
+                    _ => ExitReq { code: 255, signal: 0 },
+                },
+                Err(_) => ExitReq { code: 255, signal: 0 },
+            };
+            let _ = sink.exited(exit).await;
+        });
+        Ok(SpawnReply { gpid: g })
+    }
+
+    async fn input(&self, ctx: &CallCtx, req: InputReq) -> Result<Empty, Exception> {
+        let (uid, stdin) = {
+            let p = self.procs.lock();
+            let p = p.get(&req.gpid).ok_or_else(|| errno(libc::ESRCH, "no such process started here"))?;
+            (p.uid, p.stdin.clone())
+        };
+        if caller(ctx)?.uid != uid {
+            return Err(errno(libc::EPERM, "not the process's launcher"));
+        }
+        let mut w = stdin.lock().await;
+        if let Some(pipe) = w.as_mut() {
+            // A reader that went away (EPIPE) just stops taking input, as with a local pipe.
+            if !req.data.is_empty() && pipe.write_all(&req.data).await.is_err() {
+                *w = None;
+                return Ok(Empty {});
+            }
+            if req.eof {
+                let _ = pipe.shutdown().await;
+                *w = None;
+            }
+        }
+        Ok(Empty {})
+    }
+
+    async fn signal(&self, ctx: &CallCtx, req: SignalReq) -> Result<Empty, Exception> {
+        let uid = self.procs.lock().get(&req.gpid).map(|p| p.uid).ok_or_else(|| errno(libc::ESRCH, "no such process started here"))?;
+        let who = caller(ctx)?;
+        if who.uid != uid && who.uid != 0 {
+            return Err(errno(libc::EPERM, "not the process's launcher"));
+        }
+        // The whole process group, as a terminal does (the process leads its own session).
+        if unsafe { libc::kill(-(local_pid(req.gpid) as i32), req.signal) } < 0 {
+            return Err(errno_exception(std::io::Error::last_os_error()));
+        }
+        Ok(Empty {})
+    }
+
+    async fn resize(&self, _ctx: &CallCtx, req: WinSize) -> Result<Empty, Exception> {
+        let pty = self.procs.lock().get(&req.gpid).and_then(|p| p.pty.clone());
+        if let Some(m) = pty {
+            spawn::resize(&m, req.rows.clamp(1, 1000) as u16, req.cols.clamp(1, 1000) as u16).map_err(errno_exception)?;
+        }
+        Ok(Empty {})
+    }
+
+    async fn kill(&self, ctx: &CallCtx, req: KillReq) -> Result<Empty, Exception> {
+        if node_of(req.gpid) != self.node() {
+            return Err(errno(libc::ESRCH, "that process is not on this node"));
+        }
+        let who = caller(ctx)?;
+        let pid = local_pid(req.gpid) as i32;
+        if pid <= 0 || !(0..=64).contains(&req.signal) {
+            return Err(errno(libc::EINVAL, "bad pid or signal"));
+        }
+        let sig = req.signal;
+        tokio::task::spawn_blocking(move || spawn::kill_as(who.uid, pid, sig))
+            .await
+            .map_err(|e| Exception::app(e.to_string()))?
+            .map_err(errno_exception)?;
+        Ok(Empty {})
+    }
+
+    async fn load(&self, _ctx: &CallCtx, _req: Empty) -> Result<NodeLoad, Exception> {
+        Ok(crate::placement::this_node_load(self.node()))
+    }
+}
+
+/// Exports this node's `ProcMgr` and hangs up processes whose launching node leaves.
+pub fn serve(orb: &Orb) -> ProcServer {
+    let server = ProcServer::new(orb);
+    let h = export_proc_mgr(orb, server.clone());
+    orb.register_name(crate::PROCMGR_NAME, &h);
+    let s = server.clone();
+    tokio::spawn(orb.departures(move |gone| {
+        s.launcher_node_gone(gone);
+        async {}
+    }));
+    server
+}

@@ -1,0 +1,250 @@
+//! `ssi rexec`, `ssi sh`, `ssi kill`: the tool side of global processes. They talk to this
+//! node's daemon over its control socket; the daemon learns who asks from the kernel.
+//!
+//! `rexec` behaves like the command run here: stdin goes there, its stdout and stderr come
+//! back each in order, SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 sent to this tool reach
+//! it, and the tool exits with its exit code — or dies by the signal that killed it.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::Config;
+use crate::control::proto::{exec_in, exec_out, ExecIn, ExecStart, KillRequest, WinSize};
+
+pub struct RexecOptions {
+    pub dir: PathBuf,
+    /// None: the placement policy picks (`--any`).
+    pub node: Option<u32>,
+    pub tty: bool,
+    pub cwd: Option<PathBuf>,
+    pub argv: Vec<OsString>,
+}
+
+/// The node this tool is on: $SSI_NODE, else the node whose mountpoint holds the working
+/// directory, else the lowest node of the cluster.
+fn local_node(cfg: &Config) -> anyhow::Result<u32> {
+    if let Ok(n) = std::env::var("SSI_NODE") {
+        return n.parse().map_err(|_| anyhow!("SSI_NODE={n} is not a node id"));
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    if let Some((id, _)) = cfg.nodes.iter().find(|(_, n)| cwd.starts_with(&n.mountpoint)) {
+        return Ok(*id);
+    }
+    cfg.nodes.keys().next().copied().ok_or_else(|| anyhow!("the cluster config has no nodes"))
+}
+
+async fn control(dir: &Path) -> anyhow::Result<crate::control::ControlClient<tonic::transport::Channel>> {
+    let cfg = Config::load(&crate::local::config_path(dir)).map_err(|e| anyhow!("{e}"))?;
+    let node = local_node(&cfg)?;
+    let sock = cfg.node(node).map_err(|e| anyhow!(e))?.control_socket.clone();
+    crate::control::connect(&sock).await.map_err(|e| anyhow!(e))
+}
+
+fn umask() -> u32 {
+    // There is no way to read the umask without setting it.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m as u32
+    }
+}
+
+fn send(tx: &mpsc::Sender<ExecIn>, msg: exec_in::Msg) {
+    let _ = tx.try_send(ExecIn { msg: Some(msg) });
+}
+
+/// Dies by `signal` (as the remote process did), else exits 128 + signal.
+fn die_by(signal: i32) -> ! {
+    unsafe {
+        // No core dump of this tool for the remote process's SIGSEGV.
+        let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    std::process::exit(128 + signal)
+}
+
+/// The terminal of stdin in raw mode for a `-t` session, restored on drop.
+struct RawTerminal(Option<nix::sys::termios::Termios>);
+
+impl RawTerminal {
+    fn enter() -> Self {
+        use nix::sys::termios::*;
+        let stdin = std::io::stdin();
+        match tcgetattr(&stdin) {
+            Ok(saved) => {
+                let mut raw = saved.clone();
+                cfmakeraw(&mut raw);
+                let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+                RawTerminal(Some(saved))
+            }
+            Err(_) => RawTerminal(None),
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+        }
+    }
+}
+
+fn window_size() -> (u32, u32) {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+        (ws.ws_row as u32, ws.ws_col as u32)
+    } else {
+        (24, 80)
+    }
+}
+
+/// Runs `o` and exits as the remote process did.
+pub fn rexec(o: RexecOptions) -> anyhow::Result<std::convert::Infallible> {
+    if o.argv.is_empty() {
+        bail!("no command given (ssi rexec [-n NODE | --any] [-t] [--cwd DIR] -- CMD...)");
+    }
+    let cwd = match &o.cwd {
+        Some(c) => c.clone(),
+        None => std::env::current_dir().context("working directory")?,
+    };
+    let tty = o.tty && unsafe { libc::isatty(0) } == 1;
+    let (rows, cols) = if tty { window_size() } else { (0, 0) };
+    let start = ExecStart {
+        argv: o.argv.iter().map(|a| a.as_bytes().to_vec().into()).collect(),
+        env: std::env::vars_os().map(|(k, v)| [k.into_vec(), b"=".to_vec(), v.into_vec()].concat().into()).collect(),
+        cwd: cwd.as_os_str().as_bytes().to_vec().into(),
+        cwd_given: o.cwd.is_some(),
+        umask: umask(),
+        node: o.node.unwrap_or(0),
+        tty,
+        rows,
+        cols,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let code = rt.block_on(async move {
+        let mut client = control(&o.dir).await?;
+        let (tx, rx) = mpsc::channel::<ExecIn>(16);
+        send(&tx, exec_in::Msg::Start(start));
+        let mut answers = client.exec(ReceiverStream::new(rx)).await.map_err(|s| anyhow!("{}", s.message()))?.into_inner();
+        let _raw = tty.then(RawTerminal::enter);
+        // stdin: read on a thread of its own (it may be a terminal), one chunk at a time.
+        let stdin_tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut input = std::io::stdin().lock();
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = stdin_tx.blocking_send(ExecIn { msg: Some(exec_in::Msg::Eof(true)) });
+                        return;
+                    }
+                    Ok(n) => {
+                        if stdin_tx.blocking_send(ExecIn { msg: Some(exec_in::Msg::Stdin(buf[..n].to_vec().into())) }).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        use tokio::signal::unix::{signal, SignalKind};
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+            let mut st = signal(SignalKind::from_raw(sig))?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while st.recv().await.is_some() {
+                    send(&tx, exec_in::Msg::Signal(sig));
+                }
+            });
+        }
+        let mut winch = signal(SignalKind::window_change())?;
+        let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+        loop {
+            tokio::select! {
+                m = answers.message() => {
+                    let m = m.map_err(|s| anyhow!("{}", s.message()))?;
+                    match m.and_then(|m| m.msg) {
+                        // A closed stdout (`| head`) is the reader's business, as locally.
+                        Some(exec_out::Msg::Stdout(d)) => { let _ = stdout.write_all(&d).and_then(|_| stdout.flush()); }
+                        Some(exec_out::Msg::Stderr(d)) => { let _ = stderr.write_all(&d); }
+                        Some(exec_out::Msg::Started(_)) => {}
+                        Some(exec_out::Msg::Exit(e)) => return Ok::<_, anyhow::Error>(if e.code < 0 { -e.signal } else { e.code }),
+                        Some(exec_out::Msg::Error(e)) => bail!("{e}"),
+                        None => bail!("the daemon closed the session without an exit status"),
+                    }
+                }
+                _ = winch.recv(), if tty => {
+                    let (rows, cols) = window_size();
+                    send(&tx, exec_in::Msg::Resize(WinSize { rows, cols }));
+                }
+            }
+        }
+    })?;
+    drop(rt);
+    if code < 0 {
+        die_by(-code);
+    }
+    std::process::exit(code)
+}
+
+/// `ssi sh -c CMD`: make's SHELL. Runs `/bin/sh -c CMD` on the node the placement policy
+/// picks, in the same directory of the global namespace.
+pub fn sh(dir: PathBuf, args: Vec<OsString>) -> anyhow::Result<std::convert::Infallible> {
+    // make passes .SHELLFLAGS first (default "-c"); anything sh accepts is passed through.
+    if args.is_empty() {
+        bail!("ssi sh runs commands remotely; give -c 'CMD' (an interactive shell is `ssi rexec -t -- sh`)");
+    }
+    let mut argv = vec![OsString::from("/bin/sh")];
+    argv.extend(args);
+    rexec(RexecOptions { dir, node: None, tty: false, cwd: None, argv })
+}
+
+/// A signal by number, name or SIG-name (`9`, `KILL`, `SIGKILL`).
+pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (0..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s).to_ascii_uppercase();
+    let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().map_err(|_| anyhow!("unknown signal {s}"))?;
+    Ok(sig as i32)
+}
+
+/// `ssi kill [-SIGNAL] GPID...`: each as the caller's own kill(2) on the process's node.
+pub fn kill(dir: PathBuf, args: Vec<String>) -> anyhow::Result<()> {
+    let (signal, gpids) = match args.first() {
+        Some(a) if a.starts_with('-') && a.len() > 1 => (parse_signal(&a[1..])?, &args[1..]),
+        _ => (libc::SIGTERM, &args[..]),
+    };
+    if gpids.is_empty() {
+        bail!("usage: ssi kill [-SIGNAL] GPID...");
+    }
+    let gpids: Vec<u64> = gpids.iter().map(|g| g.parse().map_err(|_| anyhow!("{g} is not a global pid"))).collect::<Result<_, _>>()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut client = control(&dir).await?;
+        let mut failed = Vec::new();
+        for gpid in gpids {
+            if let Err(s) = client.kill(KillRequest { gpid, signal }).await {
+                failed.push(s.message().to_string());
+            }
+        }
+        if !failed.is_empty() {
+            bail!("{}", failed.join("; "));
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,188 @@
+//! Global processes between real node daemons: `ssi rexec`, `ssi sh` and `ssi kill`, through
+//! the control socket and the ORB. Needs root (a test runs as another user) and /dev/fuse
+//! (working directories move between the nodes' mountpoints); CI fails without them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{required, Cluster, BIN};
+use sha2::Digest;
+
+const STRIDE: u64 = 4_194_304;
+
+fn can_run() -> bool {
+    required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())
+}
+
+fn mnt(c: &Cluster, node: u32) -> PathBuf {
+    c.config().node(node).unwrap().mountpoint.clone()
+}
+
+/// `ssi ARGS` as a tool on node 1, in node 1's mount.
+fn ssi(c: &Cluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("SSI_DIR", c.dir_str()).env_remove("SSI_NODE").current_dir(mnt(c, 1));
+    cmd
+}
+
+/// Pids of processes whose command line is exactly `argv`.
+fn pids_running(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < within, "timed out after {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn started(child: &mut Child, argv: &[&str]) -> i32 {
+    let mut pid = vec![];
+    wait_until(Duration::from_secs(10), "the remote process to start", || {
+        pid = pids_running(argv);
+        !pid.is_empty()
+    });
+    assert!(child.try_wait().unwrap().is_none());
+    pid[0]
+}
+
+#[test]
+fn exit_codes_and_deaths_come_back() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("procs-exit", 3);
+    for code in [0, 1, 2, 42, 127, 255] {
+        let st = ssi(&c, &["rexec", "-n", "2", "--", "sh", "-c", &format!("exit {code}")]).status().unwrap();
+        assert_eq!(st.code(), Some(code), "exit {code}");
+    }
+    for (sig, name) in [(libc::SIGKILL, "KILL"), (libc::SIGSEGV, "SEGV")] {
+        let st = ssi(&c, &["rexec", "-n", "3", "--", "sh", "-c", &format!("kill -{name} $$")]).status().unwrap();
+        assert_eq!(st.signal(), Some(sig), "the tool dies by the remote process's signal");
+    }
+    // The command runs on the node asked for, in the same directory of the namespace.
+    let out = ssi(&c, &["rexec", "-n", "3", "--", "sh", "-c", "echo $SSI_NODE; pwd"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("3\n{}\n", mnt(&c, 3).display()));
+    // Outside the namespace without --cwd: a clear refusal.
+    let out = ssi(&c, &["rexec", "-n", "2", "--", "true"]).current_dir("/").output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--cwd"), "{out:?}");
+    let st = ssi(&c, &["rexec", "-n", "2", "--cwd", "/tmp", "--", "true"]).current_dir("/").status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn streams_arrive_whole_and_in_order() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("procs-streams", 2);
+    // 100 MiB through stdin to a remote sha256sum.
+    let data: Vec<u8> = (0..100u64 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let want = format!("{:x}", sha2::Sha256::digest(&data));
+    let mut child = ssi(&c, &["rexec", "-n", "2", "--", "sha256sum"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    feeder.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(out.split_whitespace().next(), Some(want.as_str()));
+    // stdout and stderr interleaved remotely: each keeps its own order.
+    let script = "i=1; while [ $i -le 3000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
+    let out = ssi(&c, &["rexec", "-n", "2", "--", "sh", "-c", script]).output().unwrap();
+    let expect = |p: &str| (1..=3000).map(|i| format!("{p}{i}\n")).collect::<String>();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expect("out"));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), expect("err"));
+}
+
+#[test]
+fn signals_reach_the_remote_process_and_orphans_die() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("procs-signals", 2);
+    // SIGINT to the local tool stops the remote command; the tool dies by SIGINT too.
+    let argv = ["sleep", "1001.5"];
+    let mut child = ssi(&c, &["rexec", "-n", "2", "--", "sleep", "1001.5"]).spawn().unwrap();
+    let remote = started(&mut child, &argv);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGINT));
+    wait_until(Duration::from_secs(2), "the remote sleep to die of SIGINT", || !Path::new(&format!("/proc/{remote}")).exists());
+    // The tool killed with SIGKILL: its remote process is hung up, not left running.
+    let argv = ["sleep", "1002.5"];
+    let mut child = ssi(&c, &["rexec", "-n", "2", "--", "sleep", "1002.5"]).spawn().unwrap();
+    let remote = started(&mut child, &argv);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until(Duration::from_secs(5), "no orphan 5 s after the tool's SIGKILL", || !Path::new(&format!("/proc/{remote}")).exists());
+}
+
+#[test]
+fn users_stay_themselves_on_every_node() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("procs-users", 2);
+    // The tool as another user: a copy of the binary that user may run.
+    let bin_dir = c.dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let bin = bin_dir.join("ssi");
+    std::fs::copy(BIN, &bin).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new(&bin).args(args).env("SSI_DIR", c.dir_str()).current_dir(mnt(&c, 1)).uid(65534).gid(65534).output().unwrap()
+    };
+    let out = as_nobody(&["rexec", "-n", "2", "--", "id", "-u"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n", "{out:?}");
+    // A root process, seen from node 2: nobody may not signal it; root may.
+    let mut victim = Command::new("sleep").arg("1003.5").spawn().unwrap();
+    let gpid = (2 * STRIDE + victim.id() as u64).to_string();
+    let out = as_nobody(&["kill", "-KILL", &gpid]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not permitted"), "{out:?}");
+    assert!(victim.try_wait().unwrap().is_none(), "still running");
+    assert!(ssi(&c, &["kill", "-KILL", &gpid]).status().unwrap().success());
+    assert_eq!(victim.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn make_spreads_compiles_over_the_nodes() {
+    if !can_run()
+        || !required(
+            "cc and make",
+            Command::new("cc").arg("--version").output().is_ok() && Command::new("make").arg("--version").output().is_ok(),
+        )
+    {
+        return;
+    }
+    let c = Cluster::up("procs-make", 4);
+    let tree = mnt(&c, 1).join("src/tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    for i in 0..24 {
+        std::fs::write(tree.join(format!("f{i}.c")), format!("int f{i}(int x) {{ return x * {i} + 1; }}\n")).unwrap();
+    }
+    std::fs::write(
+        tree.join("Makefile"),
+        "OBJS := $(patsubst %.c,%.o,$(wildcard *.c))\nall: $(OBJS)\n%.o: %.c\n\tcc -O2 -c $< -o $@ && echo $$SSI_NODE > $@.node\n",
+    )
+    .unwrap();
+    let shell = format!("SHELL={BIN} sh");
+    let st = Command::new("make").args(["-j8", &shell]).env("SSI_DIR", c.dir_str()).current_dir(&tree).status().unwrap();
+    assert!(st.success());
+    let mut nodes = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..24 {
+        assert!(tree.join(format!("f{i}.o")).exists(), "f{i}.o built");
+        *nodes.entry(std::fs::read_to_string(tree.join(format!("f{i}.o.node"))).unwrap().trim().to_string()).or_default() += 1;
+    }
+    assert!(nodes.len() >= 3, "compiles ran on {nodes:?}");
+}
