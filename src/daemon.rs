@@ -57,10 +57,22 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         oc.max_concurrent = cfg.max_concurrent;
         let orb = Orb::start(oc).await.map_err(|e| anyhow!(e))?;
         ssi_orb::diag::install(&orb);
-        let fs = start_pxfs(&cfg, &orb, id);
-        ssi_procmgmt::server::serve(&orb);
-        let mountpoints = cfg.nodes.iter().map(|(i, n)| (*i, n.mountpoint.clone())).collect();
+        // A local cluster: every node on this machine (see procmgmt's `table`).
         let one_machine = cfg.nodes.values().all(|n| n.addr.ip().is_loopback());
+        let claim = if one_machine {
+            use std::os::unix::ffi::OsStrExt;
+            let first = cfg.nodes.keys().next() == Some(&id);
+            ssi_procmgmt::table::Claim::Subtree { first, config: config_path.as_os_str().as_bytes().to_vec() }
+        } else {
+            ssi_procmgmt::table::Claim::Machine
+        };
+        ssi_procmgmt::server::serve(&orb, claim);
+        let global_proc = ssi_pxfs::synthetic::SyntheticVolume {
+            path: "/proc".into(),
+            provider: Arc::new(ssi_procmgmt::procfs::ProcFs::new(&orb)),
+        };
+        let fs = start_pxfs(&cfg, &orb, id, vec![global_proc]);
+        let mountpoints = cfg.nodes.iter().map(|(i, n)| (*i, n.mountpoint.clone())).collect();
         let launcher =
             Arc::new(ssi_procmgmt::launch::Launcher::new(&orb, mountpoints, Box::new(ssi_procmgmt::placement::LeastLoaded::default()), one_machine));
 
@@ -116,7 +128,7 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
 
 /// Serves this node's volumes and mounts the global namespace. A node that cannot (not
 /// root, no /dev/fuse) says why in its log and goes on serving the ORB.
-fn start_pxfs(cfg: &Config, orb: &Orb, id: u32) -> Option<fuser::BackgroundSession> {
+fn start_pxfs(cfg: &Config, orb: &Orb, id: u32, synthetic: Vec<ssi_pxfs::synthetic::SyntheticVolume>) -> Option<fuser::BackgroundSession> {
     let vols: Vec<ssi_pxfs::VolumeSpec> = cfg
         .volumes
         .iter()
@@ -130,7 +142,7 @@ fn start_pxfs(cfg: &Config, orb: &Orb, id: u32) -> Option<fuser::BackgroundSessi
         }
     }
     let mountpoint = cfg.nodes[&id].mountpoint.clone();
-    let client = match ssi_pxfs::client::Client::new(orb.clone(), tokio::runtime::Handle::current(), vols) {
+    let client = match ssi_pxfs::client::Client::new(orb.clone(), tokio::runtime::Handle::current(), vols, synthetic) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("PXFS not mounted: {e}");

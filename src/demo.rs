@@ -31,11 +31,42 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
     let guard = DownOnDrop(dir.to_path_buf());
     crate::print_status(&local::status(dir)?);
     let res = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tour(dir, &cfg));
+    let res = res.and_then(|_| processes_tour(dir, &cfg));
     std::mem::forget(guard);
-    step(7, "ssi down");
+    step(8, "ssi down");
     let r = local::down(dir)?;
     println!("    stopped {} daemons ({} needed SIGKILL), {} mounts removed", r.stopped, r.killed, r.unmounted);
     res
+}
+
+/// Global processes: a command run on node 3 from node 1, and the cluster's `ps -ef`.
+fn processes_tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
+    step(7, "Global processes: ssi rexec, ssi ps -ef over the global /proc");
+    let m1 = cfg.node(1).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    if !crate::local::mounts_under(&m1).contains(&m1) {
+        println!("    (skipped: they need node 1's mount of the namespace)");
+        return Ok(());
+    }
+    let ssi = |args: &[&str]| {
+        let mut c = std::process::Command::new(std::env::current_exe().expect("own path"));
+        c.args(args).env("SSI_DIR", dir).env_remove("SSI_NODE").current_dir(&m1);
+        c
+    };
+    let script = "echo \"    ran on node $SSI_NODE as $(id -un) in $(pwd), pid $$\"; exit 3";
+    println!("    $ ssi rexec -n 3 -- sh -c '...; exit 3'");
+    let st = ssi(&["rexec", "-n", "3", "--", "sh", "-c", script]).status()?;
+    println!("    the local ssi exited with the remote code: {}", st.code().unwrap_or(-1));
+    let out = ssi(&["ps", "-ef"]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    println!("    $ ssi ps -ef | grep 'ssi node'   (PID is the global pid, NODE where it runs)");
+    if let Some(h) = lines.next() {
+        println!("    {h}");
+    }
+    for l in lines.filter(|l| l.contains(" node --config ")) {
+        println!("    {}", l.chars().take(110).collect::<String>());
+    }
+    Ok(())
 }
 
 /// Takes the demo's cluster down when the demo fails half-way (also on panic).
@@ -161,8 +192,8 @@ async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
 
     step(6, "PXFS: one namespace on every node, each file on its owner's disk");
     pxfs_tour(cfg)?;
-    println!("\n    Still to come (open issues): global processes, global networking, tracing, workloads");
-    println!("    {}\n    {}\n    {}", ssi_procmgmt::STATUS, ssi_netsap::STATUS, ssi_trace::STATUS);
+    println!("\n    Still to come (open issues): global networking, tracing, workloads");
+    println!("    {}\n    {}", ssi_netsap::STATUS, ssi_trace::STATUS);
     orb.shutdown();
     Ok(())
 }

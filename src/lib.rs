@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod demo;
 pub mod local;
 pub mod procctl;
+pub mod ps;
 pub mod rexec;
 pub mod tool;
 

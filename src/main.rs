@@ -90,10 +90,18 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
-    /// Every process of every node (not implemented yet: global processes).
+    /// Processes of the cluster, from the global /proc (`-ef`: all, full format).
     Ps {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// Every process (default: the caller's).
+        #[arg(short = 'e')]
+        all: bool,
+        /// Full format: UID PID PPID NODE C STIME TTY TIME CMD.
+        #[arg(short = 'f')]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Signal global pids: `ssi kill [-SIGNAL] GPID...` (as your own kill(2) on their nodes).
     Kill {
@@ -153,6 +161,23 @@ enum BenchCmd {
         /// Size of the sequential/random-read file, MiB.
         #[arg(long, default_value_t = 256)]
         file_mib: u64,
+    },
+    /// Remote exec against local `sh -c` and ssh; a parallel build over the cluster against
+    /// a local one.
+    Rexec {
+        #[arg(long)]
+        json: bool,
+        /// Runs of each command for the latency figures.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// The source tarball to build (default: scripts/fetch-redis.sh's redis 7.0.15).
+        #[arg(long, conflicts_with = "no_build")]
+        tree: Option<PathBuf>,
+        /// Latency only.
+        #[arg(long)]
+        no_build: bool,
+        #[arg(long, default_value_t = 8)]
+        jobs: u32,
     },
 }
 
@@ -216,6 +241,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             ssi::bench::fs::run(&ssi::bench::fs::Options { json, rounds, seconds, file_mib })?;
         }
+        Cmd::Bench { which: BenchCmd::Rexec { json, runs, tree, no_build, jobs } } => {
+            if runs == 0 || jobs == 0 {
+                anyhow::bail!("--runs and --jobs must be at least 1");
+            }
+            let tree = if no_build { Some(PathBuf::new()) } else { tree };
+            ssi::bench::rexec::run(&ssi::bench::rexec::Options { json, runs, tree, jobs })?;
+        }
         Cmd::Demo { dir } => {
             let dir = dir.unwrap_or_else(|| local::default_dir().join("demo"));
             ssi::demo::run(&dir)?;
@@ -229,7 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let Err(e) = ssi::rexec::sh(dir_or(None), args);
             fail_255(e)
         }
-        Cmd::Ps { .. } => not_yet("ps", "global processes")?,
+        Cmd::Ps { all, full, json, dir } => ssi::ps::run(&ssi::ps::PsOptions { dir: dir_or(dir), all, full, json })?,
         Cmd::Kill { dir, args } => ssi::rexec::kill(dir_or(dir), args)?,
         Cmd::Ports { .. } => not_yet("ports", "global networking")?,
         Cmd::Ext { .. } => not_yet("ext", "global networking")?,

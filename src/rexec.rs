@@ -28,7 +28,7 @@ pub struct RexecOptions {
 
 /// The node this tool is on: $SSI_NODE, else the node whose mountpoint holds the working
 /// directory, else the lowest node of the cluster.
-fn local_node(cfg: &Config) -> anyhow::Result<u32> {
+pub fn local_node(cfg: &Config) -> anyhow::Result<u32> {
     if let Ok(n) = std::env::var("SSI_NODE") {
         return n.parse().map_err(|_| anyhow!("SSI_NODE={n} is not a node id"));
     }

@@ -75,6 +75,15 @@ fn exit_codes_and_deaths_come_back() {
     // The command runs on the node asked for, in the same directory of the namespace.
     let out = ssi(&c, &["rexec", "-n", "3", "--", "sh", "-c", "echo $SSI_NODE; pwd"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("3\n{}\n", mnt(&c, 3).display()));
+    // The caller's environment and umask come along.
+    let out = Command::new("sh")
+        .args(["-c", &format!("umask 027; exec {BIN} rexec -n 2 -- sh -c 'umask; echo $SSI_TEST_VAR'")])
+        .env("SSI_DIR", c.dir_str())
+        .env("SSI_TEST_VAR", "carried")
+        .current_dir(mnt(&c, 1))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0027\ncarried\n");
     // Outside the namespace without --cwd: a clear refusal.
     let out = ssi(&c, &["rexec", "-n", "2", "--", "true"]).current_dir("/").output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--cwd"), "{out:?}");
@@ -127,6 +136,13 @@ fn signals_reach_the_remote_process_and_orphans_die() {
     child.kill().unwrap();
     child.wait().unwrap();
     wait_until(Duration::from_secs(5), "no orphan 5 s after the tool's SIGKILL", || !Path::new(&format!("/proc/{remote}")).exists());
+    // The launching node dies: its remote processes are hung up too.
+    let argv = ["sleep", "1002.75"];
+    let mut child = ssi(&c, &["rexec", "-n", "2", "--", "sleep", "1002.75"]).spawn().unwrap();
+    let remote = started(&mut child, &argv);
+    c.kill9(1);
+    wait_until(Duration::from_secs(5), "no orphan 5 s after the launching node died", || !Path::new(&format!("/proc/{remote}")).exists());
+    let _ = child.wait();
 }
 
 #[test]
@@ -185,4 +201,74 @@ fn make_spreads_compiles_over_the_nodes() {
         *nodes.entry(std::fs::read_to_string(tree.join(format!("f{i}.o.node"))).unwrap().trim().to_string()).or_default() += 1;
     }
     assert!(nodes.len() >= 3, "compiles ran on {nodes:?}");
+}
+
+/// `ssi ps --json -e`, parsed.
+fn ps_json(c: &Cluster) -> Vec<serde_json::Value> {
+    let out = ssi(c, &["ps", "-e", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+fn host_pids() -> std::collections::BTreeSet<u64> {
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+#[test]
+fn the_global_proc_and_ps_show_every_process_once() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("procs-ps", 4);
+    // A process on each node, started from node 1 (`--any` for one of them).
+    let mut kids: Vec<(Child, u32, &str)> = Vec::new();
+    for (node, tag) in [("2", "1005.25"), ("3", "1005.5"), ("4", "1005.75")] {
+        let child = ssi(&c, &["rexec", "-n", node, "--", "sleep", tag]).spawn().unwrap();
+        kids.push((child, node.parse().unwrap(), tag));
+    }
+    let any = ssi(&c, &["rexec", "--any", "--", "sleep", "1006.5"]).spawn().unwrap();
+    kids.push((any, 0, "1006.5"));
+    for (child, _, tag) in &mut kids {
+        started(child, &["sleep", tag]);
+    }
+    let before = host_pids();
+    let t = Instant::now();
+    let procs = ps_json(&c);
+    let took = t.elapsed();
+    let after = host_pids();
+    assert!(took < Duration::from_secs(1), "ssi ps took {took:?}");
+    // Every process of the machine that lived through the listing, exactly once.
+    let listed: Vec<u64> = procs.iter().map(|p| p["gpid"].as_u64().unwrap() % STRIDE).collect();
+    let unique: std::collections::BTreeSet<u64> = listed.iter().copied().collect();
+    assert_eq!(unique.len(), listed.len(), "a process listed twice");
+    for pid in before.intersection(&after) {
+        assert!(unique.contains(pid), "pid {pid} missing from ssi ps");
+    }
+    // Each started process on its node, its parent the launching tool on node 1.
+    for (child, node, tag) in &kids {
+        let cmd = format!("sleep {tag}");
+        let p = procs.iter().find(|p| p["cmd"] == cmd.as_str()).unwrap_or_else(|| panic!("{cmd} not listed"));
+        if *node != 0 {
+            assert_eq!(p["node"].as_u64(), Some(*node as u64), "{cmd}");
+        }
+        assert_eq!(p["ppid"].as_u64(), Some(STRIDE + child.id() as u64), "{cmd}: the parent is the tool's gpid");
+    }
+    // The files behind it: per-process and per-node.
+    let root = mnt(&c, 2).join("proc");
+    let g = procs.iter().find(|p| p["cmd"] == "sleep 1005.5").unwrap()["gpid"].as_u64().unwrap();
+    assert_eq!(std::fs::read(root.join(format!("{g}/cmdline"))).unwrap(), b"sleep\x001005.5\x00");
+    assert!(std::fs::read_to_string(root.join(format!("{g}/status"))).unwrap().contains("Node:\t3\n"));
+    assert!(std::fs::read_to_string(root.join("nodes/4/loadavg")).unwrap().split_whitespace().count() >= 5);
+    for n in ["meminfo", "uptime"] {
+        assert!(!std::fs::read(root.join(format!("nodes/1/{n}"))).unwrap().is_empty());
+    }
+    // environ is as private as on Linux: another user may not read root's.
+    let env = root.join(format!("{g}/environ"));
+    let out = Command::new("cat").arg(&env).uid(65534).gid(65534).output().unwrap();
+    assert!(!out.status.success(), "nobody read root's environ");
+    assert!(!std::fs::read(&env).unwrap().is_empty());
+    for (mut child, _, _) in kids {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

@@ -70,6 +70,8 @@ pub struct Launcher {
     one_machine: bool,
     loads: Mutex<HashMap<u32, (NodeLoad, Instant)>>,
     placed: Arc<Mutex<HashMap<u32, u32>>>,
+    /// Each node's ProcMgr, resolved once (again after a failure).
+    stubs: Mutex<HashMap<u32, ProcMgrStub>>,
 }
 
 /// The working directory `cwd` of a tool on node `from`, as a path on node `to`.
@@ -110,7 +112,15 @@ fn orb_err(e: OrbError) -> String {
 
 impl Launcher {
     pub fn new(orb: &Orb, mountpoints: BTreeMap<u32, PathBuf>, policy: Box<dyn Placement>, one_machine: bool) -> Self {
-        Launcher { orb: orb.clone(), mountpoints, policy, one_machine, loads: Mutex::new(HashMap::new()), placed: Default::default() }
+        Launcher {
+            orb: orb.clone(),
+            mountpoints,
+            policy,
+            one_machine,
+            loads: Mutex::new(HashMap::new()),
+            placed: Default::default(),
+            stubs: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn policy(&self) -> &'static str {
@@ -118,8 +128,20 @@ impl Launcher {
     }
 
     async fn stub(&self, node: u32) -> Result<ProcMgrStub, String> {
+        if let Some(s) = self.stubs.lock().get(&node) {
+            return Ok(s.clone());
+        }
         let h = self.orb.resolve(node, crate::PROCMGR_NAME).await.map_err(|e| format!("node {node}: {}", orb_err(e)))?;
-        ProcMgrStub::new(h).map_err(|e| e.to_string())
+        let s = ProcMgrStub::new(h).map_err(|e| e.to_string())?;
+        self.stubs.lock().insert(node, s.clone());
+        Ok(s)
+    }
+
+    /// A call to `node` failed for a reason other than the callee's: resolve it again next time.
+    fn forget_stub(&self, node: u32, e: &OrbError) {
+        if !matches!(e, OrbError::Exception(x) if x.code >= crate::server::ERRNO_BASE) {
+            self.stubs.lock().remove(&node);
+        }
     }
 
     /// The members' loads, sampled again where older than LOAD_TTL.
@@ -192,7 +214,13 @@ impl Launcher {
             rows,
             cols,
         };
-        let gpid = target.spawn(req).await.map_err(|e| format!("node {node}: {}", orb_err(e)))?.into_inner().gpid;
+        let gpid = match target.spawn(req).await {
+            Ok(r) => r.into_inner().gpid,
+            Err(e) => {
+                self.forget_stub(node, &e);
+                return Err(format!("node {node}: {}", orb_err(e)));
+            }
+        };
         let _ = to_tool.send(FromProcess::Started { gpid, node }).await;
         let input = target.with_options(opts.deadline(INPUT_DEADLINE));
         let mut tool_gone = false;
@@ -232,10 +260,10 @@ impl Launcher {
         let node = crate::node_of(gpid);
         let s = self.stub(node).await?;
         let s = s.with_options(CallOptions::default().creds(OrbCreds { uid: creds.uid, gid: creds.gid, groups: creds.groups.clone() }));
-        s.kill(KillReq { gpid, signal })
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("gpid {gpid} (node {node}, pid {}): {}", crate::local_pid(gpid), orb_err(e)))
+        s.kill(KillReq { gpid, signal }).await.map(|_| ()).map_err(|e| {
+            self.forget_stub(node, &e);
+            format!("gpid {gpid} (node {node}, pid {}): {}", crate::local_pid(gpid), orb_err(e))
+        })
     }
 }
 

@@ -6,12 +6,14 @@
 //! - `placement`: the policies (round-robin, least-loaded).
 //! - `spawn`: starting a process as a user; kill(2) as a user.
 //!
-//! Not yet: the global `/proc` volume and `ssi ps`.
+//! - `table`, `procfs`: the node's processes and the global `/proc` volume they make.
 
 pub mod launch;
 pub mod placement;
+pub mod procfs;
 pub mod server;
 pub mod spawn;
+pub mod table;
 
 pub mod proto {
     #![allow(clippy::all)]
@@ -37,7 +39,7 @@ pub fn local_pid(gpid: u64) -> u32 {
 }
 
 /// What this crate can do today.
-pub const STATUS: &str = "procmgmt: global pids, remote exec, signals, kill; no global /proc yet";
+pub const STATUS: &str = "procmgmt: global pids, remote exec, signals, kill, the global /proc, ssi ps";
 
 #[cfg(test)]
 mod tests {

@@ -83,7 +83,7 @@ pub fn this_node_load(node: u32) -> NodeLoad {
         .and_then(|s| s.lines().find(|l| l.starts_with("procs_running")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0);
     let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-    NodeLoad { node, loadavg1, running, cpus }
+    NodeLoad { node, loadavg1, running, cpus, spawned: 0 }
 }
 
 #[cfg(test)]
@@ -91,7 +91,7 @@ mod tests {
     use super::*;
 
     fn cand(node: u32, running: u32, placed: u32) -> Candidate {
-        Candidate { node, load: NodeLoad { node, loadavg1: 0.0, running, cpus: 2 }, placed }
+        Candidate { node, load: NodeLoad { node, loadavg1: 0.0, running, cpus: 2, spawned: 0 }, placed }
     }
 
     #[test]

@@ -39,6 +39,8 @@ fn errno(n: i32, why: &str) -> Exception {
 struct Proc {
     uid: u32,
     launcher_node: u32,
+    /// The launching tool's gpid: this process's parent in the global process tree.
+    parent_gpid: u64,
     stdin: Arc<tokio::sync::Mutex<Option<Writer>>>,
     pty: Option<Arc<std::os::fd::OwnedFd>>,
 }
@@ -46,7 +48,9 @@ struct Proc {
 #[derive(Clone)]
 pub struct ProcServer {
     orb: Orb,
+    claim: Arc<crate::table::Claim>,
     procs: Arc<Mutex<HashMap<u64, Proc>>>,
+    spawned: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn caller(ctx: &CallCtx) -> Result<Creds, Exception> {
@@ -57,8 +61,8 @@ fn caller(ctx: &CallCtx) -> Result<Creds, Exception> {
 }
 
 impl ProcServer {
-    pub fn new(orb: &Orb) -> Self {
-        ProcServer { orb: orb.clone(), procs: Arc::new(Mutex::new(HashMap::new())) }
+    pub fn new(orb: &Orb, claim: crate::table::Claim) -> Self {
+        ProcServer { orb: orb.clone(), claim: Arc::new(claim), procs: Arc::new(Mutex::new(HashMap::new())), spawned: Default::default() }
     }
 
     fn node(&self) -> u32 {
@@ -132,9 +136,10 @@ impl ProcMgr for ProcServer {
             .map_err(|e| Exception::app(e.to_string()))?
             .map_err(errno_exception)?;
         let g = gpid(self.node(), s.pid);
+        self.spawned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdin = Arc::new(tokio::sync::Mutex::new(Some(s.stdin)));
         let pty = s.pty.map(Arc::new);
-        self.procs.lock().insert(g, Proc { uid: creds.uid, launcher_node: ctx.src, stdin, pty });
+        self.procs.lock().insert(g, Proc { uid: creds.uid, launcher_node: ctx.src, parent_gpid: req.parent_gpid, stdin, pty });
         tracing::debug!(gpid = g, launcher = ctx.src, parent = req.parent_gpid, "spawned");
         let procs = self.procs.clone();
         let (mut child, out, err) = (s.child, s.stdout, s.stderr);
@@ -233,14 +238,47 @@ impl ProcMgr for ProcServer {
         Ok(Empty {})
     }
 
+    async fn list(&self, _ctx: &CallCtx, _req: Empty) -> Result<ProcList, Exception> {
+        let (node, claim) = (self.node(), self.claim.clone());
+        let procs =
+            tokio::task::spawn_blocking(move || crate::table::list(node, &claim)).await.map_err(|e| Exception::app(e.to_string()))?;
+        Ok(ProcList { procs })
+    }
+
+    async fn read_file(&self, ctx: &CallCtx, req: FileReq) -> Result<FileData, Exception> {
+        let who = caller(ctx)?;
+        let node = self.node();
+        let pid = if req.gpid == 0 {
+            0
+        } else if node_of(req.gpid) == node {
+            local_pid(req.gpid)
+        } else {
+            return Err(errno(libc::ESRCH, "that process is not on this node"));
+        };
+        let launched_by = self.procs.lock().get(&req.gpid).map(|p| p.parent_gpid);
+        let name = req.name.clone();
+        let mut data = tokio::task::spawn_blocking(move || crate::table::read_as(who.uid, who.gid, pid, &name))
+            .await
+            .map_err(|e| Exception::app(e.to_string()))?
+            .map_err(errno_exception)?;
+        if req.name == "status" {
+            // Where the process is in the cluster: its node and global pids.
+            let gppid = launched_by.unwrap_or_else(|| crate::table::ppid(node, pid));
+            data.extend(format!("Node:\t{node}\nGPid:\t{}\nGPPid:\t{gppid}\n", req.gpid).into_bytes());
+        }
+        Ok(FileData { data: data.into() })
+    }
+
     async fn load(&self, _ctx: &CallCtx, _req: Empty) -> Result<NodeLoad, Exception> {
-        Ok(crate::placement::this_node_load(self.node()))
+        let mut l = crate::placement::this_node_load(self.node());
+        l.spawned = self.spawned.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(l)
     }
 }
 
 /// Exports this node's `ProcMgr` and hangs up processes whose launching node leaves.
-pub fn serve(orb: &Orb) -> ProcServer {
-    let server = ProcServer::new(orb);
+pub fn serve(orb: &Orb, claim: crate::table::Claim) -> ProcServer {
+    let server = ProcServer::new(orb, claim);
     let h = export_proc_mgr(orb, server.clone());
     orb.register_name(crate::PROCMGR_NAME, &h);
     let s = server.clone();

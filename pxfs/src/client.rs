@@ -37,6 +37,7 @@ use crate::holder::{Buffered, Holder, Owners};
 use crate::locks::{Lock, SetError};
 use crate::proto::*;
 use crate::server::ERRNO_BASE;
+use crate::synthetic::{Caller, SynAttr, SyntheticVolume};
 use crate::VolumeSpec;
 
 /// The value of a `Result<_, Errno>`, or the request answered with the errno.
@@ -54,6 +55,8 @@ const TTL: Duration = Duration::from_secs(30);
 /// How long a `CacheManager` call waits for the kernel to drop a cache before answering.
 const INVALIDATE_WAIT: Duration = Duration::from_millis(500);
 const ROOT: u64 = 1;
+/// Synthetic volumes (see `synthetic`) get ids from here on.
+const SYNTHETIC_BASE: u32 = 1 << 20;
 /// How long one invocation may take before the caller sees EIO (a down node fails sooner).
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a blocking lock request waits before it answers EINTR.
@@ -121,6 +124,10 @@ where
     F: Fn(VolumeStub) -> Fut,
     Fut: std::future::Future<Output = Result<Received<T>, OrbError>>,
 {
+    if vol >= SYNTHETIC_BASE {
+        // Synthetic volumes answer reads in the client; everything that reaches here changes.
+        return Err(Errno::EROFS);
+    }
     let mut opts = CallOptions::default().deadline(CALL_DEADLINE);
     opts.creds = who;
     let mut last = OrbError::Shutdown;
@@ -165,6 +172,9 @@ pub struct Client {
     dirs: Mutex<HashMap<u64, OpenDir>>,
     next_dh: AtomicU64,
     cache: Arc<AttrCache>,
+    synthetic: BTreeMap<u32, SyntheticVolume>,
+    /// Open files of synthetic volumes: their contents, taken at open.
+    syn_files: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     /// Files this node has asked the owner to lock: only their closes must reach the owner
     /// (a close releases the closing process's locks; nothing else is left to do at close,
     /// writes having gone through already).
@@ -233,6 +243,11 @@ fn file_attr(ino: u64, a: &Attr) -> FileAttr {
 }
 
 /// The caller's credentials: uid and gid from the request, supplementary groups from /proc.
+fn caller(req: &Request) -> Caller {
+    let c = creds(req);
+    Caller { uid: c.uid, gid: c.gid, groups: c.groups }
+}
+
 fn creds(req: &Request) -> Creds {
     let mut groups = Vec::new();
     if req.uid() != 0 {
@@ -266,7 +281,7 @@ fn fid(h: &Bytes) -> Option<Fid> {
 }
 
 impl Client {
-    pub fn new(orb: Orb, rt: tokio::runtime::Handle, volumes: Vec<VolumeSpec>) -> io::Result<Client> {
+    pub fn new(orb: Orb, rt: tokio::runtime::Handle, volumes: Vec<VolumeSpec>, synthetic: Vec<SyntheticVolume>) -> io::Result<Client> {
         let root = volumes.iter().find(|v| v.path == "/").ok_or_else(|| io::Error::other("the namespace has no volume at /"))?;
         let mut inodes = Inodes { by_ino: HashMap::new(), by_fid: HashMap::new(), next_ino: ROOT + 1 };
         inodes.by_ino.insert(ROOT, INode { vol: root.id, handle: Bytes::new(), path: "/".into(), nlookup: 1 });
@@ -282,26 +297,68 @@ impl Client {
             dirs: Mutex::new(HashMap::new()),
             next_dh: AtomicU64::new(1),
             cache: Arc::new(AttrCache::default()),
+            synthetic: synthetic.into_iter().enumerate().map(|(i, v)| (SYNTHETIC_BASE + i as u32, v)).collect(),
+            syn_files: Mutex::new(HashMap::new()),
             locked: Mutex::new(HashSet::new()),
         })
     }
 
     /// The volume mounted exactly at `path`, other than the root volume.
     fn crossing(&self, path: &str) -> Option<u32> {
-        self.volumes.values().find(|v| v.path != "/" && v.path == path).map(|v| v.id)
+        self.mounts().find(|(p, _)| *p != "/" && *p == path).map(|(_, id)| id)
+    }
+
+    /// Every volume's mount path in the namespace, with its id.
+    fn mounts(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.volumes.values().map(|v| (v.path.as_str(), v.id)).chain(self.synthetic.iter().map(|(id, v)| (v.path.as_str(), *id)))
     }
 
     /// Volumes mounted directly below `path`: (name, volume).
     fn crossings_below(&self, path: &str) -> Vec<(String, u32)> {
-        self.volumes
-            .values()
-            .filter(|v| v.path != "/")
-            .filter_map(|v| {
-                let (parent, name) = v.path.rsplit_once('/')?;
+        self.mounts()
+            .filter(|(p, _)| *p != "/")
+            .filter_map(|(p, id)| {
+                let (parent, name) = p.rsplit_once('/')?;
                 let parent = if parent.is_empty() { "/" } else { parent };
-                (parent == path).then(|| (name.to_string(), v.id))
+                (parent == path).then(|| (name.to_string(), id))
             })
             .collect()
+    }
+
+    /// The synthetic volume `vol` and the path of `handle` in it, if `vol` is one.
+    fn syn(&self, vol: u32, handle: &Bytes) -> Option<(&SyntheticVolume, String)> {
+        let v = self.synthetic.get(&vol)?;
+        Some((v, String::from_utf8_lossy(handle).into_owned()))
+    }
+
+    /// A synthetic file's answer as FUSE attributes (kernel inode `ino`).
+    fn syn_attr(ino: u64, a: &SynAttr) -> FileAttr {
+        let mode = if a.dir { libc::S_IFDIR | a.perm } else { libc::S_IFREG | a.perm };
+        let t = a.mtime_s * 1_000_000_000;
+        let at = Attr {
+            ino,
+            mode,
+            nlink: if a.dir { 2 } else { 1 },
+            uid: a.uid,
+            gid: a.gid,
+            atime_ns: t,
+            mtime_ns: t,
+            ctime_ns: t,
+            blksize: 4096,
+            ..Default::default()
+        };
+        file_attr(ino, &at)
+    }
+
+    /// Answers a lookup of `path` in synthetic volume `vol` (registering its inode).
+    fn syn_entry(&self, vol: u32, v: &SyntheticVolume, spath: String, global: String, who: &Caller, reply: ReplyEntry) {
+        match self.rt.block_on(v.provider.attr(&spath, who)) {
+            Ok(a) => {
+                let ino = self.inodes.write().remember(vol, Bytes::from(spath.into_bytes()), global);
+                reply.entry(&Duration::ZERO, &Self::syn_attr(ino, &a), Generation(0))
+            }
+            Err(e) => reply.error(Errno::from_i32(e)),
+        }
     }
 
     async fn stub(&self, vol: u32) -> Result<VolumeStub, OrbError> {
@@ -437,7 +494,13 @@ impl Filesystem for Client {
         let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
         let (vol, h, path) = or_reply!(reply, self.node(parent.0));
         let child = join(&path, name);
+        if let Some((sv, spath)) = self.syn(vol, &h) {
+            return self.syn_entry(vol, sv, crate::synthetic::child(&spath, name), child, &caller(req), reply);
+        }
         if let Some(v) = self.crossing(&child) {
+            if let Some(sv) = self.synthetic.get(&v) {
+                return self.syn_entry(v, sv, "/".into(), child, &caller(req), reply);
+            }
             let e = match self.call(v, Some(creds(req)), |s| async move { s.root(Empty {}).await }) {
                 Ok(e) => e,
                 Err(e) => return reply.error(e),
@@ -497,6 +560,12 @@ impl Filesystem for Client {
             return reply.attr(&TTL, &file_attr(ino.0, &a));
         }
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        if let Some((sv, spath)) = self.syn(vol, &h) {
+            return match self.rt.block_on(sv.provider.attr(&spath, &caller(req))) {
+                Ok(a) => reply.attr(&Duration::ZERO, &Self::syn_attr(ino.0, &a)),
+                Err(e) => reply.error(Errno::from_i32(e)),
+            };
+        }
         if let Some(a) = self.holder.attr(vol, &h) {
             return reply.attr(&TTL, &file_attr(ino.0, &a));
         }
@@ -658,6 +727,16 @@ impl Filesystem for Client {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        if let Some((sv, spath)) = self.syn(vol, &h) {
+            if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+                return reply.error(Errno::EROFS);
+            }
+            let data = or_reply!(reply, self.rt.block_on(sv.provider.read(&spath, &caller(req))).map_err(Errno::from_i32));
+            let fh = self.next_dh.fetch_add(1, Relaxed) | (1 << 63);
+            self.syn_files.lock().insert(fh, Arc::new(data));
+            // Not through the page cache: the size is not known before reading.
+            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        }
         let (owners, holder, who) = (self.owners.clone(), self.holder.clone(), Some(creds(req)));
         self.answer(async move {
             match invoke(&owners, vol, who, |s| {
@@ -722,6 +801,10 @@ impl Filesystem for Client {
         _lo: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if let Some(d) = self.syn_files.lock().get(&fh.0) {
+            let start = (offset as usize).min(d.len());
+            return reply.data(&d[start..(start + size as usize).min(d.len())]);
+        }
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         or_reply!(reply, self.settle(vol, &h));
         if self.volumes.get(&vol).is_some_and(|v| v.node == self.orb.node()) {
@@ -780,6 +863,9 @@ impl Filesystem for Client {
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        if self.syn_files.lock().contains_key(&fh.0) {
+            return reply.ok();
+        }
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         // Close-to-open: what this node buffered reaches the owner by the close; errors of
         // the write-back are the close's.
@@ -810,6 +896,9 @@ impl Filesystem for Client {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if self.syn_files.lock().remove(&fh.0).is_some() {
+            return reply.ok();
+        }
         // One-way: the owner closes its descriptor; nobody waits for that.
         if let Ok((vol, h, _)) = self.node(ino.0) {
             let surrender = self.holder.released(&self.rt, vol, &h).unwrap_or_else(|e| {
@@ -863,14 +952,20 @@ impl Filesystem for Client {
             Err(listed) => listed,
             Ok(ino) => {
                 let (vol, h, path) = or_reply!(reply, self.node(ino));
-                let list = match self.call(vol, Some(creds(req)), |s| {
-                    let r = Fid { handle: h.clone() };
-                    async move { s.read_dir(r).await }
-                }) {
-                    Ok(l) => l,
-                    Err(e) => return reply.error(e),
+                let mut entries: Listing = if let Some((sv, spath)) = self.syn(vol, &h) {
+                    let names = or_reply!(reply, self.rt.block_on(sv.provider.list(&spath, &caller(req))).map_err(Errno::from_i32));
+                    // The kernel takes these numbers only for d_ino; lookups assign the real ones.
+                    names.into_iter().map(|(n, dir)| (n, if dir { FileType::Directory } else { FileType::RegularFile }, 1)).collect()
+                } else {
+                    let list = match self.call(vol, Some(creds(req)), |s| {
+                        let r = Fid { handle: h.clone() };
+                        async move { s.read_dir(r).await }
+                    }) {
+                        Ok(l) => l,
+                        Err(e) => return reply.error(e),
+                    };
+                    list.entries.into_iter().map(|e| (e.name, dtype_kind(e.kind), e.ino)).collect()
                 };
-                let mut entries: Listing = list.entries.into_iter().map(|e| (e.name, dtype_kind(e.kind), e.ino)).collect();
                 for (name, _) in self.crossings_below(&path) {
                     entries.retain(|e| e.0 != name);
                     entries.push((name, FileType::Directory, 1));
@@ -906,6 +1001,9 @@ impl Filesystem for Client {
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        if self.synthetic.contains_key(&vol) {
+            return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        }
         match self.call(vol, Some(creds(req)), |s| {
             let r = Fid { handle: h.clone() };
             async move { s.stat_fs(r).await }
@@ -930,7 +1028,7 @@ impl Filesystem for Client {
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name.to_string_lossy();
-        if self.cache.xattr_absent(ino.0, &name) {
+        if self.cache.xattr_absent(ino.0, &name) || self.node(ino.0).is_ok_and(|(v, _, _)| self.synthetic.contains_key(&v)) {
             return reply.error(Errno::ENODATA);
         }
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
@@ -953,6 +1051,9 @@ impl Filesystem for Client {
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        if self.synthetic.contains_key(&vol) {
+            return if size == 0 { reply.size(0) } else { reply.data(&[]) };
+        }
         let r = XattrReq { fid: fid(&h), name: String::new(), size, value: Bytes::new(), flags: 0 };
         match self.call(vol, Some(creds(req)), |s| {
             let r = r.clone();
@@ -979,6 +1080,10 @@ impl Filesystem for Client {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        if self.synthetic.contains_key(&vol) {
+            // Read-only; reads are checked by the provider as the caller.
+            return if mask.bits() & libc::W_OK != 0 { reply.error(Errno::EROFS) } else { reply.ok() };
+        }
         reply_empty(
             reply,
             self.call(vol, Some(creds(req)), |s| {

@@ -16,6 +16,7 @@ pub mod exclusive;
 pub mod holder;
 pub mod locks;
 pub mod server;
+pub mod synthetic;
 pub mod sys;
 
 pub mod proto {

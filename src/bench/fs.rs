@@ -13,13 +13,14 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
 use super::median;
+use super::sshd::Sshd;
 use crate::local::{self, UpOptions};
 
 pub struct Options {
@@ -151,87 +152,44 @@ fn sqlite_inserts(db: &Path, budget: Duration) -> Option<f64> {
     Some(n as f64 / t.elapsed().as_secs_f64())
 }
 
-/// sshfs over loopback: a throwaway sshd and key under `dir`. Unmounted and stopped on drop.
+/// sshfs over loopback to a throwaway sshd under `dir`. Unmounted (then sshd stopped) on drop.
 struct Sshfs {
-    sshd: Child,
     mnt: PathBuf,
+    _sshd: Sshd,
 }
 
 impl Drop for Sshfs {
     fn drop(&mut self) {
         let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
         let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
-        let _ = self.sshd.kill();
-        let _ = self.sshd.wait();
     }
 }
 
 fn start_sshfs(dir: &Path) -> anyhow::Result<Sshfs> {
-    for tool in ["sshfs", "/usr/sbin/sshd", "ssh-keygen"] {
-        if Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output()?.stdout.is_empty() {
-            bail!("{tool} is not installed (apt-get install sshfs openssh-server)");
-        }
+    if Command::new("sh").arg("-c").arg("command -v sshfs").output()?.stdout.is_empty() {
+        bail!("sshfs is not installed (apt-get install sshfs)");
     }
     let d = dir.join("sshfs");
+    let sshd = Sshd::start(&d)?;
     // Mounted as deep as node 1's PXFS mount, and used one directory down (as PXFS's `/www`):
     // a cached stat walks as many path components, as many of them on FUSE, in both.
     let (export, mnt) = (d.join("export"), d.join("node1/mnt"));
     fs::create_dir_all(export.join("www"))?;
     fs::create_dir_all(&mnt)?;
-    for (k, t) in [("host_key", "ed25519"), ("user_key", "ed25519")] {
-        let status = Command::new("ssh-keygen").args(["-q", "-t", t, "-N", "", "-f"]).arg(d.join(k)).status()?;
-        if !status.success() {
-            bail!("ssh-keygen failed");
-        }
+    let st = Command::new("sshfs")
+        .arg(format!("{}@127.0.0.1:{}", sshd.user, export.display()))
+        .arg(&mnt)
+        .args(["-p", &sshd.port.to_string(), "-o"])
+        .arg(sshd.client_options())
+        .status()?;
+    if !st.success() {
+        bail!("sshfs could not mount over loopback");
     }
-    fs::copy(d.join("user_key.pub"), d.join("authorized_keys"))?;
-    let port = ssi_orb::ports::pick(std::net::Ipv4Addr::LOCALHOST.into(), &Default::default())?;
-    let cfg = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\nPidFile none\nSubsystem sftp internal-sftp\n",
-        hk = d.join("host_key").display(),
-        ak = d.join("authorized_keys").display()
-    );
-    fs::write(d.join("sshd_config"), cfg)?;
-    fs::create_dir_all("/run/sshd")?;
-    let sshd = Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f"]).arg(d.join("sshd_config")).stderr(Stdio::null()).spawn()?;
-    let mut s = Sshfs { sshd, mnt: mnt.clone() };
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid())?.map(|u| u.name).unwrap_or_else(|| "root".into());
-    let t = Instant::now();
-    loop {
-        let st = Command::new("sshfs")
-            .arg(format!("{user}@127.0.0.1:{}", export.display()))
-            .arg(&mnt)
-            .args(["-p", &port.to_string(), "-o"])
-            .arg(format!(
-                "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR",
-                d.join("user_key").display()
-            ))
-            .status()?;
-        if st.success() {
-            return Ok(s);
-        }
-        if t.elapsed() > Duration::from_secs(10) {
-            let _ = s.sshd.kill();
-            bail!("sshfs could not mount over loopback");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    Ok(Sshfs { mnt, _sshd: sshd })
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("ssi bench fs needs root (FUSE mounts, volume servers, dropping the page cache)");
-    }
-    if cfg!(debug_assertions) {
-        eprintln!("warning: this is a debug build of ssi; its numbers say little (cargo build --release)");
-    }
-    let dir = std::env::temp_dir().join(format!("ssi-benchfs-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir)?;
-    let res = run_in(&dir, o);
-    let _ = local::down(&dir.join("cluster"));
-    let _ = fs::remove_dir_all(&dir);
-    res
+    super::in_scratch_dir("fs", "FUSE mounts, volume servers, dropping the page cache", |dir| run_in(dir, o))
 }
 
 fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {

@@ -8,7 +8,9 @@
 pub mod cases;
 pub mod fs;
 pub mod orb;
+pub mod rexec;
 pub mod server;
+pub mod sshd;
 
 /// The median of `v` (0 for none): this machine is shared and noisy, so figures are medians
 /// of rounds.
@@ -22,4 +24,23 @@ pub fn median(v: &[f64]) -> f64 {
     } else {
         (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
     }
+}
+
+/// Runs a cluster benchmark: needs root (`why` says for what), warns about debug builds,
+/// gives `body` a scratch directory, and takes down the local cluster it may have started
+/// under `DIR/cluster` and the directory, whatever `body` returned.
+pub fn in_scratch_dir(name: &str, why: &str, body: impl FnOnce(&std::path::Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("ssi bench {name} needs root ({why})");
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build of ssi; its numbers say little (cargo build --release)");
+    }
+    let dir = std::env::temp_dir().join(format!("ssi-bench{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let res = body(&dir);
+    let _ = crate::local::down(&dir.join("cluster"));
+    let _ = std::fs::remove_dir_all(&dir);
+    res
 }
