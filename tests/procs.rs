@@ -89,6 +89,18 @@ fn exit_codes_and_deaths_come_back() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--cwd"), "{out:?}");
     let st = ssi(&c, &["rexec", "-n", "2", "--cwd", "/tmp", "--", "true"]).current_dir("/").status().unwrap();
     assert!(st.success());
+    // -t: the remote side gets a terminal (here under `script`, which gives the tool one).
+    if required("script (util-linux)", Command::new("script").arg("--version").output().is_ok()) {
+        let inner = format!("{BIN} rexec -n 2 -t -- sh -c 'tty; echo node $SSI_NODE'");
+        let out = Command::new("script")
+            .args(["-qec", &inner, "/dev/null"])
+            .env("SSI_DIR", c.dir_str())
+            .current_dir(mnt(&c, 1))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("/dev/pts/") && text.contains("node 2"), "{text}");
+    }
 }
 
 #[test]

@@ -69,6 +69,12 @@ fn one_namespace_files_on_their_owner_and_coherent_across_nodes() {
     fs::write(m2.join("www/another"), b"").unwrap();
     fs::remove_file(m2.join("www/later")).unwrap();
     assert!(!m1.join("www/later").exists(), "a name removed elsewhere");
+    // A directory node 1 made: node 1 answers lookups of absent names itself, until node 2
+    // makes one.
+    fs::create_dir(m1.join("www/made")).unwrap();
+    assert!(!m1.join("www/made/theirs").exists());
+    fs::write(m2.join("www/made/theirs"), b"2").unwrap();
+    assert_eq!(fs::read(m1.join("www/made/theirs")).unwrap(), b"2", "a name made elsewhere in a directory made here");
     // Appended on node 1 while node 2 holds the file open: node 2's next read sees it.
     let mut held = fs::File::open(m2.join("www/renamed.bin")).unwrap();
     let mut a = OpenOptions::new().append(true).open(m1.join("www/renamed.bin")).unwrap();

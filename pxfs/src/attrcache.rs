@@ -10,6 +10,10 @@
 //!   directory's attributes with each such operation (NFSv3's post-operation attributes).
 //! - **absent extended attributes.** The kernel asks for `security.capability` before every
 //!   write (to strip it); nearly every file has none.
+//! - **the complete list of names of directories this node made** (empty at mkdir, then
+//!   kept up by this node's own creates and removes): a lookup of a name not in it is
+//!   answered "absent" here, so creating a file in such a directory is one round trip, not
+//!   two. Any callback about the directory drops the list.
 //!
 //! A reply can race a callback: the owner revokes while the reply that carried older
 //! attributes is still on its way. Every callback bumps a generation; a reply is kept only
@@ -33,6 +37,7 @@ pub struct AttrCache {
     dirs: Mutex<HashMap<u64, (Attr, Instant)>>,
     /// Per inode: names known absent, since when.
     no_xattr: Mutex<HashMap<u64, Vec<(String, Instant)>>>,
+    names: Mutex<HashMap<u64, (HashSet<String>, Instant)>>,
 }
 
 /// Taken before a request; a reply is cached only while it is still current.
@@ -75,6 +80,30 @@ impl AttrCache {
         }
     }
 
+    /// Directory `dir` was made by this node just now: it is empty.
+    pub fn made_dir(&self, t: Ticket, dir: u64) {
+        let mut m = self.names.lock();
+        if self.generation.load(SeqCst) == t.0 {
+            m.insert(dir, (HashSet::new(), Instant::now()));
+        }
+    }
+
+    /// Whether `name` is known absent from directory `dir`.
+    pub fn name_absent(&self, dir: u64, name: &str) -> bool {
+        self.names.lock().get(&dir).is_some_and(|(names, at)| at.elapsed() < KEEP && !names.contains(name))
+    }
+
+    /// This node made (`present`) or removed `name` in `dir`.
+    pub fn name_changed(&self, dir: u64, name: &str, present: bool) {
+        if let Some((names, _)) = self.names.lock().get_mut(&dir) {
+            if present {
+                names.insert(name.to_string());
+            } else {
+                names.remove(name);
+            }
+        }
+    }
+
     /// This node is about to change `ino` itself (the reply brings the new state, if any).
     pub fn forget(&self, ino: u64) {
         self.dirs.lock().remove(&ino);
@@ -86,21 +115,29 @@ impl AttrCache {
         self.dirs.lock().remove(&ino);
     }
 
+    /// The kernel forgot inode `ino`: so does this cache.
+    pub fn drop_inode(&self, ino: u64) {
+        self.forget(ino);
+        self.names.lock().remove(&ino);
+    }
+
     /// Forgets everything (an operation whose effects are not all known here, like rename).
     pub fn clear(&self) {
         self.generation.fetch_add(1, SeqCst);
         self.dirs.lock().clear();
         self.no_xattr.lock().clear();
+        self.names.lock().clear();
     }
 
     /// An owner's callback: `inos` changed elsewhere.
     pub fn revoke(&self, inos: &HashSet<u64>) {
         // Bumped first: a reply racing this callback must not be kept.
         self.generation.fetch_add(1, SeqCst);
-        let (mut dirs, mut no_xattr) = (self.dirs.lock(), self.no_xattr.lock());
+        let (mut dirs, mut no_xattr, mut names) = (self.dirs.lock(), self.no_xattr.lock(), self.names.lock());
         for i in inos {
             dirs.remove(i);
             no_xattr.remove(i);
+            names.remove(i);
         }
     }
 }
@@ -125,5 +162,20 @@ mod tests {
         assert!(c.xattr_absent(7, "security.capability"));
         c.revoke(&HashSet::from([7]));
         assert!(c.dir(7).is_none() && !c.xattr_absent(7, "security.capability"));
+    }
+
+    #[test]
+    fn a_directory_made_here_knows_its_names_until_a_callback() {
+        let c = AttrCache::default();
+        let t = c.ticket();
+        c.made_dir(t, 9);
+        assert!(c.name_absent(9, "a"));
+        c.name_changed(9, "a", true);
+        assert!(!c.name_absent(9, "a") && c.name_absent(9, "b"));
+        c.name_changed(9, "a", false);
+        assert!(c.name_absent(9, "a"));
+        c.revoke(&HashSet::from([9]));
+        assert!(!c.name_absent(9, "b"), "unknown after a callback");
+        assert!(!c.name_absent(10, "x"), "unknown for a directory not made here");
     }
 }

@@ -106,15 +106,24 @@ impl Inodes {
     }
 }
 
-/// Answers a lookup-like request with the entry, registering its inode.
-fn reply_entry(inodes: &RwLock<Inodes>, vol: u32, path: String, e: Entry, reply: ReplyEntry) {
+/// Answers a lookup-like request with the entry, registering its inode (returned).
+fn reply_entry(inodes: &RwLock<Inodes>, vol: u32, path: String, e: Entry, reply: ReplyEntry) -> Option<u64> {
     match (e.fid, e.attr) {
         (Some(f), Some(a)) => {
             let ino = inodes.write().remember(vol, f.handle, path);
             reply.entry(&TTL, &file_attr(ino, &a), Generation(0));
+            Some(ino)
         }
-        _ => reply.error(Errno::EIO),
+        _ => {
+            reply.error(Errno::EIO);
+            None
+        }
     }
+}
+
+/// A negative entry: the name is absent (cached by the kernel under the directory's token).
+fn reply_absent(reply: ReplyEntry) {
+    reply.entry(&TTL, &file_attr(0, &Attr::default()), Generation(0))
 }
 
 /// One invocation on volume `vol`'s server as `who`. A reference to a server that has
@@ -405,7 +414,8 @@ impl Client {
         Ok(h)
     }
 
-    fn new_entry<F, Fut>(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry, f: F)
+    /// A create-like operation (mknod, mkdir when `dir`, symlink, link) of `name` in `parent`.
+    fn new_entry<F, Fut>(&self, req: &Request, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEntry, f: F)
     where
         F: Fn(VolumeStub, Option<Fid>, String) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Received<Entry>, OrbError>> + Send,
@@ -425,7 +435,12 @@ impl Client {
                     if let Some(a) = e.parent.take() {
                         cache.put_dir(t, parent.0, a);
                     }
-                    reply_entry(&inodes, vol, child, e, reply)
+                    cache.name_changed(parent.0, &name, true);
+                    if let Some(ino) = reply_entry(&inodes, vol, child, e, reply) {
+                        if dir {
+                            cache.made_dir(t, ino);
+                        }
+                    }
                 }
                 Err(e) => reply.error(e),
             }
@@ -471,8 +486,11 @@ impl Client {
                 }
             })
             .await;
-            if let Some(a) = r.as_ref().ok().and_then(|c| c.parent) {
-                cache.put_dir(t, parent.0, a);
+            if let Ok(c) = &r {
+                if let Some(a) = c.parent {
+                    cache.put_dir(t, parent.0, a);
+                }
+                cache.name_changed(parent.0, &name, false);
             }
             reply_empty(reply, r);
         });
@@ -497,6 +515,9 @@ impl Filesystem for Client {
         if let Some((sv, spath)) = self.syn(vol, &h) {
             return self.syn_entry(vol, sv, crate::synthetic::child(&spath, name), child, &caller(req), reply);
         }
+        if self.cache.name_absent(parent.0, name) && self.crossing(&child).is_none() {
+            return reply_absent(reply);
+        }
         if let Some(v) = self.crossing(&child) {
             if let Some(sv) = self.synthetic.get(&v) {
                 return self.syn_entry(v, sv, "/".into(), child, &caller(req), reply);
@@ -505,7 +526,8 @@ impl Filesystem for Client {
                 Ok(e) => e,
                 Err(e) => return reply.error(e),
             };
-            return reply_entry(&self.inodes, v, child, e, reply);
+            reply_entry(&self.inodes, v, child, e, reply);
+            return;
         }
         let (owners, holder, inodes, who, name) =
             (self.owners.clone(), self.holder.clone(), self.inodes.clone(), Some(creds(req)), name.to_string());
@@ -520,7 +542,7 @@ impl Filesystem for Client {
                 Ok(e) => e,
                 // Absent: the kernel keeps that too (a negative entry), under the directory's
                 // token; a name made elsewhere is called back like any other entry.
-                Err(Errno::ENOENT) => return reply.entry(&TTL, &file_attr(0, &Attr::default()), Generation(0)),
+                Err(Errno::ENOENT) => return reply_absent(reply),
                 Err(e) => return reply.error(e),
             };
             // A file whose writes this node buffers: the owner's size is behind; write back,
@@ -531,7 +553,7 @@ impl Filesystem for Client {
                 }
                 e = or_reply!(reply, look().await);
             }
-            reply_entry(&inodes, vol, child, e, reply)
+            reply_entry(&inodes, vol, child, e, reply);
         });
     }
 
@@ -550,7 +572,7 @@ impl Filesystem for Client {
         if let Some(k) = gone {
             t.by_ino.remove(&ino.0);
             t.by_fid.remove(&k);
-            self.cache.forget(ino.0);
+            self.cache.drop_inode(ino.0);
             self.locked.lock().remove(&ino.0);
         }
     }
@@ -647,14 +669,14 @@ impl Filesystem for Client {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        self.new_entry(req, parent, name, reply, move |s, p, n| {
+        self.new_entry(req, parent, name, false, reply, move |s, p, n| {
             let r = MknodReq { parent: p, name: n, mode, umask, rdev };
             async move { s.mknod(r).await }
         });
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        self.new_entry(req, parent, name, reply, move |s, p, n| {
+        self.new_entry(req, parent, name, true, reply, move |s, p, n| {
             let r = MknodReq { parent: p, name: n, mode, umask, rdev: 0 };
             async move { s.mkdir(r).await }
         });
@@ -662,7 +684,7 @@ impl Filesystem for Client {
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let Some(t) = target.to_str().map(str::to_string) else { return reply.error(Errno::EINVAL) };
-        self.new_entry(req, parent, link_name, reply, move |s, p, n| {
+        self.new_entry(req, parent, link_name, false, reply, move |s, p, n| {
             let r = SymlinkReq { parent: p, name: n, target: t.clone() };
             async move { s.symlink(r).await }
         });
@@ -675,7 +697,7 @@ impl Filesystem for Client {
             Err(e) => return reply.error(e),
             _ => {}
         }
-        self.new_entry(req, newparent, newname, reply, move |s, p, n| {
+        self.new_entry(req, newparent, newname, false, reply, move |s, p, n| {
             let r = LinkReq { fid: fid(&h), newparent: p, newname: n };
             async move { s.link(r).await }
         });
@@ -764,8 +786,8 @@ impl Filesystem for Client {
         }
         let r = CreateReq { parent: fid(&h), name: name.into(), mode, umask, flags };
         let t = self.changing_dir(parent.0);
-        let (owners, holder, cache, inodes, who) =
-            (self.owners.clone(), self.holder.clone(), self.cache.clone(), self.inodes.clone(), Some(creds(req)));
+        let (owners, holder, cache, inodes, who, name) =
+            (self.owners.clone(), self.holder.clone(), self.cache.clone(), self.inodes.clone(), Some(creds(req)), name.to_string());
         self.answer(async move {
             match invoke(&owners, vol, who, |s| {
                 let r = r.clone();
@@ -780,6 +802,7 @@ impl Filesystem for Client {
                     holder.opened(vol, &f.handle, exclusive).await;
                     holder.note_attr(vol, &f.handle, &a);
                     let ino = inodes.write().remember(vol, f.handle, child);
+                    cache.name_changed(parent.0, &name, true);
                     // A new file has no capabilities; the kernel asks before its first write.
                     cache.put_xattr_absent(t, ino, "security.capability");
                     reply.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty());

@@ -386,6 +386,8 @@ impl Volume for VolumeServant {
             })
             .await?;
         self.0.new_name(ctx, p2, n2, &e).await;
+        // The caller knows every name of the new directory (none): it hears of each new one.
+        self.0.tokens.grant_names(ctx.src, &handle_of(&e));
         Ok(e)
     }
     async fn symlink(&self, ctx: &CallCtx, req: SymlinkReq) -> Result<Entry, Exception> {

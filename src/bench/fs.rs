@@ -72,6 +72,8 @@ fn workload(dir: &Path, o: &Options) -> anyhow::Result<Vec<Option<f64>>> {
         fs::remove_file(files.join(format!("f{i}")))?;
     }
     out.push(Some(n as f64 / t.elapsed().as_secs_f64()));
+    // Every round starts from a new directory, as the first one did.
+    fs::remove_dir(&files)?;
     // sequential write, then read
     let big = dir.join("big");
     let block = vec![0x5au8; 1 << 20];
