@@ -11,6 +11,7 @@ pub mod procctl;
 pub mod ps;
 pub mod rexec;
 pub mod tool;
+pub mod workload;
 
 use control::proto::StatusReply;
 

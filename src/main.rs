@@ -125,10 +125,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The paper's workloads (not implemented yet: workloads).
+    /// The paper's workloads on a running cluster.
     Workload {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        which: WorkloadCmd,
     },
 }
 
@@ -178,6 +178,57 @@ enum BenchCmd {
         no_build: bool,
         #[arg(long, default_value_t = 8)]
         jobs: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkloadCmd {
+    /// Debit/credit transactions from every node against one SQLite database on /db.
+    Db {
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 4)]
+        branches: u32,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: u32,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// One client of `db` (started on each node by `ssi workload db`).
+    #[command(hide = true)]
+    DbClient {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        node: u32,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long)]
+        branches: u32,
+        #[arg(long)]
+        accounts: u32,
+    },
+    /// The make workload (not implemented yet: workloads).
+    Make {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The web workload (not implemented yet: workloads).
+    Web {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The IN coprocessor (not implemented yet).
+    In {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Scalable distributed data structures (not implemented yet).
+    Sdds {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -266,7 +317,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Ports { .. } => not_yet("ports", "global networking")?,
         Cmd::Ext { .. } => not_yet("ext", "global networking")?,
         Cmd::Trace { .. } => not_yet("trace", "tracing")?,
-        Cmd::Workload { .. } => not_yet("workload", "workloads")?,
+        Cmd::Workload { which } => match which {
+            WorkloadCmd::Db { seconds, branches, accounts, json, dir } => {
+                if !(0.1..=3600.0).contains(&seconds) || branches == 0 || accounts < branches {
+                    anyhow::bail!("--seconds must be 0.1..=3600, --branches at least 1, --accounts at least --branches");
+                }
+                let scale = ssi_workloads::db::Scale { branches, accounts };
+                ssi::workload::db(&ssi::workload::DbOptions { dir: dir_or(dir), seconds, scale, json })?
+            }
+            WorkloadCmd::DbClient { db, node, seconds, branches, accounts } => {
+                ssi::workload::db_client(&db, node, seconds, ssi_workloads::db::Scale { branches, accounts })?
+            }
+            WorkloadCmd::Make { .. } => not_yet("workload make", "workloads")?,
+            WorkloadCmd::Web { .. } => not_yet("workload web", "workloads")?,
+            WorkloadCmd::In { .. } => not_yet("workload in", "IN coprocessor")?,
+            WorkloadCmd::Sdds { .. } => not_yet("workload sdds", "SDDS")?,
+        },
     }
     Ok(())
 }

@@ -1,0 +1,122 @@
+//! `ssi workload db`: the database workload over a running cluster. A client on every member
+//! node (started with `ssi rexec`, so each runs on its node against its own mount of `/db`)
+//! runs debit/credit transactions against one SQLite database for a fixed time; then the
+//! books are checked. The transactions are `ssi_workloads::db`'s.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::json;
+use ssi_workloads::db::{self, ClientReport, Scale};
+
+pub struct DbOptions {
+    pub dir: PathBuf,
+    pub seconds: f64,
+    pub scale: Scale,
+    pub json: bool,
+}
+
+/// The database, relative to a node's mountpoint.
+const DB: &str = "db/bank.db";
+
+fn quantile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64 / 1e3
+}
+
+pub fn db(o: &DbOptions) -> anyhow::Result<()> {
+    let cfg = crate::local::load(&o.dir)?;
+    let status = crate::local::status(&o.dir).context("the cluster must be running (ssi up)")?;
+    let members = status.view_members.clone();
+    if members.is_empty() {
+        bail!("no node of the cluster in {} is up", o.dir.display());
+    }
+    let m1 = cfg.node(members[0]).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    let db_path = m1.join(DB);
+    if !o.json {
+        eprintln!("setting up {} ({} branches, {} accounts)...", db_path.display(), o.scale.branches, o.scale.accounts);
+    }
+    db::init(&db_path, o.scale).with_context(|| format!("creating {}", db_path.display()))?;
+    let me = std::env::current_exe()?;
+    let mut clients = Vec::new();
+    for n in &members {
+        let child = Command::new(&me)
+            .args(["rexec", "-n", &n.to_string(), "--"])
+            .arg(&me)
+            .args(["workload", "db-client", "--db", DB, "--node", &n.to_string(), "--seconds", &o.seconds.to_string()])
+            .args(["--branches", &o.scale.branches.to_string(), "--accounts", &o.scale.accounts.to_string()])
+            .env("SSI_DIR", &o.dir)
+            .env_remove("SSI_NODE")
+            .current_dir(&m1)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        clients.push((*n, child));
+    }
+    let mut reports: Vec<ClientReport> = Vec::new();
+    for (n, child) in clients {
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("the client on node {n} failed ({})", out.status);
+        }
+        reports.push(serde_json::from_slice(&out.stdout).with_context(|| format!("the report of node {n}"))?);
+    }
+    let inv = db::check(&db_path)?;
+    let committed: u64 = reports.iter().map(|r| r.committed).sum();
+    let failed: u64 = reports.iter().map(|r| r.failed).sum();
+    let secs = reports.iter().map(|r| r.seconds).fold(0.0, f64::max);
+    let mut lat: Vec<u64> = reports.iter().flat_map(|r| r.latencies_us.iter().copied()).collect();
+    lat.sort_unstable();
+    let tps = committed as f64 / secs.max(1e-9);
+    if o.json {
+        println!(
+            "{}",
+            json!({"workload": "db", "seconds": secs, "committed": committed, "failed": failed, "tps": tps,
+                   "p50_ms": quantile(&lat, 0.5), "p99_ms": quantile(&lat, 0.99),
+                   "per_node": reports.iter().map(|r| json!({"node": r.node, "committed": r.committed, "tps": r.committed as f64 / r.seconds, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms})).collect::<Vec<_>>(),
+                   "invariant": inv, "invariant_holds": inv.holds()})
+        );
+    } else {
+        println!("ssi workload db — {secs:.1} s, clients on nodes {members:?}, one SQLite database on /db");
+        println!(
+            "  {committed} transactions committed ({failed} failed): {tps:.1} TPS, p50 {:.2} ms, p99 {:.2} ms",
+            quantile(&lat, 0.5),
+            quantile(&lat, 0.99)
+        );
+        for r in &reports {
+            println!(
+                "  node {}: {} committed, {:.1} TPS, p50 {:.2} ms, p99 {:.2} ms",
+                r.node,
+                r.committed,
+                r.committed as f64 / r.seconds,
+                r.p50_ms,
+                r.p99_ms
+            );
+        }
+        println!(
+            "  books: history {} rows, Σ delta {}; Σ accounts {}, Σ tellers {}, Σ branches {}; integrity_check {} → {}",
+            inv.history_rows,
+            inv.history_sum,
+            inv.accounts_sum,
+            inv.tellers_sum,
+            inv.branches_sum,
+            inv.integrity,
+            if inv.holds() { "balanced" } else { "NOT BALANCED" }
+        );
+    }
+    if !inv.holds() || inv.history_rows != committed {
+        bail!("the invariant does not hold: {inv:?} (committed {committed})");
+    }
+    Ok(())
+}
+
+/// One client (run by `db` on each node through `ssi rexec`): a JSON report on stdout.
+pub fn db_client(db_path: &Path, node: u32, seconds: f64, scale: Scale) -> anyhow::Result<()> {
+    let r = db::client(db_path, scale, node, Duration::from_secs_f64(seconds))?;
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `ssi workload db` on a real 4-node cluster: clients on every node (through `ssi rexec`),
+//! one SQLite database on `/db`, the books balanced at the end. Needs root and /dev/fuse.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{required, Cluster, BIN};
+
+#[test]
+fn debit_credit_from_every_node_keeps_the_books() {
+    if !(required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())) {
+        return;
+    }
+    let c = Cluster::up("workload-db", 4);
+    let out = Command::new(BIN)
+        .args(["workload", "db", "--seconds", "2", "--accounts", "1000", "--json", "--dir", c.dir_str()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["invariant_holds"], true, "{r}");
+    assert_eq!(r["invariant"]["integrity"], "ok");
+    assert_eq!(r["invariant"]["history_rows"], r["committed"]);
+    let per_node = r["per_node"].as_array().unwrap();
+    assert_eq!(per_node.len(), 4);
+    for n in per_node {
+        assert!(n["committed"].as_u64().unwrap() > 0, "every node commits: {r}");
+    }
+}
