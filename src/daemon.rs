@@ -60,13 +60,12 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         // A local cluster: every node on this machine (see procmgmt's `table`).
         let one_machine = cfg.nodes.values().all(|n| n.addr.ip().is_loopback());
         let claim = if one_machine {
-            use std::os::unix::ffi::OsStrExt;
             let first = cfg.nodes.keys().next() == Some(&id);
-            ssi_procmgmt::table::Claim::Subtree { first, config: config_path.as_os_str().as_bytes().to_vec() }
+            ssi_procmgmt::table::Claim::Subtree { first, pid_files: cfg.nodes.iter().map(|(i, n)| (*i, n.dir.join("pid"))).collect() }
         } else {
             ssi_procmgmt::table::Claim::Machine
         };
-        ssi_procmgmt::server::serve(&orb, claim);
+        let procs = ssi_procmgmt::server::serve(&orb, claim).context("procmgmt")?;
         let global_proc = ssi_pxfs::synthetic::SyntheticVolume {
             path: "/proc".into(),
             provider: Arc::new(ssi_procmgmt::procfs::ProcFs::new(&orb)),
@@ -107,6 +106,7 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
             _ = stopped.changed() => tracing::info!("stopping on request"),
         }
         let _ = stop_tx.send(true);
+        procs.hang_up_all();
         // Unmount first: nothing may be left waiting on a server that is going away.
         if let Some(session) = fs {
             tokio::task::spawn_blocking(move || drop(session)).await.ok();

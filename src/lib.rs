@@ -2,6 +2,7 @@
 //! service logic of its own.
 
 pub mod bench;
+pub mod buildtree;
 pub mod config;
 pub mod control;
 pub mod daemon;

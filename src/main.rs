@@ -210,10 +210,17 @@ enum WorkloadCmd {
         #[arg(long)]
         accounts: u32,
     },
-    /// The make workload (not implemented yet: workloads).
+    /// The redis tree built on /src with make -jN SHELL='ssi sh' (compiles spread over the nodes).
     Make {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[arg(long, default_value_t = 8)]
+        jobs: u32,
+        /// The source tarball (default: scripts/fetch-redis.sh's redis 7.0.15).
+        #[arg(long)]
+        tree: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// The web workload (not implemented yet: workloads).
     Web {
@@ -328,7 +335,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             WorkloadCmd::DbClient { db, node, seconds, branches, accounts } => {
                 ssi::workload::db_client(&db, node, seconds, ssi_workloads::db::Scale { branches, accounts })?
             }
-            WorkloadCmd::Make { .. } => not_yet("workload make", "workloads")?,
+            WorkloadCmd::Make { jobs, tree, json, dir } => {
+                if jobs == 0 {
+                    anyhow::bail!("--jobs must be at least 1");
+                }
+                ssi::workload::make(&ssi::workload::MakeOptions { dir: dir_or(dir), jobs, tree, json })?
+            }
             WorkloadCmd::Web { .. } => not_yet("workload web", "workloads")?,
             WorkloadCmd::In { .. } => not_yet("workload in", "IN coprocessor")?,
             WorkloadCmd::Sdds { .. } => not_yet("workload sdds", "SDDS")?,

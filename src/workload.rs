@@ -120,3 +120,90 @@ pub fn db_client(db_path: &Path, node: u32, seconds: f64, scale: Scale) -> anyho
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }
+
+pub struct MakeOptions {
+    pub dir: PathBuf,
+    pub jobs: u32,
+    /// The source tarball (default: scripts/fetch-redis.sh's redis 7.0.15).
+    pub tree: Option<PathBuf>,
+    pub json: bool,
+}
+
+/// `ssi workload make`: the redis tree unpacked on `/src` and built from the first node with
+/// `make -jN SHELL='ssi sh'`, so the recipes spread over the nodes; then the built server is
+/// run on another node.
+pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
+    use crate::buildtree::{fetch_tree, objects, spawned, untar};
+    let cfg = crate::local::load(&o.dir)?;
+    let members = crate::local::status(&o.dir).context("the cluster must be running (ssi up)")?.view_members;
+    let first = *members.first().ok_or_else(|| anyhow!("no node of the cluster is up"))?;
+    let m1 = cfg.node(first).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    let tarball = match &o.tree {
+        Some(t) => t.clone(),
+        None => fetch_tree()?,
+    };
+    let build_dir = m1.join("src/make-workload");
+    let _ = std::fs::remove_dir_all(&build_dir);
+    if !o.json {
+        eprintln!("unpacking {} into {}...", tarball.display(), build_dir.display());
+    }
+    let t = std::time::Instant::now();
+    let tree = untar(&tarball, &build_dir)?;
+    let untar_s = t.elapsed().as_secs_f64();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Per-node counts need the cluster key (root); without it the build still runs.
+    let before = rt.block_on(spawned(&cfg)).ok();
+    let me = std::env::current_exe()?;
+    if !o.json {
+        eprintln!("make -j{} SHELL='ssi sh' from node {first}...", o.jobs);
+    }
+    let t = std::time::Instant::now();
+    let st = Command::new("make")
+        .arg(format!("-j{}", o.jobs))
+        .arg("MALLOC=libc")
+        .arg(format!("SHELL={} sh", me.display()))
+        .env("SSI_DIR", &o.dir)
+        .env("SSI_NODE", first.to_string())
+        .current_dir(&tree)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(build_dir.join("make.log"))?)
+        .status()?;
+    let build_s = t.elapsed().as_secs_f64();
+    if !st.success() {
+        bail!("make failed ({st}); see {}", build_dir.join("make.log").display());
+    }
+    let after = rt.block_on(spawned(&cfg)).ok();
+    let per_node: Option<Vec<(u32, u64)>> = before.zip(after).map(|(b, a)| a.iter().zip(&b).map(|((n, x), (_, y))| (*n, x - y)).collect());
+    let objs = objects(&tree).len();
+    // The product runs, on another node than the one that built it.
+    let other = members.iter().copied().find(|n| *n != first).unwrap_or(first);
+    let v = Command::new(&me)
+        .args(["rexec", "-n", &other.to_string(), "--", "src/redis-server", "--version"])
+        .env("SSI_DIR", &o.dir)
+        .env("SSI_NODE", first.to_string())
+        .current_dir(&tree)
+        .output()?;
+    let version = String::from_utf8_lossy(&v.stdout).trim().to_string();
+    if !v.status.success() || !version.starts_with("Redis server v=7.0.15") {
+        bail!("the built redis-server does not run on node {other}: {version} {}", String::from_utf8_lossy(&v.stderr));
+    }
+    if o.json {
+        println!(
+            "{}",
+            json!({"workload": "make", "jobs": o.jobs, "untar_s": untar_s, "build_s": build_s, "objects": objs,
+                   "compiles_per_s": objs as f64 / build_s, "version_on_node": other, "version": version,
+                   "processes_per_node": per_node.as_ref().map(|v| v.iter().map(|(n, c)| json!({"node": n, "processes": c})).collect::<Vec<_>>())})
+        );
+    } else {
+        println!("ssi workload make — redis 7.0.15 on /src, make -j{} SHELL='ssi sh' from node {first}", o.jobs);
+        println!("  unpacked in {untar_s:.1} s; built in {build_s:.1} s: {objs} object files, {:.2} compiles/s", objs as f64 / build_s);
+        match &per_node {
+            Some(v) => {
+                println!("  processes started per node: {}", v.iter().map(|(n, c)| format!("node {n}: {c}")).collect::<Vec<_>>().join(", "))
+            }
+            None => println!("  (processes per node: needs the cluster key, i.e. root)"),
+        }
+        println!("  node {other} runs the result: {version}");
+    }
+    Ok(())
+}

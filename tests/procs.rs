@@ -148,6 +148,14 @@ fn signals_reach_the_remote_process_and_orphans_die() {
     child.kill().unwrap();
     child.wait().unwrap();
     wait_until(Duration::from_secs(5), "no orphan 5 s after the tool's SIGKILL", || !Path::new(&format!("/proc/{remote}")).exists());
+    // The node running the process dies: the kernel hangs it up (its parent-death signal).
+    let argv = ["sleep", "1002.9"];
+    let mut child = ssi(&c, &["rexec", "-n", "2", "--", "sleep", "1002.9"]).spawn().unwrap();
+    let remote = started(&mut child, &argv);
+    c.kill9(2);
+    wait_until(Duration::from_secs(5), "no orphan 5 s after its node died", || !Path::new(&format!("/proc/{remote}")).exists());
+    let _ = child.wait();
+    common::ok(&["up", "--dir", c.dir_str()]);
     // The launching node dies: its remote processes are hung up too.
     let argv = ["sleep", "1002.75"];
     let mut child = ssi(&c, &["rexec", "-n", "2", "--", "sleep", "1002.75"]).spawn().unwrap();

@@ -197,9 +197,7 @@ impl Launcher {
         let cwd = if spec.cwd_given { cwd_path.to_path_buf() } else { translate_cwd(&self.mountpoints, cwd_path, me, node)? };
         *self.placed.lock().entry(node).or_default() += 1;
         let _placed = Placed { node, table: self.placed.clone() };
-        let target = self.stub(node).await?;
         let opts = CallOptions::default().creds(OrbCreds { uid: spec.creds.uid, gid: spec.creds.gid, groups: spec.creds.groups.clone() });
-        let target = target.with_options(opts.clone());
         let (exited_tx, mut exited) = oneshot::channel();
         let sink = export_stdio_sink(&self.orb, Sink { to_tool: to_tool.clone(), exited: Mutex::new(Some(exited_tx)) });
         let (rows, cols) = spec.tty.unwrap_or((0, 0));
@@ -214,16 +212,26 @@ impl Launcher {
             rows,
             cols,
         };
-        let gpid = match target.spawn(req).await {
-            Ok(r) => r.into_inner().gpid,
-            Err(e) => {
-                self.forget_stub(node, &e);
-                return Err(format!("node {node}: {}", orb_err(e)));
+        // A stub from before the target restarted is refused (stale reference): resolve again.
+        let mut attempt = 0;
+        let (target, gpid) = loop {
+            let target = self.stub(node).await?.with_options(opts.clone());
+            match target.spawn(req.clone()).await {
+                Ok(r) => break (target, r.into_inner().gpid),
+                Err(e) => {
+                    self.forget_stub(node, &e);
+                    attempt += 1;
+                    if attempt == 2 || e.is_node_down() || matches!(&e, OrbError::Exception(x) if x.code >= crate::server::ERRNO_BASE) {
+                        return Err(format!("node {node}: {}", orb_err(e)));
+                    }
+                }
             }
         };
         let _ = to_tool.send(FromProcess::Started { gpid, node }).await;
         let input = target.with_options(opts.deadline(INPUT_DEADLINE));
         let mut tool_gone = false;
+        // The target's death ends the wait too (its process died with it: parent-death signal).
+        let mut views = self.orb.subscribe_views();
         loop {
             tokio::select! {
                 biased;
@@ -231,6 +239,11 @@ impl Launcher {
                     let (code, signal) = ex.unwrap_or((255, 0));
                     let _ = to_tool.send(FromProcess::Exited { code, signal }).await;
                     return Ok(());
+                }
+                changed = views.changed() => {
+                    if changed.is_err() || !views.borrow().members.iter().any(|m| m.node == node) {
+                        return Err(format!("node {node} went down while running the command"));
+                    }
                 }
                 msg = from_tool.recv(), if !tool_gone => {
                     let r = match msg {

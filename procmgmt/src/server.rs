@@ -48,6 +48,7 @@ struct Proc {
 #[derive(Clone)]
 pub struct ProcServer {
     orb: Orb,
+    spawner: Arc<spawn::Spawner>,
     claim: Arc<crate::table::Claim>,
     procs: Arc<Mutex<HashMap<u64, Proc>>>,
     spawned: Arc<std::sync::atomic::AtomicU64>,
@@ -61,8 +62,24 @@ fn caller(ctx: &CallCtx) -> Result<Creds, Exception> {
 }
 
 impl ProcServer {
-    pub fn new(orb: &Orb, claim: crate::table::Claim) -> Self {
-        ProcServer { orb: orb.clone(), claim: Arc::new(claim), procs: Arc::new(Mutex::new(HashMap::new())), spawned: Default::default() }
+    pub fn new(orb: &Orb, claim: crate::table::Claim) -> std::io::Result<Self> {
+        let spawner = Arc::new(spawn::Spawner::start(tokio::runtime::Handle::current())?);
+        Ok(ProcServer {
+            orb: orb.clone(),
+            spawner,
+            claim: Arc::new(claim),
+            procs: Arc::new(Mutex::new(HashMap::new())),
+            spawned: Default::default(),
+        })
+    }
+
+    /// The daemon is stopping: what it started is hung up (a killed daemon's children get
+    /// SIGHUP from the kernel, their parent-death signal).
+    pub fn hang_up_all(&self) {
+        let all: Vec<u64> = self.procs.lock().keys().copied().collect();
+        for g in all {
+            hang_up(g);
+        }
     }
 
     fn node(&self) -> u32 {
@@ -131,10 +148,7 @@ impl ProcMgr for ProcServer {
         };
         // Not on the runtime thread: the child's chdir may need this node's own PXFS mount,
         // whose requests this runtime answers, and spawn waits for the child's exec.
-        let s = tokio::task::spawn_blocking(move || spawn::spawn(&spec))
-            .await
-            .map_err(|e| Exception::app(e.to_string()))?
-            .map_err(errno_exception)?;
+        let s = self.spawner.spawn(spec).await.map_err(errno_exception)?;
         let g = gpid(self.node(), s.pid);
         self.spawned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdin = Arc::new(tokio::sync::Mutex::new(Some(s.stdin)));
@@ -277,8 +291,8 @@ impl ProcMgr for ProcServer {
 }
 
 /// Exports this node's `ProcMgr` and hangs up processes whose launching node leaves.
-pub fn serve(orb: &Orb, claim: crate::table::Claim) -> ProcServer {
-    let server = ProcServer::new(orb, claim);
+pub fn serve(orb: &Orb, claim: crate::table::Claim) -> std::io::Result<ProcServer> {
+    let server = ProcServer::new(orb, claim)?;
     let h = export_proc_mgr(orb, server.clone());
     orb.register_name(crate::PROCMGR_NAME, &h);
     let s = server.clone();
@@ -286,5 +300,5 @@ pub fn serve(orb: &Orb, claim: crate::table::Claim) -> ProcServer {
         s.launcher_node_gone(gone);
         async {}
     }));
-    server
+    Ok(server)
 }

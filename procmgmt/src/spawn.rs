@@ -43,7 +43,9 @@ pub struct Spawned {
 }
 
 /// Starts `spec`. The process leads a new session (so the launcher's signals can go to its
-/// whole process group), and runs as `spec.creds` from its first instruction.
+/// whole process group), runs as `spec.creds` from its first instruction, and gets SIGHUP
+/// when the thread that started it ends — call this from a thread that lives as long as the
+/// daemon (`Spawner`), so that is when the daemon dies.
 pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
     let (prog, args) = spec.argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut cmd = Command::new(OsStr::from_bytes(prog));
@@ -71,6 +73,7 @@ pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
         }
     };
     let (creds, umask, tty) = (spec.creds.clone(), spec.umask, pty.is_some());
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -84,6 +87,11 @@ pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
             if libc::setgroups(creds.groups.len(), creds.groups.as_ptr()) < 0 || libc::setgid(creds.gid) < 0 || libc::setuid(creds.uid) < 0
             {
                 return Err(io::Error::last_os_error());
+            }
+            // Hung up when the daemon dies (the forking thread lives as long as it does).
+            // After setuid, which would clear it; and if the daemon died already, give up.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGHUP) < 0 || libc::getppid() != parent {
+                return Err(io::Error::other("the node daemon died"));
             }
             Ok(())
         });
@@ -108,6 +116,32 @@ pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
                 pty: None,
             })
         }
+    }
+}
+
+/// The thread processes are started from: one for the daemon's lifetime, since a child's
+/// parent-death signal follows the thread that forked it.
+pub struct Spawner {
+    tx: std::sync::mpsc::Sender<(Spec, tokio::sync::oneshot::Sender<io::Result<Spawned>>)>,
+}
+
+impl Spawner {
+    /// Starts the thread; `rt` is the runtime the children's pipes and exits are driven by.
+    pub fn start(rt: tokio::runtime::Handle) -> io::Result<Spawner> {
+        let (tx, rx) = std::sync::mpsc::channel::<(Spec, tokio::sync::oneshot::Sender<io::Result<Spawned>>)>();
+        std::thread::Builder::new().name("procmgmt-spawn".into()).spawn(move || {
+            let _rt = rt.enter();
+            for (spec, done) in rx {
+                let _ = done.send(spawn(&spec));
+            }
+        })?;
+        Ok(Spawner { tx })
+    }
+
+    pub async fn spawn(&self, spec: Spec) -> io::Result<Spawned> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.tx.send((spec, done)).map_err(|_| io::Error::other("the spawner thread is gone"))?;
+        result.await.map_err(|_| io::Error::other("the spawner thread is gone"))?
     }
 }
 

@@ -17,9 +17,10 @@ use crate::GPID_STRIDE;
 pub enum Claim {
     /// A real cluster: the whole machine.
     Machine,
-    /// A local cluster (the daemons of config file `config` on one machine): the subtree of
-    /// this node's daemon, plus the unclaimed rest if `first`.
-    Subtree { first: bool, config: Vec<u8> },
+    /// A local cluster (every daemon on this machine): the subtree of this node's daemon,
+    /// plus the unclaimed rest if `first`. The daemons are found by their pid files
+    /// (node id, path), read at each listing (a restarted node has a new pid).
+    Subtree { first: bool, pid_files: Vec<(u32, std::path::PathBuf)> },
 }
 
 struct Raw {
@@ -27,7 +28,6 @@ struct Raw {
     uid: u32,
     gid: u32,
     start_ticks: u64,
-    cmdline: Vec<u8>,
 }
 
 fn raw(pid: u32) -> Option<Raw> {
@@ -40,23 +40,12 @@ fn raw(pid: u32) -> Option<Raw> {
     // Fields after the command name, which may hold spaces and parentheses.
     let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let start_ticks = rest.get(19)?.parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    Some(Raw { ppid, uid, gid, start_ticks, cmdline })
+    Some(Raw { ppid, uid, gid, start_ticks })
 }
 
-/// The `ssi node` daemons of the cluster whose config is `config`: pid → node id.
-fn daemons(all: &HashMap<u32, Raw>, config: &[u8]) -> HashMap<u32, u32> {
-    let mut out = HashMap::new();
-    for (pid, r) in all {
-        let args: Vec<&[u8]> = r.cmdline.split(|b| *b == 0).collect();
-        let pos = |flag: &[u8]| args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1));
-        if args.iter().any(|a| *a == b"node") && pos(b"--config") == Some(&config) {
-            if let Some(id) = pos(b"--id").and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()) {
-                out.insert(*pid, id);
-            }
-        }
-    }
-    out
+/// The cluster's daemons now: pid → node id.
+fn daemons(pid_files: &[(u32, std::path::PathBuf)]) -> HashMap<u32, u32> {
+    pid_files.iter().filter_map(|(node, f)| Some((std::fs::read_to_string(f).ok()?.trim().parse().ok()?, *node))).collect()
 }
 
 fn boot_time_s() -> i64 {
@@ -90,8 +79,8 @@ pub fn list(node: u32, claim: &Claim) -> Vec<ProcEntry> {
     };
     let mine: Box<dyn Fn(u32) -> bool> = match claim {
         Claim::Machine => Box::new(|_| true),
-        Claim::Subtree { first, config, .. } => {
-            let d = daemons(&all, config);
+        Claim::Subtree { first, pid_files } => {
+            let d = daemons(pid_files);
             let first = *first;
             Box::new(move |pid| match owner(pid, &d) {
                 Some(n) => n == node,
@@ -160,10 +149,17 @@ mod tests {
         let l = list(1, &Claim::Machine);
         assert!(l.iter().any(|e| e.gpid == crate::gpid(1, me)));
         // A subtree of a daemon that does not exist claims nothing but the unclaimed rest.
-        let none = list(2, &Claim::Subtree { first: false, config: b"/nonexistent".to_vec() });
+        let none = list(2, &Claim::Subtree { first: false, pid_files: vec![] });
         assert!(none.is_empty());
-        let rest = list(1, &Claim::Subtree { first: true, config: b"/nonexistent".to_vec() });
+        let rest = list(1, &Claim::Subtree { first: true, pid_files: vec![] });
         assert!(rest.iter().any(|e| e.gpid == crate::gpid(1, me)));
+        // A "daemon" (this test process, by its pid file) claims itself for its node.
+        let f = std::env::temp_dir().join(format!("ssi-table-test-{me}"));
+        std::fs::write(&f, format!("{me}\n")).unwrap();
+        let claim = Claim::Subtree { first: true, pid_files: vec![(3, f.clone())] };
+        assert!(list(3, &claim).iter().any(|e| e.gpid == crate::gpid(3, me)));
+        assert!(!list(1, &claim).iter().any(|e| e.gpid == crate::gpid(1, me)), "not the first node's any more");
+        let _ = std::fs::remove_file(f);
     }
 
     #[test]

@@ -8,15 +8,15 @@
 //! the object files must be the same set, and each node's count of started processes shows
 //! where the compiles ran.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use serde_json::json;
 
 use super::sshd::Sshd;
+use crate::buildtree::{fetch_tree, objects, spawned, untar};
 use crate::local::{self, UpOptions};
 
 pub struct Options {
@@ -43,55 +43,6 @@ fn timed(mut c: Command) -> anyhow::Result<f64> {
         bail!("{c:?} failed: {st}");
     }
     Ok(ms)
-}
-
-/// Every `*.o` under `dir`, relative.
-fn objects(dir: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "o") {
-                out.insert(p.strip_prefix(dir).unwrap_or(&p).to_path_buf());
-            }
-        }
-    }
-    out
-}
-
-fn untar(tarball: &Path, into: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(into)?;
-    let st = Command::new("tar").arg("xzf").arg(tarball).current_dir(into).status()?;
-    if !st.success() {
-        bail!("tar xzf {} failed", tarball.display());
-    }
-    let top = std::fs::read_dir(into)?.flatten().find(|e| e.path().is_dir()).ok_or_else(|| anyhow!("empty tarball"))?;
-    Ok(top.path())
-}
-
-fn fetch_tree() -> anyhow::Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-redis.sh");
-    let out = Command::new(&script).stderr(Stdio::inherit()).output().with_context(|| format!("{}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed", script.display());
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-/// Each node's count of processes its ProcMgr started.
-async fn spawned(cfg: &crate::config::Config) -> anyhow::Result<Vec<(u32, u64)>> {
-    let orb = crate::tool::connect(cfg).await?;
-    let mut out = Vec::new();
-    for id in cfg.nodes.keys() {
-        let h = orb.resolve(*id, ssi_procmgmt::PROCMGR_NAME).await.map_err(|e| anyhow!("node {id}: {e}"))?;
-        let s = ssi_procmgmt::proto::ProcMgrStub::new(h).map_err(|e| anyhow!(e))?;
-        out.push((*id, s.load(ssi_orb::proto::Empty {}).await.map_err(|e| anyhow!("node {id}: {e}"))?.spawned));
-    }
-    orb.shutdown();
-    Ok(out)
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -139,8 +90,13 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
         }
         let local_tree = untar(&tarball, &dir.join("local"))?;
         let t = Instant::now();
-        let st =
-            Command::new("make").arg(format!("-j{}", o.jobs)).arg("MALLOC=libc").current_dir(&local_tree).stdout(Stdio::null()).status()?;
+        let st = Command::new("make")
+            .arg(format!("-j{}", o.jobs))
+            .arg("MALLOC=libc")
+            .current_dir(&local_tree)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
         let local_s = t.elapsed().as_secs_f64();
         if !st.success() {
             bail!("local make failed");
@@ -160,6 +116,7 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
             .env_remove("SSI_NODE")
             .current_dir(&pxfs_tree)
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status()?;
         let pxfs_s = t.elapsed().as_secs_f64();
         if !st.success() {
