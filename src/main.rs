@@ -191,6 +191,15 @@ enum WorkloadCmd {
         branches: u32,
         #[arg(long, default_value_t = 10_000)]
         accounts: u32,
+        /// PostgreSQL instead: data directory on PXFS /db, then on the local disk; pgbench.
+        #[arg(long)]
+        pgbench: bool,
+        /// pgbench's scale factor (with --pgbench).
+        #[arg(long, default_value_t = 2)]
+        pg_scale: u32,
+        /// pgbench's clients (with --pgbench).
+        #[arg(long, default_value_t = 4)]
+        pg_clients: u32,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -324,27 +333,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Ports { .. } => not_yet("ports", "global networking")?,
         Cmd::Ext { .. } => not_yet("ext", "global networking")?,
         Cmd::Trace { .. } => not_yet("trace", "tracing")?,
-        Cmd::Workload { which } => match which {
-            WorkloadCmd::Db { seconds, branches, accounts, json, dir } => {
-                if !(0.1..=3600.0).contains(&seconds) || branches == 0 || accounts < branches {
-                    anyhow::bail!("--seconds must be 0.1..=3600, --branches at least 1, --accounts at least --branches");
+        Cmd::Workload { which } => {
+            match which {
+                WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, json, dir } => {
+                    if !(0.1..=3600.0).contains(&seconds) || branches == 0 || accounts < branches || pg_scale == 0 || pg_clients == 0 {
+                        anyhow::bail!("--seconds must be 0.1..=3600, --branches, --pg-scale and --pg-clients at least 1, --accounts at least --branches");
+                    }
+                    if pgbench {
+                        let o = ssi::workload::PgbenchOptions { dir: dir_or(dir), seconds, scale: pg_scale, clients: pg_clients, json };
+                        return ssi::workload::pgbench(&o);
+                    }
+                    let scale = ssi_workloads::db::Scale { branches, accounts };
+                    ssi::workload::db(&ssi::workload::DbOptions { dir: dir_or(dir), seconds, scale, json })?
                 }
-                let scale = ssi_workloads::db::Scale { branches, accounts };
-                ssi::workload::db(&ssi::workload::DbOptions { dir: dir_or(dir), seconds, scale, json })?
-            }
-            WorkloadCmd::DbClient { db, node, seconds, branches, accounts } => {
-                ssi::workload::db_client(&db, node, seconds, ssi_workloads::db::Scale { branches, accounts })?
-            }
-            WorkloadCmd::Make { jobs, tree, json, dir } => {
-                if jobs == 0 {
-                    anyhow::bail!("--jobs must be at least 1");
+                WorkloadCmd::DbClient { db, node, seconds, branches, accounts } => {
+                    ssi::workload::db_client(&db, node, seconds, ssi_workloads::db::Scale { branches, accounts })?
                 }
-                ssi::workload::make(&ssi::workload::MakeOptions { dir: dir_or(dir), jobs, tree, json })?
+                WorkloadCmd::Make { jobs, tree, json, dir } => {
+                    if jobs == 0 {
+                        anyhow::bail!("--jobs must be at least 1");
+                    }
+                    ssi::workload::make(&ssi::workload::MakeOptions { dir: dir_or(dir), jobs, tree, json })?
+                }
+                WorkloadCmd::Web { .. } => not_yet("workload web", "workloads")?,
+                WorkloadCmd::In { .. } => not_yet("workload in", "IN coprocessor")?,
+                WorkloadCmd::Sdds { .. } => not_yet("workload sdds", "SDDS")?,
             }
-            WorkloadCmd::Web { .. } => not_yet("workload web", "workloads")?,
-            WorkloadCmd::In { .. } => not_yet("workload in", "IN coprocessor")?,
-            WorkloadCmd::Sdds { .. } => not_yet("workload sdds", "SDDS")?,
-        },
+        }
     }
     Ok(())
 }
