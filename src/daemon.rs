@@ -60,8 +60,7 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         // A local cluster: every node on this machine (see procmgmt's `table`).
         let one_machine = cfg.nodes.values().all(|n| n.addr.ip().is_loopback());
         let claim = if one_machine {
-            let first = cfg.nodes.keys().next() == Some(&id);
-            ssi_procmgmt::table::Claim::Subtree { first, pid_files: cfg.nodes.iter().map(|(i, n)| (*i, n.dir.join("pid"))).collect() }
+            ssi_procmgmt::table::Claim::Subtree { pid_files: cfg.nodes.iter().map(|(i, n)| (*i, n.dir.join("pid"))).collect() }
         } else {
             ssi_procmgmt::table::Claim::Machine
         };

@@ -277,7 +277,7 @@ impl ProcMgr for ProcServer {
             .map_err(errno_exception)?;
         if req.name == "status" {
             // Where the process is in the cluster: its node and global pids.
-            let gppid = launched_by.unwrap_or_else(|| crate::table::ppid(node, pid));
+            let gppid = launched_by.unwrap_or_else(|| crate::table::ppid(node, pid, &self.claim));
             data.extend(format!("Node:\t{node}\nGPid:\t{}\nGPPid:\t{gppid}\n", req.gpid).into_bytes());
         }
         Ok(FileData { data: data.into() })

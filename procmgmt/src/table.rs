@@ -17,10 +17,10 @@ use crate::GPID_STRIDE;
 pub enum Claim {
     /// A real cluster: the whole machine.
     Machine,
-    /// A local cluster (every daemon on this machine): the subtree of this node's daemon,
-    /// plus the unclaimed rest if `first`. The daemons are found by their pid files
+    /// A local cluster (every daemon on this machine): the subtree of each node's daemon,
+    /// the unclaimed rest to the lowest node. The daemons are found by their pid files
     /// (node id, path), read at each listing (a restarted node has a new pid).
-    Subtree { first: bool, pid_files: Vec<(u32, std::path::PathBuf)> },
+    Subtree { pid_files: Vec<(u32, std::path::PathBuf)> },
 }
 
 struct Raw {
@@ -55,53 +55,74 @@ fn boot_time_s() -> i64 {
         .unwrap_or(0)
 }
 
-/// The processes `node` claims now.
-pub fn list(node: u32, claim: &Claim) -> Vec<ProcEntry> {
-    let all: HashMap<u32, Raw> = std::fs::read_dir("/proc")
+fn all_processes() -> HashMap<u32, Raw> {
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| Some((pid, raw(pid)?)))
-        .collect();
-    let owner = |pid: u32, daemons: &HashMap<u32, u32>| -> Option<u32> {
+        .collect()
+}
+
+/// Which node claims each process: a snapshot of the machine's process tree under `claim`.
+struct Claims<'a> {
+    all: &'a HashMap<u32, Raw>,
+    /// None: a real cluster, where this node claims everything.
+    daemons: Option<HashMap<u32, u32>>,
+    lowest: u32,
+}
+
+impl<'a> Claims<'a> {
+    fn new(all: &'a HashMap<u32, Raw>, node: u32, claim: &Claim) -> Self {
+        match claim {
+            Claim::Machine => Claims { all, daemons: None, lowest: node },
+            Claim::Subtree { pid_files } => {
+                Claims { all, daemons: Some(daemons(pid_files)), lowest: pid_files.iter().map(|(n, _)| *n).min().unwrap_or(node) }
+            }
+        }
+    }
+
+    /// The node claiming `pid` (`here` on a real cluster).
+    fn of(&self, pid: u32, here: u32) -> u32 {
+        let Some(daemons) = &self.daemons else { return here };
         let mut p = pid;
         for _ in 0..4096 {
             if let Some(n) = daemons.get(&p) {
-                return Some(*n);
+                return *n;
             }
-            p = all.get(&p)?.ppid;
-            if p == 0 {
-                return None;
+            match self.all.get(&p) {
+                Some(r) if r.ppid != 0 => p = r.ppid,
+                _ => break,
             }
         }
-        None
-    };
-    let mine: Box<dyn Fn(u32) -> bool> = match claim {
-        Claim::Machine => Box::new(|_| true),
-        Claim::Subtree { first, pid_files } => {
-            let d = daemons(pid_files);
-            let first = *first;
-            Box::new(move |pid| match owner(pid, &d) {
-                Some(n) => n == node,
-                None => first,
-            })
-        }
-    };
+        self.lowest
+    }
+}
+
+/// The processes `node` claims now.
+pub fn list(node: u32, claim: &Claim) -> Vec<ProcEntry> {
+    let all = all_processes();
+    let claims = Claims::new(&all, node, claim);
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let boot = boot_time_s();
     let mut out: Vec<ProcEntry> = all
         .iter()
-        .filter(|(pid, _)| mine(**pid))
+        .filter(|(pid, _)| claims.of(**pid, node) == node)
         .map(|(pid, r)| ProcEntry { gpid: crate::gpid(node, *pid), uid: r.uid, gid: r.gid, start_s: boot + (r.start_ticks / hz) as i64 })
         .collect();
     out.sort_by_key(|e| e.gpid);
     out
 }
 
-/// The parent of `pid` on this node, as a global pid (0 for none).
-pub fn ppid(node: u32, pid: u32) -> u64 {
-    raw(pid).map(|r| if r.ppid == 0 { 0 } else { crate::gpid(node, r.ppid) }).unwrap_or(0)
+/// The parent of `pid` (a process of `node`) as a global pid: numbered by the node that
+/// claims the parent (0 for none).
+pub fn ppid(node: u32, pid: u32, claim: &Claim) -> u64 {
+    let all = all_processes();
+    match all.get(&pid) {
+        Some(r) if r.ppid != 0 => crate::gpid(Claims::new(&all, node, claim).of(r.ppid, node), r.ppid),
+        _ => 0,
+    }
 }
 
 /// Reads `/proc/PID/NAME` (or a node file when `pid` is 0) with `fsuid`'s rights, on a
@@ -142,6 +163,7 @@ pub fn split(gpid: u64) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn the_machine_claim_lists_this_process() {
@@ -149,16 +171,16 @@ mod tests {
         let l = list(1, &Claim::Machine);
         assert!(l.iter().any(|e| e.gpid == crate::gpid(1, me)));
         // A subtree of a daemon that does not exist claims nothing but the unclaimed rest.
-        let none = list(2, &Claim::Subtree { first: false, pid_files: vec![] });
-        assert!(none.is_empty());
-        let rest = list(1, &Claim::Subtree { first: true, pid_files: vec![] });
-        assert!(rest.iter().any(|e| e.gpid == crate::gpid(1, me)));
-        // A "daemon" (this test process, by its pid file) claims itself for its node.
+        // A "daemon" of node 3 (this test process, by its pid file) claims itself; node 1,
+        // the lowest, claims the rest of the machine, this process's parent among them.
         let f = std::env::temp_dir().join(format!("ssi-table-test-{me}"));
         std::fs::write(&f, format!("{me}\n")).unwrap();
-        let claim = Claim::Subtree { first: true, pid_files: vec![(3, f.clone())] };
+        let claim = Claim::Subtree { pid_files: vec![(1, PathBuf::from("/nonexistent")), (3, f.clone())] };
         assert!(list(3, &claim).iter().any(|e| e.gpid == crate::gpid(3, me)));
-        assert!(!list(1, &claim).iter().any(|e| e.gpid == crate::gpid(1, me)), "not the first node's any more");
+        assert!(!list(1, &claim).iter().any(|e| e.gpid == crate::gpid(1, me)), "node 3's, not node 1's");
+        assert!(list(2, &claim).is_empty(), "node 2 has no daemon here: nothing");
+        let parent = std::os::unix::process::parent_id();
+        assert_eq!(ppid(3, me, &claim), crate::gpid(1, parent), "the parent numbered by its own node");
         let _ = std::fs::remove_file(f);
     }
 
