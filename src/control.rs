@@ -40,13 +40,17 @@ fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// The uid of the process on the other end of a control request.
-pub fn caller_uid<T>(req: &Request<T>) -> Result<u32, Status> {
+/// The credentials of the process on the other end of a control request (SO_PEERCRED).
+pub fn peer_cred<T>(req: &Request<T>) -> Result<tokio::net::unix::UCred, Status> {
     req.extensions()
         .get::<tonic::transport::server::UdsConnectInfo>()
         .and_then(|i| i.peer_cred)
-        .map(|c| c.uid())
         .ok_or_else(|| Status::permission_denied("caller credentials unavailable (SO_PEERCRED)"))
+}
+
+/// The uid of the process on the other end of a control request.
+pub fn caller_uid<T>(req: &Request<T>) -> Result<u32, Status> {
+    peer_cred(req).map(|c| c.uid())
 }
 
 /// Root, or the user the daemon runs as.

@@ -65,14 +65,15 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
             ssi_procmgmt::table::Claim::Machine
         };
         let procs = ssi_procmgmt::server::serve(&orb, claim).context("procmgmt")?;
+        let procmgrs = Arc::new(ssi_procmgmt::ProcMgrs::new(&orb));
         let global_proc = ssi_pxfs::synthetic::SyntheticVolume {
             path: "/proc".into(),
-            provider: Arc::new(ssi_procmgmt::procfs::ProcFs::new(&orb)),
+            provider: Arc::new(ssi_procmgmt::procfs::ProcFs::new(&orb, procmgrs.clone())),
         };
         let fs = start_pxfs(&cfg, &orb, id, vec![global_proc]);
         let mountpoints = cfg.nodes.iter().map(|(i, n)| (*i, n.mountpoint.clone())).collect();
         let launcher =
-            Arc::new(ssi_procmgmt::launch::Launcher::new(&orb, mountpoints, Box::new(ssi_procmgmt::placement::LeastLoaded::default()), one_machine));
+            Arc::new(ssi_procmgmt::launch::Launcher::new(&orb, procmgrs, mountpoints, Box::new(ssi_procmgmt::placement::LeastLoaded::default()), one_machine));
 
         let sock = &me.control_socket;
         if sock.exists() {

@@ -18,11 +18,7 @@ pub type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOut, Status>> + Send>
 
 /// The caller's credentials and pid, from the kernel.
 fn caller<T>(req: &Request<T>) -> Result<(Creds, u32), Status> {
-    let cred = req
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
-        .ok_or_else(|| Status::permission_denied("caller credentials unavailable (SO_PEERCRED)"))?;
+    let cred = crate::control::peer_cred(req)?;
     let pid = cred.pid().ok_or_else(|| Status::permission_denied("caller pid unavailable"))? as u32;
     let groups = groups_of(pid).map_err(|e| Status::permission_denied(format!("groups of the caller: {e}")))?;
     Ok((Creds { uid: cred.uid(), gid: cred.gid(), groups }, pid))

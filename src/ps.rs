@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use serde_json::json;
 
-use crate::config::Config;
+use ssi_procmgmt::table::{boot_time_s, ticks_per_s};
 
 pub struct PsOptions {
     pub dir: PathBuf,
@@ -27,17 +27,6 @@ struct Proc {
     cpu_ticks: u64,
     start_s: i64,
     cmd: String,
-}
-
-fn ticks_per_s() -> u64 {
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64
-}
-
-fn boot_time_s() -> i64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
 }
 
 /// One process from its global /proc directory; None when it ended while being read.
@@ -107,9 +96,7 @@ fn cpu_time(secs: u64) -> String {
 
 /// The global /proc as this node mounts it.
 fn global_proc(dir: &Path) -> anyhow::Result<PathBuf> {
-    let cfg = Config::load(&crate::local::config_path(dir)).map_err(|e| anyhow!("{e}"))?;
-    let node = crate::rexec::local_node(&cfg)?;
-    Ok(cfg.node(node).map_err(|e| anyhow!(e))?.mountpoint.join("proc"))
+    Ok(crate::rexec::this_node(dir)?.mountpoint.join("proc"))
 }
 
 pub fn run(o: &PsOptions) -> anyhow::Result<()> {

@@ -39,11 +39,15 @@ pub fn local_node(cfg: &Config) -> anyhow::Result<u32> {
     cfg.nodes.keys().next().copied().ok_or_else(|| anyhow!("the cluster config has no nodes"))
 }
 
-async fn control(dir: &Path) -> anyhow::Result<crate::control::ControlClient<tonic::transport::Channel>> {
+/// The config of the node this tool is on (see `local_node`), in the cluster in `dir`.
+pub fn this_node(dir: &Path) -> anyhow::Result<crate::config::NodeConfig> {
     let cfg = Config::load(&crate::local::config_path(dir)).map_err(|e| anyhow!("{e}"))?;
     let node = local_node(&cfg)?;
-    let sock = cfg.node(node).map_err(|e| anyhow!(e))?.control_socket.clone();
-    crate::control::connect(&sock).await.map_err(|e| anyhow!(e))
+    cfg.node(node).cloned().map_err(|e| anyhow!(e))
+}
+
+async fn control(dir: &Path) -> anyhow::Result<crate::control::ControlClient<tonic::transport::Channel>> {
+    crate::control::connect(&this_node(dir)?.control_socket).await.map_err(|e| anyhow!(e))
 }
 
 fn umask() -> u32 {

@@ -11,6 +11,8 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 use ssi_workloads::db::{self, ClientReport, Scale};
 
+use crate::bench::quantile;
+
 pub struct DbOptions {
     pub dir: PathBuf,
     pub seconds: f64,
@@ -21,21 +23,18 @@ pub struct DbOptions {
 /// The database, relative to a node's mountpoint.
 const DB: &str = "db/bank.db";
 
-fn quantile(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64 / 1e3
+/// The running cluster in `dir`: its config, its members, and the first member's mountpoint
+/// (where a workload starts from).
+fn running(dir: &Path) -> anyhow::Result<(crate::config::Config, Vec<u32>, PathBuf)> {
+    let cfg = crate::local::load(dir)?;
+    let members = crate::local::status(dir).context("the cluster must be running (ssi up)")?.view_members;
+    let first = *members.first().ok_or_else(|| anyhow!("no node of the cluster in {} is up", dir.display()))?;
+    let m1 = cfg.node(first).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    Ok((cfg, members, m1))
 }
 
 pub fn db(o: &DbOptions) -> anyhow::Result<()> {
-    let cfg = crate::local::load(&o.dir)?;
-    let status = crate::local::status(&o.dir).context("the cluster must be running (ssi up)")?;
-    let members = status.view_members.clone();
-    if members.is_empty() {
-        bail!("no node of the cluster in {} is up", o.dir.display());
-    }
-    let m1 = cfg.node(members[0]).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    let (_, members, m1) = running(&o.dir)?;
     let db_path = m1.join(DB);
     if !o.json {
         eprintln!("setting up {} ({} branches, {} accounts)...", db_path.display(), o.scale.branches, o.scale.accounts);
@@ -69,8 +68,9 @@ pub fn db(o: &DbOptions) -> anyhow::Result<()> {
     let committed: u64 = reports.iter().map(|r| r.committed).sum();
     let failed: u64 = reports.iter().map(|r| r.failed).sum();
     let secs = reports.iter().map(|r| r.seconds).fold(0.0, f64::max);
-    let mut lat: Vec<u64> = reports.iter().flat_map(|r| r.latencies_us.iter().copied()).collect();
-    lat.sort_unstable();
+    // Milliseconds, ascending.
+    let mut lat: Vec<f64> = reports.iter().flat_map(|r| r.latencies_us.iter().map(|us| *us as f64 / 1e3)).collect();
+    lat.sort_by(f64::total_cmp);
     let tps = committed as f64 / secs.max(1e-9);
     if o.json {
         println!(
@@ -134,10 +134,8 @@ pub struct MakeOptions {
 /// run on another node.
 pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
     use crate::buildtree::{fetch_tree, objects, spawned, untar};
-    let cfg = crate::local::load(&o.dir)?;
-    let members = crate::local::status(&o.dir).context("the cluster must be running (ssi up)")?.view_members;
-    let first = *members.first().ok_or_else(|| anyhow!("no node of the cluster is up"))?;
-    let m1 = cfg.node(first).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    let (cfg, members, m1) = running(&o.dir)?;
+    let first = members[0];
     let tarball = match &o.tree {
         Some(t) => t.clone(),
         None => fetch_tree()?,
@@ -283,10 +281,8 @@ impl Pg {
 
 pub fn pgbench(o: &PgbenchOptions) -> anyhow::Result<()> {
     let pg = postgres()?;
-    let cfg = crate::local::load(&o.dir)?;
-    let members = crate::local::status(&o.dir).context("the cluster must be running (ssi up)")?.view_members;
-    let first = *members.first().ok_or_else(|| anyhow!("no node of the cluster is up"))?;
-    let m1 = cfg.node(first).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    let (_, members, m1) = running(&o.dir)?;
+    let first = members[0];
     let scratch = std::env::temp_dir().join(format!("ssi-pgbench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     if !o.json {

@@ -16,6 +16,9 @@ pub mod code {
     pub const PERMISSION_DENIED: u32 = 9;
     pub const INTERNAL: u32 = 10;
     pub const APP: u32 = 100;
+    /// A failed system call on the serving side: this plus its errno (services that act on
+    /// files and processes for a caller: PXFS, procmgmt).
+    pub const ERRNO_BASE: u32 = 1000;
 }
 
 /// An exception raised on the serving side and carried back to the caller.
@@ -48,6 +51,18 @@ impl Exception {
     pub fn permission_denied(why: impl Into<String>) -> Self {
         Self::new(code::PERMISSION_DENIED, why)
     }
+    /// A system call's failure: errno `n`.
+    pub fn errno(n: i32, why: impl Into<String>) -> Self {
+        Self::new(code::ERRNO_BASE + n.max(1) as u32, why)
+    }
+    /// A system call's failure, from the error it returned (EIO when it carries no errno).
+    pub fn from_io(e: std::io::Error) -> Self {
+        Self::errno(e.raw_os_error().unwrap_or(libc::EIO), e.to_string())
+    }
+    /// The errno of an `errno` exception.
+    pub fn os_errno(&self) -> Option<i32> {
+        (self.code > code::ERRNO_BASE).then(|| (self.code - code::ERRNO_BASE) as i32)
+    }
     pub fn name(&self) -> &'static str {
         match self.code {
             code::OBJECT_NOT_EXIST => "ObjectNotExist",
@@ -60,6 +75,7 @@ impl Exception {
             code::DEADLINE_EXCEEDED => "DeadlineExceeded",
             code::PERMISSION_DENIED => "PermissionDenied",
             code::INTERNAL => "Internal",
+            c if c > code::ERRNO_BASE => "Errno",
             _ => "App",
         }
     }
@@ -100,6 +116,13 @@ impl OrbError {
     pub fn exception_code(&self) -> Option<u32> {
         match self {
             OrbError::Exception(e) => Some(e.code),
+            _ => None,
+        }
+    }
+    /// The errno a serving side's system call failed with, if that is what this is.
+    pub fn os_errno(&self) -> Option<i32> {
+        match self {
+            OrbError::Exception(e) => e.os_errno(),
             _ => None,
         }
     }

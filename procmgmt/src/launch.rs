@@ -70,8 +70,7 @@ pub struct Launcher {
     one_machine: bool,
     loads: Mutex<HashMap<u32, (NodeLoad, Instant)>>,
     placed: Arc<Mutex<HashMap<u32, u32>>>,
-    /// Each node's ProcMgr, resolved once (again after a failure).
-    stubs: Mutex<HashMap<u32, ProcMgrStub>>,
+    procmgrs: Arc<crate::ProcMgrs>,
 }
 
 /// The working directory `cwd` of a tool on node `from`, as a path on node `to`.
@@ -104,14 +103,20 @@ impl Drop for Placed {
 }
 
 fn orb_err(e: OrbError) -> String {
-    match e.exception_code() {
-        Some(c) if c > crate::server::ERRNO_BASE => std::io::Error::from_raw_os_error((c - crate::server::ERRNO_BASE) as i32).to_string(),
-        _ => e.to_string(),
+    match e.os_errno() {
+        Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
+        None => e.to_string(),
     }
 }
 
 impl Launcher {
-    pub fn new(orb: &Orb, mountpoints: BTreeMap<u32, PathBuf>, policy: Box<dyn Placement>, one_machine: bool) -> Self {
+    pub fn new(
+        orb: &Orb,
+        procmgrs: Arc<crate::ProcMgrs>,
+        mountpoints: BTreeMap<u32, PathBuf>,
+        policy: Box<dyn Placement>,
+        one_machine: bool,
+    ) -> Self {
         Launcher {
             orb: orb.clone(),
             mountpoints,
@@ -119,7 +124,7 @@ impl Launcher {
             one_machine,
             loads: Mutex::new(HashMap::new()),
             placed: Default::default(),
-            stubs: Mutex::new(HashMap::new()),
+            procmgrs,
         }
     }
 
@@ -128,20 +133,7 @@ impl Launcher {
     }
 
     async fn stub(&self, node: u32) -> Result<ProcMgrStub, String> {
-        if let Some(s) = self.stubs.lock().get(&node) {
-            return Ok(s.clone());
-        }
-        let h = self.orb.resolve(node, crate::PROCMGR_NAME).await.map_err(|e| format!("node {node}: {}", orb_err(e)))?;
-        let s = ProcMgrStub::new(h).map_err(|e| e.to_string())?;
-        self.stubs.lock().insert(node, s.clone());
-        Ok(s)
-    }
-
-    /// A call to `node` failed for a reason other than the callee's: resolve it again next time.
-    fn forget_stub(&self, node: u32, e: &OrbError) {
-        if !matches!(e, OrbError::Exception(x) if x.code >= crate::server::ERRNO_BASE) {
-            self.stubs.lock().remove(&node);
-        }
+        self.procmgrs.get(node).await.map_err(|e| format!("node {node}: {}", orb_err(e)))
     }
 
     /// The members' loads, sampled again where older than LOAD_TTL.
@@ -219,9 +211,9 @@ impl Launcher {
             match target.spawn(req.clone()).await {
                 Ok(r) => break (target, r.into_inner().gpid),
                 Err(e) => {
-                    self.forget_stub(node, &e);
+                    self.procmgrs.failed(node, &e);
                     attempt += 1;
-                    if attempt == 2 || e.is_node_down() || matches!(&e, OrbError::Exception(x) if x.code >= crate::server::ERRNO_BASE) {
+                    if attempt == 2 || e.is_node_down() || e.os_errno().is_some() {
                         return Err(format!("node {node}: {}", orb_err(e)));
                     }
                 }
@@ -274,7 +266,7 @@ impl Launcher {
         let s = self.stub(node).await?;
         let s = s.with_options(CallOptions::default().creds(OrbCreds { uid: creds.uid, gid: creds.gid, groups: creds.groups.clone() }));
         s.kill(KillReq { gpid, signal }).await.map(|_| ()).map_err(|e| {
-            self.forget_stub(node, &e);
+            self.procmgrs.failed(node, &e);
             format!("gpid {gpid} (node {node}, pid {}): {}", crate::local_pid(gpid), orb_err(e))
         })
     }

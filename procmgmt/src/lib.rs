@@ -38,6 +38,36 @@ pub fn local_pid(gpid: u64) -> u32 {
     (gpid % GPID_STRIDE as u64) as u32
 }
 
+/// Every node's `ProcMgr`, resolved once per node and shared by this node's launcher and
+/// its global /proc (again after a failure that was not the callee's own).
+pub struct ProcMgrs {
+    orb: ssi_orb::Orb,
+    stubs: parking_lot::Mutex<std::collections::HashMap<u32, proto::ProcMgrStub>>,
+}
+
+impl ProcMgrs {
+    pub fn new(orb: &ssi_orb::Orb) -> Self {
+        ProcMgrs { orb: orb.clone(), stubs: Default::default() }
+    }
+
+    pub async fn get(&self, node: u32) -> Result<proto::ProcMgrStub, ssi_orb::OrbError> {
+        if let Some(s) = self.stubs.lock().get(&node) {
+            return Ok(s.clone());
+        }
+        let s = proto::ProcMgrStub::new(self.orb.resolve(node, PROCMGR_NAME).await?)?;
+        self.stubs.lock().insert(node, s.clone());
+        Ok(s)
+    }
+
+    /// A call to `node` failed: unless its ProcMgr answered with an errno, resolve it again
+    /// next time (it may have restarted or gone).
+    pub fn failed(&self, node: u32, e: &ssi_orb::OrbError) {
+        if e.os_errno().is_none() {
+            self.stubs.lock().remove(&node);
+        }
+    }
+}
+
 /// What this crate can do today.
 pub const STATUS: &str = "procmgmt: global pids, remote exec, signals, kill, the global /proc, ssi ps";
 

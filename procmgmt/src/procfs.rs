@@ -11,7 +11,7 @@
 //! launching tool for processes started through ssi). `cwd` and `exe` are their targets as
 //! text. The list of processes is asked of every member at most every LIST_TTL.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -28,15 +28,12 @@ const NODE_FILES: [&str; 3] = ["loadavg", "meminfo", "uptime"];
 
 pub struct ProcFs {
     orb: Orb,
-    stubs: Mutex<HashMap<u32, ProcMgrStub>>,
+    procmgrs: Arc<crate::ProcMgrs>,
     listing: Mutex<Option<(Instant, Vec<ProcEntry>)>>,
 }
 
 fn errno_of(e: &OrbError) -> i32 {
-    match e.exception_code() {
-        Some(c) if c > crate::server::ERRNO_BASE => (c - crate::server::ERRNO_BASE) as i32,
-        _ => libc::EIO,
-    }
+    e.os_errno().unwrap_or(libc::EIO)
 }
 
 fn dir(uid: u32, gid: u32, mtime_s: i64) -> SynAttr {
@@ -52,22 +49,21 @@ fn now_s() -> i64 {
 }
 
 impl ProcFs {
-    pub fn new(orb: &Orb) -> Self {
-        ProcFs { orb: orb.clone(), stubs: Mutex::new(HashMap::new()), listing: Mutex::new(None) }
+    pub fn new(orb: &Orb, procmgrs: Arc<crate::ProcMgrs>) -> Self {
+        ProcFs { orb: orb.clone(), procmgrs, listing: Mutex::new(None) }
     }
 
     fn members(&self) -> Vec<u32> {
         self.orb.view().members.iter().map(|m| m.node).collect()
     }
 
-    async fn stub(&self, node: u32) -> Result<ProcMgrStub, i32> {
-        if let Some(s) = self.stubs.lock().get(&node) {
-            return Ok(s.clone());
+    /// `node`'s ProcMgr, calls bounded by CALL_DEADLINE, acting as `who` when given.
+    async fn stub(&self, node: u32, who: Option<&Caller>) -> Result<ProcMgrStub, i32> {
+        let mut opts = CallOptions::default().deadline(CALL_DEADLINE);
+        if let Some(w) = who {
+            opts = opts.creds(Creds { uid: w.uid, gid: w.gid, groups: w.groups.clone() });
         }
-        let h = self.orb.resolve(node, crate::PROCMGR_NAME).await.map_err(|e| errno_of(&e))?;
-        let s = ProcMgrStub::new(h).map_err(|_| libc::EIO)?.with_options(CallOptions::default().deadline(CALL_DEADLINE));
-        self.stubs.lock().insert(node, s.clone());
-        Ok(s)
+        Ok(self.procmgrs.get(node).await.map_err(|e| errno_of(&e))?.with_options(opts))
     }
 
     /// Every member's processes, at most LIST_TTL old (`fresh`: now).
@@ -78,24 +74,28 @@ impl ProcFs {
             }
         }
         let lists = futures_util::future::join_all(self.members().into_iter().map(|n| async move {
-            let s = self.stub(n).await.ok()?;
+            let s = self.stub(n, None).await.ok()?;
             match s.list(Empty {}).await {
                 Ok(r) => Some(r.into_inner().procs),
-                Err(_) => {
-                    self.stubs.lock().remove(&n);
+                Err(e) => {
+                    self.procmgrs.failed(n, &e);
                     None
                 }
             }
         }))
         .await;
-        let all: Vec<ProcEntry> = lists.into_iter().flatten().flatten().collect();
+        let mut all: Vec<ProcEntry> = lists.into_iter().flatten().flatten().collect();
+        all.sort_by_key(|p| p.gpid);
         *self.listing.lock() = Some((Instant::now(), all.clone()));
         all
     }
 
     async fn process(&self, gpid: u64) -> Option<ProcEntry> {
-        if let Some(p) = self.all(false).await.into_iter().find(|p| p.gpid == gpid) {
-            return Some(p);
+        // The last listing (sorted by gpid) while it is fresh, without copying it.
+        if let Some((_, l)) = self.listing.lock().as_ref().filter(|(at, _)| at.elapsed() < LIST_TTL) {
+            if let Ok(i) = l.binary_search_by_key(&gpid, |p| p.gpid) {
+                return Some(l[i]);
+            }
         }
         // Perhaps started since the last listing.
         self.all(true).await.into_iter().find(|p| p.gpid == gpid)
@@ -151,11 +151,10 @@ impl Synthetic for ProcFs {
             }
             _ => return Err(libc::EISDIR),
         };
-        let s = self.stub(node).await?.with_options(CallOptions::default().deadline(CALL_DEADLINE).creds(Creds {
-            uid: who.uid,
-            gid: who.gid,
-            groups: who.groups.clone(),
-        }));
-        s.read_file(req).await.map(|r| r.into_inner().data.to_vec()).map_err(|e| errno_of(&e))
+        let s = self.stub(node, Some(who)).await?;
+        s.read_file(req).await.map(|r| r.into_inner().data.to_vec()).map_err(|e| {
+            self.procmgrs.failed(node, &e);
+            errno_of(&e)
+        })
     }
 }

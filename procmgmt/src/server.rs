@@ -20,20 +20,10 @@ use crate::proto::*;
 use crate::spawn::{self, Creds, Reader, Spec, Writer};
 use crate::{gpid, local_pid, node_of};
 
-/// Exceptions carrying an errno use this code plus the errno (as PXFS's).
-pub const ERRNO_BASE: u32 = 1000;
 /// How long the relay waits for output after the process exited (a background child may
 /// hold the pipes open forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
 const CHUNK: usize = 64 << 10;
-
-fn errno_exception(e: std::io::Error) -> Exception {
-    Exception::new(ERRNO_BASE + e.raw_os_error().unwrap_or(libc::EIO) as u32, e.to_string())
-}
-
-fn errno(n: i32, why: &str) -> Exception {
-    Exception::new(ERRNO_BASE + n as u32, why.to_string())
-}
 
 /// A process started here for a launcher.
 struct Proc {
@@ -57,7 +47,7 @@ pub struct ProcServer {
 fn caller(ctx: &CallCtx) -> Result<Creds, Exception> {
     match &ctx.creds {
         Some(OrbCreds { uid, gid, groups }) => Ok(Creds { uid: *uid, gid: *gid, groups: groups.clone() }),
-        None => Err(errno(libc::EPERM, "no caller credentials")),
+        None => Err(Exception::errno(libc::EPERM, "no caller credentials")),
     }
 }
 
@@ -129,8 +119,8 @@ async fn relay(mut from: Reader, stream: u32, sink: StdioSinkStub, g: u64) {
 impl ProcMgr for ProcServer {
     async fn spawn(&self, ctx: &CallCtx, req: SpawnReq) -> Result<SpawnReply, Exception> {
         let creds = caller(ctx)?;
-        let r = req.sink.first().ok_or_else(|| errno(libc::EINVAL, "no output sink"))?;
-        let sink: ObjHandle = ctx.refs.adopt(r).ok_or_else(|| errno(libc::EINVAL, "the output sink did not arrive counted"))?;
+        let r = req.sink.first().ok_or_else(|| Exception::errno(libc::EINVAL, "no output sink"))?;
+        let sink: ObjHandle = ctx.refs.adopt(r).ok_or_else(|| Exception::errno(libc::EINVAL, "the output sink did not arrive counted"))?;
         let sink = StdioSinkStub::new(sink)
             .map_err(|e| Exception::app(e.to_string()))?
             .with_options(CallOptions::default().deadline(Duration::from_secs(3600)));
@@ -148,7 +138,7 @@ impl ProcMgr for ProcServer {
         };
         // Not on the runtime thread: the child's chdir may need this node's own PXFS mount,
         // whose requests this runtime answers, and spawn waits for the child's exec.
-        let s = self.spawner.spawn(spec).await.map_err(errno_exception)?;
+        let s = self.spawner.spawn(spec).await.map_err(Exception::from_io)?;
         let g = gpid(self.node(), s.pid);
         self.spawned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdin = Arc::new(tokio::sync::Mutex::new(Some(s.stdin)));
@@ -193,11 +183,11 @@ impl ProcMgr for ProcServer {
     async fn input(&self, ctx: &CallCtx, req: InputReq) -> Result<Empty, Exception> {
         let (uid, stdin) = {
             let p = self.procs.lock();
-            let p = p.get(&req.gpid).ok_or_else(|| errno(libc::ESRCH, "no such process started here"))?;
+            let p = p.get(&req.gpid).ok_or_else(|| Exception::errno(libc::ESRCH, "no such process started here"))?;
             (p.uid, p.stdin.clone())
         };
         if caller(ctx)?.uid != uid {
-            return Err(errno(libc::EPERM, "not the process's launcher"));
+            return Err(Exception::errno(libc::EPERM, "not the process's launcher"));
         }
         let mut w = stdin.lock().await;
         if let Some(pipe) = w.as_mut() {
@@ -215,14 +205,15 @@ impl ProcMgr for ProcServer {
     }
 
     async fn signal(&self, ctx: &CallCtx, req: SignalReq) -> Result<Empty, Exception> {
-        let uid = self.procs.lock().get(&req.gpid).map(|p| p.uid).ok_or_else(|| errno(libc::ESRCH, "no such process started here"))?;
+        let uid =
+            self.procs.lock().get(&req.gpid).map(|p| p.uid).ok_or_else(|| Exception::errno(libc::ESRCH, "no such process started here"))?;
         let who = caller(ctx)?;
         if who.uid != uid && who.uid != 0 {
-            return Err(errno(libc::EPERM, "not the process's launcher"));
+            return Err(Exception::errno(libc::EPERM, "not the process's launcher"));
         }
         // The whole process group, as a terminal does (the process leads its own session).
         if unsafe { libc::kill(-(local_pid(req.gpid) as i32), req.signal) } < 0 {
-            return Err(errno_exception(std::io::Error::last_os_error()));
+            return Err(Exception::from_io(std::io::Error::last_os_error()));
         }
         Ok(Empty {})
     }
@@ -230,25 +221,25 @@ impl ProcMgr for ProcServer {
     async fn resize(&self, _ctx: &CallCtx, req: WinSize) -> Result<Empty, Exception> {
         let pty = self.procs.lock().get(&req.gpid).and_then(|p| p.pty.clone());
         if let Some(m) = pty {
-            spawn::resize(&m, req.rows.clamp(1, 1000) as u16, req.cols.clamp(1, 1000) as u16).map_err(errno_exception)?;
+            spawn::resize(&m, req.rows.clamp(1, 1000) as u16, req.cols.clamp(1, 1000) as u16).map_err(Exception::from_io)?;
         }
         Ok(Empty {})
     }
 
     async fn kill(&self, ctx: &CallCtx, req: KillReq) -> Result<Empty, Exception> {
         if node_of(req.gpid) != self.node() {
-            return Err(errno(libc::ESRCH, "that process is not on this node"));
+            return Err(Exception::errno(libc::ESRCH, "that process is not on this node"));
         }
         let who = caller(ctx)?;
         let pid = local_pid(req.gpid) as i32;
         if pid <= 0 || !(0..=64).contains(&req.signal) {
-            return Err(errno(libc::EINVAL, "bad pid or signal"));
+            return Err(Exception::errno(libc::EINVAL, "bad pid or signal"));
         }
         let sig = req.signal;
         tokio::task::spawn_blocking(move || spawn::kill_as(who.uid, pid, sig))
             .await
             .map_err(|e| Exception::app(e.to_string()))?
-            .map_err(errno_exception)?;
+            .map_err(Exception::from_io)?;
         Ok(Empty {})
     }
 
@@ -267,14 +258,14 @@ impl ProcMgr for ProcServer {
         } else if node_of(req.gpid) == node {
             local_pid(req.gpid)
         } else {
-            return Err(errno(libc::ESRCH, "that process is not on this node"));
+            return Err(Exception::errno(libc::ESRCH, "that process is not on this node"));
         };
         let launched_by = self.procs.lock().get(&req.gpid).map(|p| p.parent_gpid);
         let name = req.name.clone();
-        let mut data = tokio::task::spawn_blocking(move || crate::table::read_as(who.uid, who.gid, pid, &name))
+        let mut data = tokio::task::spawn_blocking(move || crate::table::read_as(who.uid, who.gid, &who.groups, pid, &name))
             .await
             .map_err(|e| Exception::app(e.to_string()))?
-            .map_err(errno_exception)?;
+            .map_err(Exception::from_io)?;
         if req.name == "status" {
             // Where the process is in the cluster: its node and global pids.
             let gppid = launched_by.unwrap_or_else(|| crate::table::ppid(node, pid, &self.claim));

@@ -10,7 +10,6 @@ use std::io;
 use std::path::Path;
 
 use crate::proto::ProcEntry;
-use crate::GPID_STRIDE;
 
 /// Which processes a node claims.
 #[derive(Clone, Debug)]
@@ -48,7 +47,8 @@ fn daemons(pid_files: &[(u32, std::path::PathBuf)]) -> HashMap<u32, u32> {
     pid_files.iter().filter_map(|(node, f)| Some((std::fs::read_to_string(f).ok()?.trim().parse().ok()?, *node))).collect()
 }
 
-fn boot_time_s() -> i64 {
+/// When the machine booted, seconds since the epoch (process start times count from it).
+pub fn boot_time_s() -> i64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok()))
@@ -66,33 +66,33 @@ fn all_processes() -> HashMap<u32, Raw> {
 }
 
 /// Which node claims each process: a snapshot of the machine's process tree under `claim`.
-struct Claims<'a> {
-    all: &'a HashMap<u32, Raw>,
+struct Claims {
     /// None: a real cluster, where this node claims everything.
     daemons: Option<HashMap<u32, u32>>,
     lowest: u32,
 }
 
-impl<'a> Claims<'a> {
-    fn new(all: &'a HashMap<u32, Raw>, node: u32, claim: &Claim) -> Self {
+impl Claims {
+    fn new(node: u32, claim: &Claim) -> Self {
         match claim {
-            Claim::Machine => Claims { all, daemons: None, lowest: node },
+            Claim::Machine => Claims { daemons: None, lowest: node },
             Claim::Subtree { pid_files } => {
-                Claims { all, daemons: Some(daemons(pid_files)), lowest: pid_files.iter().map(|(n, _)| *n).min().unwrap_or(node) }
+                Claims { daemons: Some(daemons(pid_files)), lowest: pid_files.iter().map(|(n, _)| *n).min().unwrap_or(node) }
             }
         }
     }
 
-    /// The node claiming `pid` (`here` on a real cluster).
-    fn of(&self, pid: u32, here: u32) -> u32 {
+    /// The node claiming `pid` (`here` on a real cluster), walking up its ancestors with
+    /// `parent` (a snapshot of the machine's processes, or /proc itself).
+    fn of(&self, pid: u32, here: u32, parent: impl Fn(u32) -> Option<u32>) -> u32 {
         let Some(daemons) = &self.daemons else { return here };
         let mut p = pid;
         for _ in 0..4096 {
             if let Some(n) = daemons.get(&p) {
                 return *n;
             }
-            match self.all.get(&p) {
-                Some(r) if r.ppid != 0 => p = r.ppid,
+            match parent(p) {
+                Some(pp) if pp != 0 => p = pp,
                 _ => break,
             }
         }
@@ -100,15 +100,19 @@ impl<'a> Claims<'a> {
     }
 }
 
+/// Clock ticks per second (the unit of /proc's times).
+pub fn ticks_per_s() -> u64 {
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64
+}
+
 /// The processes `node` claims now.
 pub fn list(node: u32, claim: &Claim) -> Vec<ProcEntry> {
     let all = all_processes();
-    let claims = Claims::new(&all, node, claim);
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let boot = boot_time_s();
+    let claims = Claims::new(node, claim);
+    let (hz, boot) = (ticks_per_s(), boot_time_s());
     let mut out: Vec<ProcEntry> = all
         .iter()
-        .filter(|(pid, _)| claims.of(**pid, node) == node)
+        .filter(|(pid, _)| claims.of(**pid, node, |p| all.get(&p).map(|r| r.ppid)) == node)
         .map(|(pid, r)| ProcEntry { gpid: crate::gpid(node, *pid), uid: r.uid, gid: r.gid, start_s: boot + (r.start_ticks / hz) as i64 })
         .collect();
     out.sort_by_key(|e| e.gpid);
@@ -118,17 +122,17 @@ pub fn list(node: u32, claim: &Claim) -> Vec<ProcEntry> {
 /// The parent of `pid` (a process of `node`) as a global pid: numbered by the node that
 /// claims the parent (0 for none).
 pub fn ppid(node: u32, pid: u32, claim: &Claim) -> u64 {
-    let all = all_processes();
-    match all.get(&pid) {
-        Some(r) if r.ppid != 0 => crate::gpid(Claims::new(&all, node, claim).of(r.ppid, node), r.ppid),
+    let parent = |p: u32| raw(p).map(|r| r.ppid);
+    match parent(pid) {
+        Some(pp) if pp != 0 => crate::gpid(Claims::new(node, claim).of(pp, node, parent), pp),
         _ => 0,
     }
 }
 
-/// Reads `/proc/PID/NAME` (or a node file when `pid` is 0) with `fsuid`'s rights, on a
-/// thread of its own whose filesystem ids alone are changed. Links (cwd, exe) come back as
-/// their target's text and a newline.
-pub fn read_as(fsuid: u32, fsgid: u32, pid: u32, name: &str) -> io::Result<Vec<u8>> {
+/// Reads `/proc/PID/NAME` (or a node file when `pid` is 0) with the filesystem rights of
+/// `uid`, `gid` and `groups` (this thread's alone, restored after: PXFS's `AsUser`; call it
+/// on a blocking thread). Links (cwd, exe) come back as their target's text and a newline.
+pub fn read_as(uid: u32, gid: u32, groups: &[u32], pid: u32, name: &str) -> io::Result<Vec<u8>> {
     const PROC_FILES: [&str; 6] = ["status", "stat", "cmdline", "environ", "cwd", "exe"];
     const NODE_FILES: [&str; 3] = ["loadavg", "meminfo", "uptime"];
     let path = match pid {
@@ -136,28 +140,14 @@ pub fn read_as(fsuid: u32, fsgid: u32, pid: u32, name: &str) -> io::Result<Vec<u
         p if p > 0 && PROC_FILES.contains(&name) => format!("/proc/{p}/{name}"),
         _ => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
     };
-    let link = matches!(name, "cwd" | "exe");
-    std::thread::spawn(move || {
-        unsafe {
-            libc::syscall(libc::SYS_setfsgid, fsgid);
-            libc::syscall(libc::SYS_setfsuid, fsuid);
-        }
-        if link {
-            let t = std::fs::read_link(Path::new(&path))?;
-            let mut v = t.as_os_str().as_encoded_bytes().to_vec();
-            v.push(b'\n');
-            Ok(v)
-        } else {
-            std::fs::read(&path)
-        }
-    })
-    .join()
-    .map_err(|_| io::Error::other("reader thread panicked"))?
-}
-
-/// A gpid's node and local pid, if the stride allows it.
-pub fn split(gpid: u64) -> (u32, u32) {
-    ((gpid / GPID_STRIDE as u64) as u32, (gpid % GPID_STRIDE as u64) as u32)
+    let _as = ssi_pxfs::sys::AsUser::new(uid, gid, groups)?;
+    if matches!(name, "cwd" | "exe") {
+        let mut v = std::fs::read_link(Path::new(&path))?.into_os_string().into_encoded_bytes();
+        v.push(b'\n');
+        Ok(v)
+    } else {
+        std::fs::read(&path)
+    }
 }
 
 #[cfg(test)]
@@ -187,13 +177,13 @@ mod tests {
     #[test]
     fn files_are_read_with_the_callers_rights() {
         let me = std::process::id();
-        assert!(read_as(0, 0, me, "status").unwrap().starts_with(b"Name:"));
-        assert!(read_as(0, 0, me, "cwd").unwrap().ends_with(b"\n"));
-        assert_eq!(read_as(0, 0, me, "mem").unwrap_err().raw_os_error(), Some(libc::ENOENT));
-        assert!(read_as(0, 0, 0, "loadavg").is_ok());
+        assert!(read_as(0, 0, &[], me, "status").unwrap().starts_with(b"Name:"));
+        assert!(read_as(0, 0, &[], me, "cwd").unwrap().ends_with(b"\n"));
+        assert_eq!(read_as(0, 0, &[], me, "mem").unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert!(read_as(0, 0, &[], 0, "loadavg").is_ok());
         if nix::unistd::geteuid().is_root() {
             // Another user may not read a root process's environment.
-            assert_eq!(read_as(65534, 65534, me, "environ").unwrap_err().raw_os_error(), Some(libc::EACCES));
+            assert_eq!(read_as(65534, 65534, &[], me, "environ").unwrap_err().raw_os_error(), Some(libc::EACCES));
         }
     }
 }

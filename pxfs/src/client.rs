@@ -36,7 +36,6 @@ use crate::attrcache::AttrCache;
 use crate::holder::{Buffered, Holder, Owners};
 use crate::locks::{Lock, SetError};
 use crate::proto::*;
-use crate::server::ERRNO_BASE;
 use crate::synthetic::{Caller, SynAttr, SyntheticVolume};
 use crate::VolumeSpec;
 
@@ -191,8 +190,10 @@ pub struct Client {
 }
 
 fn errno_of(e: &OrbError) -> Errno {
+    if let Some(n) = e.os_errno() {
+        return Errno::from_i32(n);
+    }
     match e {
-        OrbError::Exception(x) if x.code >= ERRNO_BASE => Errno::from_i32((x.code - ERRNO_BASE) as i32),
         OrbError::Exception(x) if x.code == code::BAD_REQUEST => Errno::EINVAL,
         OrbError::Exception(x) if x.code == code::PERMISSION_DENIED => Errno::EACCES,
         _ => Errno::EIO,
@@ -370,10 +371,6 @@ impl Client {
         }
     }
 
-    async fn stub(&self, vol: u32) -> Result<VolumeStub, OrbError> {
-        self.owners.stub(vol).await
-    }
-
     /// One invocation on volume `vol`'s server as `who`, waited for on this FUSE thread.
     fn call<T, F, Fut>(&self, vol: u32, who: Option<Creds>, f: F) -> Result<T, Errno>
     where
@@ -450,7 +447,7 @@ impl Client {
     /// What this node buffered of the file reaches the owner (before anything that reads
     /// the owner's copy of the file).
     fn settle(&self, vol: u32, h: &Bytes) -> Result<(), Errno> {
-        self.holder.settle(&self.rt, vol, h, None).map(|_| ()).map_err(|e| errno_of(&e))
+        self.rt.block_on(self.holder.settle(vol, h, None)).map(|_| ()).map_err(|e| errno_of(&e))
     }
 
     /// This node is about to change directory `ino`: what it cached of it is void.
@@ -548,7 +545,7 @@ impl Filesystem for Client {
             // A file whose writes this node buffers: the owner's size is behind; write back,
             // ask again.
             if let Some(f) = e.fid.clone().filter(|f| holder.may_buffer(vol, &f.handle)) {
-                if let Err(x) = holder.settle_async(vol, &f.handle).await {
+                if let Err(x) = holder.settle(vol, &f.handle, None).await {
                     return reply.error(errno_of(&x));
                 }
                 e = or_reply!(reply, look().await);
@@ -930,7 +927,7 @@ impl Filesystem for Client {
             });
             let r = FhReq { fh: fh.0, datasync: false, lock_owner: 0, surrender };
             let _ = self.rt.block_on(async move {
-                match self.stub(vol).await {
+                match self.owners.stub(vol).await {
                     Ok(s) => s.release(r).await,
                     Err(e) => Err(e),
                 }
@@ -942,7 +939,7 @@ impl Filesystem for Client {
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         let (vol, h, _) = or_reply!(reply, self.node(ino.0));
         // Held: the buffered writes and the fsync go in one invocation.
-        match self.holder.settle(&self.rt, vol, &h, Some((fh.0, datasync))) {
+        match self.rt.block_on(self.holder.settle(vol, &h, Some((fh.0, datasync)))) {
             Ok(true) => return reply.ok(),
             Ok(false) => {}
             Err(e) => return reply.error(errno_of(&e)),
@@ -1178,7 +1175,7 @@ impl Filesystem for Client {
             );
         }
         // F_SETLKW: wait in a task, not in this FUSE thread.
-        let stub = match self.rt.block_on(self.stub(vol)) {
+        let stub = match self.rt.block_on(self.owners.stub(vol)) {
             Ok(s) => s.with_options(CallOptions::default().deadline(LOCK_WAIT)),
             Err(e) => return reply.error(errno_of(&e)),
         };

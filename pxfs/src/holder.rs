@@ -155,16 +155,6 @@ impl Holder {
         r
     }
 
-    /// `settle` without a sync, for the runtime.
-    pub async fn settle_async(&self, vol: u32, handle: &Bytes) -> Result<(), OrbError> {
-        let Some(slot) = self.slot(vol, handle) else { return Ok(()) };
-        let mut g = slot.lock().await;
-        match g.as_mut() {
-            Some(held) => self.write_back(vol, held, None).await,
-            None => Ok(()),
-        }
-    }
-
     /// Buffers a small write under the token; writes back first when too much is buffered.
     pub fn write(
         &self,
@@ -199,11 +189,11 @@ impl Holder {
 
     /// Writes back what the file has buffered, then fsyncs `sync` = (fh, datasync) if given,
     /// in one invocation. True when it did the fsync (the file is held).
-    pub fn settle(&self, rt: &tokio::runtime::Handle, vol: u32, handle: &Bytes, sync: Option<(u64, bool)>) -> Result<bool, OrbError> {
+    pub async fn settle(&self, vol: u32, handle: &Bytes, sync: Option<(u64, bool)>) -> Result<bool, OrbError> {
         let Some(slot) = self.slot(vol, handle) else { return Ok(false) };
-        let mut g = slot.blocking_lock();
+        let mut g = slot.lock().await;
         match g.as_mut() {
-            Some(held) => rt.block_on(self.write_back(vol, held, sync)).map(|_| sync.is_some()),
+            Some(held) => self.write_back(vol, held, sync).await.map(|_| sync.is_some()),
             None => Ok(false),
         }
     }

@@ -23,22 +23,10 @@ use crate::locks::{Lock, LockTable, SetError};
 use crate::proto::*;
 use crate::sys;
 
-/// Exceptions carrying an errno use this code plus the errno.
-pub const ERRNO_BASE: u32 = 1000;
-
-pub fn errno_exception(e: io::Error) -> Exception {
-    let errno = e.raw_os_error().unwrap_or(libc::EIO);
-    Exception::new(ERRNO_BASE + errno as u32, e.to_string())
-}
-
-fn einval(why: &str) -> Exception {
-    Exception::new(ERRNO_BASE + libc::EINVAL as u32, why.to_string())
-}
-
 /// A name inside a directory: one path component, no NUL.
 fn component(name: &str) -> Result<&str, Exception> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') || name.len() > 255 {
-        return Err(einval("not a single path component"));
+        return Err(Exception::errno(libc::EINVAL, "not a single path component"));
     }
     Ok(name)
 }
@@ -108,7 +96,7 @@ impl VolumeServer {
     }
 
     fn fid_handle(f: &Option<Fid>) -> Result<Vec<u8>, Exception> {
-        f.as_ref().map(|f| f.handle.to_vec()).ok_or_else(|| einval("missing file id"))
+        f.as_ref().map(|f| f.handle.to_vec()).ok_or_else(|| Exception::errno(libc::EINVAL, "missing file id"))
     }
 
     /// Runs a metadata operation (lookup, stat, create, unlink, rename, xattrs, ...) right
@@ -135,7 +123,7 @@ impl VolumeServer {
     ) -> Result<T, Exception> {
         let caller = who(ctx);
         if !slow {
-            return self.as_caller(caller, handles, op).map_err(errno_exception);
+            return self.as_caller(caller, handles, op).map_err(Exception::from_io);
         }
         let me = self.clone();
         blocking(move || me.as_caller(caller, handles, op)).await
@@ -173,7 +161,7 @@ impl VolumeServer {
             .lock()
             .get(&fh)
             .map(|f| (f.fd.clone(), f.handle.clone()))
-            .ok_or_else(|| Exception::new(ERRNO_BASE + libc::EBADF as u32, format!("no open file {fh} (the server restarted?)")))
+            .ok_or_else(|| Exception::errno(libc::EBADF, format!("no open file {fh} (the server restarted?)")))
     }
 
     fn add_open(&self, fd: OwnedFd, node: u32, handle: Vec<u8>) -> u64 {
@@ -240,7 +228,10 @@ fn held_locks(node: u32, locks: Vec<HeldLock>) -> Vec<Lock> {
 /// I/O on an already open descriptor (its rights were checked at open): on a blocking thread,
 /// as the daemon.
 async fn blocking<T: Send + 'static>(op: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T, Exception> {
-    tokio::task::spawn_blocking(op).await.map_err(|e| Exception::app(format!("volume server task failed: {e}")))?.map_err(errno_exception)
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| Exception::app(format!("volume server task failed: {e}")))?
+        .map_err(Exception::from_io)
 }
 
 fn handle_of(e: &Entry) -> Vec<u8> {
@@ -669,7 +660,7 @@ impl Volume for VolumeServant {
     async fn set_lk(&self, ctx: &CallCtx, req: LockReq) -> Result<Empty, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
         if ![crate::locks::F_RDLCK, crate::locks::F_WRLCK, crate::locks::F_UNLCK].contains(&req.typ) || req.start > req.end {
-            return Err(einval("bad lock request"));
+            return Err(Exception::errno(libc::EINVAL, "bad lock request"));
         }
         self.0.recall(&h, ctx.src).await;
         let lock = Lock { node: ctx.src, owner: req.owner, pid: req.pid, typ: req.typ, start: req.start, end: req.end };
@@ -677,8 +668,8 @@ impl Volume for VolumeServant {
         let deadline = ctx.deadline.checked_sub(std::time::Duration::from_millis(200)).unwrap_or_else(Instant::now);
         match self.0.locks.set(&h, lock, req.wait, deadline).await {
             Ok(()) => Ok(Empty {}),
-            Err(SetError::Conflict) => Err(Exception::new(ERRNO_BASE + libc::EAGAIN as u32, "lock held by another owner")),
-            Err(SetError::TimedOut) => Err(Exception::new(ERRNO_BASE + libc::EINTR as u32, "lock wait timed out")),
+            Err(SetError::Conflict) => Err(Exception::errno(libc::EAGAIN, "lock held by another owner")),
+            Err(SetError::TimedOut) => Err(Exception::errno(libc::EINTR, "lock wait timed out")),
         }
     }
 }

@@ -26,6 +26,14 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// The `q` quantile of `sorted` (ascending; 0 for none), nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
 /// Runs a cluster benchmark: needs root (`why` says for what), warns about debug builds,
 /// gives `body` a scratch directory, and takes down the local cluster it may have started
 /// under `DIR/cluster` and the directory, whatever `body` returned.
@@ -43,4 +51,15 @@ pub fn in_scratch_dir(name: &str, why: &str, body: impl FnOnce(&std::path::Path)
     let _ = crate::local::down(&dir.join("cluster"));
     let _ = std::fs::remove_dir_all(&dir);
     res
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quantiles_of_sorted_samples() {
+        let s: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(super::quantile(&s, 0.5), 51.0);
+        assert_eq!(super::quantile(&s, 0.99), 99.0);
+        assert_eq!(super::quantile(&[], 0.5), 0.0);
+    }
 }

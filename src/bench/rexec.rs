@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail};
 use serde_json::json;
 
+use super::quantile;
 use super::sshd::Sshd;
 use crate::buildtree::{fetch_tree, objects, spawned, untar};
 use crate::local::{self, UpOptions};
@@ -26,13 +27,6 @@ pub struct Options {
     /// The tarball to build; None: scripts/fetch-redis.sh's; Some("") skips the build.
     pub tree: Option<PathBuf>,
     pub jobs: u32,
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 fn timed(mut c: Command) -> anyhow::Result<f64> {
@@ -158,15 +152,4 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
         println!("  processes started per node:   {}", spread.join(", "));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quantiles_of_sorted_samples() {
-        let s: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(super::quantile(&s, 0.5), 51.0);
-        assert_eq!(super::quantile(&s, 0.99), 99.0);
-        assert_eq!(super::quantile(&[], 0.5), 0.0);
-    }
 }
