@@ -115,8 +115,8 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         let c = orb.counters();
         // One parsable line for operators and for checking probe counts against the ORB's.
         tracing::info!(
-            "final counters requests_sent={} oneway_sent={} replies_received={} requests_received={} replies_sent={} batches_sent={} messages_sent={} malformed={} auth_failures={} unreferenced={}",
-            c.requests_sent, c.oneway_sent, c.replies_received, c.requests_received, c.replies_sent, c.batches_sent, c.messages_sent, c.malformed, c.auth_failures, c.unreferenced
+            "final counters requests_sent={} oneway_sent={} replies_received={} requests_received={} replies_sent={} batches_sent={} messages_sent={} bytes_sent={} malformed={} auth_failures={} unreferenced={}",
+            c.requests_sent, c.oneway_sent, c.replies_received, c.requests_received, c.replies_sent, c.batches_sent, c.messages_sent, c.bytes_sent, c.malformed, c.auth_failures, c.unreferenced
         );
         // Let the links send their last frames.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -236,6 +236,11 @@ impl Control for ControlService {
         let ip = self.orb.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
         let (raw, tonic) = self.bench.start(ip).await.map_err(Status::internal)?;
         Ok(Response::new(BenchServeReply { raw_tcp_port: raw as u32, tonic_port: tonic as u32 }))
+    }
+
+    async fn trace(&self, req: Request<cp::TraceRequest>) -> Result<Response<cp::TraceReply>, Status> {
+        require_admin(&req)?;
+        crate::trace::serve(&self.orb, req.into_inner()).map(Response::new)
     }
 
     async fn bench_run(&self, req: Request<BenchRunRequest>) -> Result<Response<BenchRunReply>, Status> {

@@ -193,7 +193,7 @@ async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
     step(6, "PXFS: one namespace on every node, each file on its owner's disk");
     pxfs_tour(cfg)?;
     println!("\n    Still to come (open issues): global networking, tracing, workloads");
-    println!("    {}\n    {}", ssi_netsap::STATUS, ssi_trace::STATUS);
+    println!("    {}", ssi_netsap::STATUS);
     orb.shutdown();
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod procctl;
 pub mod ps;
 pub mod rexec;
 pub mod tool;
+pub mod trace;
 pub mod workload;
 
 use control::proto::StatusReply;

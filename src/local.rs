@@ -388,9 +388,11 @@ fn unmount_under(dir: &Path) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// The `requests_sent` a daemon logged when it stopped (its last run), from `nodeN/log`.
-pub fn final_requests_sent(nc: &NodeConfig) -> Option<u64> {
+/// A counter (`requests_sent`, `messages_sent`, ...) a daemon logged when it stopped (its
+/// last run), from `nodeN/log`.
+pub fn final_counter(nc: &NodeConfig, name: &str) -> Option<u64> {
     let log = std::fs::read_to_string(nc.dir.join("log")).ok()?;
     let line = log.lines().rev().find(|l| l.contains("final counters"))?;
-    line.split_whitespace().find_map(|w| w.strip_prefix("requests_sent=")).and_then(|v| v.parse().ok())
+    let key = format!("{name}=");
+    line.split_whitespace().find_map(|w| w.strip_prefix(key.as_str())).and_then(|v| v.parse().ok())
 }

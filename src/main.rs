@@ -120,10 +120,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Record and report communication traces (not implemented yet: tracing).
+    /// Record and report communication traces (the Solaris MC study on this cluster).
     Trace {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        which: TraceCmd,
     },
     /// The paper's workloads on a running cluster.
     Workload {
@@ -133,7 +133,58 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum TraceCmd {
+    /// Record the running local cluster's ORB traffic (root only): eBPF on the daemons'
+    /// probes and the transport's syscalls, or in-process when eBPF cannot be used.
+    Record {
+        /// The trace directory to write.
+        #[arg(short = 'o', long, default_value = "ssi-trace")]
+        out: PathBuf,
+        /// Stop after this many seconds (default: when the command exits, or on Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Record in-process (through the daemons) even when eBPF is available.
+        #[arg(long)]
+        in_process: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The command to trace: `ssi trace record -- CMD ARGS...`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// The study's tables and figures for a trace, beside the paper's.
+    Report {
+        trace: PathBuf,
+        /// Also write one self-contained HTML page with the plots.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// The figures as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Request-response timelines in the Chrome trace / Perfetto JSON format.
+    Export {
+        trace: PathBuf,
+        #[arg(short = 'o', long, default_value = "trace-perfetto.json")]
+        out: PathBuf,
+        /// At most this many requests (the first complete ones).
+        #[arg(long, default_value_t = 2000)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCmd {
+    /// What recording costs the ORB: no recorder vs eBPF vs in-process, same run.
+    Trace {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Seconds per case per round.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
     /// The ORB against raw TCP and plain tonic, on a 2-node local cluster.
     Orb {
         #[arg(long)]
@@ -290,6 +341,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = local::load(&dir_or(dir))?;
             println!("{}", cfg.node(node).map_err(|e| anyhow::anyhow!(e))?.mountpoint.display());
         }
+        Cmd::Bench { which: BenchCmd::Trace { json, rounds, seconds } } => {
+            if !(0.05..=120.0).contains(&seconds) || rounds == 0 {
+                anyhow::bail!("--seconds must be 0.05..=120 and --rounds at least 1");
+            }
+            ssi::bench::trace::run(&ssi::bench::trace::Options { json, rounds, duration: Duration::from_secs_f64(seconds) })?
+        }
         Cmd::Bench { which: BenchCmd::Orb { json, rounds, seconds, payloads, inflight } } => {
             if !(0.05..=120.0).contains(&seconds) || rounds == 0 {
                 anyhow::bail!("--seconds must be 0.05..=120 and --rounds at least 1");
@@ -332,7 +389,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Kill { dir, args } => ssi::rexec::kill(dir_or(dir), args)?,
         Cmd::Ports { .. } => not_yet("ports", "global networking")?,
         Cmd::Ext { .. } => not_yet("ext", "global networking")?,
-        Cmd::Trace { .. } => not_yet("trace", "tracing")?,
+        Cmd::Trace { which: TraceCmd::Record { out, duration, in_process, dir, command } } => {
+            if duration.is_some_and(|d| !(d > 0.0 && d < 7.0 * 86400.0)) {
+                anyhow::bail!("--duration must be a positive number of seconds");
+            }
+            let r = ssi::trace::record(&ssi::trace::RecordOptions {
+                dir: dir_or(dir),
+                out,
+                duration: duration.map(Duration::from_secs_f64),
+                in_process,
+                command,
+                quiet: false,
+            })?;
+            if let Some(st) = r.status.filter(|s| !s.success()) {
+                // The trace is written; exit as the traced command did.
+                eprintln!("ssi trace: the traced command failed ({st})");
+                std::process::exit(st.code().unwrap_or(1));
+            }
+        }
+        Cmd::Trace { which: TraceCmd::Report { trace, html, json } } => ssi_trace::report::run(&trace, html.as_deref(), json)?,
+        Cmd::Trace { which: TraceCmd::Export { trace, out, limit } } => ssi_trace::perfetto::export(&trace, &out, limit)?,
         Cmd::Workload { which } => {
             match which {
                 WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, json, dir } => {

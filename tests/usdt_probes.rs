@@ -1,6 +1,6 @@
 //! The ORB's USDT probes, seen by a real eBPF tracer: bpftrace lists every probe of the
-//! binary, and its count of `req_prepare` hits per daemon equals the ORB's own
-//! `requests_sent` counter of that daemon. Needs root and bpftrace: in CI (`CI=true`) their
+//! binary, and the messages and bytes its `batch_out` hits describe per daemon equal the
+//! ORB's own `messages_sent` and `bytes_sent` counters of that daemon. Needs root and bpftrace: in CI (`CI=true`) their
 //! absence fails the test; elsewhere the test says why it did not run.
 
 mod common;
@@ -13,19 +13,7 @@ use common::{required, Cluster, BIN};
 use ssi_orb::proto::diag::{GiveRequest, RefMsg};
 use ssi_orb::proto::Empty;
 
-const PROBES: &[&str] = &[
-    "req_prepare",
-    "msg_send",
-    "req_recv",
-    "req_dispatch",
-    "invoke_start",
-    "invoke_end",
-    "reply_prepare",
-    "reply_recv",
-    "req_complete",
-    "batch_send",
-    "batch_recv",
-];
+const PROBES: &[&str] = &["batch_out", "batch_in", "rr_client", "rr_server"];
 
 fn environment_ok() -> bool {
     required("root", nix::unistd::geteuid().is_root())
@@ -52,7 +40,7 @@ async fn probe_hits_equal_the_orbs_own_counters() {
     }
     let mut bt = Command::new("bpftrace")
         // BEGIN runs once every probe is attached ("Attaching..." is printed before that).
-        .args(["-e", &format!("BEGIN {{ printf(\"ready\\n\"); }} usdt:{BIN}:ssi:req_prepare {{ @[pid] = count(); }}")])
+        .args(["-e", &format!("BEGIN {{ printf(\"ready\\n\"); }} usdt:{BIN}:ssi:batch_out {{ @m[pid] = sum(arg3); @b[pid] = sum(arg4); }}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -81,21 +69,29 @@ async fn probe_hits_equal_the_orbs_own_counters() {
         let cfg = c.config();
         let pids: Vec<(u32, i32)> = (1..=3).map(|n| (n, c.pid(n))).collect();
         common::ok(&["down", "--dir", c.dir_str()]);
-        let finals: Vec<u64> =
-            (1..=3).map(|n| ssi::local::final_requests_sent(cfg.node(n).unwrap()).expect("final counters logged")).collect();
+        let finals: Vec<(u64, u64)> = (1..=3)
+            .map(|n| {
+                let nc = cfg.node(n).unwrap();
+                let get = |name| ssi::local::final_counter(nc, name).expect("final counters logged");
+                (get("messages_sent"), get("bytes_sent"))
+            })
+            .collect();
         (pids, finals)
     };
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(bt.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let mut counts = std::collections::HashMap::new();
     for l in lines.map_while(Result::ok) {
-        // "@[1234]: 567"
-        if let Some((p, n)) = l.strip_prefix("@[").and_then(|r| r.split_once("]: ")) {
-            counts.insert(p.parse::<i32>().unwrap(), n.trim().parse::<u64>().unwrap());
+        // "@m[1234]: 567"
+        let Some((map, rest)) = l.split_once('[') else { continue };
+        if let Some((p, n)) = rest.split_once("]: ") {
+            counts.insert((map.to_string(), p.parse::<i32>().unwrap()), n.trim().parse::<u64>().unwrap());
         }
     }
     let _ = bt.wait();
-    assert!(finals[2] >= 500, "node 3 sent at least the 500 invocations");
-    for ((node, pid), total) in pids.iter().zip(&finals) {
-        assert_eq!(counts.get(pid).copied().unwrap_or(0), *total, "node {node}: req_prepare hits vs requests_sent");
+    assert!(finals[2].0 >= 500, "node 3 sent at least the 500 invocations");
+    for ((node, pid), (msgs, bytes)) in pids.iter().zip(&finals) {
+        let got = |m: &str| counts.get(&(m.to_string(), *pid)).copied().unwrap_or(0);
+        assert_eq!(got("@m"), *msgs, "node {node}: messages in batch_out records vs messages_sent");
+        assert_eq!(got("@b"), *bytes, "node {node}: bytes in batch_out records vs bytes_sent");
     }
 }

@@ -22,6 +22,7 @@ use crate::error::{code, Exception};
 use crate::link::Link;
 use crate::object::{CallCtx, Servant};
 use crate::orb::OrbInner;
+use crate::probes::record::RrServer;
 use crate::probes::{self, Counters};
 use crate::proto::{Header, Kind};
 use crate::wire::{InMsg, WireMsg};
@@ -35,6 +36,8 @@ pub(crate) struct Job {
     twoway: bool,
     object: u64,
     seq: u64,
+    /// When it was dispatched (0 unless a recorder wants stage times).
+    t_dispatch: u64,
 }
 
 impl PartialEq for Job {
@@ -109,7 +112,6 @@ impl Dispatcher {
 impl OrbInner {
     /// A REQUEST or ONEWAY arrived on `link`.
     pub(crate) fn serve_request(self: &Arc<Self>, link: &Arc<Link>, m: InMsg, last_seen: &mut u64) {
-        probes::req_recv(&m);
         Counters::add(&self.counters.requests_received, 1);
         let h = &m.header;
         let twoway = h.kind == Kind::Request as i32;
@@ -151,8 +153,9 @@ impl OrbInner {
             creds: h.creds.clone(),
             refs,
         };
-        probes::req_dispatch(h.request_id, h.src_node, self.cfg.node, h.method, h.priority);
-        let job = Job { link: link.clone(), servant, ctx, method: h.method, payload: m.payload, twoway, object: h.object, seq: 0 };
+        let t_dispatch = if twoway { probes::stamp() } else { 0 };
+        let job =
+            Job { link: link.clone(), servant, ctx, method: h.method, payload: m.payload, twoway, object: h.object, seq: 0, t_dispatch };
         match self.dispatcher.admit(job) {
             Admit::Run(job) => self.start(job),
             Admit::Queued => {}
@@ -192,14 +195,14 @@ impl OrbInner {
     }
 
     async fn execute(self: Arc<Self>, job: Job) {
-        let Job { link, servant, ctx, method, payload, twoway, object, .. } = job;
-        let (id, src, prio) = (ctx.request_id, ctx.src, ctx.priority);
-        probes::invoke_start(id, src, self.cfg.node, method);
+        let Job { link, servant, ctx, method, payload, twoway, object, t_dispatch, .. } = job;
+        let (id, prio) = (ctx.request_id, ctx.priority);
+        let t_start = if twoway { probes::stamp() } else { 0 };
         let res = servant.dispatch(ctx, method, payload).await;
-        probes::invoke_end(id, src, self.cfg.node, res.is_ok());
         if !twoway {
             return;
         }
+        let stages = Stages { t_dispatch, t_start, t_end: probes::stamp() };
         let mut header = Header {
             kind: Kind::Reply as i32,
             request_id: id,
@@ -221,23 +224,33 @@ impl OrbInner {
                             header.kind = Kind::Exception as i32;
                             header.code = code::INTERNAL;
                             header.message = format!("cannot pass references in the reply: {e}");
-                            return self.send_reply(&link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() });
+                            return self.send_reply(&link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() }, stages);
                         }
                     }
                 };
-                self.send_reply(&link, WireMsg { header, payload: out.payload, proto });
+                self.send_reply(&link, WireMsg { header, payload: out.payload, proto }, stages);
             }
             Err(e) => {
                 header.kind = Kind::Exception as i32;
                 header.code = e.code;
                 header.message = e.message;
-                self.send_reply(&link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() });
+                self.send_reply(&link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() }, stages);
             }
         }
     }
 
-    fn send_reply(&self, link: &Link, msg: WireMsg) {
-        probes::reply_prepare(&msg);
+    fn send_reply(&self, link: &Link, msg: WireMsg, s: Stages) {
+        let h = &msg.header;
+        probes::rr_server(&RrServer {
+            req_id: h.request_id,
+            src: h.dst_node,
+            dst: self.cfg.node,
+            method: h.method,
+            ok: h.kind == Kind::Reply as i32,
+            t_dispatch: s.t_dispatch,
+            t_start: s.t_start,
+            t_end: s.t_end,
+        });
         Counters::add(&self.counters.replies_sent, 1);
         link.enqueue(msg);
     }
@@ -257,6 +270,14 @@ impl OrbInner {
             message: e.message,
             ..Default::default()
         };
-        self.send_reply(link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() });
+        self.send_reply(link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() }, Stages::default());
     }
+}
+
+/// A served request's stage times (0 when no recorder wanted them).
+#[derive(Default, Clone, Copy)]
+struct Stages {
+    t_dispatch: u64,
+    t_start: u64,
+    t_end: u64,
 }

@@ -110,7 +110,6 @@ impl Link {
         if let Some((tx, deadline)) = reply {
             self.pending.lock().insert(id, Pending { tx, deadline });
         }
-        probes::req_prepare(&msg);
         Counters::add(&self.counters.requests_sent, 1);
         q.bytes += msg.encoded_len();
         q.msgs.push(msg);
@@ -230,10 +229,9 @@ impl futures_util::Stream for OutStream {
             };
             let below = q.bytes <= HIGH_WATER;
             drop(q);
-            Counters::add(&link.counters.batches_sent, 1);
-            Counters::add(&link.counters.messages_sent, batch.len() as u64);
-            Counters::add(&link.counters.bytes_sent, bytes as u64);
-            probes::batch_send(link.self_node, link.peer(), batch.len(), bytes);
+            let peer = link.peer();
+            let ts = link.counters.sent(peer, batch.len(), bytes);
+            probes::batch_out(link.self_node, link.self_node, peer, ts, &batch, bytes);
             if below {
                 link.space.notify_waiters();
             }

@@ -241,6 +241,10 @@ impl Orb {
     pub fn counters(&self) -> svc::Counters {
         self.0.counters.snapshot(self.0.exports.lock().len() as u64)
     }
+    /// Per-peer message and byte counts, with the CLOCK_MONOTONIC time they were read at.
+    pub fn peer_counters(&self) -> (u64, Vec<(u32, probes::PeerCount)>) {
+        self.0.counters.peer_snapshot()
+    }
     /// The current membership view.
     pub fn view(&self) -> View {
         self.0.view_tx.borrow().clone()
@@ -377,10 +381,12 @@ impl Orb {
         if r.node == self.node() {
             return self.invoke_local(r, iface, method, out, opts).await;
         }
+        let t_start = probes::stamp();
         let (link, msg) = self.prepare_remote(r, Kind::Request, iface, method, out, opts).await?;
         let (tx, rx) = oneshot::channel();
         let deadline = Instant::now() + opts.deadline;
         let id = link.enqueue_request(msg, &self.0.next_request, Some((tx, deadline)))?;
+        let t_prepared = probes::stamp();
         let res = match rx.await {
             Ok(Ok((m, refs))) => {
                 Counters::add(&self.0.counters.replies_received, 1);
@@ -390,7 +396,7 @@ impl Orb {
             Err(_) => Err(OrbError::node_down(r.node, "link dropped the call")),
         };
         let ok = matches!(&res, Ok(i) if i.header.kind == Kind::Reply as i32);
-        probes::req_complete(id, self.node(), r.node, ok);
+        probes::rr_client(&probes::record::RrClient { req_id: id, src: self.node(), dst: r.node, method, ok, t_start, t_prepared });
         res
     }
 

@@ -357,7 +357,6 @@ impl OrbInner {
         if kind == Kind::Request as i32 || kind == Kind::Oneway as i32 {
             self.serve_request(link, m, last_seen);
         } else if kind == Kind::Reply as i32 || kind == Kind::Exception as i32 {
-            probes::reply_recv(&m);
             let refs = if kind == Kind::Reply as i32 { self.unmarshal_refs(link.peer(), &m.proto) } else { Default::default() };
             let id = m.header.request_id;
             link.complete(id, Ok((m, refs)));
@@ -380,6 +379,7 @@ async fn run_reader(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound,
             Ok(Some(Frames::In(buf))) => {
                 link.touch();
                 let bytes = buf.len();
+                probes::batch_in(inner.cfg.node, link.peer(), inner.cfg.node, &buf);
                 let mut n = 0usize;
                 let mut bad = None;
                 for r in parse_batch(buf) {
@@ -391,9 +391,7 @@ async fn run_reader(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound,
                         Err(e) => bad = Some(e),
                     }
                 }
-                Counters::add(&inner.counters.batches_received, 1);
-                Counters::add(&inner.counters.messages_received, n as u64);
-                probes::batch_recv(link.peer(), inner.cfg.node, n, bytes);
+                inner.counters.received(link.peer(), n, bytes);
                 if let Some(e) = bad {
                     // The stream is out of step: say why, then hang up this link only.
                     Counters::add(&inner.counters.malformed, 1);

@@ -120,6 +120,57 @@ fn parse_one(buf: &mut Bytes, at: usize) -> Result<InMsg, WireError> {
     Ok(InMsg { header, payload, proto, chain: [hl, pl, xl] })
 }
 
+/// Descriptors of a received batch's messages (for the trace probes): the header is not
+/// decoded, only scanned for its kind and request id. Stops at the first framing error.
+pub fn peek_batch(raw: &Bytes) -> impl Iterator<Item = crate::probes::record::MsgDesc> + '_ {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let b = raw.get(at..)?;
+        if b.len() < PREFIX {
+            return None;
+        }
+        let l = [0, 4, 8].map(|o| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize);
+        let len = l[0].checked_add(l[1])?.checked_add(l[2])?;
+        if b.len() - PREFIX < len {
+            return None;
+        }
+        let (kind, req_id) = scan_header(&b[PREFIX..PREFIX + l[0]]);
+        at += PREFIX + len;
+        Some(crate::probes::record::MsgDesc { req_id, len: l.map(|x| x as u32), kind, nbufs: nbufs(&l) as u8 })
+    })
+}
+
+/// `Header.kind` (field 1) and `Header.request_id` (field 2) from an encoded header.
+fn scan_header(mut h: &[u8]) -> (u8, u64) {
+    let (mut kind, mut id) = (0u8, 0u64);
+    while !h.is_empty() {
+        let Ok(key) = prost::encoding::decode_varint(&mut h) else { break };
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                let Ok(v) = prost::encoding::decode_varint(&mut h) else { break };
+                match field {
+                    1 => kind = v as u8,
+                    2 => id = v,
+                    _ => {}
+                }
+            }
+            1 if h.len() >= 8 => h = &h[8..],
+            5 if h.len() >= 4 => h = &h[4..],
+            2 => {
+                let Ok(n) = prost::encoding::decode_varint(&mut h) else { break };
+                let Some(rest) = h.get(n as usize..) else { break };
+                h = rest;
+            }
+            _ => break,
+        }
+        if field >= 2 {
+            break;
+        }
+    }
+    (kind, id)
+}
+
 /// Writes one message in batch framing.
 pub fn encode_msg(m: &WireMsg, dst: &mut impl BufMut) {
     let hl = m.header.encoded_len();
@@ -158,7 +209,6 @@ impl Encoder for BatchEncoder {
         match item {
             Frames::Out(msgs) => {
                 for m in &msgs {
-                    crate::probes::handed_to_transport(m);
                     encode_msg(m, dst);
                 }
             }
@@ -211,6 +261,20 @@ mod tests {
         assert_eq!(nbufs(&got[0].chain), 2);
         assert_eq!(nbufs(&got[1].chain), 1);
         assert_eq!(nbufs(&got[2].chain), 3);
+        let peeked: Vec<_> = peek_batch(&buf_again(&msgs)).collect();
+        assert_eq!(peeked.len(), 3);
+        for (a, d) in msgs.iter().zip(&peeked) {
+            assert_eq!((d.req_id, d.kind as i32), (a.header.request_id, a.header.kind));
+            assert_eq!(d.len.map(|l| l as usize), a.chain());
+        }
+    }
+
+    fn buf_again(msgs: &[WireMsg]) -> Bytes {
+        let mut buf = bytes::BytesMut::new();
+        for m in msgs {
+            encode_msg(m, &mut buf);
+        }
+        buf.freeze()
     }
 
     #[test]
@@ -248,8 +312,12 @@ mod tests {
                     (x & 0xff) as u8
                 })
                 .collect();
-            for r in parse_batch(Bytes::from(v)) {
+            let raw = Bytes::from(v);
+            for r in parse_batch(raw.clone()) {
                 let _ = r;
+            }
+            for d in peek_batch(&raw) {
+                let _ = d;
             }
         }
     }

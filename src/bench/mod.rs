@@ -11,6 +11,7 @@ pub mod orb;
 pub mod rexec;
 pub mod server;
 pub mod sshd;
+pub mod trace;
 
 /// The median of `v` (0 for none): this machine is shared and noisy, so figures are medians
 /// of rounds.

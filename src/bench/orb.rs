@@ -47,7 +47,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             .map(|(id, pid)| NodeTotal {
                 node: *id,
                 pid: *pid,
-                requests_sent: cfg.as_ref().and_then(|c| c.node(*id).ok()).and_then(local::final_requests_sent),
+                requests_sent: cfg.as_ref().and_then(|c| c.node(*id).ok()).and_then(|n| local::final_counter(n, "requests_sent")),
             })
             .collect();
         report(o, &placement, &results, &nodes);
@@ -188,6 +188,6 @@ fn report(o: &Options, placement: &str, r: &Results, nodes: &[NodeTotal]) {
     );
     for n in nodes {
         let total = n.requests_sent.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
-        println!("node {} (pid {}): {total} ORB requests sent over its life (its `req_prepare` probe hits)", n.node, n.pid);
+        println!("node {} (pid {}): {total} ORB requests sent over its life", n.node, n.pid);
     }
 }

@@ -1,8 +1,17 @@
-//! ssi-trace: communication tracing (DESIGN §7) — the eBPF recorder for the USDT probes the
-//! ORB and services fire, the trace format, and the reports reproducing the Solaris MC study.
+//! Communication tracing (DESIGN §7): the recorders behind the ORB's probe points, the trace
+//! directory format, and the reports that reproduce the Solaris MC study.
 //!
-//! **Skeleton.** The probes exist (see `ssi_orb::probes`); the recorder and reports do not yet
-//! (issue "Communication tracing").
-
-/// What this crate can do today.
-pub const STATUS: &str = "trace: not implemented yet — probes fire, nothing records them (use bpftrace)";
+//! - `bpf`: the eBPF recorder (libbpf-rs; the C program in `bpf/recorder.bpf.c`).
+//! - `sockets`: which daemon fds are ORB connections (for the wire-level counts).
+//! - `format`: the trace directory and its records.
+//! - `analysis`: records → the study's measurements; `reference`: the paper's figures.
+//! - `report`, `plots`: terminal tables, JSON, SVG figures, the HTML page.
+//! - `perfetto`: request-response timelines for a trace viewer.
+pub mod analysis;
+pub mod bpf;
+pub mod format;
+pub mod perfetto;
+pub mod plots;
+pub mod reference;
+pub mod report;
+pub mod sockets;

@@ -1,0 +1,262 @@
+//! The trace record: the bytes a probe hands to a recorder.
+//!
+//! Every probe of the recorder's catalogue passes, as its first argument, a pointer to one
+//! record built here; the BPF recorder copies it into its ring buffer as is (filling `pid`),
+//! and the in-process recorder appends the same bytes to its file. So both kinds of trace
+//! have one format, documented in `docs/trace-format.md` and decoded by `ssi-trace`.
+//!
+//! All fields are little endian, at fixed offsets. Header (24 bytes):
+//! `u16 kind | u16 ndesc | u32 len | u32 pid | u32 node | u64 ts` — `len` is the whole
+//! record's length, `node` the node that emitted it, `ts` CLOCK_MONOTONIC nanoseconds.
+
+/// Records longer than this are split (the BPF program's scratch buffer is 16 KiB).
+pub const MAX_RECORD: usize = 16 << 10;
+pub const HEADER_LEN: usize = 24;
+/// A transport batch record: header, then `src dst nmsgs first bytes`, then descriptors.
+pub const BATCH_FIXED: usize = HEADER_LEN + 24;
+pub const DESC_LEN: usize = 24;
+/// Descriptors per batch record, so that a record stays under `MAX_RECORD`.
+pub const MAX_DESCS: usize = (MAX_RECORD - BATCH_FIXED) / DESC_LEN;
+
+/// Record kinds.
+pub mod kind {
+    /// One transport write: the batch's messages, each with its chain (`ts`: handed to the transport).
+    pub const BATCH_OUT: u16 = 1;
+    /// One transport read (`ts`: received by the transport, before any message is handled).
+    pub const BATCH_IN: u16 = 2;
+    /// A two-way invocation completed at its caller (`ts`: completion).
+    pub const RR_CLIENT: u16 = 3;
+    /// A two-way invocation served (`ts`: reply prepared and queued).
+    pub const RR_SERVER: u16 = 4;
+}
+
+/// A message as a batch record describes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsgDesc {
+    pub req_id: u64,
+    /// Buffer lengths: ORB header, payload, object protocol (0 when absent).
+    pub len: [u32; 3],
+    /// Wire kind: 1 request, 2 one-way, 3 reply, 4 exception, 5 error, 6/7 handshake.
+    pub kind: u8,
+    pub nbufs: u8,
+}
+
+/// Builds records into a reusable buffer.
+pub struct Builder<'a>(pub &'a mut Vec<u8>);
+
+impl Builder<'_> {
+    pub fn header(&mut self, kind: u16, ndesc: u16, node: u32, ts: u64) {
+        self.0.clear();
+        self.0.extend_from_slice(&kind.to_le_bytes());
+        self.0.extend_from_slice(&ndesc.to_le_bytes());
+        self.0.extend_from_slice(&0u32.to_le_bytes()); // len, set by `finish`
+        self.0.extend_from_slice(&std::process::id().to_le_bytes());
+        self.0.extend_from_slice(&node.to_le_bytes());
+        self.0.extend_from_slice(&ts.to_le_bytes());
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn desc(&mut self, d: &MsgDesc) {
+        self.u64(d.req_id);
+        for l in d.len {
+            self.u32(l);
+        }
+        self.0.extend_from_slice(&[d.kind, d.nbufs, 0, 0]);
+    }
+    fn rr_head(&mut self, req_id: u64, src: u32, dst: u32, method: u32, ok: bool) {
+        self.u64(req_id);
+        self.u32(src);
+        self.u32(dst);
+        self.u32(method);
+        self.u32(ok as u32);
+    }
+    /// Writes the length into the header; returns the record.
+    pub fn finish(&mut self) -> &[u8] {
+        let len = self.0.len() as u32;
+        self.0[4..8].copy_from_slice(&len.to_le_bytes());
+        self.0
+    }
+}
+
+/// The batch record's fixed part after the header.
+pub fn batch(b: &mut Builder, kind: u16, node: u32, ts: u64, src: u32, dst: u32, nmsgs: u32, first: u32, bytes: u64, descs: &[MsgDesc]) {
+    b.header(kind, descs.len() as u16, node, ts);
+    b.u32(src);
+    b.u32(dst);
+    b.u32(nmsgs);
+    b.u32(first);
+    b.u64(bytes);
+    for d in descs {
+        b.desc(d);
+    }
+}
+
+/// `req_id src dst method ok t_start t_prepared` — ts is completion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RrClient {
+    pub req_id: u64,
+    pub src: u32,
+    pub dst: u32,
+    pub method: u32,
+    pub ok: bool,
+    pub t_start: u64,
+    pub t_prepared: u64,
+}
+
+pub fn rr_client(b: &mut Builder, ts: u64, r: &RrClient) {
+    b.header(kind::RR_CLIENT, 0, r.src, ts);
+    b.rr_head(r.req_id, r.src, r.dst, r.method, r.ok);
+    b.u64(r.t_start);
+    b.u64(r.t_prepared);
+}
+
+/// `req_id src dst method ok t_dispatch t_start t_end` — ts is the reply prepared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RrServer {
+    pub req_id: u64,
+    pub src: u32,
+    pub dst: u32,
+    pub method: u32,
+    pub ok: bool,
+    pub t_dispatch: u64,
+    pub t_start: u64,
+    pub t_end: u64,
+}
+
+pub fn rr_server(b: &mut Builder, ts: u64, r: &RrServer) {
+    b.header(kind::RR_SERVER, 0, r.dst, ts);
+    b.rr_head(r.req_id, r.src, r.dst, r.method, r.ok);
+    b.u64(r.t_dispatch);
+    b.u64(r.t_start);
+    b.u64(r.t_end);
+}
+
+/// One decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Batch(Batch),
+    /// With its completion time.
+    RrClient(u64, RrClient),
+    /// With the time its reply was queued.
+    RrServer(u64, RrServer),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Sent (true) or received.
+    pub out: bool,
+    pub node: u32,
+    pub pid: u32,
+    pub ts: u64,
+    pub src: u32,
+    pub dst: u32,
+    /// Messages in the whole batch; `first` is this record's first message's index in it.
+    pub nmsgs: u32,
+    pub first: u32,
+    pub bytes: u64,
+    pub descs: Vec<MsgDesc>,
+}
+
+/// Reads little-endian fields in order; running out is an error, never a panic.
+struct Cursor<'a>(&'a [u8], usize);
+
+impl Cursor<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let b = self.0.get(self.1..self.1 + N).ok_or_else(|| format!("record truncated at byte {}", self.1))?;
+        self.1 += N;
+        Ok(b.try_into().expect("N bytes"))
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+    /// `req_id src dst method ok`, the start of both request-response records.
+    fn rr_head(&mut self) -> Result<(u64, u32, u32, u32, bool), String> {
+        Ok((self.u64()?, self.u32()?, self.u32()?, self.u32()?, self.u32()? != 0))
+    }
+}
+
+/// Decodes one record (as `Builder` made it); a malformed one is an error with the reason.
+pub fn decode(rec: &[u8]) -> Result<Event, String> {
+    let mut c = Cursor(rec, 0);
+    let k = u16::from_le_bytes(c.take()?);
+    let ndesc = u16::from_le_bytes(c.take()?) as usize;
+    let len = c.u32()? as usize;
+    if len != rec.len() {
+        return Err(format!("record says {len} bytes, has {}", rec.len()));
+    }
+    let (pid, node, ts) = (c.u32()?, c.u32()?, c.u64()?);
+    Ok(match k {
+        kind::BATCH_OUT | kind::BATCH_IN => {
+            let (src, dst, nmsgs, first, bytes) = (c.u32()?, c.u32()?, c.u32()?, c.u32()?, c.u64()?);
+            if rec.len() != BATCH_FIXED + ndesc * DESC_LEN {
+                return Err(format!("batch record of {} bytes for {ndesc} descriptors", rec.len()));
+            }
+            let mut descs = Vec::with_capacity(ndesc);
+            for _ in 0..ndesc {
+                let req_id = c.u64()?;
+                let len = [c.u32()?, c.u32()?, c.u32()?];
+                let (kind, nbufs) = (c.u8()?, c.u8()?);
+                c.take::<2>()?;
+                descs.push(MsgDesc { req_id, len, kind, nbufs });
+            }
+            Event::Batch(Batch { out: k == kind::BATCH_OUT, node, pid, ts, src, dst, nmsgs, first, bytes, descs })
+        }
+        kind::RR_CLIENT => {
+            let (req_id, src, dst, method, ok) = c.rr_head()?;
+            Event::RrClient(ts, RrClient { req_id, src, dst, method, ok, t_start: c.u64()?, t_prepared: c.u64()? })
+        }
+        kind::RR_SERVER => {
+            let (req_id, src, dst, method, ok) = c.rr_head()?;
+            Event::RrServer(ts, RrServer { req_id, src, dst, method, ok, t_dispatch: c.u64()?, t_start: c.u64()?, t_end: c.u64()? })
+        }
+        other => return Err(format!("unknown record kind {other}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_documented_offsets() {
+        let mut v = Vec::new();
+        let mut b = Builder(&mut v);
+        let d = MsgDesc { req_id: 7, len: [20, 128, 0], kind: 1, nbufs: 2 };
+        batch(&mut b, kind::BATCH_OUT, 1, 99, 1, 2, 3, 0, 500, &[d, d]);
+        let r = b.finish().to_vec();
+        assert_eq!(r.len(), BATCH_FIXED + 2 * DESC_LEN);
+        assert_eq!(u32::from_le_bytes(r[4..8].try_into().unwrap()) as usize, r.len());
+        assert_eq!(u64::from_le_bytes(r[16..24].try_into().unwrap()), 99);
+        assert_eq!(u64::from_le_bytes(r[BATCH_FIXED..BATCH_FIXED + 8].try_into().unwrap()), 7);
+        assert!(BATCH_FIXED + MAX_DESCS * DESC_LEN <= MAX_RECORD);
+        match decode(&r).unwrap() {
+            Event::Batch(b) => assert_eq!((b.out, b.ts, b.src, b.dst, b.nmsgs, b.bytes, b.descs), (true, 99, 1, 2, 3, 500, vec![d, d])),
+            e => panic!("{e:?}"),
+        }
+        for cut in 0..r.len() {
+            assert!(decode(&r[..cut]).is_err(), "a truncated record is refused");
+        }
+        let mut v = Vec::new();
+        let mut b = Builder(&mut v);
+        let rs = RrServer { req_id: 1, src: 1, dst: 2, method: 3, ok: true, t_dispatch: 1, t_start: 2, t_end: 3 };
+        rr_server(&mut b, 5, &rs);
+        assert_eq!(b.finish().len(), HEADER_LEN + 8 + 16 + 24);
+        assert_eq!(decode(b.finish()), Ok(Event::RrServer(5, rs)));
+        let mut v = Vec::new();
+        let mut b = Builder(&mut v);
+        let rc = RrClient { req_id: 1, src: 1, dst: 2, method: 3, ok: true, t_start: 1, t_prepared: 2 };
+        rr_client(&mut b, 5, &rc);
+        assert_eq!(b.finish().len(), HEADER_LEN + 8 + 16 + 16);
+        assert_eq!(decode(b.finish()), Ok(Event::RrClient(5, rc)));
+    }
+}
