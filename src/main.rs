@@ -255,6 +255,10 @@ enum WorkloadCmd {
         json: bool,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Record the run with `ssi trace record` into this directory and print its report
+        /// (root).
+        #[arg(long)]
+        trace: Option<PathBuf>,
     },
     /// One client of `db` (started on each node by `ssi workload db`).
     #[command(hide = true)]
@@ -281,6 +285,10 @@ enum WorkloadCmd {
         json: bool,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Record the run with `ssi trace record` into this directory and print its report
+        /// (root).
+        #[arg(long)]
+        trace: Option<PathBuf>,
     },
     /// The web workload (not implemented yet: workloads).
     Web {
@@ -411,7 +419,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Trace { which: TraceCmd::Export { trace, out, limit } } => ssi_trace::perfetto::export(&trace, &out, limit)?,
         Cmd::Workload { which } => {
             match which {
-                WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, json, dir } => {
+                WorkloadCmd::Db { trace: Some(out), dir, .. } | WorkloadCmd::Make { trace: Some(out), dir, .. } => {
+                    ssi::trace::rerun_traced(&out, &dir_or(dir))?
+                }
+                WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, json, dir, trace: None } => {
                     if !(0.1..=3600.0).contains(&seconds) || branches == 0 || accounts < branches || pg_scale == 0 || pg_clients == 0 {
                         anyhow::bail!("--seconds must be 0.1..=3600, --branches, --pg-scale and --pg-clients at least 1, --accounts at least --branches");
                     }
@@ -425,7 +436,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 WorkloadCmd::DbClient { db, node, seconds, branches, accounts } => {
                     ssi::workload::db_client(&db, node, seconds, ssi_workloads::db::Scale { branches, accounts })?
                 }
-                WorkloadCmd::Make { jobs, tree, json, dir } => {
+                WorkloadCmd::Make { jobs, tree, json, dir, trace: None } => {
                     if jobs == 0 {
                         anyhow::bail!("--jobs must be at least 1");
                     }

@@ -18,7 +18,9 @@ use ssi_trace::sockets::Daemon;
 pub fn serve(orb: &Orb, r: TraceRequest) -> Result<TraceReply, Status> {
     let mut rep = TraceReply { node: orb.node(), pid: std::process::id() as u64, mono_to_unix_ns: mono_to_unix_ns(), ..Default::default() };
     match r.action.as_str() {
-        "counters" => {}
+        // Records waiting for this node's next write go out now: the recorder reads the
+        // counters when it opens and closes its window.
+        "counters" => ssi_orb::probes::flush(),
         "start" => {
             let p = Path::new(&r.path);
             if !p.is_absolute() {
@@ -230,6 +232,33 @@ impl Window<'_> {
         }
         done
     }
+}
+
+/// `ssi workload ... --trace OUT`: runs this same command without `--trace` under the
+/// recorder, then prints the trace's report and writes `OUT/report.html`.
+pub fn rerun_traced(out: &Path, cluster: &Path) -> anyhow::Result<()> {
+    let mut args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        if args[i] == "--trace" {
+            args.drain(i..(i + 2).min(args.len()));
+        } else if args[i].starts_with("--trace=") {
+            args.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    args[0] = std::env::current_exe()?.display().to_string();
+    let r = record(&RecordOptions { dir: cluster.to_path_buf(), out: out.to_path_buf(), duration: None, in_process: false, command: args, quiet: false })?;
+    if let Some(st) = r.status.filter(|s| !s.success()) {
+        bail!("the workload failed ({st}); its trace is in {}", out.display());
+    }
+    let a = ssi_trace::report::load(out, 0)?;
+    print!("{}", ssi_trace::report::text(&a));
+    let html = out.join("report.html");
+    std::fs::write(&html, ssi_trace::report::html_page(&[(out.display().to_string(), &a)])?).with_context(|| format!("writing {}", html.display()))?;
+    eprintln!("ssi trace: HTML report in {}", html.display());
+    Ok(())
 }
 
 fn peers(r: &TraceReply) -> Vec<PeerCount> {

@@ -132,7 +132,7 @@ fn a_traced_command_gets_every_table_figure_and_export() {
     check_counters(&r, 1, 2);
     assert!(r["analysis"]["rr_complete"].as_u64().unwrap() > 50, "request-responses joined across nodes: {}", r["analysis"]["rr_complete"]);
     let wire = r["wire"].as_array().unwrap();
-    assert!(!wire.is_empty(), "wire-level counts from the syscall tracepoints");
+    assert!(!wire.is_empty(), "wire-level counts from the socket tracepoints");
     for w in wire {
         assert!(w["bytes_out"].as_u64().unwrap() > 0, "{w}");
     }

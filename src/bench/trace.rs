@@ -26,7 +26,8 @@ pub struct Options {
 
 const MODES: [&str; 3] = ["off", "bpf", "in-process"];
 const CASES: [&str; 2] = ["orb_twoway", "orb_oneway"];
-/// Records per two-way invocation: batch_out and batch_in on each side, rr_client, rr_server.
+/// Records per two-way invocation: batch out and batch in on each side, one request-response
+/// record per side (carried by two probe hits, one per node).
 const RECORDS_PER_TWOWAY: f64 = 6.0;
 
 #[derive(Default)]
@@ -76,6 +77,9 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
             if let Some(child) = rec.take() {
                 stop_recorder(child)?;
                 let a = ssi_trace::analysis::analyze(&tdir, 0, |_, _| {})?;
+                if a.meta.mode != *mode {
+                    bail!("the recorder ran in {} mode, not {mode}: {}", a.meta.mode, a.meta.fallback_reason.clone().unwrap_or_default());
+                }
                 checks.push((mode.to_string(), counters_match(&a), a.records, a.meta.recorder.lost));
                 let _ = std::fs::remove_dir_all(&tdir);
             }
@@ -155,7 +159,7 @@ fn report(o: &Options, s: &std::collections::BTreeMap<(usize, usize), Samples>, 
         println!("{:<12} {:>14.1} {:>8.3} {:>16.0} {:>8.3} {:>12}", name, p50(m), p50(m) / p50(0), rate(m), rate(m) / rate(0), ev);
     }
     println!();
-    println!("µs/event: the two-way p50's rise over {RECORDS_PER_TWOWAY} records per invocation (batch out/in on each side, one request-response record per side).");
+    println!("µs/event: the two-way p50's rise over the {RECORDS_PER_TWOWAY} records of one invocation (batch out and in on each side, one request-response record per side; two probe hits).");
     for (m, ok, n, lost) in checks {
         println!(
             "{m} trace: {n} records, {lost} lost; messages and bytes per node pair {} the ORB's counters",

@@ -1,17 +1,19 @@
-//! The BPF recorder: loads `bpf/recorder.bpf.c`, attaches `on_record` to the catalogue's
-//! USDT probes in every traced daemon and the transport's syscall tracepoints, and drains the
-//! ring buffer into `events.bin` on a timer until told to stop.
+//! The BPF recorder: loads `bpf/recorder.bpf.c`, attaches `on_record` to the ORB's USDT probe
+//! in every traced daemon and the socket layer's send/receive tracepoints (every send/write
+//! and recv/read syscall on a TCP socket), and drains the ring buffer into `events.bin` on a
+//! timer until told to stop.
 
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::io::Write;
 use std::mem::MaybeUninit;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder, TracepointCategory};
+use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 use ssi_orb::probes::inproc::MAGIC;
+use ssi_orb::probes::record;
 
 use crate::format::{RecorderStats, WireCount, WireTotals};
 use crate::sockets::{self, Daemon};
@@ -23,8 +25,7 @@ mod skel {
 use skel::RecorderSkelBuilder;
 
 /// The probes `on_record` attaches to (`ssi_orb::probes`).
-pub const PROBES: &[&str] = &["batch_out", "batch_in", "rr_client", "rr_server"];
-const SYSCALLS: &[&str] = &["sendto", "write", "writev", "sendmsg", "recvfrom", "read", "readv", "recvmsg"];
+pub const PROBES: &[&str] = &["records"];
 /// The ring is drained this often; records are submitted without waking the reader.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
@@ -50,8 +51,11 @@ pub struct Outcome {
 /// Records until `until()` says stop (polled every drain). `attached()` runs once every
 /// probe is attached, before the window opens.
 pub fn record(daemons: &[Daemon], out: &Path, attached: impl FnOnce(), mut until: impl FnMut() -> bool) -> Result<Outcome, Error> {
-    // libbpf's own messages would spread a refusal over several lines; ours says it in one.
-    libbpf_rs::set_print(None);
+    // libbpf's own messages would spread a refusal over several lines; ours says it in one
+    // (SSI_BPF_DEBUG=1 shows them).
+    if std::env::var_os("SSI_BPF_DEBUG").is_none() {
+        libbpf_rs::set_print(None);
+    }
     ensure_tracefs();
     let mut storage = MaybeUninit::uninit();
     let open = RecorderSkelBuilder::default().open(&mut storage).map_err(|e| Error::Unavailable(format!("cannot open the BPF object: {e}")))?;
@@ -73,55 +77,43 @@ pub fn record(daemons: &[Daemon], out: &Path, attached: impl FnOnce(), mut until
         }
     }
     let probes_attached = links.len() as u32;
-    let tp = |p: &libbpf_rs::ProgramMut, name: String| -> anyhow::Result<libbpf_rs::Link> {
-        p.attach_tracepoint(TracepointCategory::Custom("syscalls".into()), &name).with_context(|| format!("tracepoint syscalls/{name}"))
-    };
-    let progs = &skel.progs;
-    let pairs = [
-        (&progs.enter_sendto, &progs.exit_sendto),
-        (&progs.enter_write, &progs.exit_write),
-        (&progs.enter_writev, &progs.exit_writev),
-        (&progs.enter_sendmsg, &progs.exit_sendmsg),
-        (&progs.enter_recvfrom, &progs.exit_recvfrom),
-        (&progs.enter_read, &progs.exit_read),
-        (&progs.enter_readv, &progs.exit_readv),
-        (&progs.enter_recvmsg, &progs.exit_recvmsg),
-    ];
-    for (sys, (enter, exit)) in SYSCALLS.iter().zip(pairs) {
-        links.push(tp(enter, format!("sys_enter_{sys}"))?);
-        links.push(tp(exit, format!("sys_exit_{sys}"))?);
-    }
+    links.push(skel.progs.on_send.attach().context("BTF tracepoint sock_send_length")?);
+    links.push(skel.progs.on_recv.attach().context("BTF tracepoint sock_recv_length")?);
 
     let path = out.join("events.bin");
     let mut file = std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
     file.write_all(MAGIC).context("events.bin")?;
     let mut written = 0u64;
     let mut records = 0u64;
+    let mut malformed = 0u64;
     let mut write_err: Option<std::io::Error> = None;
     let mut rb = RingBufferBuilder::new();
     rb.add(&skel.maps.records, |data: &[u8]| {
-        let r = file.write_all(&(data.len() as u32).to_le_bytes()).and_then(|_| file.write_all(data));
-        if let Err(e) = r {
-            write_err.get_or_insert(e);
+        // A bundle: whole records back to back, each with its length at bytes 4..8.
+        let mut at = 0;
+        while at + record::HEADER_LEN <= data.len() {
+            let len = u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap()) as usize;
+            if len < record::HEADER_LEN || at + len > data.len() {
+                malformed += 1;
+                break;
+            }
+            let r = file.write_all(&(len as u32).to_le_bytes()).and_then(|_| file.write_all(&data[at..at + len]));
+            if let Err(e) = r {
+                write_err.get_or_insert(e);
+            }
+            written += 4 + len as u64;
+            records += 1;
+            at += len;
         }
-        written += 4 + data.len() as u64;
-        records += 1;
         0
     })
     .context("ring buffer")?;
     let ring = rb.build().context("ring buffer")?;
 
-    // Which fds are ORB connections: now, every second, and at the end.
-    let mut fds = sockets::resolve(daemons);
     attached();
-    let mut last_resolve = Instant::now();
     loop {
         let stop = until();
         ring.consume().context("draining the ring buffer")?;
-        if last_resolve.elapsed() > Duration::from_secs(1) || stop {
-            fds.extend(sockets::resolve(daemons));
-            last_resolve = Instant::now();
-        }
         if stop {
             break;
         }
@@ -144,13 +136,13 @@ pub fn record(daemons: &[Daemon], out: &Path, attached: impl FnOnce(), mut until
             .map(|v| v.iter().map(|c| u64::from_ne_bytes(c[..8].try_into().unwrap())).sum())
             .unwrap_or(0)
     };
-    let (lost, refused) = (stat(1), stat(2));
-    let (wire, wire_other) = wire_counts(&skel.maps.wire, daemons, &fds);
+    let (lost, refused) = (stat(1), stat(2) + malformed);
+    let (wire, wire_other) = wire_counts(&skel.maps.wire, daemons);
     Ok(Outcome { stats: RecorderStats { records, lost, refused, bytes: written, probes_attached }, wire, wire_other })
 }
 
-/// The syscall tracepoints live in tracefs; mount it where it is missing (best effort: the
-/// attach says why if it still fails).
+/// libbpf finds USDT and uprobe bookkeeping through tracefs; mount it where it is missing
+/// (best effort: an attach says why if it still fails).
 fn ensure_tracefs() {
     let root = Path::new("/sys/kernel/tracing");
     if !root.join("events").exists() {
@@ -161,28 +153,38 @@ fn ensure_tracefs() {
     }
 }
 
-/// Sums the wire map per node pair (src = the daemon whose syscalls they were).
-fn wire_counts(map: &dyn MapCore, daemons: &[Daemon], fds: &HashMap<(u32, u32), u32>) -> (Vec<WireCount>, WireTotals) {
-    let node_of: HashMap<u32, u32> = daemons.iter().map(|d| (d.pid, d.node)).collect();
-    let mut pairs: std::collections::BTreeMap<(u32, u32), WireTotals> = Default::default();
-    let mut other = WireTotals::default();
+/// Sums the wire map per node pair (src = the daemon whose socket calls they were).
+fn wire_counts(map: &dyn MapCore, daemons: &[Daemon]) -> (Vec<WireCount>, WireTotals) {
+    let mut conns = Vec::new();
     for k in map.keys() {
         let Ok(Some(v)) = map.lookup(&k, MapFlags::ANY) else { continue };
-        let u = |b: &[u8], i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
-        let w = |i: usize| u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().unwrap());
-        let (pid, fd, dir) = (u(&k, 0), u(&k, 1), u(&k, 2));
-        let (calls, bytes, iovs) = (w(0), w(1), w(2));
-        let t = match (node_of.get(&pid), fds.get(&(pid, fd))) {
-            (Some(&src), Some(&dst)) => pairs.entry((src, dst)).or_default(),
-            _ => &mut other,
+        let u32_at = |i: usize| u32::from_ne_bytes(k[i..i + 4].try_into().unwrap());
+        let u16_at = |i: usize| u16::from_ne_bytes(k[i..i + 2].try_into().unwrap());
+        let u64_at = |i: usize| u64::from_ne_bytes(v[i..i + 8].try_into().unwrap());
+        // Addresses are in network order as the kernel keeps them: their bytes are the octets.
+        let ip = |i: usize| std::net::Ipv4Addr::from(<[u8; 4]>::try_from(&k[i..i + 4]).unwrap());
+        conns.push(sockets::Io {
+            pid: u32_at(0),
+            local: SocketAddr::new(ip(4).into(), u16_at(12)),
+            remote: SocketAddr::new(ip(8).into(), u16_at(14)),
+            sent: u32_at(16) == 0,
+            calls: u64_at(0),
+            bytes: u64_at(8),
+        });
+    }
+    let mut pairs: std::collections::BTreeMap<(u32, u32), WireTotals> = Default::default();
+    let mut other = WireTotals::default();
+    for (io, pair) in sockets::attribute(&conns, daemons) {
+        let t = match pair {
+            Some(p) => pairs.entry(p).or_default(),
+            None => &mut other,
         };
-        if dir == 0 {
-            t.bytes_out += bytes;
-            t.syscalls_out += calls;
-            t.iovecs_out += iovs;
+        if io.sent {
+            t.bytes_out += io.bytes;
+            t.calls_out += io.calls;
         } else {
-            t.bytes_in += bytes;
-            t.syscalls_in += calls;
+            t.bytes_in += io.bytes;
+            t.calls_in += io.calls;
         }
     }
     (pairs.into_iter().map(|((src, dst), t)| WireCount { src, dst, t }).collect(), other)

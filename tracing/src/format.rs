@@ -37,10 +37,10 @@ pub struct Meta {
     pub end_ns: u64,
     pub started_unix_ms: u64,
     pub nodes: Vec<NodeMeta>,
-    /// Wire level (BPF mode): bytes and syscalls on the transport's sockets per node pair.
+    /// Wire level (BPF mode): bytes and socket calls on the ORB's connections per node pair.
     #[serde(default)]
     pub wire: Vec<WireCount>,
-    /// Syscall bytes on sockets of the daemons that are not ORB connections between nodes.
+    /// The daemons' TCP traffic that is not an ORB connection between traced nodes.
     #[serde(default)]
     pub wire_other: WireTotals,
     #[serde(default)]
@@ -81,13 +81,13 @@ pub struct WireCount {
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default)]
 pub struct WireTotals {
-    /// Bytes written by `src` on its connections to `dst` (sendto/sendmsg/write/writev).
+    /// Bytes `src` sent on its connections to `dst`, and in how many socket calls
+    /// (write/writev/sendto/sendmsg: one per syscall).
     pub bytes_out: u64,
-    pub syscalls_out: u64,
-    pub iovecs_out: u64,
-    /// Bytes `src` read from its connections to `dst`.
+    pub calls_out: u64,
+    /// Bytes `src` received from `dst`, in how many socket calls (read/readv/recvfrom/recvmsg).
     pub bytes_in: u64,
-    pub syscalls_in: u64,
+    pub calls_in: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default)]

@@ -78,9 +78,14 @@ pub fn node_graph(a: &Analysis, title: &str, weight: impl Fn(&Tally) -> u64) -> 
     })
 }
 
-/// A CDF of sizes per series: by count, or weighted by bytes.
-pub fn size_cdf(title: &str, series: &[(String, &BTreeMap<u32, u64>)], by_bytes: bool) -> R {
-    let max_size = series.iter().filter_map(|(_, h)| h.keys().last().copied()).max().unwrap_or(1).max(2) as f64;
+/// A CDF of sizes per series, each by count or weighted by bytes (its flag).
+pub fn size_cdf(title: &str, series: &[(String, &BTreeMap<u32, u64>, bool)]) -> R {
+    let max_size = series.iter().filter_map(|(_, h, _)| h.keys().last().copied()).max().unwrap_or(1).max(2) as f64;
+    let ylabel = match (series.iter().all(|s| s.2), series.iter().any(|s| s.2)) {
+        (true, _) => "share of bytes",
+        (false, true) => "share of messages / of bytes",
+        _ => "share of messages",
+    };
     svg(|root| {
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 16))
@@ -88,8 +93,9 @@ pub fn size_cdf(title: &str, series: &[(String, &BTreeMap<u32, u64>)], by_bytes:
             .x_label_area_size(40)
             .y_label_area_size(50)
             .build_cartesian_2d((1f64..max_size * 1.2).log_scale(), 0f64..1.0)?;
-        chart.configure_mesh().x_desc("message size (bytes, log)").y_desc(if by_bytes { "share of bytes" } else { "share of messages" }).draw()?;
-        for (i, (name, h)) in series.iter().enumerate() {
+        chart.configure_mesh().x_desc("size (bytes, log)").y_desc(ylabel).draw()?;
+        for (i, (name, h, by_bytes)) in series.iter().enumerate() {
+            let by_bytes = *by_bytes;
             let total: f64 = h.iter().map(|(&k, &v)| if by_bytes { k as f64 * v as f64 } else { v as f64 }).sum();
             let mut acc = 0.0;
             let mut pts = vec![(1.0, 0.0)];

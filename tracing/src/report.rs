@@ -103,16 +103,17 @@ pub fn text(a: &Analysis) -> String {
 
     // Wire level.
     if !m.wire.is_empty() {
-        let _ = writeln!(o, "\nWire level (syscalls on the ORB connections) vs ORB level (encoded messages)");
-        let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>9} {:>10} {:>8}", "pair", "wire bytes", "ORB bytes", "overhead", "syscalls", "iovecs");
+        let _ = writeln!(o, "\nWire level (the daemons' send/write syscalls on the ORB connections, at the socket layer) vs ORB level (encoded messages)");
+        let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>9} {:>10} {:>12}", "pair", "wire bytes", "ORB bytes", "overhead", "syscalls", "msgs/syscall");
         for w in &m.wire {
-            let orb = a.sent_between(w.src, w.dst).bytes;
-            let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>8.3}× {:>10} {:>8}", analysis::pair(w.src, w.dst), w.t.bytes_out, orb, w.t.bytes_out as f64 / orb.max(1) as f64, w.t.syscalls_out, w.t.iovecs_out);
+            let orb = a.sent_between(w.src, w.dst);
+            let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>8.3}× {:>10} {:>12.2}", analysis::pair(w.src, w.dst), w.t.bytes_out, orb.bytes,
+                w.t.bytes_out as f64 / orb.bytes.max(1) as f64, w.t.calls_out, orb.messages as f64 / w.t.calls_out.max(1) as f64);
         }
         let wire: u64 = m.wire.iter().map(|w| w.t.bytes_out).sum();
         let _ = writeln!(o, "all     {:>14} {:>14} {:>8.3}×  (HTTP/2 + gRPC framing, and the links' own traffic)", wire, tot.bytes, wire as f64 / tot.bytes.max(1) as f64);
     } else {
-        let _ = writeln!(o, "\nWire level: not recorded ({} mode has no syscall tracepoints)", m.mode);
+        let _ = writeln!(o, "\nWire level: not recorded ({} mode has no kernel tracepoints)", m.mode);
     }
 
     // Message sizes.
@@ -231,17 +232,23 @@ pub fn html_page(traces: &[(String, &Analysis)]) -> anyhow::Result<String> {
         let _ = write!(body, "<h3>Figs 4.1 / 4.2: who talks to whom</h3><div class=row>{}{}</div>",
             fig(plots::node_graph(a, "Fig 4.1: messages between nodes", |t: &Tally| t.messages)),
             fig(plots::node_graph(a, "Fig 4.2: KB between nodes", |t: &Tally| t.bytes / 1024)));
-        let per_node: Vec<(String, &std::collections::BTreeMap<u32, u64>)> = a.sizes.iter().map(|(n, h)| (format!("node {n}"), h)).collect();
+        let per_node = |bytes: bool| -> Vec<(String, &std::collections::BTreeMap<u32, u64>, bool)> {
+            a.sizes.iter().map(|(n, h)| (format!("node {n}"), h, bytes)).collect()
+        };
         let all = a.all_sizes();
         let _ = write!(body, "<h3>Figs 4.3–4.5: message-size CDFs</h3><div class=row>{}{}{}</div>",
-            fig(plots::size_cdf("Fig 4.3: message sizes by count, per node", &per_node, false)),
-            fig(plots::size_cdf("Fig 4.4: message sizes weighted by bytes, per node", &per_node, true)),
-            fig(plots::size_cdf("Fig 4.5: all nodes, by count and by bytes", &[("by count".into(), &all)], false)));
+            fig(plots::size_cdf("Fig 4.3: message sizes by count, per node", &per_node(false))),
+            fig(plots::size_cdf("Fig 4.4: message sizes weighted by bytes, per node", &per_node(true))),
+            fig(plots::size_cdf("Fig 4.5: all nodes, by count and by bytes", &[("by count".into(), &all, false), ("by bytes".into(), &all, true)])));
         let _ = write!(body, "<h3>Figs 4.6–4.8: message rates</h3>{}", fig(plots::rates(a)));
         let _ = write!(body, "<h3>Fig 5.2: request-response breakdown</h3>{}", fig(plots::stages(a, &reference::fig_5_2(&p))));
-        let pos: Vec<(String, &std::collections::BTreeMap<u32, u64>)> =
-            ["buffer 1 (header)", "buffer 2 (payload)", "buffer 3 (protocol)"].iter().zip(&a.position_sizes).filter(|(_, h)| !h.is_empty()).map(|(n, h)| (n.to_string(), h)).collect();
-        let _ = write!(body, "<h3>Fig 6.2: size by buffer position</h3>{}", fig(plots::size_cdf("Fig 6.2: buffer sizes by position", &pos, false)));
+        let pos: Vec<(String, &std::collections::BTreeMap<u32, u64>, bool)> = ["buffer 1 (header)", "buffer 2 (payload)", "buffer 3 (protocol)"]
+            .iter()
+            .zip(&a.position_sizes)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(n, h)| (n.to_string(), h, false))
+            .collect();
+        let _ = write!(body, "<h3>Fig 6.2: size by buffer position</h3>{}", fig(plots::size_cdf("Fig 6.2: buffer sizes by position", &pos)));
         let n: u64 = a.nbufs.iter().sum::<u64>().max(1);
         let t61 = p.triple("table_6_1", wl);
         let rows = (0..3).map(|i| vec![format!("{}", i + 1), format!("{:.1}%", 100.0 * a.nbufs[i] as f64 / n as f64), pct(t61.map(|t| t[i]))]).collect();

@@ -1,32 +1,30 @@
-//! USDT probe points (provider `ssi`) for the communication study, the in-process recorder
-//! behind them, and the ORB's own counters.
+//! The probe point for the communication study (USDT, provider `ssi`), the in-process
+//! recorder behind it, and the ORB's own counters.
 //!
 //! The Solaris MC study's tracer cost 7 µs an event and distorted what it timed. Here a probe
-//! is a `.note.stapsdt` NOP (< 1 ns) until a tracer attaches; attached, each hit costs a
-//! uprobe (≈ 0.6 µs). At a million messages a second a probe per message would cost as much
-//! as the message, so the probes are amortized: **one probe per transport write or read**,
-//! carrying a descriptor of every message in it (request id, kind, buffer lengths), and one
-//! probe per completed two-way invocation on each side, carrying the times of its stages
-//! (taken with CLOCK_MONOTONIC only while a recorder listens). Every message is still counted.
+//! is a `.note.stapsdt` NOP (< 1 ns) until a tracer attaches; attached, each hit traps into
+//! the kernel (≈ 1–2 µs here with the recorder's BPF program). At a million messages a
+//! second a hit per message would cost more than the message, so the ORB fires **one probe,
+//! `ssi:records(bundle, len)`, once per transport write**, and it carries a bundle of trace
+//! records (`record.rs`, `docs/trace-format.md`): the write's own record — a descriptor of
+//! every message in it — and every record built on this node since the last write: transport
+//! reads (`BATCH_IN`, each message's descriptor) and completed request-responses on either
+//! side (`RR_CLIENT`, `RR_SERVER`, with the stage times of the study's Fig. 5.1). A two-way
+//! invocation costs two probe hits, one per node, instead of six. Every message is counted.
 //!
-//! | probe | fires | arg0 | other arguments |
-//! |---|---|---|---|
-//! | `batch_out` | one transport write (a batch of messages) | record | src, dst, messages in this record, bytes (first record of a batch; 0 after) |
-//! | `batch_in` | one transport read, before its messages are handled | record | src, dst, bytes |
-//! | `rr_client` | a two-way invocation returns to its caller | record | req_id, src, dst, ok |
-//! | `rr_server` | a two-way invocation's reply is queued | record | req_id, src, dst, ok |
+//! | record | built at | describes |
+//! |---|---|---|
+//! | `BATCH_OUT` | a batch handed to the transport (one write) | each message: request id, kind, buffer lengths |
+//! | `BATCH_IN` | a batch received, before its messages are handled | the same |
+//! | `RR_CLIENT` | a two-way invocation returns to its caller | start, request queued (ORB prepare), completion |
+//! | `RR_SERVER` | a two-way invocation's reply is queued | dispatched, invocation start and end, reply queued |
 //!
-//! `record` points at a trace record (`record.rs`, `docs/trace-format.md`): the batch
-//! records list every message's descriptor (≤ 677 per record; a larger batch fires the probe
-//! once per part), the request-response records hold the stage times of the study's Fig. 5.1:
-//! caller start → request queued (ORB prepare) → handed to the transport (`batch_out`) →
-//! received by the transport (`batch_in`) → dispatched → invocation start → end → reply
-//! queued (`rr_server`) → reply handed to the transport → received → completed (`rr_client`).
-//! List them with `bpftrace -l 'usdt:/path/to/ssi:ssi:*'`.
-//!
-//! Probes are lazy (`probe_lazy!`): their record is built only while a tracer has the probe's
-//! semaphore set, or the in-process recorder (`inproc`) is on. Each probe lives in one
-//! never-inlined function, so it has exactly one site in the binary.
+//! Records are built only while someone records: a BPF recorder (learned when the probe's
+//! semaphore is seen set at a write; until then nothing but the lazy check runs) or the
+//! in-process recorder (`inproc`), which takes the same records into a file. A bundle waits
+//! for the node's next write (heartbeats write every 200 ms), for 12 KiB of records, or for
+//! `flush()` (the recorder asks through the daemon when it closes its window).
+//! List the probe with `bpftrace -l 'usdt:/path/to/ssi:ssi:*'`.
 
 pub mod inproc;
 pub mod record;
@@ -34,9 +32,8 @@ pub mod record;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use parking_lot::Mutex;
-
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 use crate::wire::{nbufs, WireMsg};
 use record::{Builder, MsgDesc, RrClient, RrServer};
@@ -45,15 +42,24 @@ thread_local! {
     static REC: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(record::MAX_RECORD));
 }
 
-/// Set while a recorder took the last request-response record: stage times are taken only
-/// then. (The probe crate's semaphore is private to each probe site; its `probe_lazy!` tells
-/// whether the site is enabled, and this remembers it for the stages before the next hit.)
-static STAGES_WANTED: AtomicBool = AtomicBool::new(false);
+/// Set while a BPF recorder takes the `records` probe (learned at each write: the probe
+/// crate's semaphore is private to the probe site, `probe_lazy!` says whether it is set).
+static WANTED: AtomicBool = AtomicBool::new(false);
+/// Records built since the last probe hit, waiting for the next one (only while `WANTED`).
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// A bundle is fired before it grows past this (the BPF side copies up to `MAX_RECORD`).
+const FLUSH_AT: usize = 12 << 10;
+
+/// Whether anyone records (one or two relaxed loads on the hot paths).
+#[inline]
+pub fn recording() -> bool {
+    WANTED.load(Relaxed) || inproc::active()
+}
 
 /// CLOCK_MONOTONIC in nanoseconds (what `bpf_ktime_get_ns` reads), or 0 when nobody records.
 #[inline]
 pub fn stamp() -> u64 {
-    if STAGES_WANTED.load(Relaxed) || inproc::active() {
+    if recording() {
         now_ns()
     } else {
         0
@@ -67,31 +73,66 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Fires probe `$name` with a record built by `$build` (a `FnOnce(&mut Builder)`), and hands
-/// the same record to the in-process recorder when it is on. Yields whether anyone took it.
-macro_rules! fire {
-    ($name:ident, $build:expr $(, $arg:expr)*) => {{
-        REC.with(|cell| {
-            let mut v = cell.borrow_mut();
-            let mut built = false;
-            #[allow(unused_mut)]
-            let mut build = $build;
-            let probe_on = probe::probe_lazy!(ssi, $name, {
-                build(&mut Builder(&mut v));
-                built = true;
-                Builder(&mut v).finish().as_ptr() as usize
-            } $(, $arg)*);
-            let inproc_on = inproc::active();
-            if inproc_on {
-                if !built {
-                    build(&mut Builder(&mut v));
-                    Builder(&mut v).finish();
-                }
-                inproc::write(&v);
+/// The probe site: the one place `ssi:records` fires. Yields whether a tracer took it.
+#[inline(never)]
+fn fire(bundle: &[u8]) -> bool {
+    probe::probe_lazy!(ssi, records, bundle.as_ptr() as usize, bundle.len())
+}
+
+/// Fires `p` in pieces of whole records up to `MAX_RECORD`, then empties it. Returns
+/// whether the tracer is still there (if not, the rest is dropped: no one listens).
+fn fire_pending(p: &mut Vec<u8>) -> bool {
+    let mut at = 0;
+    let mut on = true;
+    while at < p.len() && on {
+        let mut end = at;
+        while end < p.len() {
+            let len = u32::from_le_bytes(p[end + 4..end + 8].try_into().expect("4 bytes")) as usize;
+            if len < record::HEADER_LEN || end + len > p.len() {
+                end = p.len(); // cannot happen: records are built here; never loop on one
+                break;
             }
-            probe_on || inproc_on
-        })
-    }};
+            if end + len - at > record::MAX_RECORD && end > at {
+                break;
+            }
+            end += len;
+        }
+        on = fire(&p[at..end]);
+        at = end;
+    }
+    p.clear();
+    on
+}
+
+/// Hands a record built by `build` to whoever records: the in-process file, and/or the
+/// bundle for the next probe hit.
+fn take(build: impl FnOnce(&mut Builder)) {
+    REC.with(|cell| {
+        let mut v = cell.borrow_mut();
+        let mut b = Builder(&mut v);
+        build(&mut b);
+        let rec = b.finish();
+        if inproc::active() {
+            inproc::write(rec);
+        }
+        if WANTED.load(Relaxed) {
+            let mut p = PENDING.lock();
+            p.extend_from_slice(rec);
+            if p.len() >= FLUSH_AT && !fire_pending(&mut p) {
+                WANTED.store(false, Relaxed);
+            }
+        }
+    })
+}
+
+/// Fires what is pending now (the recorder closing its window asks for this).
+pub fn flush() {
+    if WANTED.load(Relaxed) {
+        let mut p = PENDING.lock();
+        if !fire_pending(&mut p) {
+            WANTED.store(false, Relaxed);
+        }
+    }
 }
 
 fn desc_out(m: &WireMsg) -> MsgDesc {
@@ -99,85 +140,55 @@ fn desc_out(m: &WireMsg) -> MsgDesc {
     MsgDesc { req_id: m.header.request_id, len: c.map(|l| l as u32), kind: m.header.kind as u8, nbufs: nbufs(&c) as u8 }
 }
 
-/// A batch handed to the transport (one write); `bytes` is its encoded size.
+/// A batch handed to the transport (one write; `ts` from when it was counted): its record,
+/// with everything pending, goes out in one probe hit.
 pub(crate) fn batch_out(node: u32, src: u32, dst: u32, ts: u64, msgs: &[WireMsg], bytes: usize) {
-    let mut descs = Vec::new();
-    for (part, chunk) in msgs.chunks(record::MAX_DESCS).enumerate() {
-        if !fire_batch_out(&mut descs, chunk, (node, src, dst), ts, msgs.len(), part * record::MAX_DESCS, bytes) {
+    if !WANTED.load(Relaxed) {
+        // Is a tracer there now? An empty hit answers (it costs a trap only when one is).
+        if fire(&[]) {
+            WANTED.store(true, Relaxed);
+        } else if !inproc::active() {
             return;
         }
     }
-}
-
-#[inline(never)]
-fn fire_batch_out(descs: &mut Vec<MsgDesc>, chunk: &[WireMsg], (node, src, dst): (u32, u32, u32), ts: u64, n: usize, first: usize, bytes: usize) -> bool {
-    fire!(
-        batch_out,
-        |b: &mut Builder| {
-            descs.clear();
-            descs.extend(chunk.iter().map(desc_out));
-            record::batch(b, record::kind::BATCH_OUT, node, ts, src, dst, n as u32, first as u32, bytes as u64, descs)
-        },
-        src,
-        dst,
-        chunk.len(),
-        if first == 0 { bytes } else { 0 }
-    )
+    let mut descs = Vec::with_capacity(msgs.len().min(record::MAX_DESCS));
+    for (part, chunk) in msgs.chunks(record::MAX_DESCS).enumerate() {
+        descs.clear();
+        descs.extend(chunk.iter().map(desc_out));
+        let first = (part * record::MAX_DESCS) as u32;
+        take(|b| record::batch(b, record::kind::BATCH_OUT, node, ts, src, dst, msgs.len() as u32, first, bytes as u64, &descs));
+    }
+    flush();
 }
 
 /// A batch received by the transport, before any of its messages is handled. Its
-/// descriptors are read from the raw batch only when a recorder takes them, so the receive
-/// path costs nothing extra otherwise.
+/// descriptors are read from the raw batch only while someone records.
 pub(crate) fn batch_in(node: u32, src: u32, dst: u32, raw: &Bytes) {
+    if !recording() {
+        return;
+    }
     let ts = now_ns();
-    let mut descs: Vec<MsgDesc> = Vec::new();
-    let mut part = 0;
-    loop {
-        let on = fire_batch_in(&mut descs, raw, (node, src, dst), ts, part);
-        part += 1;
-        if !on || part * record::MAX_DESCS >= descs.len() {
-            return;
-        }
+    let descs: Vec<MsgDesc> = crate::wire::peek_batch(raw).collect();
+    let n = descs.len() as u32;
+    for (part, chunk) in descs.chunks(record::MAX_DESCS).enumerate() {
+        let first = (part * record::MAX_DESCS) as u32;
+        take(|b| record::batch(b, record::kind::BATCH_IN, node, ts, src, dst, n, first, raw.len() as u64, chunk));
     }
 }
 
-#[inline(never)]
-fn fire_batch_in(descs: &mut Vec<MsgDesc>, raw: &Bytes, (node, src, dst): (u32, u32, u32), ts: u64, part: usize) -> bool {
-    fire!(
-        batch_in,
-        |b: &mut Builder| {
-            if part == 0 {
-                descs.extend(crate::wire::peek_batch(raw));
-            }
-            let first = part * record::MAX_DESCS;
-            let chunk = &descs[first.min(descs.len())..(first + record::MAX_DESCS).min(descs.len())];
-            record::batch(b, record::kind::BATCH_IN, node, ts, src, dst, descs.len() as u32, first as u32, raw.len() as u64, chunk)
-        },
-        src,
-        dst,
-        raw.len()
-    )
-}
-
 /// A two-way invocation completed at its caller.
-#[inline(never)]
 pub(crate) fn rr_client(r: &RrClient) {
-    let ts = stamp();
-    let on = fire!(rr_client, |b: &mut Builder| record::rr_client(b, ts, r), r.req_id, r.src, r.dst, r.ok as u32);
-    want_stages(on);
+    if recording() {
+        let ts = now_ns();
+        take(|b| record::rr_client(b, ts, r));
+    }
 }
 
 /// A two-way invocation's reply queued at its server.
-#[inline(never)]
 pub(crate) fn rr_server(r: &RrServer) {
-    let ts = stamp();
-    let on = fire!(rr_server, |b: &mut Builder| record::rr_server(b, ts, r), r.req_id, r.src, r.dst, r.ok as u32);
-    want_stages(on);
-}
-
-fn want_stages(on: bool) {
-    if STAGES_WANTED.load(Relaxed) != on {
-        STAGES_WANTED.store(on, Relaxed);
+    if recording() {
+        let ts = now_ns();
+        take(|b| record::rr_server(b, ts, r));
     }
 }
 

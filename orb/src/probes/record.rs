@@ -1,15 +1,15 @@
 //! The trace record: the bytes a probe hands to a recorder.
 //!
-//! Every probe of the recorder's catalogue passes, as its first argument, a pointer to one
-//! record built here; the BPF recorder copies it into its ring buffer as is (filling `pid`),
-//! and the in-process recorder appends the same bytes to its file. So both kinds of trace
-//! have one format, documented in `docs/trace-format.md` and decoded by `ssi-trace`.
+//! The `ssi:records` probe passes a bundle of records built here (back to back, each with its
+//! length in its header); the BPF recorder copies bundles into its ring buffer as they are,
+//! and the in-process recorder appends the same records to its file. So both kinds of trace
+//! have one format, documented in `docs/trace-format.md` and decoded by `decode`.
 //!
 //! All fields are little endian, at fixed offsets. Header (24 bytes):
 //! `u16 kind | u16 ndesc | u32 len | u32 pid | u32 node | u64 ts` — `len` is the whole
 //! record's length, `node` the node that emitted it, `ts` CLOCK_MONOTONIC nanoseconds.
 
-/// Records longer than this are split (the BPF program's scratch buffer is 16 KiB).
+/// Records (and bundles) longer than this are split (the BPF program copies at most this).
 pub const MAX_RECORD: usize = 16 << 10;
 pub const HEADER_LEN: usize = 24;
 /// A transport batch record: header, then `src dst nmsgs first bytes`, then descriptors.
