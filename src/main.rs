@@ -198,6 +198,10 @@ enum BenchCmd {
         payloads: Vec<u32>,
         #[arg(long, default_value_t = 256)]
         inflight: u32,
+        /// Record the whole run with `ssi trace record` into this directory (root), and
+        /// check the trace against the ORB's counters.
+        #[arg(long)]
+        trace: Option<PathBuf>,
     },
     /// PXFS against the local disk and sshfs: metadata rates, throughput, fsync, SQLite.
     Fs {
@@ -355,7 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             ssi::bench::trace::run(&ssi::bench::trace::Options { json, rounds, duration: Duration::from_secs_f64(seconds) })?
         }
-        Cmd::Bench { which: BenchCmd::Orb { json, rounds, seconds, payloads, inflight } } => {
+        Cmd::Bench { which: BenchCmd::Orb { json, rounds, seconds, payloads, inflight, trace } } => {
             if !(0.05..=120.0).contains(&seconds) || rounds == 0 {
                 anyhow::bail!("--seconds must be 0.05..=120 and --rounds at least 1");
             }
@@ -365,6 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 duration: Duration::from_secs_f64(seconds),
                 payloads,
                 inflight,
+                trace,
             })?;
         }
         Cmd::Bench { which: BenchCmd::Fs { json, rounds, seconds, file_mib } } => {

@@ -22,6 +22,8 @@ pub struct Options {
     pub duration: Duration,
     pub payloads: Vec<u32>,
     pub inflight: u32,
+    /// Record the run into this trace directory.
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Default, Clone)]
@@ -90,6 +92,10 @@ fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<Run> {
     let s1 = cfg.node(1).map_err(|e| anyhow!(e))?.control_socket.clone();
     let s2 = cfg.node(2).map_err(|e| anyhow!(e))?.control_socket.clone();
     let host = cfg.node(2).map_err(|e| anyhow!(e))?.addr.ip().to_string();
+    let recorder = match &o.trace {
+        Some(t) => Some(crate::bench::trace::start_recorder(dir, t, false)?),
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let results: BTreeMap<(u32, usize), Agg> = rt.block_on(async {
         let mut c1 = crate::control::connect(&s1).await.map_err(|e| anyhow!(e))?;
@@ -127,6 +133,19 @@ fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<Run> {
         }
         Ok::<_, anyhow::Error>(agg)
     })?;
+    if let (Some(child), Some(t)) = (recorder, &o.trace) {
+        crate::bench::trace::stop_recorder(child)?;
+        let a = ssi_trace::analysis::analyze(t, 0, |_, _| {})?;
+        let total = a.total_sent();
+        eprintln!(
+            "trace {} ({} mode): {} messages, {} bytes between nodes; per node pair {} the ORB's own counters",
+            t.display(),
+            a.meta.mode,
+            total.messages,
+            total.bytes,
+            if crate::bench::trace::counters_match(&a) { "equal to" } else { "DIFFERENT FROM" }
+        );
+    }
     Ok(Run { results, placement, pids })
 }
 

@@ -1,7 +1,8 @@
 //! `ssi bench trace`: what recording costs the ORB. On a 2-node local cluster (node 1 on CPU
 //! 0 driving, node 2 on CPU 1 serving, as in `ssi bench orb`), the same cases run with no
 //! recorder, with the eBPF recorder attached, and with the in-process recorder, interleaved
-//! over rounds; the recorder is a separate `ssi trace record` process, as a user runs it.
+//! over rounds (the order turning each round); the recorder is a separate `ssi trace record`
+//! process, as a user runs it.
 //! Reports two-way p50 and one-way throughput at 128 B with their ratios to the unrecorded
 //! run, the cost per recorded event, and checks the eBPF traces' message and byte counts
 //! against the ORB's own counters, pair by pair.
@@ -52,7 +53,11 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     let mut samples: std::collections::BTreeMap<(usize, usize), Samples> = Default::default();
     let mut checks = Vec::new();
     for round in 0..o.rounds {
-        for (mi, mode) in MODES.iter().enumerate() {
+        // The order of the modes turns with the rounds, so drift in the machine's load does
+        // not always favour the same one.
+        for k in 0..MODES.len() {
+            let mi = (k + round as usize) % MODES.len();
+            let mode = &MODES[mi];
             let tdir = dir.join(format!("trace-{round}-{mode}"));
             let mut rec = if *mode == "off" { None } else { Some(start_recorder(&cdir, &tdir, *mode == "in-process")?) };
             for (ci, case) in CASES.iter().enumerate() {
@@ -93,7 +98,7 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
 }
 
 /// `ssi trace record` in the background; returns once it says it is recording.
-fn start_recorder(cluster: &Path, out: &Path, in_process: bool) -> anyhow::Result<Child> {
+pub(crate) fn start_recorder(cluster: &Path, out: &Path, in_process: bool) -> anyhow::Result<Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["trace", "record", "--dir"]).arg(cluster).arg("-o").arg(out);
     if in_process {
@@ -116,7 +121,7 @@ fn start_recorder(cluster: &Path, out: &Path, in_process: bool) -> anyhow::Resul
     Ok(child)
 }
 
-fn stop_recorder(child: Child) -> anyhow::Result<()> {
+pub(crate) fn stop_recorder(child: Child) -> anyhow::Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
@@ -151,7 +156,7 @@ fn report(o: &Options, s: &std::collections::BTreeMap<(usize, usize), Samples>, 
         return;
     }
     println!("ssi bench trace — 2-node local cluster, node 1 (driver) on CPU 0, node 2 (server) on CPU 1; 128 B payloads");
-    println!("{} rounds × {:.1} s per case, recorder modes interleaved; medians over rounds; ratio to no recorder (same run)", o.rounds, o.duration.as_secs_f64());
+    println!("{} rounds × {:.1} s per case, recorder modes interleaved (order turning each round); medians over rounds; ratio to no recorder (same run)", o.rounds, o.duration.as_secs_f64());
     println!();
     println!("{:<12} {:>14} {:>8} {:>16} {:>8} {:>12}", "recorder", "two-way p50 µs", "ratio", "one-way msgs/s", "ratio", "µs/event");
     for (m, name) in MODES.iter().enumerate() {
@@ -159,7 +164,7 @@ fn report(o: &Options, s: &std::collections::BTreeMap<(usize, usize), Samples>, 
         println!("{:<12} {:>14.1} {:>8.3} {:>16.0} {:>8.3} {:>12}", name, p50(m), p50(m) / p50(0), rate(m), rate(m) / rate(0), ev);
     }
     println!();
-    println!("µs/event: the two-way p50's rise over the {RECORDS_PER_TWOWAY} records of one invocation (batch out and in on each side, one request-response record per side; two probe hits).");
+    println!("µs/event: the two-way p50's rise over the {RECORDS_PER_TWOWAY} records of one invocation (batch out and in on each side, one request-response record per side), all costs included: building the records, the probe hits that carry them (one per 5 ms or 12 KiB of records per node), the kernel's side, the recorder process.");
     for (m, ok, n, lost) in checks {
         println!(
             "{m} trace: {n} records, {lost} lost; messages and bytes per node pair {} the ORB's counters",

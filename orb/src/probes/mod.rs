@@ -5,12 +5,13 @@
 //! is a `.note.stapsdt` NOP (< 1 ns) until a tracer attaches; attached, each hit traps into
 //! the kernel (≈ 1–2 µs here with the recorder's BPF program). At a million messages a
 //! second a hit per message would cost more than the message, so the ORB fires **one probe,
-//! `ssi:records(bundle, len)`, once per transport write**, and it carries a bundle of trace
-//! records (`record.rs`, `docs/trace-format.md`): the write's own record — a descriptor of
-//! every message in it — and every record built on this node since the last write: transport
-//! reads (`BATCH_IN`, each message's descriptor) and completed request-responses on either
-//! side (`RR_CLIENT`, `RR_SERVER`, with the stage times of the study's Fig. 5.1). A two-way
-//! invocation costs two probe hits, one per node, instead of six. Every message is counted.
+//! `ssi:records(bundle, len)`, carrying a bundle of trace records** (`record.rs`,
+//! `docs/trace-format.md`): transport writes (`BATCH_OUT`, a descriptor of every message
+//! in it), transport reads (`BATCH_IN`, the same) and completed request-responses on either
+//! side (`RR_CLIENT`, `RR_SERVER`, with the stage times of the study's Fig. 5.1). The probe
+//! fires at a write once the bundle's oldest record is 5 ms old, or when it reaches 12 KiB: a
+//! closed loop of two-way invocations costs one hit per few dozen invocations. Every
+//! message is counted.
 //!
 //! | record | built at | describes |
 //! |---|---|---|
@@ -22,8 +23,8 @@
 //! Records are built only while someone records: a BPF recorder (learned when the probe's
 //! semaphore is seen set at a write; until then nothing but the lazy check runs) or the
 //! in-process recorder (`inproc`), which takes the same records into a file. A bundle waits
-//! for the node's next write (heartbeats write every 200 ms), for 12 KiB of records, or for
-//! `flush()` (the recorder asks through the daemon when it closes its window).
+//! at most until a write after it is 5 ms old (heartbeats write every 200 ms), 12 KiB of
+//! records, or `flush()` (the recorder asks through the daemon when it closes its window).
 //! List the probe with `bpftrace -l 'usdt:/path/to/ssi:ssi:*'`.
 
 pub mod inproc;
@@ -45,10 +46,16 @@ thread_local! {
 /// Set while a BPF recorder takes the `records` probe (learned at each write: the probe
 /// crate's semaphore is private to the probe site, `probe_lazy!` says whether it is set).
 static WANTED: AtomicBool = AtomicBool::new(false);
-/// Records built since the last probe hit, waiting for the next one (only while `WANTED`).
-static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-/// A bundle is fired before it grows past this (the BPF side copies up to `MAX_RECORD`).
+/// Records built since the last probe hit, waiting for the next one (only while `WANTED`),
+/// and when the oldest of them was built.
+static PENDING: Mutex<(Vec<u8>, u64)> = Mutex::new((Vec::new(), 0));
+/// A bundle is fired before it grows past this (the BPF side copies up to `MAX_RECORD`) ...
 const FLUSH_AT: usize = 12 << 10;
+/// ... or, at a write, once its oldest record is this old (ns). A closed loop of two-way
+/// invocations then costs one probe hit per few dozen invocations instead of one per write:
+/// a hit (a trap into the kernel) and the work it does on the other side were what the
+/// recorder's overhead came from.
+const FLUSH_AGE_NS: u64 = 5_000_000;
 
 /// Whether anyone records (one or two relaxed loads on the hot paths).
 #[inline]
@@ -116,9 +123,13 @@ fn take(build: impl FnOnce(&mut Builder)) {
             inproc::write(rec);
         }
         if WANTED.load(Relaxed) {
-            let mut p = PENDING.lock();
+            let mut g = PENDING.lock();
+            let (p, oldest) = &mut *g;
+            if p.is_empty() {
+                *oldest = now_ns();
+            }
             p.extend_from_slice(rec);
-            if p.len() >= FLUSH_AT && !fire_pending(&mut p) {
+            if p.len() >= FLUSH_AT && !fire_pending(p) {
                 WANTED.store(false, Relaxed);
             }
         }
@@ -127,9 +138,14 @@ fn take(build: impl FnOnce(&mut Builder)) {
 
 /// Fires what is pending now (the recorder closing its window asks for this).
 pub fn flush() {
+    flush_older_than(0);
+}
+
+fn flush_older_than(age_ns: u64) {
     if WANTED.load(Relaxed) {
-        let mut p = PENDING.lock();
-        if !fire_pending(&mut p) {
+        let mut g = PENDING.lock();
+        let (p, oldest) = &mut *g;
+        if !p.is_empty() && (age_ns == 0 || now_ns().saturating_sub(*oldest) >= age_ns) && !fire_pending(p) {
             WANTED.store(false, Relaxed);
         }
     }
@@ -158,7 +174,7 @@ pub(crate) fn batch_out(node: u32, src: u32, dst: u32, ts: u64, msgs: &[WireMsg]
         let first = (part * record::MAX_DESCS) as u32;
         take(|b| record::batch(b, record::kind::BATCH_OUT, node, ts, src, dst, msgs.len() as u32, first, bytes as u64, &descs));
     }
-    flush();
+    flush_older_than(FLUSH_AGE_NS);
 }
 
 /// A batch received by the transport, before any of its messages is handled. Its
