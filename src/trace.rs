@@ -255,10 +255,7 @@ pub fn rerun_traced(out: &Path, cluster: &Path) -> anyhow::Result<()> {
     }
     let a = ssi_trace::report::load(out, 0)?;
     print!("{}", ssi_trace::report::text(&a));
-    let html = out.join("report.html");
-    std::fs::write(&html, ssi_trace::report::html_page(&[(out.display().to_string(), &a)])?).with_context(|| format!("writing {}", html.display()))?;
-    eprintln!("ssi trace: HTML report in {}", html.display());
-    Ok(())
+    ssi_trace::report::write_html(&out.join("report.html"), &[(out.display().to_string(), &a)])
 }
 
 fn peers(r: &TraceReply) -> Vec<PeerCount> {

@@ -145,6 +145,10 @@ fn a_traced_command_gets_every_table_figure_and_export() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.matches("<svg").count() >= 7, "the page has the figures as SVG");
     assert!(!page.contains("plot failed"), "every plot rendered");
+    for fig in ["fig4_1", "fig4_2", "fig4_3", "fig4_4", "fig4_5", "fig4_6", "fig5_2", "fig6_2"] {
+        let svg = std::fs::read_to_string(t.join(format!("report-{fig}.svg"))).unwrap_or_else(|e| panic!("{fig}: {e}"));
+        assert!(svg.starts_with("<svg") && svg.contains("</svg>"), "{fig} is an SVG");
+    }
 
     let pf = t.join("perfetto.json");
     ok(&["trace", "export", t.to_str().unwrap(), "-o", pf.to_str().unwrap()]);

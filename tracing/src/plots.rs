@@ -11,7 +11,8 @@ const W: u32 = 640;
 const H: u32 = 400;
 
 fn color(i: usize) -> RGBColor {
-    const C: [RGBColor; 8] = [
+    // Ten, so that Fig 5.2's ten stages each have their own.
+    const C: [RGBColor; 10] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
@@ -20,6 +21,8 @@ fn color(i: usize) -> RGBColor {
         RGBColor(140, 86, 75),
         RGBColor(227, 119, 194),
         RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
     ];
     C[i % C.len()]
 }

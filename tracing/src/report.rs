@@ -19,10 +19,23 @@ pub fn run(dir: &Path, html: Option<&Path>, as_json: bool) -> anyhow::Result<()>
         print!("{}", text(&a));
     }
     if let Some(out) = html {
-        let page = html_page(&[(dir.display().to_string(), &a)])?;
-        std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))?;
-        eprintln!("ssi trace: HTML report in {}", out.display());
+        write_html(out, &[(dir.display().to_string(), &a)])?;
     }
+    Ok(())
+}
+
+/// Writes the page, and each figure as an SVG file beside it (`<page>-fig4_1.svg`, ...).
+pub fn write_html(out: &Path, traces: &[(String, &Analysis)]) -> anyhow::Result<()> {
+    std::fs::write(out, html_page(traces)?).with_context(|| format!("writing {}", out.display()))?;
+    let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("report");
+    for (k, (_, a)) in traces.iter().enumerate() {
+        for (name, svg) in figures(a) {
+            let file = if traces.len() == 1 { format!("{stem}-{name}") } else { format!("{stem}-{}-{name}", k + 1) };
+            let path = out.with_file_name(file);
+            std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    eprintln!("ssi trace: HTML report in {} (figures beside it as SVG)", out.display());
     Ok(())
 }
 
@@ -221,34 +234,45 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// One self-contained page for one or more traces (the demo puts its three workloads on one).
+/// The study's figures for one trace, as (file name, SVG).
+pub fn figures(a: &Analysis) -> Vec<(&'static str, String)> {
+    let p = Paper::load();
+    let fig = |r: Result<String, String>| r.unwrap_or_else(|e| format!("<p>plot failed: {}</p>", esc(&e)));
+    let per_node = |bytes: bool| -> Vec<(String, &std::collections::BTreeMap<u32, u64>, bool)> {
+        a.sizes.iter().map(|(n, h)| (format!("node {n}"), h, bytes)).collect()
+    };
+    let all = a.all_sizes();
+    let pos: Vec<(String, &std::collections::BTreeMap<u32, u64>, bool)> = ["buffer 1 (header)", "buffer 2 (payload)", "buffer 3 (protocol)"]
+        .iter()
+        .zip(&a.position_sizes)
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(n, h)| (n.to_string(), h, false))
+        .collect();
+    vec![
+        ("fig4_1.svg", fig(plots::node_graph(a, "Fig 4.1: messages between nodes", |t: &Tally| t.messages))),
+        ("fig4_2.svg", fig(plots::node_graph(a, "Fig 4.2: KB between nodes", |t: &Tally| t.bytes / 1024))),
+        ("fig4_3.svg", fig(plots::size_cdf("Fig 4.3: message sizes by count, per node", &per_node(false)))),
+        ("fig4_4.svg", fig(plots::size_cdf("Fig 4.4: message sizes weighted by bytes, per node", &per_node(true)))),
+        ("fig4_5.svg", fig(plots::size_cdf("Fig 4.5: all nodes, by count and by bytes", &[("by count".into(), &all, false), ("by bytes".into(), &all, true)]))),
+        ("fig4_6.svg", fig(plots::rates(a))),
+        ("fig5_2.svg", fig(plots::stages(a, &reference::fig_5_2(&p)))),
+        ("fig6_2.svg", fig(plots::size_cdf("Fig 6.2: buffer sizes by position", &pos))),
+    ]
+}
+
+/// One self-contained page for one or more traces (the demo puts its workloads on one).
 pub fn html_page(traces: &[(String, &Analysis)]) -> anyhow::Result<String> {
     let p = Paper::load();
     let mut body = String::new();
     for (name, a) in traces {
         let wl = workload_of(a).unwrap_or("make");
+        let f = figures(a);
         let _ = write!(body, "<h2>{}</h2><pre>{}</pre>", esc(name), esc(&text(a)));
-        let fig = |r: Result<String, String>| r.unwrap_or_else(|e| format!("<p>plot failed: {}</p>", esc(&e)));
-        let _ = write!(body, "<h3>Figs 4.1 / 4.2: who talks to whom</h3><div class=row>{}{}</div>",
-            fig(plots::node_graph(a, "Fig 4.1: messages between nodes", |t: &Tally| t.messages)),
-            fig(plots::node_graph(a, "Fig 4.2: KB between nodes", |t: &Tally| t.bytes / 1024)));
-        let per_node = |bytes: bool| -> Vec<(String, &std::collections::BTreeMap<u32, u64>, bool)> {
-            a.sizes.iter().map(|(n, h)| (format!("node {n}"), h, bytes)).collect()
-        };
-        let all = a.all_sizes();
-        let _ = write!(body, "<h3>Figs 4.3–4.5: message-size CDFs</h3><div class=row>{}{}{}</div>",
-            fig(plots::size_cdf("Fig 4.3: message sizes by count, per node", &per_node(false))),
-            fig(plots::size_cdf("Fig 4.4: message sizes weighted by bytes, per node", &per_node(true))),
-            fig(plots::size_cdf("Fig 4.5: all nodes, by count and by bytes", &[("by count".into(), &all, false), ("by bytes".into(), &all, true)])));
-        let _ = write!(body, "<h3>Figs 4.6–4.8: message rates</h3>{}", fig(plots::rates(a)));
-        let _ = write!(body, "<h3>Fig 5.2: request-response breakdown</h3>{}", fig(plots::stages(a, &reference::fig_5_2(&p))));
-        let pos: Vec<(String, &std::collections::BTreeMap<u32, u64>, bool)> = ["buffer 1 (header)", "buffer 2 (payload)", "buffer 3 (protocol)"]
-            .iter()
-            .zip(&a.position_sizes)
-            .filter(|(_, h)| !h.is_empty())
-            .map(|(n, h)| (n.to_string(), h, false))
-            .collect();
-        let _ = write!(body, "<h3>Fig 6.2: size by buffer position</h3>{}", fig(plots::size_cdf("Fig 6.2: buffer sizes by position", &pos)));
+        let _ = write!(body, "<h3>Figs 4.1 / 4.2: who talks to whom</h3><div class=row>{}{}</div>", f[0].1, f[1].1);
+        let _ = write!(body, "<h3>Figs 4.3–4.5: message-size CDFs</h3><div class=row>{}{}{}</div>", f[2].1, f[3].1, f[4].1);
+        let _ = write!(body, "<h3>Figs 4.6–4.8: message rates</h3>{}", f[5].1);
+        let _ = write!(body, "<h3>Fig 5.2: request-response breakdown</h3>{}", f[6].1);
+        let _ = write!(body, "<h3>Fig 6.2: size by buffer position</h3>{}", f[7].1);
         let n: u64 = a.nbufs.iter().sum::<u64>().max(1);
         let t61 = p.triple("table_6_1", wl);
         let rows = (0..3).map(|i| vec![format!("{}", i + 1), format!("{:.1}%", 100.0 * a.nbufs[i] as f64 / n as f64), pct(t61.map(|t| t[i]))]).collect();
