@@ -146,6 +146,11 @@ enum TraceCmd {
         /// Record in-process (through the daemons) even when eBPF is available.
         #[arg(long)]
         in_process: bool,
+        /// Also attach the transport's syscall tracepoints, for iovec counts per syscall. It
+        /// costs every task on the machine (the kernel's slow syscall path: ≈ +17% on the
+        /// ORB's two-way latency here), so it is off by default.
+        #[arg(long)]
+        syscalls: bool,
         #[arg(long)]
         dir: Option<PathBuf>,
         /// The command to trace: `ssi trace record -- CMD ARGS...`.
@@ -402,7 +407,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Kill { dir, args } => ssi::rexec::kill(dir_or(dir), args)?,
         Cmd::Ports { .. } => not_yet("ports", "global networking")?,
         Cmd::Ext { .. } => not_yet("ext", "global networking")?,
-        Cmd::Trace { which: TraceCmd::Record { out, duration, in_process, dir, command } } => {
+        Cmd::Trace { which: TraceCmd::Record { out, duration, in_process, syscalls, dir, command } } => {
             if duration.is_some_and(|d| !(d > 0.0 && d < 7.0 * 86400.0)) {
                 anyhow::bail!("--duration must be a positive number of seconds");
             }
@@ -411,6 +416,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out,
                 duration: duration.map(Duration::from_secs_f64),
                 in_process,
+                syscalls,
                 command,
                 quiet: false,
             })?;

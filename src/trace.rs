@@ -56,6 +56,8 @@ pub struct RecordOptions {
     pub out: PathBuf,
     pub duration: Option<Duration>,
     pub in_process: bool,
+    /// Attach the syscall tracepoints too (iovec counts; costly for every task).
+    pub syscalls: bool,
     pub command: Vec<String>,
     pub quiet: bool,
 }
@@ -109,7 +111,7 @@ pub fn record(o: &RecordOptions) -> anyhow::Result<Recorded> {
     let forced = o.in_process.then(|| "--in-process given".to_string());
     let bpf = match forced {
         Some(why) => Err(ssi_trace::bpf::Error::Unavailable(why)),
-        None => ssi_trace::bpf::record(&daemons, &out, || w.borrow_mut().open("bpf"), || w.borrow_mut().should_stop()),
+        None => ssi_trace::bpf::record(&daemons, &out, o.syscalls, || w.borrow_mut().open("bpf"), || w.borrow_mut().should_stop()),
     };
     match bpf {
         Ok(outcome) => {
@@ -117,6 +119,7 @@ pub fn record(o: &RecordOptions) -> anyhow::Result<Recorded> {
             meta.recorder = outcome.stats;
             meta.wire = outcome.wire;
             meta.wire_other = outcome.wire_other;
+            meta.syscalls = o.syscalls;
         }
         Err(ssi_trace::bpf::Error::Other(e)) => {
             if let Some(mut c) = w.borrow_mut().child.take() {
@@ -249,7 +252,7 @@ pub fn rerun_traced(out: &Path, cluster: &Path) -> anyhow::Result<()> {
         }
     }
     args[0] = std::env::current_exe()?.display().to_string();
-    let r = record(&RecordOptions { dir: cluster.to_path_buf(), out: out.to_path_buf(), duration: None, in_process: false, command: args, quiet: false })?;
+    let r = record(&RecordOptions { dir: cluster.to_path_buf(), out: out.to_path_buf(), duration: None, in_process: false, syscalls: false, command: args, quiet: false })?;
     if let Some(st) = r.status.filter(|s| !s.success()) {
         bail!("the workload failed ({st}); its trace is in {}", out.display());
     }

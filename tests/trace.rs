@@ -127,7 +127,7 @@ fn a_traced_command_gets_every_table_figure_and_export() {
          {BIN} rexec --dir {d} -n 3 -- true; {BIN} ps -ef --dir {d} > /dev/null",
         d = c.dir_str()
     );
-    ok(&["trace", "record", "--dir", c.dir_str(), "-o", t.to_str().unwrap(), "--", "sh", "-c", &script]);
+    ok(&["trace", "record", "--syscalls", "--dir", c.dir_str(), "-o", t.to_str().unwrap(), "--", "sh", "-c", &script]);
     let r = report_json(&t);
     check_counters(&r, 1, 2);
     assert!(r["analysis"]["rr_complete"].as_u64().unwrap() > 50, "request-responses joined across nodes: {}", r["analysis"]["rr_complete"]);
@@ -135,6 +135,7 @@ fn a_traced_command_gets_every_table_figure_and_export() {
     assert!(!wire.is_empty(), "wire-level counts from the socket tracepoints");
     for w in wire {
         assert!(w["bytes_out"].as_u64().unwrap() > 0, "{w}");
+        assert!(w["iovecs_out"].as_u64().unwrap() >= w["calls_out"].as_u64().unwrap(), "--syscalls counts iovecs: {w}");
     }
 
     let html = t.join("report.html");

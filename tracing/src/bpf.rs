@@ -50,7 +50,9 @@ pub struct Outcome {
 
 /// Records until `until()` says stop (polled every drain). `attached()` runs once every
 /// probe is attached, before the window opens.
-pub fn record(daemons: &[Daemon], out: &Path, attached: impl FnOnce(), mut until: impl FnMut() -> bool) -> Result<Outcome, Error> {
+/// With `syscalls`, the transport's syscall tracepoints are attached too, for the iovec
+/// counts (at a cost to every task on the machine: see `bpf/recorder.bpf.c`).
+pub fn record(daemons: &[Daemon], out: &Path, syscalls: bool, attached: impl FnOnce(), mut until: impl FnMut() -> bool) -> Result<Outcome, Error> {
     // libbpf's own messages would spread a refusal over several lines; ours says it in one
     // (SSI_BPF_DEBUG=1 shows them).
     if std::env::var_os("SSI_BPF_DEBUG").is_none() {
@@ -79,6 +81,15 @@ pub fn record(daemons: &[Daemon], out: &Path, attached: impl FnOnce(), mut until
     let probes_attached = links.len() as u32;
     links.push(skel.progs.on_send.attach().context("BTF tracepoint sock_send_length")?);
     links.push(skel.progs.on_recv.attach().context("BTF tracepoint sock_recv_length")?);
+    if syscalls {
+        let p = &skel.progs;
+        for prog in [
+            &p.enter_sendto, &p.enter_write, &p.enter_writev, &p.enter_sendmsg, &p.enter_recvfrom, &p.enter_read, &p.enter_readv, &p.enter_recvmsg,
+            &p.exit_sendto, &p.exit_write, &p.exit_writev, &p.exit_sendmsg, &p.exit_recvfrom, &p.exit_read, &p.exit_readv, &p.exit_recvmsg,
+        ] {
+            links.push(prog.attach().with_context(|| format!("syscall tracepoint for {}", prog.name().to_string_lossy()))?);
+        }
+    }
 
     let path = out.join("events.bin");
     let mut file = std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
@@ -170,6 +181,7 @@ fn wire_counts(map: &dyn MapCore, daemons: &[Daemon]) -> (Vec<WireCount>, WireTo
             sent: u32_at(16) == 0,
             calls: u64_at(0),
             bytes: u64_at(8),
+            iovs: u64_at(16),
         });
     }
     let mut pairs: std::collections::BTreeMap<(u32, u32), WireTotals> = Default::default();
@@ -182,9 +194,11 @@ fn wire_counts(map: &dyn MapCore, daemons: &[Daemon]) -> (Vec<WireCount>, WireTo
         if io.sent {
             t.bytes_out += io.bytes;
             t.calls_out += io.calls;
+            t.iovecs_out += io.iovs;
         } else {
             t.bytes_in += io.bytes;
             t.calls_in += io.calls;
+            t.iovecs_in += io.iovs;
         }
     }
     (pairs.into_iter().map(|((src, dst), t)| WireCount { src, dst, t }).collect(), other)

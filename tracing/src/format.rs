@@ -43,6 +43,9 @@ pub struct Meta {
     /// The daemons' TCP traffic that is not an ORB connection between traced nodes.
     #[serde(default)]
     pub wire_other: WireTotals,
+    /// Whether the syscall tracepoints were attached (`--syscalls`: iovec counts).
+    #[serde(default)]
+    pub syscalls: bool,
     #[serde(default)]
     pub recorder: RecorderStats,
 }
@@ -88,6 +91,11 @@ pub struct WireTotals {
     /// Bytes `src` received from `dst`, in how many socket calls (read/readv/recvfrom/recvmsg).
     pub bytes_in: u64,
     pub calls_in: u64,
+    /// The iovecs those syscalls passed (recorded with `--syscalls`, else 0).
+    #[serde(default)]
+    pub iovecs_out: u64,
+    #[serde(default)]
+    pub iovecs_in: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default)]

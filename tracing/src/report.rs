@@ -117,10 +117,12 @@ pub fn text(a: &Analysis) -> String {
     // Wire level.
     if !m.wire.is_empty() {
         let _ = writeln!(o, "\nWire level (the daemons' send/write syscalls on the ORB connections, at the socket layer) vs ORB level (encoded messages)");
-        let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>9} {:>10} {:>12}", "pair", "wire bytes", "ORB bytes", "overhead", "syscalls", "msgs/syscall");
+        let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>9} {:>10} {:>12}{}", "pair", "wire bytes", "ORB bytes", "overhead", "syscalls", "msgs/syscall",
+            if m.syscalls { "  iovecs/syscall" } else { "" });
         for w in &m.wire {
             let orb = a.sent_between(w.src, w.dst);
-            let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>8.3}× {:>10} {:>12.2}", analysis::pair(w.src, w.dst), w.t.bytes_out, orb.bytes,
+            let iov = if m.syscalls { format!(" {:>13.2}", w.t.iovecs_out as f64 / w.t.calls_out.max(1) as f64) } else { String::new() };
+            let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>8.3}× {:>10} {:>12.2}{iov}", analysis::pair(w.src, w.dst), w.t.bytes_out, orb.bytes,
                 w.t.bytes_out as f64 / orb.bytes.max(1) as f64, w.t.calls_out, orb.messages as f64 / w.t.calls_out.max(1) as f64);
         }
         let wire: u64 = m.wire.iter().map(|w| w.t.bytes_out).sum();

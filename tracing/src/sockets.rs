@@ -22,6 +22,8 @@ pub struct Io {
     pub sent: bool,
     pub calls: u64,
     pub bytes: u64,
+    /// iovecs the calls passed (recorded with `--syscalls` only).
+    pub iovs: u64,
 }
 
 /// Each `Io` with the (this node, peer node) pair it belongs to, or None when it is not an
@@ -58,7 +60,7 @@ mod tests {
         let eph: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:5555".parse().unwrap();
         let daemons = [Daemon { node: 1, pid: 10, orb_addr: a }, Daemon { node: 2, pid: 20, orb_addr: b }];
-        let io = |pid, local, remote| Io { pid, local, remote, sent: true, calls: 1, bytes: 1 };
+        let io = |pid, local, remote| Io { pid, local, remote, sent: true, calls: 1, bytes: 1, iovs: 0 };
         // Node 1 dialed node 2 from `eph`; node 2 also talks to some other server.
         let ios = [io(10, eph, b), io(20, b, eph), io(20, "127.0.0.1:41000".parse().unwrap(), other)];
         let got: Vec<_> = attribute(&ios, &daemons).into_iter().map(|(_, p)| p).collect();
