@@ -59,6 +59,7 @@ pub struct RecordOptions {
     /// Attach the syscall tracepoints too (iovec counts; costly for every task).
     pub syscalls: bool,
     pub command: Vec<String>,
+    /// No messages of the recorder's own, and the command's stdout discarded.
     pub quiet: bool,
 }
 
@@ -206,7 +207,12 @@ impl Window<'_> {
             eprintln!("ssi trace: recording {} daemons ({mode}); the command's end, --duration or Ctrl-C stops it", self.before.len());
         }
         if let Some((cmd, args)) = self.o.command.split_first() {
-            match std::process::Command::new(cmd).args(args).spawn() {
+            let mut c = std::process::Command::new(cmd);
+            c.args(args);
+            if self.o.quiet {
+                c.stdout(std::process::Stdio::null());
+            }
+            match c.spawn() {
                 Ok(c) => self.child = Some(c),
                 Err(e) => self.err = Some(anyhow!("cannot run {cmd}: {e}")),
             }

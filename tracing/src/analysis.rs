@@ -98,7 +98,17 @@ pub struct Timeline {
 }
 
 pub fn pair(src: u32, dst: u32) -> String {
-    format!("{src}:{dst}")
+    format!("{}:{}", node_name(src), node_name(dst))
+}
+
+/// A node id as the reports print it: 0 is a cluster tool's link (`ssi` commands talking to
+/// the ORB), u32::MAX a link whose peer had not said who it is yet (the handshake).
+pub fn node_name(n: u32) -> String {
+    match n {
+        0 => "tool".into(),
+        u32::MAX => "?".into(),
+        n => n.to_string(),
+    }
 }
 
 pub fn msg_size(d: &MsgDesc) -> u64 {
