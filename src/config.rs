@@ -18,6 +18,8 @@
 //! dir = "/var/lib/ssi"              # its disk: volumes, state
 //! mountpoint = "/ssi"               # optional; default <dir>/mnt
 //! control_socket = "/run/ssi.sock"  # optional; default <dir>/ctl.sock
+//! netns = "ssi-n1"                  # optional: the daemon joins this network namespace
+//!                                   # (/run/netns/NAME) first — `ssi up --netns` sets it
 //!
 //! [[volume]]
 //! path = "/src"                     # in the global namespace
@@ -57,6 +59,8 @@ pub struct NodeConfig {
     pub dir: PathBuf,
     pub mountpoint: PathBuf,
     pub control_socket: PathBuf,
+    /// The network namespace the daemon runs in (`/run/netns/NAME`), if any.
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +127,7 @@ struct RawNode {
     dir: Spanned<String>,
     mountpoint: Option<String>,
     control_socket: Option<String>,
+    netns: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -222,7 +227,14 @@ impl Config {
             let dir = resolve(n.dir.get_ref());
             let mountpoint = n.mountpoint.as_deref().map(resolve).unwrap_or_else(|| dir.join("mnt"));
             let control_socket = n.control_socket.as_deref().map(resolve).unwrap_or_else(|| dir.join("ctl.sock"));
-            nodes.insert(id, NodeConfig { id, addr, dir, mountpoint, control_socket });
+            let netns = match &n.netns {
+                Some(ns) if ns.get_ref().is_empty() || ns.get_ref().contains('/') || ns.get_ref().len() > 64 => {
+                    return Err(err_at(ns.span(), format!("netns {:?} is not a namespace name", ns.get_ref())));
+                }
+                Some(ns) => Some(ns.get_ref().clone()),
+                None => None,
+            };
+            nodes.insert(id, NodeConfig { id, addr, dir, mountpoint, control_socket, netns });
         }
         let mut gateways = Vec::new();
         for g in &raw.cluster.gateways {

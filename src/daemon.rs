@@ -44,6 +44,10 @@ fn next_incarnation(dir: &Path) -> anyhow::Result<u64> {
 pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
     let cfg = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
     let me = cfg.node(id).map_err(|e| anyhow!(e))?.clone();
+    if let Some(ns) = &me.netns {
+        // Before any thread exists: threads take the namespace of the one that starts them.
+        ssi_netsap::topology::enter(ns).map_err(|e| anyhow!(e))?;
+    }
     let key = read_key(&cfg.key_file)?;
     std::fs::create_dir_all(&me.dir).with_context(|| format!("node dir {}", me.dir.display()))?;
     let incarnation = next_incarnation(&me.dir)?;
@@ -58,7 +62,7 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         let orb = Orb::start(oc).await.map_err(|e| anyhow!(e))?;
         ssi_orb::diag::install(&orb);
         // A local cluster: every node on this machine (see procmgmt's `table`).
-        let one_machine = cfg.nodes.values().all(|n| n.addr.ip().is_loopback());
+        let one_machine = cfg.nodes.values().all(|n| n.addr.ip().is_loopback()) || crate::local::uses_netns(&cfg);
         let claim = if one_machine {
             ssi_procmgmt::table::Claim::Subtree { pid_files: cfg.nodes.iter().map(|(i, n)| (*i, n.dir.join("pid"))).collect() }
         } else {

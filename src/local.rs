@@ -45,8 +45,24 @@ pub fn load(dir: &Path) -> anyhow::Result<Config> {
     Config::load(&p).map_err(|e| anyhow!("{e}"))
 }
 
-/// Writes a fresh config and key for `n` nodes.
-fn write_cluster(dir: &Path, n: u32) -> anyhow::Result<PathBuf> {
+/// The network-namespace topology of the local cluster in `dir` (`ssi up --netns`): its
+/// names start with a prefix unique to the directory.
+pub fn topology(dir: &Path, cfg: &Config) -> ssi_netsap::topology::Topology {
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    // FNV-1a of the path: short, stable, and distinct for distinct clusters.
+    let h = canon.as_os_str().as_encoded_bytes().iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let nodes: Vec<u32> = cfg.nodes.keys().copied().collect();
+    ssi_netsap::topology::Topology::new(&format!("ssi{:06x}", h & 0xff_ffff), &nodes, &cfg.gateways)
+}
+
+/// Whether the cluster in `cfg` runs in network namespaces (every node has one).
+pub fn uses_netns(cfg: &Config) -> bool {
+    cfg.nodes.values().all(|n| n.netns.is_some())
+}
+
+/// Writes a fresh config and key for `n` nodes; with `netns`, each node in its namespace
+/// (named from the topology's prefix) at its interconnect address.
+fn write_cluster(dir: &Path, n: u32, netns: Option<&str>) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cluster dir {}", dir.display()))?;
     let key = dir.join("cluster.key");
     {
@@ -57,17 +73,26 @@ fn write_cluster(dir: &Path, n: u32) -> anyhow::Result<PathBuf> {
         writeln!(f, "{}", ssi_orb::ClusterKey::generate_hex())?;
     }
     let mut ports = BTreeSet::new();
-    while ports.len() < n as usize {
+    while netns.is_none() && ports.len() < n as usize {
         ports.insert(ssi_orb::ports::pick(std::net::Ipv4Addr::LOCALHOST.into(), &ports)?);
     }
     let mut t = String::new();
-    writeln!(
-        t,
-        "# Local cluster written by `ssi up`.\n[cluster]\nname = \"local\"\nkey_file = \"cluster.key\"\ngateways = [{}]\n",
-        if n >= 2 { 2 } else { 1 }
-    )?;
-    for (i, port) in (1..=n).zip(ports) {
-        writeln!(t, "[[node]]\nid = {i}\naddr = \"127.0.0.1:{port}\"\ndir = \"node{i}\"\n")?;
+    let gateway = if n >= 2 { 2 } else { 1 };
+    writeln!(t, "# Local cluster written by `ssi up`.\n[cluster]\nname = \"local\"\nkey_file = \"cluster.key\"\ngateways = [{gateway}]")?;
+    if netns.is_some() {
+        writeln!(t, "global_address = \"{}\"", ssi_netsap::topology::GLOBAL_ADDRESS)?;
+    }
+    writeln!(t)?;
+    for i in 1..=n {
+        match netns {
+            // Each node has its own network: one well-known port serves them all.
+            Some(prefix) => writeln!(
+                t,
+                "[[node]]\nid = {i}\naddr = \"{}:7100\"\ndir = \"node{i}\"\nnetns = \"{prefix}-n{i}\"\n",
+                ssi_netsap::topology::Topology::node_ip(i)
+            )?,
+            None => writeln!(t, "[[node]]\nid = {i}\naddr = \"127.0.0.1:{}\"\ndir = \"node{i}\"\n", ports.iter().nth(i as usize - 1).expect("a port per node"))?,
+        }
     }
     for (path, node) in default_volumes(n) {
         let name = if path == "/" { "root".to_string() } else { path.trim_start_matches('/').to_string() };
@@ -157,6 +182,8 @@ pub struct UpOptions {
     pub config: Option<PathBuf>,
     /// Pin node N to CPU (N-1) mod ncpu (benchmarks).
     pub pin: bool,
+    /// Each node in its own network namespace (`ssi up --netns`).
+    pub netns: bool,
 }
 
 pub enum UpOutcome {
@@ -189,8 +216,7 @@ pub fn up(o: &UpOptions) -> anyhow::Result<UpOutcome> {
             (cfg, Some(dead))
         } else {
             // Nothing runs: start afresh with the requested size.
-            let p = write_cluster(&o.dir, o.nodes)?;
-            (Config::load(&p).map_err(|e| anyhow!("{e}"))?, None)
+            (fresh_cluster(o)?, None)
         }
     } else if let Some(c) = &o.config {
         let cfg = Config::load(c).map_err(|e| anyhow!("{e}"))?;
@@ -201,10 +227,14 @@ pub fn up(o: &UpOptions) -> anyhow::Result<UpOutcome> {
         std::fs::write(o.dir.join("config-path"), c.display().to_string())?;
         (cfg, None)
     } else {
-        let p = write_cluster(&o.dir, o.nodes)?;
-        (Config::load(&p).map_err(|e| anyhow!("{e}"))?, None)
+        (fresh_cluster(o)?, None)
     };
     crate::daemon::read_key(&cfg.key_file)?;
+    if restart.is_none() && uses_netns(&cfg) {
+        let topo = topology(&o.dir, &cfg);
+        topo.destroy(); // what a crashed run may have left
+        topo.create().map_err(|e| anyhow!("--netns: {e}"))?;
+    }
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let to_start: Vec<u32> = restart.clone().unwrap_or_else(|| cfg.nodes.keys().copied().collect());
     for id in &to_start {
@@ -216,6 +246,18 @@ pub fn up(o: &UpOptions) -> anyhow::Result<UpOutcome> {
         Some(dead) => UpOutcome::Restarted(cfg, dead),
         None => UpOutcome::Started(cfg),
     })
+}
+
+/// A new config for `o` (netns names need the directory to exist first).
+fn fresh_cluster(o: &UpOptions) -> anyhow::Result<Config> {
+    let p = write_cluster(&o.dir, o.nodes, None)?;
+    if !o.netns {
+        return Config::load(&p).map_err(|e| anyhow!("{e}"));
+    }
+    let cfg = Config::load(&p).map_err(|e| anyhow!("{e}"))?;
+    let prefix = topology(&o.dir, &cfg).prefix;
+    let p = write_cluster(&o.dir, o.nodes, Some(&prefix))?;
+    Config::load(&p).map_err(|e| anyhow!("{e}"))
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -279,6 +321,8 @@ pub struct DownReport {
     pub stopped: usize,
     pub killed: usize,
     pub unmounted: usize,
+    /// Network namespaces removed (`--netns` clusters).
+    pub namespaces: usize,
 }
 
 /// Stops every daemon of the cluster in `dir`, unmounts what is mounted under it, removes
@@ -319,7 +363,8 @@ pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
         let _ = std::fs::remove_file(&nc.control_socket);
         let _ = std::fs::remove_file(nc.dir.join("pid"));
     }
-    Ok(DownReport { stopped: pids.len(), killed, unmounted })
+    let namespaces = if uses_netns(&cfg) { topology(dir, &cfg).destroy() } else { 0 };
+    Ok(DownReport { stopped: pids.len(), killed, unmounted, namespaces })
 }
 
 /// One line of /proc/self/mountinfo.

@@ -23,7 +23,8 @@ enum Cmd {
         nodes: u32,
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Each node in its own network namespace (not implemented yet).
+        /// Each node in its own network namespace on a bridge, plus an `ext` namespace that
+        /// reaches the cluster only through the gateway (node 2): the paper's web setup.
         #[arg(long)]
         netns: bool,
         /// Use this cluster config instead of generating one.
@@ -115,10 +116,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run in the external namespace (not implemented yet: global networking).
+    /// Run a command in the external namespace of a `--netns` cluster: a client outside the
+    /// cluster that reaches it only through the gateway's global address.
     Ext {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The command: `ssi ext -- curl http://192.168.77.1/`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
     },
     /// Record and report communication traces (the Solaris MC study on this cluster).
     Trace {
@@ -324,11 +329,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let dir_or = |d: Option<PathBuf>| d.unwrap_or_else(local::default_dir);
     match cli.cmd {
         Cmd::Up { nodes, dir, netns, config } => {
-            if netns {
-                anyhow::bail!("--netns is not implemented yet (global networking)");
-            }
             let dir = dir_or(dir);
-            match local::up(&UpOptions { dir: dir.clone(), nodes, config, pin: false })? {
+            match local::up(&UpOptions { dir: dir.clone(), nodes, config, pin: false, netns })? {
                 UpOutcome::Started(c) => println!("started {} nodes in {}", c.nodes.len(), dir.display()),
                 UpOutcome::Restarted(_, ids) => println!("cluster in {} was running; restarted node(s) {ids:?}", dir.display()),
             }
@@ -337,7 +339,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Down { dir } => {
             let dir = dir_or(dir);
             let r = local::down(&dir)?;
-            println!("stopped {} node daemons in {} ({} after SIGKILL), unmounted {}", r.stopped, dir.display(), r.killed, r.unmounted);
+            print!("stopped {} node daemons in {} ({} after SIGKILL), unmounted {}", r.stopped, dir.display(), r.killed, r.unmounted);
+            if r.namespaces > 0 {
+                print!(", removed {} network namespaces", r.namespaces);
+            }
+            println!();
         }
         Cmd::Status { json, dir } => {
             let s = local::status(&dir_or(dir))?;
@@ -406,7 +412,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Ps { all, full, json, dir } => ssi::ps::run(&ssi::ps::PsOptions { dir: dir_or(dir), all, full, json })?,
         Cmd::Kill { dir, args } => ssi::rexec::kill(dir_or(dir), args)?,
         Cmd::Ports { .. } => not_yet("ports", "global networking")?,
-        Cmd::Ext { .. } => not_yet("ext", "global networking")?,
+        Cmd::Ext { dir, command } => {
+            let dir = dir_or(dir);
+            let cfg = local::load(&dir)?;
+            if !local::uses_netns(&cfg) {
+                anyhow::bail!("the cluster in {} has no network namespaces (start it with ssi up --netns)", dir.display());
+            }
+            let ns = local::topology(&dir, &cfg).ext_ns();
+            let st = std::process::Command::new("ip").args(["netns", "exec", &ns]).args(&command).status()?;
+            std::process::exit(st.code().unwrap_or(1));
+        }
         Cmd::Trace { which: TraceCmd::Record { out, duration, in_process, syscalls, dir, command } } => {
             if duration.is_some_and(|d| !(d > 0.0 && d < 7.0 * 86400.0)) {
                 anyhow::bail!("--duration must be a positive number of seconds");

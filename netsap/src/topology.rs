@@ -1,0 +1,139 @@
+//! The network of a local cluster under `ssi up --netns` (DESIGN §6): each node in its own
+//! network namespace, all of them on one bridge (the interconnect), and an `ext` namespace
+//! for external clients that reaches the cluster only through the gateway node — the paper's
+//! Figure 2.1 web setup.
+//!
+//! ```text
+//!   PREFIX-n1 ─ eth0 ┐                        PREFIX-ext
+//!   PREFIX-n2 ─ eth0 ┼─ br0 (PREFIX-lan)      eth0 192.168.77.2, default via .1
+//!   ...              ┘                           │
+//!   gateway: ext0 192.168.77.1 (the global address) ─┘
+//! ```
+//! Nodes are 10.99.0.N/24 on the interconnect. The bridge lives in a namespace of its own,
+//! so nothing is added to the host's network. Gateways do not forward: from `ext` the
+//! only address of the cluster that answers is the global one. Built with iproute2 (`ip`);
+//! `destroy` deletes every namespace the topology made, which takes their links with them.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+/// The interconnect's addresses: node N is `INTERCONNECT.N`.
+pub const INTERCONNECT: [u8; 3] = [10, 99, 0];
+/// The gateways' external side: the global address, and `ext`'s own.
+pub const GLOBAL_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+pub const EXT_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+
+/// The namespaces of one local cluster, named after a prefix unique to its directory.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub prefix: String,
+    pub nodes: Vec<u32>,
+    pub gateways: Vec<u32>,
+}
+
+impl Topology {
+    pub fn new(prefix: &str, nodes: &[u32], gateways: &[u32]) -> Topology {
+        Topology { prefix: prefix.to_string(), nodes: nodes.to_vec(), gateways: gateways.to_vec() }
+    }
+    pub fn node_ns(&self, n: u32) -> String {
+        format!("{}-n{n}", self.prefix)
+    }
+    pub fn lan_ns(&self) -> String {
+        format!("{}-lan", self.prefix)
+    }
+    pub fn ext_ns(&self) -> String {
+        format!("{}-ext", self.prefix)
+    }
+    pub fn node_ip(n: u32) -> Ipv4Addr {
+        Ipv4Addr::new(INTERCONNECT[0], INTERCONNECT[1], INTERCONNECT[2], n as u8)
+    }
+    /// Every namespace this topology makes.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.nodes.iter().map(|&n| self.node_ns(n)).collect();
+        v.push(self.lan_ns());
+        v.push(self.ext_ns());
+        v
+    }
+
+    /// Makes the namespaces, links and addresses. On failure, what was made is removed.
+    pub fn create(&self) -> Result<(), String> {
+        if self.nodes.iter().any(|&n| n == 0 || n > 254) {
+            return Err("--netns numbers nodes 1..=254 on its interconnect".into());
+        }
+        let r = self.create_inner();
+        if r.is_err() {
+            self.destroy();
+        }
+        r
+    }
+
+    fn create_inner(&self) -> Result<(), String> {
+        let lan = self.lan_ns();
+        for ns in self.namespaces() {
+            ip(&["netns", "add", &ns])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        ip(&["-n", &lan, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &lan, "link", "set", "br0", "up"])?;
+        for &n in &self.nodes {
+            let ns = self.node_ns(n);
+            let port = format!("n{n}");
+            ip(&["-n", &lan, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            ip(&["-n", &lan, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &lan, "link", "set", &port, "up"])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", Self::node_ip(n)), "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        }
+        // The external side: one link from `ext` to the first gateway, which holds the
+        // cluster's global address.
+        if let Some(&g) = self.gateways.first() {
+            let ext = self.ext_ns();
+            let gw = self.node_ns(g);
+            ip(&["-n", &ext, "link", "add", "eth0", "type", "veth", "peer", "name", "ext0", "netns", &gw])?;
+            ip(&["-n", &gw, "addr", "add", &format!("{GLOBAL_ADDRESS}/24"), "dev", "ext0"])?;
+            ip(&["-n", &gw, "link", "set", "ext0", "up"])?;
+            ip(&["-n", &ext, "addr", "add", &format!("{EXT_ADDRESS}/24"), "dev", "eth0"])?;
+            ip(&["-n", &ext, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ext, "route", "add", "default", "via", &GLOBAL_ADDRESS.to_string()])?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every namespace of the topology that exists (links and addresses go with
+    /// them). Safe to call for a half-made or already-removed topology.
+    pub fn destroy(&self) -> usize {
+        let existing = list();
+        let mut n = 0;
+        for ns in self.namespaces() {
+            if existing.contains(&ns) && ip(&["netns", "del", &ns]).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// The named network namespaces (`ip netns list`).
+pub fn list() -> Vec<String> {
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.split_whitespace().next().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {}: {e} (iproute2 is needed for --netns)", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// Joins network namespace `name` (`/run/netns/NAME`) for the calling thread — and so for
+/// every thread it starts afterwards. The daemon calls it before it starts any.
+pub fn enter(name: &str) -> Result<(), String> {
+    let path = format!("/run/netns/{name}");
+    let f = std::fs::File::open(&path).map_err(|e| format!("network namespace {path}: {e}"))?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining {path}: {e}"))
+}

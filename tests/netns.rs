@@ -1,0 +1,83 @@
+//! `ssi up --netns`: every node daemon in its own network namespace on one bridge, an `ext`
+//! namespace that reaches the cluster only through the gateway (node 2), and `ssi down`
+//! leaving no namespace behind. Real namespaces, veths and a bridge (iproute2); needs root:
+//! in CI (`CI=true`) its absence fails the test.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ok, required, ssi, BIN};
+
+fn namespaces_with(prefix: &str) -> Vec<String> {
+    ssi_netsap::topology::list().into_iter().filter(|n| n.starts_with(prefix)).collect()
+}
+
+/// A Python one-liner run in `ext`: fetch `url`, print the HTTP status or the error's class.
+fn fetch_from_ext(dir: &str, url: &str) -> String {
+    let code = format!(
+        "import urllib.request,sys\ntry:\n print(urllib.request.urlopen('{url}', timeout=2).status)\nexcept Exception as e:\n print(type(e).__name__)"
+    );
+    String::from_utf8_lossy(&ssi(&["ext", "--dir", dir, "--", "python3", "-c", &code]).stdout).trim().to_string()
+}
+
+#[test]
+fn nodes_in_namespaces_behind_a_gateway() {
+    if !required("root", nix::unistd::geteuid().is_root()) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ssi-test-netns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let out = ok(&["up", "--netns", "--nodes", "3", "--dir", d]);
+    let cfg = ssi::local::load(&dir).unwrap();
+    let prefix = ssi::local::topology(&dir, &cfg).prefix;
+    let result = std::panic::catch_unwind(|| {
+        for n in 1..=3 {
+            assert!(out.contains(&format!("10.99.0.{n}:7100")), "node {n} on the interconnect:\n{out}");
+        }
+        assert_eq!(namespaces_with(&prefix).len(), 5, "three nodes, the bridge's, ext");
+
+        // A process started on a node lives in that node's network.
+        let addr = ok(&["rexec", "--dir", d, "-n", "3", "--cwd", "/", "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(addr.contains("10.99.0.3/24"), "{addr}");
+
+        // PXFS works over the interconnect.
+        let m1 = ok(&["mnt", "1", "--dir", d]).trim().to_string();
+        let m3 = ok(&["mnt", "3", "--dir", d]).trim().to_string();
+        std::fs::write(format!("{m1}/netns-file"), b"across the bridge").unwrap();
+        assert_eq!(std::fs::read(format!("{m3}/netns-file")).unwrap(), b"across the bridge");
+
+        // A web server on the gateway answers ext at the global address; node 1 is out of
+        // ext's reach (the gateway does not forward).
+        let mut server = Command::new(BIN)
+            .args(["rexec", "--dir", d, "-n", "2", "--cwd", "/", "--", "python3", "-m", "http.server", "8080"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let mut got = String::new();
+        while t0.elapsed() < Duration::from_secs(10) {
+            got = fetch_from_ext(d, "http://192.168.77.1:8080/");
+            if got == "200" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(got, "200", "ext reaches the gateway's global address");
+        let blocked = fetch_from_ext(d, "http://10.99.0.1:7100/");
+        assert_ne!(blocked, "200");
+        assert!(!blocked.is_empty(), "the fetch ran and failed ({blocked})");
+    });
+    let down = ok(&["down", "--dir", d]);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    assert!(down.contains("removed 5 network namespaces"), "{down}");
+    assert!(namespaces_with(&prefix).is_empty(), "ssi down leaves no namespace");
+}
