@@ -47,6 +47,12 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
     if let Some(ns) = &me.netns {
         // Before any thread exists: threads take the namespace of the one that starts them.
         ssi_netsap::topology::enter(ns).map_err(|e| anyhow!(e))?;
+        // Its own ephemeral ports, disjoint from every other node's: implicit binds of
+        // different nodes never collide in the cluster's one port namespace.
+        let (lo, hi) = ssi_netsap::topology::ephemeral_range(id);
+        if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", format!("{lo} {hi}")) {
+            tracing::warn!("ephemeral port range {lo}-{hi}: {e}");
+        }
     }
     let key = read_key(&cfg.key_file)?;
     std::fs::create_dir_all(&me.dir).with_context(|| format!("node dir {}", me.dir.display()))?;
@@ -90,7 +96,10 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         }
         crate::local::write_pid_file(&me.dir, std::process::id())?;
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default(), launcher };
+        let node_ids: Vec<u32> = cfg.nodes.keys().copied().collect();
+        ssi_netsap::sap::serve(&orb, node_ids.clone());
+        let sap = ssi_netsap::sap::SapClient::new(&orb, node_ids);
+        let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default(), launcher, sap };
         let server = tonic::transport::Server::builder()
             .add_service(ControlServer::new(svc))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
@@ -171,6 +180,7 @@ struct ControlService {
     stop: tokio::sync::watch::Sender<bool>,
     bench: crate::bench::server::BenchServers,
     launcher: Arc<ssi_procmgmt::launch::Launcher>,
+    sap: ssi_netsap::sap::SapClient,
 }
 
 #[tonic::async_trait]
@@ -240,6 +250,13 @@ impl Control for ControlService {
         let ip = self.orb.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
         let (raw, tonic) = self.bench.start(ip).await.map_err(Status::internal)?;
         Ok(Response::new(BenchServeReply { raw_tcp_port: raw as u32, tonic_port: tonic as u32 }))
+    }
+
+    async fn ports(&self, req: Request<cp::PortsRequest>) -> Result<Response<cp::PortsReply>, Status> {
+        if req.get_ref().op != "list" {
+            require_admin(&req)?;
+        }
+        crate::ports::serve(&self.sap, self.orb.node(), req.into_inner()).await.map(Response::new)
     }
 
     async fn trace(&self, req: Request<cp::TraceRequest>) -> Result<Response<cp::TraceReply>, Status> {

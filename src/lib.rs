@@ -8,6 +8,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod local;
+pub mod ports;
 pub mod procctl;
 pub mod ps;
 pub mod rexec;

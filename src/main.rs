@@ -111,10 +111,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The SAP table (not implemented yet: global networking).
+    /// The SAP table: the cluster's ports and who listens on them.
     Ports {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[arg(long, global = true)]
+        json: bool,
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        op: Option<PortsCmd>,
     },
     /// Run a command in the external namespace of a `--netns` cluster: a client outside the
     /// cluster that reaches it only through the gateway's global address.
@@ -134,6 +138,37 @@ enum Cmd {
     Workload {
         #[command(subcommand)]
         which: WorkloadCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PortsCmd {
+    /// Take a port in the cluster's namespace (root); exits 98 when another node holds it.
+    Bind {
+        port: u32,
+        #[arg(long)]
+        udp: bool,
+        /// Through this node (default: the first running one).
+        #[arg(long, short = 'n')]
+        node: Option<u32>,
+        /// The holder's pid on that node (default 0: the node itself).
+        #[arg(long, default_value_t = 0)]
+        pid: u32,
+        /// A scalable service others may join on the same port.
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, default_value = "rr")]
+        policy: String,
+    },
+    /// Give a port back (root).
+    Release {
+        port: u32,
+        #[arg(long)]
+        udp: bool,
+        #[arg(long, short = 'n')]
+        node: Option<u32>,
+        #[arg(long, default_value_t = 0)]
+        pid: u32,
     },
 }
 
@@ -411,7 +446,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Ps { all, full, json, dir } => ssi::ps::run(&ssi::ps::PsOptions { dir: dir_or(dir), all, full, json })?,
         Cmd::Kill { dir, args } => ssi::rexec::kill(dir_or(dir), args)?,
-        Cmd::Ports { .. } => not_yet("ports", "global networking")?,
+        Cmd::Ports { json, dir, op: None } => ssi::ports::list(&dir_or(dir), json)?,
+        Cmd::Ports { dir, op: Some(PortsCmd::Bind { port, udp, node, pid, service, policy }), .. } => {
+            ssi::ports::bind(&ssi::ports::BindOptions { dir: dir_or(dir), node, udp, port, pid, service, policy, release: false })?
+        }
+        Cmd::Ports { dir, op: Some(PortsCmd::Release { port, udp, node, pid }), .. } => ssi::ports::bind(&ssi::ports::BindOptions {
+            dir: dir_or(dir),
+            node,
+            udp,
+            port,
+            pid,
+            service: None,
+            policy: "rr".into(),
+            release: true,
+        })?,
         Cmd::Ext { dir, command } => {
             let dir = dir_or(dir);
             let cfg = local::load(&dir)?;

@@ -113,6 +113,13 @@ impl Topology {
     }
 }
 
+/// Node `n`'s ephemeral port range (`ip_local_port_range` of its namespace): 400 ports per
+/// node from 40000, disjoint between nodes, so implicit binds never collide.
+pub fn ephemeral_range(n: u32) -> (u32, u32) {
+    let lo = 40000 + (n.saturating_sub(1) % 63) * 400;
+    (lo, lo + 399)
+}
+
 /// The named network namespaces (`ip netns list`).
 pub fn list() -> Vec<String> {
     Command::new("ip")

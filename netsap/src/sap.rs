@@ -1,0 +1,306 @@
+//! The SAP server: the cluster-wide port namespace (protocol, port) → listeners, sharded
+//! over the configured nodes by port, each shard on two nodes (DESIGN §6; the paper's §4.1
+//! found one SAP server a hot spot).
+//!
+//! Shard `port mod N` (N configured nodes, in id order) has node `i` as primary and node
+//! `i+1` as backup. A bind goes to the primary (or, while it is down, to the backup); the
+//! primary first has the backup take it — the backup checks it against its own copy too —
+//! then applies it: both copies hold every binding, so either alone answers right and the
+//! death of one node loses none. Requests for one shard are serialized at the node serving
+//! it, so two nodes binding the same port at once never both succeed. Listeners on a node
+//! that leaves the cluster are released.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ssi_orb::proto::Empty;
+use ssi_orb::{CallCtx, CallOptions, Exception, Liveness, Orb, OrbError};
+use tokio::sync::Mutex;
+
+use crate::proto::{export_sap, BindReply, BindReq, Binding, Entries, Entry, Listener, LookupReq, ReleaseReq, Sap, SapStub};
+
+pub const SAP_NAME: &str = "sap";
+pub const TCP: u32 = 6;
+pub const UDP: u32 = 17;
+
+/// Which nodes hold a port's shard: (primary, backup).
+pub fn shard_nodes(nodes: &[u32], port: u32) -> (u32, u32) {
+    let i = port as usize % nodes.len();
+    (nodes[i], nodes[(i + 1) % nodes.len()])
+}
+
+#[derive(Clone)]
+pub struct SapServer(Arc<Inner>);
+
+struct Inner {
+    orb: Orb,
+    /// The configured nodes, in id order: the shard map.
+    nodes: Vec<u32>,
+    table: Mutex<BTreeMap<(u32, u32), Entry>>,
+}
+
+fn opts() -> CallOptions {
+    CallOptions::default().deadline(Duration::from_secs(2))
+}
+
+fn same(a: &Listener, b: &Listener) -> bool {
+    a.node == b.node && a.pid == b.pid
+}
+
+impl SapServer {
+    async fn stub(&self, node: u32) -> Result<SapStub, OrbError> {
+        Ok(SapStub::new(self.0.orb.resolve(node, SAP_NAME).await?)?.with_options(opts()))
+    }
+
+    /// The entry that refuses `b` in this copy, if any.
+    fn refusal(table: &BTreeMap<(u32, u32), Entry>, b: &Binding) -> Option<Entry> {
+        let who = b.who.clone().unwrap_or_default();
+        match table.get(&(b.proto, b.port)) {
+            Some(e) if !e.listeners.iter().any(|l| same(l, &who)) && (e.service.is_empty() || e.service != b.service) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Applies a bind to this node's copy: Ok, or the entry that refuses it.
+    fn apply_bind(table: &mut BTreeMap<(u32, u32), Entry>, b: &Binding) -> Result<(), Entry> {
+        let who = b.who.clone().unwrap_or_default();
+        let key = (b.proto, b.port);
+        match table.get_mut(&key) {
+            None => {
+                table.insert(
+                    key,
+                    Entry {
+                        proto: b.proto,
+                        port: b.port,
+                        service: b.service.clone(),
+                        policy: b.policy.clone(),
+                        listeners: vec![who],
+                        weights: vec![b.weight.max(1)],
+                    },
+                );
+                Ok(())
+            }
+            Some(e) if e.listeners.iter().any(|l| same(l, &who)) => Ok(()), // the same process again
+            Some(e) if !e.service.is_empty() && e.service == b.service => {
+                e.listeners.push(who);
+                e.weights.push(b.weight.max(1));
+                Ok(())
+            }
+            Some(e) => Err(e.clone()),
+        }
+    }
+
+    fn apply_release(table: &mut BTreeMap<(u32, u32), Entry>, r: &ReleaseReq) {
+        let who = r.who.clone().unwrap_or_default();
+        let key = (r.proto, r.port);
+        if let Some(e) = table.get_mut(&key) {
+            if let Some(i) = e.listeners.iter().position(|l| same(l, &who)) {
+                e.listeners.remove(i);
+                e.weights.remove(i.min(e.weights.len().saturating_sub(1)));
+            }
+            if e.listeners.is_empty() {
+                table.remove(&key);
+            }
+        }
+    }
+
+    /// A node left the cluster: its processes' listeners go.
+    pub async fn node_gone(&self, node: u32) {
+        let mut t = self.0.table.lock().await;
+        for e in t.values_mut() {
+            let keep: Vec<bool> = e.listeners.iter().map(|l| l.node != node).collect();
+            let mut i = 0;
+            e.weights.retain(|_| {
+                i += 1;
+                keep.get(i - 1).copied().unwrap_or(true)
+            });
+            e.listeners.retain(|l| l.node != node);
+        }
+        t.retain(|_, e| !e.listeners.is_empty());
+    }
+
+    /// The node that has the backup copy of `port`'s shard, if it is not this one and is up.
+    fn live_backup(&self, port: u32) -> Option<u32> {
+        let (primary, backup) = shard_nodes(&self.0.nodes, port);
+        let me = self.0.orb.node();
+        let other = if me == primary { backup } else { primary };
+        (other != me && self.0.orb.liveness(other) != Liveness::Down).then_some(other)
+    }
+}
+
+#[ssi_orb::async_trait]
+impl Sap for SapServer {
+    async fn bind(&self, _ctx: &CallCtx, req: BindReq) -> Result<BindReply, Exception> {
+        let b = req.b.ok_or_else(|| Exception::errno(libc::EINVAL, "bind without a binding"))?;
+        if b.port == 0 || b.port > 65535 || (b.proto != TCP && b.proto != UDP) {
+            return Err(Exception::errno(libc::EINVAL, format!("no such port: proto {} port {}", b.proto, b.port)));
+        }
+        let mut t = self.0.table.lock().await;
+        if let Some(holder) = Self::refusal(&t, &b) {
+            return Ok(BindReply { ok: false, holder: Some(holder) });
+        }
+        if !req.replica {
+            // The other copy first: it may know a binding this one missed (a restart).
+            if let Some(other) = self.live_backup(b.port) {
+                let r = match self.stub(other).await {
+                    Ok(s) => s.bind(BindReq { b: Some(b.clone()), replica: true }).await.ok().map(|r| r.into_inner()),
+                    Err(_) => None,
+                };
+                if let Some(BindReply { ok: false, holder: Some(h) }) = r {
+                    t.insert((h.proto, h.port), h.clone());
+                    return Ok(BindReply { ok: false, holder: Some(h) });
+                }
+            }
+        }
+        let _ = Self::apply_bind(&mut t, &b);
+        Ok(BindReply { ok: true, holder: None })
+    }
+
+    async fn release(&self, _ctx: &CallCtx, req: ReleaseReq) -> Result<Empty, Exception> {
+        let mut t = self.0.table.lock().await;
+        Self::apply_release(&mut t, &req);
+        if !req.replica {
+            if let Some(other) = self.live_backup(req.port) {
+                if let Ok(s) = self.stub(other).await {
+                    let _ = s.release(ReleaseReq { replica: true, ..req }).await;
+                }
+            }
+        }
+        Ok(Empty {})
+    }
+
+    async fn lookup(&self, _ctx: &CallCtx, req: LookupReq) -> Result<Entry, Exception> {
+        let t = self.0.table.lock().await;
+        t.get(&(req.proto, req.port)).cloned().ok_or_else(|| Exception::errno(libc::ENOENT, format!("port {}/{} is free", req.port, proto_name(req.proto))))
+    }
+
+    async fn list(&self, _ctx: &CallCtx, _req: Empty) -> Result<Entries, Exception> {
+        Ok(Entries { entries: self.0.table.lock().await.values().cloned().collect() })
+    }
+}
+
+pub fn proto_name(p: u32) -> &'static str {
+    match p {
+        TCP => "tcp",
+        UDP => "udp",
+        _ => "?",
+    }
+}
+
+/// Serves `Sap` on this node; `nodes` are the configured node ids (the shard map).
+pub fn serve(orb: &Orb, nodes: Vec<u32>) -> SapServer {
+    let mut nodes = nodes;
+    nodes.sort();
+    let s = SapServer(Arc::new(Inner { orb: orb.clone(), nodes, table: Mutex::new(BTreeMap::new()) }));
+    let h = export_sap(orb, s.clone());
+    orb.register_name(SAP_NAME, &h);
+    let s2 = s.clone();
+    tokio::spawn(orb.departures(move |gone| {
+        let s = s2.clone();
+        async move { s.node_gone(gone).await }
+    }));
+    s
+}
+
+/// A node's way into the SAP: routes each request to its shard's primary, or to the backup
+/// while the primary is down.
+#[derive(Clone)]
+pub struct SapClient {
+    orb: Orb,
+    nodes: Vec<u32>,
+}
+
+impl SapClient {
+    pub fn new(orb: &Orb, nodes: Vec<u32>) -> Self {
+        let mut nodes = nodes;
+        nodes.sort();
+        SapClient { orb: orb.clone(), nodes }
+    }
+
+    async fn serving(&self, port: u32) -> Result<SapStub, OrbError> {
+        let (primary, backup) = shard_nodes(&self.nodes, port);
+        let first = if self.orb.liveness(primary) == Liveness::Down { backup } else { primary };
+        match self.stub(first).await {
+            Ok(s) => Ok(s),
+            Err(_) if first == primary => self.stub(backup).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stub(&self, node: u32) -> Result<SapStub, OrbError> {
+        Ok(SapStub::new(self.orb.resolve(node, SAP_NAME).await?)?.with_options(opts()))
+    }
+
+    /// Binds, or says who holds the port. A primary that fails mid-call is retried at the backup.
+    pub async fn bind(&self, b: Binding) -> Result<BindReply, OrbError> {
+        let port = b.port;
+        match self.serving(port).await?.bind(BindReq { b: Some(b.clone()), replica: false }).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(e) if matches!(e, OrbError::NodeDown { .. }) => {
+                let (_, backup) = shard_nodes(&self.nodes, port);
+                self.stub(backup).await?.bind(BindReq { b: Some(b), replica: false }).await.map(|r| r.into_inner())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn release(&self, proto: u32, port: u32, who: Listener) -> Result<(), OrbError> {
+        self.serving(port).await?.release(ReleaseReq { proto, port, who: Some(who), replica: false }).await.map(|_| ())
+    }
+
+    /// Every binding of the cluster, from every node that is up (each copy once).
+    pub async fn list(&self) -> Vec<Entry> {
+        let mut all: BTreeMap<(u32, u32), Entry> = BTreeMap::new();
+        for &n in &self.nodes {
+            if self.orb.liveness(n) == Liveness::Down {
+                continue;
+            }
+            if let Ok(s) = self.stub(n).await {
+                if let Ok(es) = s.list(Empty {}).await {
+                    for e in es.into_inner().entries {
+                        all.entry((e.proto, e.port)).or_insert(e);
+                    }
+                }
+            }
+        }
+        all.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(port: u32, node: u32, pid: u32, service: &str) -> Binding {
+        Binding { proto: TCP, port, who: Some(Listener { node, pid }), service: service.into(), policy: "rr".into(), weight: 1 }
+    }
+
+    #[test]
+    fn binds_conflict_unless_the_same_process_or_the_same_service() {
+        let mut t = BTreeMap::new();
+        assert!(SapServer::apply_bind(&mut t, &b(8080, 3, 100, "")).is_ok());
+        assert!(SapServer::apply_bind(&mut t, &b(8080, 3, 100, "")).is_ok(), "the same process again");
+        let refused = SapServer::apply_bind(&mut t, &b(8080, 2, 200, "")).unwrap_err();
+        assert_eq!(refused.listeners[0].node, 3);
+        assert!(SapServer::apply_bind(&mut t, &Binding { proto: UDP, ..b(8080, 2, 200, "") }).is_ok(), "UDP is its own namespace");
+        assert!(SapServer::apply_bind(&mut t, &b(80, 1, 1, "web")).is_ok());
+        assert!(SapServer::apply_bind(&mut t, &b(80, 2, 2, "web")).is_ok(), "joins the service");
+        assert!(SapServer::apply_bind(&mut t, &b(80, 3, 3, "other")).is_err());
+        SapServer::apply_release(&mut t, &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 1, pid: 1 }), replica: false });
+        assert_eq!(t[&(TCP, 80)].listeners.len(), 1);
+        SapServer::apply_release(&mut t, &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 2, pid: 2 }), replica: false });
+        assert!(!t.contains_key(&(TCP, 80)));
+    }
+
+    #[test]
+    fn shards_have_a_primary_and_another_node_as_backup() {
+        let nodes = [1, 2, 3];
+        assert_eq!(shard_nodes(&nodes, 8080), (1 + (8080 % 3) as u32, [2, 3, 1][8080 % 3]));
+        for p in 0..100 {
+            let (a, b) = shard_nodes(&nodes, p);
+            assert_ne!(a, b);
+        }
+        assert_eq!(shard_nodes(&[5], 80), (5, 5));
+    }
+}

@@ -1,0 +1,86 @@
+//! The SAP server on real daemons: one port namespace for the cluster (a port held on one
+//! node is refused on another, UDP apart, scalable services joined), concurrent binds from
+//! two nodes never both granted, and a shard's primary killed without losing a binding.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{ok, ssi, Cluster};
+use ssi::control::proto::PortsRequest;
+
+fn bind(c: &Cluster, node: u32, port: u32, pid: u32) -> i32 {
+    let out = ssi(&["ports", "bind", &port.to_string(), "-n", &node.to_string(), "--pid", &pid.to_string(), "--dir", c.dir_str()]);
+    out.status.code().unwrap_or(-1)
+}
+
+/// A bind straight through node `node`'s control socket: granted or not.
+fn bind_rpc(sock: &std::path::Path, port: u32, pid: u32, start: &Barrier) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = ssi::control::connect(sock).await.unwrap();
+        start.wait();
+        let r = c.ports(PortsRequest { op: "bind".into(), proto: 6, port, pid, ..Default::default() }).await.unwrap().into_inner();
+        r.ok
+    })
+}
+
+#[test]
+fn one_port_namespace_for_the_cluster() {
+    let c = Cluster::up("sap", 3);
+    assert_eq!(bind(&c, 3, 8080, 111), 0);
+    assert_eq!(bind(&c, 2, 8080, 222), 98, "held on node 3: EADDRINUSE on node 2");
+    let out = ssi(&["ports", "bind", "8080", "--udp", "-n", "2", "--pid", "222", "--dir", c.dir_str()]);
+    assert!(out.status.success(), "UDP 8080 is another port");
+    assert_eq!(bind(&c, 2, 8081, 222), 0, "TCP 8081 is free");
+    for n in [1, 3] {
+        ok(&["ports", "bind", "80", "-n", &n.to_string(), "--service", "web", "--dir", c.dir_str()]);
+    }
+    let list: serde_json::Value = serde_json::from_str(&ok(&["ports", "--json", "--dir", c.dir_str()])).unwrap();
+    let ports = list["ports"].as_array().unwrap();
+    let web = ports.iter().find(|p| p["port"] == 80).unwrap();
+    assert_eq!(web["service"], "web");
+    assert_eq!(web["listeners"].as_array().unwrap().len(), 2, "one service, two listeners");
+    assert_eq!(ports.len(), 4, "{list}");
+
+    // Two nodes binding the same fresh port at the same moment: exactly one wins, 200 times.
+    let cfg = c.config();
+    let s2 = cfg.node(2).unwrap().control_socket.clone();
+    let s3 = cfg.node(3).unwrap().control_socket.clone();
+    for round in 0..200u32 {
+        let port = 20000 + round;
+        let start = Arc::new(Barrier::new(2));
+        let (a, b) = (s2.clone(), start.clone());
+        let t = std::thread::spawn(move || bind_rpc(&a, port, 2, &b));
+        let got3 = bind_rpc(&s3, port, 3, &start);
+        let got2 = t.join().unwrap();
+        assert!(got2 ^ got3, "round {round}: port {port} granted to node 2: {got2}, node 3: {got3}");
+    }
+}
+
+#[test]
+fn a_shards_primary_dies_and_no_binding_is_lost() {
+    let c = Cluster::up("sap-fail", 3);
+    // Port 8083: shard 8083 mod 3 = 1, primary node 2, backup node 3; held by node 1.
+    let port = 8083;
+    assert_eq!(ssi_netsap::sap::shard_nodes(&[1, 2, 3], port), (2, 3));
+    assert_eq!(bind(&c, 1, port, 4242), 0);
+    c.kill9(2);
+    // Node 3 asks while node 2 is down (or being declared down): the backup answers.
+    let t0 = Instant::now();
+    loop {
+        let code = bind(&c, 3, port, 99);
+        if code == 98 {
+            break;
+        }
+        assert_ne!(code, 0, "the binding was lost with its shard's primary");
+        assert!(t0.elapsed() < Duration::from_secs(10), "no answer while the primary is down (exit {code})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = ok(&["ports", "--dir", c.dir_str()]);
+    assert!(list.lines().any(|l| l.contains("8083") && l.contains("1:4242")), "{list}");
+    // The primary comes back empty: it learns the binding from the backup before granting.
+    ok(&["up", "--dir", c.dir_str()]);
+    assert_eq!(bind(&c, 3, port, 99), 98, "a restarted primary still refuses");
+}
