@@ -141,19 +141,26 @@ enum Cmd {
     },
 }
 
+/// Which port, through which node, for which process.
+#[derive(clap::Args)]
+struct PortArgs {
+    port: u32,
+    #[arg(long)]
+    udp: bool,
+    /// Through this node (default: the first running one).
+    #[arg(long, short = 'n')]
+    node: Option<u32>,
+    /// The holder's pid on that node (default 0: the node itself).
+    #[arg(long, default_value_t = 0)]
+    pid: u32,
+}
+
 #[derive(Subcommand)]
 enum PortsCmd {
     /// Take a port in the cluster's namespace (root); exits 98 when another node holds it.
     Bind {
-        port: u32,
-        #[arg(long)]
-        udp: bool,
-        /// Through this node (default: the first running one).
-        #[arg(long, short = 'n')]
-        node: Option<u32>,
-        /// The holder's pid on that node (default 0: the node itself).
-        #[arg(long, default_value_t = 0)]
-        pid: u32,
+        #[command(flatten)]
+        at: PortArgs,
         /// A scalable service others may join on the same port.
         #[arg(long)]
         service: Option<String>,
@@ -162,13 +169,8 @@ enum PortsCmd {
     },
     /// Give a port back (root).
     Release {
-        port: u32,
-        #[arg(long)]
-        udp: bool,
-        #[arg(long, short = 'n')]
-        node: Option<u32>,
-        #[arg(long, default_value_t = 0)]
-        pid: u32,
+        #[command(flatten)]
+        at: PortArgs,
     },
 }
 
@@ -447,19 +449,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Ps { all, full, json, dir } => ssi::ps::run(&ssi::ps::PsOptions { dir: dir_or(dir), all, full, json })?,
         Cmd::Kill { dir, args } => ssi::rexec::kill(dir_or(dir), args)?,
         Cmd::Ports { json, dir, op: None } => ssi::ports::list(&dir_or(dir), json)?,
-        Cmd::Ports { dir, op: Some(PortsCmd::Bind { port, udp, node, pid, service, policy }), .. } => {
-            ssi::ports::bind(&ssi::ports::BindOptions { dir: dir_or(dir), node, udp, port, pid, service, policy, release: false })?
+        Cmd::Ports { dir, op: Some(op), .. } => {
+            let (PortsCmd::Bind { at, .. } | PortsCmd::Release { at }) = &op;
+            let (service, policy, release) = match &op {
+                PortsCmd::Bind { service, policy, .. } => (service.clone(), policy.clone(), false),
+                PortsCmd::Release { .. } => (None, "rr".to_string(), true),
+            };
+            let o = ssi::ports::BindOptions { dir: dir_or(dir), node: at.node, udp: at.udp, port: at.port, pid: at.pid, service, policy, release };
+            ssi::ports::bind(&o)?
         }
-        Cmd::Ports { dir, op: Some(PortsCmd::Release { port, udp, node, pid }), .. } => ssi::ports::bind(&ssi::ports::BindOptions {
-            dir: dir_or(dir),
-            node,
-            udp,
-            port,
-            pid,
-            service: None,
-            policy: "rr".into(),
-            release: true,
-        })?,
         Cmd::Ext { dir, command } => {
             let dir = dir_or(dir);
             let cfg = local::load(&dir)?;
