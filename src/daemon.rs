@@ -99,6 +99,10 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         let node_ids: Vec<u32> = cfg.nodes.keys().copied().collect();
         ssi_netsap::sap::serve(&orb, node_ids.clone());
         let sap = ssi_netsap::sap::SapClient::new(&orb, node_ids);
+        match ssi_netsap::interpose::Supervisor::start(sap.clone(), id, tokio::runtime::Handle::current()) {
+            Ok(sup) => procs.set_bind_gate(Arc::new(BindGate(sup))),
+            Err(e) => tracing::warn!("no bind interposition on this node (ssi run): {e}"),
+        }
         let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default(), launcher, sap };
         let server = tonic::transport::Server::builder()
             .add_service(ControlServer::new(svc))
@@ -171,6 +175,18 @@ fn start_pxfs(cfg: &Config, orb: &Orb, id: u32, synthetic: Vec<ssi_pxfs::synthet
             tracing::warn!("PXFS not mounted at {}: {e}", mountpoint.display());
             None
         }
+    }
+}
+
+/// The node's SAP supervisor, as procmgmt's bind gate (`ssi run`).
+struct BindGate(ssi_netsap::interpose::Supervisor);
+
+impl ssi_procmgmt::server::BindGate for BindGate {
+    fn filter(&self) -> Arc<Vec<libc::sock_filter>> {
+        self.0.filter()
+    }
+    fn supervise(&self, listener: std::os::fd::OwnedFd, service: String, policy: String) {
+        self.0.supervise(listener, ssi_netsap::interpose::Role { service, policy });
     }
 }
 

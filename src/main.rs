@@ -77,13 +77,23 @@ enum Cmd {
         /// A pseudo-terminal for interactive commands.
         #[arg(short = 't')]
         tty: bool,
-        /// Working directory on the target (default: this one, moved to the target's mount).
+        #[command(flatten)]
+        what: RemoteCmd,
+    },
+    /// Run a program under bind interposition: each bind() it makes is checked with the
+    /// cluster's SAP server (EADDRINUSE when another node holds the port). With --service,
+    /// it listens as part of a scalable service several nodes may share.
+    Run {
+        #[arg(short = 'n', long)]
+        node: Option<u32>,
+        /// Join (or create) this scalable service on the ports it binds.
         #[arg(long)]
-        cwd: Option<PathBuf>,
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        cmd: Vec<std::ffi::OsString>,
+        service: Option<String>,
+        /// The service's load-balancing policy.
+        #[arg(long, default_value = "rr", requires = "service")]
+        policy: String,
+        #[command(flatten)]
+        what: RemoteCmd,
     },
     /// sh-compatible entry for make's SHELL: `ssi sh -c CMD` runs on the node the placement
     /// policy picks.
@@ -139,6 +149,18 @@ enum Cmd {
         #[command(subcommand)]
         which: WorkloadCmd,
     },
+}
+
+/// A command for another node: where it runs from, and what.
+#[derive(clap::Args)]
+struct RemoteCmd {
+    /// Working directory on the target (default: this one, moved to the target's mount).
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    cmd: Vec<std::ffi::OsString>,
 }
 
 /// Which port, through which node, for which process.
@@ -438,8 +460,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ssi::demo::run(&dir)?;
         }
         // The tool's own failures exit 255 (as ssh's), apart from the command's exit codes.
-        Cmd::Rexec { node, any: _, tty, cwd, dir, cmd } => {
-            let Err(e) = ssi::rexec::rexec(ssi::rexec::RexecOptions { dir: dir_or(dir), node, tty, cwd, argv: cmd });
+        Cmd::Rexec { node, any: _, tty, what: RemoteCmd { cwd, dir, cmd } } => {
+            let Err(e) = ssi::rexec::rexec(ssi::rexec::RexecOptions { dir: dir_or(dir), node, tty, cwd, argv: cmd, interpose: None });
+            fail_255(e)
+        }
+        Cmd::Run { node, service, policy, what: RemoteCmd { cwd, dir, cmd } } => {
+            if !matches!(policy.as_str(), "rr" | "weighted" | "sticky") {
+                anyhow::bail!("--policy must be rr, weighted or sticky");
+            }
+            let interpose = Some((service.unwrap_or_default(), policy));
+            let Err(e) = ssi::rexec::rexec(ssi::rexec::RexecOptions { dir: dir_or(dir), node, tty: false, cwd, argv: cmd, interpose });
             fail_255(e)
         }
         Cmd::Sh { args } => {

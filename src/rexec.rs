@@ -24,6 +24,9 @@ pub struct RexecOptions {
     pub tty: bool,
     pub cwd: Option<PathBuf>,
     pub argv: Vec<OsString>,
+    /// `ssi run`: the command's binds go through the SAP server, as part of this service
+    /// (name, policy) when one is given.
+    pub interpose: Option<(String, String)>,
 }
 
 /// The node this tool is on: $SSI_NODE, else the node whose mountpoint holds the working
@@ -136,6 +139,9 @@ pub fn rexec(o: RexecOptions) -> anyhow::Result<std::convert::Infallible> {
         tty,
         rows,
         cols,
+        interpose: o.interpose.is_some(),
+        service: o.interpose.as_ref().map(|i| i.0.clone()).unwrap_or_default(),
+        policy: o.interpose.as_ref().map(|i| i.1.clone()).unwrap_or_default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let code = rt.block_on(async move {
@@ -212,7 +218,7 @@ pub fn sh(dir: PathBuf, args: Vec<OsString>) -> anyhow::Result<std::convert::Inf
     }
     let mut argv = vec![OsString::from("/bin/sh")];
     argv.extend(args);
-    rexec(RexecOptions { dir, node: None, tty: false, cwd: None, argv })
+    rexec(RexecOptions { dir, node: None, tty: false, cwd: None, argv, interpose: None })
 }
 
 /// A signal by number, name or SIG-name (`9`, `KILL`, `SIGKILL`).

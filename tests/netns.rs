@@ -81,3 +81,76 @@ fn nodes_in_namespaces_behind_a_gateway() {
     assert!(down.contains("removed 5 network namespaces"), "{down}");
     assert!(namespaces_with(&prefix).is_empty(), "ssi down leaves no namespace");
 }
+
+fn bind_script(kind: &str, port: u16) -> String {
+    format!(
+        "import socket\ns=socket.socket(socket.AF_INET, socket.{kind})\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', {port}))\nprint('bound')"
+    )
+}
+
+/// The SAP table's TCP listeners of `port`, as (node, pid).
+fn holders(dir: &str, port: u64) -> Vec<(u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(&ok(&["ports", "--json", "--dir", dir])).unwrap();
+    v["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["port"] == port && p["proto"] == "tcp")
+        .flat_map(|p| p["listeners"].as_array().unwrap().iter().map(|l| (l["node"].as_u64().unwrap(), l["pid"].as_u64().unwrap())))
+        .collect()
+}
+
+#[test]
+fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
+    if !required("root", nix::unistd::geteuid().is_root()) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ssi-test-netns-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    ok(&["up", "--netns", "--nodes", "3", "--dir", d]);
+    let result = std::panic::catch_unwind(|| {
+        // An unmodified server on node 3 holds 8080 (each node has its own network: only the
+        // SAP can tell node 2 that the port is taken).
+        let log = dir.join("server.log");
+        let mut server = Command::new(BIN)
+            .args(["run", "--dir", d, "-n", "3", "--cwd", "/", "--", "python3", "-m", "http.server", "8080"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while holders(d, 8080).is_empty() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the server never bound 8080: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (node, pid) = holders(d, 8080)[0];
+        assert_eq!(node, 3);
+
+        let out = ssi(&["run", "--dir", d, "-n", "2", "--cwd", "/", "--", "python3", "-m", "http.server", "8080"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("[Errno 98] Address already in use"), "EADDRINUSE on node 2: {err}");
+        for (kind, port) in [("SOCK_DGRAM", 8080), ("SOCK_STREAM", 8081)] {
+            let out = ssi(&["run", "--dir", d, "-n", "2", "--cwd", "/", "--", "python3", "-c", &bind_script(kind, port)]);
+            assert!(out.status.success(), "{kind} {port}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+
+        // kill -9 of the holder gives the port back.
+        let t1 = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        while !holders(d, 8080).is_empty() {
+            assert!(t1.elapsed() < Duration::from_millis(1500), "8080 still held after kill -9");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("8080 released {:?} after kill -9 of its holder", t1.elapsed());
+        let _ = server.wait();
+        let out = ssi(&["run", "--dir", d, "-n", "2", "--cwd", "/", "--", "python3", "-c", &bind_script("SOCK_STREAM", 8080)]);
+        assert!(out.status.success(), "8080 is free again: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    let _ = ssi(&["down", "--dir", d]);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

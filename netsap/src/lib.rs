@@ -10,6 +10,7 @@ pub mod proto {
     #![allow(clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/ssi.netsap.rs"));
 }
+pub mod interpose;
 pub mod sap;
 pub mod topology;
 

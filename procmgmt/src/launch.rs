@@ -41,6 +41,8 @@ pub struct ExecSpec {
     pub tty: Option<(u32, u32)>,
     pub creds: Creds,
     pub parent_gpid: u64,
+    /// Its binds go through the SAP server (`ssi run`), with this role.
+    pub interpose: Option<crate::proto::Interpose>,
 }
 
 /// From the local tool, while its process runs.
@@ -203,6 +205,7 @@ impl Launcher {
             tty: spec.tty.is_some(),
             rows,
             cols,
+            interpose: spec.interpose.clone(),
         };
         // A stub from before the target restarted is refused (stale reference): resolve again.
         let mut attempt = 0;

@@ -42,6 +42,15 @@ pub struct ProcServer {
     claim: Arc<crate::table::Claim>,
     procs: Arc<Mutex<HashMap<u64, Proc>>>,
     spawned: Arc<std::sync::atomic::AtomicU64>,
+    /// Who answers the binds of processes started with interposition (`ssi run`).
+    bind_gate: Arc<Mutex<Option<Arc<dyn BindGate>>>>,
+}
+
+/// Bind interposition, as the node's networking provides it: the seccomp filter a process
+/// installs, and who answers its notifications.
+pub trait BindGate: Send + Sync {
+    fn filter(&self) -> Arc<Vec<libc::sock_filter>>;
+    fn supervise(&self, listener: std::os::fd::OwnedFd, service: String, policy: String);
 }
 
 fn caller(ctx: &CallCtx) -> Result<Creds, Exception> {
@@ -60,7 +69,13 @@ impl ProcServer {
             claim: Arc::new(claim),
             procs: Arc::new(Mutex::new(HashMap::new())),
             spawned: Default::default(),
+            bind_gate: Default::default(),
         })
+    }
+
+    /// Enables `ssi run` on this node.
+    pub fn set_bind_gate(&self, gate: Arc<dyn BindGate>) {
+        *self.bind_gate.lock() = Some(gate);
     }
 
     /// The daemon is stopping: what it started is hung up (a killed daemon's children get
@@ -135,10 +150,19 @@ impl ProcMgr for ProcServer {
             umask: req.umask & 0o777,
             creds: creds.clone(),
             tty,
+            filter: None,
         };
+        let gate = match &req.interpose {
+            Some(_) => Some(self.bind_gate.lock().clone().ok_or_else(|| Exception::errno(libc::ENOTSUP, "this node cannot interpose on binds"))?),
+            None => None,
+        };
+        let spec = Spec { filter: gate.as_ref().map(|g| g.filter()), ..spec };
         // Not on the runtime thread: the child's chdir may need this node's own PXFS mount,
         // whose requests this runtime answers, and spawn waits for the child's exec.
-        let s = self.spawner.spawn(spec).await.map_err(Exception::from_io)?;
+        let mut s = self.spawner.spawn(spec).await.map_err(Exception::from_io)?;
+        if let (Some(gate), Some(l), Some(i)) = (gate, s.listener.take(), &req.interpose) {
+            gate.supervise(l, i.service.clone(), i.policy.clone());
+        }
         let g = gpid(self.node(), s.pid);
         self.spawned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdin = Arc::new(tokio::sync::Mutex::new(Some(s.stdin)));

@@ -3,7 +3,8 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 
@@ -26,6 +27,9 @@ pub struct Spec {
     pub creds: Creds,
     /// Rows and columns of a pseudo-terminal; None: pipes.
     pub tty: Option<(u16, u16)>,
+    /// A seccomp filter (classic BPF) the process installs before it runs, with a user
+    /// notification listener (bind interposition): the listener comes back in `Spawned`.
+    pub filter: Option<Arc<Vec<libc::sock_filter>>>,
 }
 
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -40,6 +44,8 @@ pub struct Spawned {
     pub stderr: Option<Reader>,
     /// The terminal's master side, for window size changes.
     pub pty: Option<OwnedFd>,
+    /// The seccomp notification listener of `Spec::filter`.
+    pub listener: Option<OwnedFd>,
 }
 
 /// Starts `spec`. The process leads a new session (so the launcher's signals can go to its
@@ -74,6 +80,18 @@ pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
     };
     let (creds, umask, tty) = (spec.creds.clone(), spec.umask, pty.is_some());
     let parent = std::process::id() as libc::pid_t;
+    // The child sends its seccomp listener back over this pair.
+    let pair = match &spec.filter {
+        Some(_) => Some(nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )?),
+        None => None,
+    };
+    let child_end = pair.as_ref().map(|(_, c)| c.as_raw_fd());
+    let filter = spec.filter.clone();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -84,6 +102,10 @@ pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
                 return Err(io::Error::last_os_error());
             }
             libc::umask(umask as libc::mode_t);
+            // Still root here (no no_new_privs needed), and nothing after it binds.
+            if let (Some(f), Some(end)) = (&filter, child_end) {
+                install_filter(f, end)?;
+            }
             if libc::setgroups(creds.groups.len(), creds.groups.as_ptr()) < 0 || libc::setgid(creds.gid) < 0 || libc::setuid(creds.uid) < 0
             {
                 return Err(io::Error::last_os_error());
@@ -98,11 +120,18 @@ pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
     }
     let mut child = cmd.spawn()?;
     let pid = child.id().ok_or_else(|| io::Error::other("the child has no pid"))?;
+    let listener = match pair {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            Some(receive_fd(&ours)?)
+        }
+        None => None,
+    };
     match pty {
         Some(master) => {
             let r = tokio::fs::File::from_std(std::fs::File::from(master.try_clone()?));
             let w = tokio::fs::File::from_std(std::fs::File::from(master.try_clone()?));
-            Ok(Spawned { child, pid, stdin: Box::new(w), stdout: Box::new(r), stderr: None, pty: Some(master) })
+            Ok(Spawned { child, pid, stdin: Box::new(w), stdout: Box::new(r), stderr: None, pty: Some(master), listener })
         }
         None => {
             let (i, o, e) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -114,9 +143,65 @@ pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
                 stdout: Box::new(o.ok_or_else(missing)?),
                 stderr: Some(Box::new(e.ok_or_else(missing)?)),
                 pty: None,
+                listener,
             })
         }
     }
+}
+
+/// In the child, between fork and exec (async-signal-safe syscalls only): installs the
+/// filter with a notification listener and sends the listener over `end`.
+fn install_filter(f: &[libc::sock_filter], end: RawFd) -> io::Result<()> {
+    let prog = libc::sock_fprog { len: f.len() as u16, filter: f.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: the program outlives the call; the kernel copies it.
+    // Every argument as a full register: syscall() is variadic.
+    let (mode, flags) = (1 as libc::c_ulong /* SECCOMP_SET_MODE_FILTER */, (1 << 3) as libc::c_ulong /* FLAG_NEW_LISTENER */);
+    let fd = unsafe { libc::syscall(libc::SYS_seccomp, mode, flags, &prog as *const libc::sock_fprog) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = fd as RawFd;
+    // CMSG_SPACE(sizeof(int)) on 64-bit, aligned as a cmsghdr must be.
+    let mut cmsg = [0u64; 3];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut libc::c_void, iov_len: 1 };
+    // SAFETY: msghdr and its control buffer are set up for one SCM_RIGHTS fd.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&cmsg);
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+        let sent = libc::sendmsg(end, &msg, 0);
+        libc::close(fd);
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The parent's side of `install_filter`: the listener the child sent.
+fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!(RawFd);
+    let msg = nix::sys::socket::recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the fd was just received and is ours alone.
+                return Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(io::Error::other("the child sent no seccomp listener (the filter could not be installed)"))
 }
 
 /// The thread processes are started from: one for the daemon's lifetime, since a child's

@@ -1,0 +1,212 @@
+//! Bind interposition for unmodified programs (DESIGN §6): a process started with `ssi run`
+//! carries a seccomp filter that sends each `bind()` to this node's daemon (seccomp user
+//! notification). The supervisor reads the address from the process, asks the SAP server,
+//! and answers EADDRINUSE when another node holds the port, or lets the call go on. Ports it
+//! granted are given back when their socket is gone from the node's network or the process
+//! has died (checked every 250 ms, so a `kill -9` leaks nothing for long).
+//!
+//! The filter is built once here (libseccomp) and exported as a classic BPF program; the
+//! child installs it itself between fork and exec with the raw `seccomp()` call, which is
+//! async-signal-safe (`procmgmt::spawn`), and passes the listener fd back over a socketpair.
+
+use std::collections::BTreeSet;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libseccomp::{ScmpAction, ScmpFilterContext, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags, ScmpSyscall};
+use parking_lot::Mutex;
+
+use crate::proto::{Binding, Listener};
+use crate::sap::{SapClient, TCP, UDP};
+
+/// The classic BPF program of the filter: notify on bind, allow everything else.
+pub fn bind_filter() -> Result<Vec<libc::sock_filter>, String> {
+    let mut f = ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| format!("seccomp filter: {e}"))?;
+    let bind = ScmpSyscall::from_name("bind").map_err(|e| format!("seccomp: {e}"))?;
+    f.add_rule(ScmpAction::Notify, bind).map_err(|e| format!("seccomp rule: {e}"))?;
+    // Exported through a memory file (libseccomp 2.5 writes the program to an fd).
+    let bytes = {
+        use std::io::{Read, Seek};
+        // SAFETY: memfd_create returns a new fd we own.
+        let fd = unsafe { libc::memfd_create(c"ssi-bind-filter".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("memfd: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd is ours (just created).
+        let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        f.export_bpf(&file).map_err(|e| format!("seccomp export: {e}"))?;
+        let mut v = Vec::new();
+        file.rewind().and_then(|_| file.read_to_end(&mut v)).map_err(|e| format!("seccomp export: {e}"))?;
+        v
+    };
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
+}
+
+/// What a supervised process asked to be: a plain listener, or part of a scalable service.
+#[derive(Clone, Debug, Default)]
+pub struct Role {
+    pub service: String,
+    pub policy: String,
+}
+
+/// Supervises the binds of processes on this node.
+#[derive(Clone)]
+pub struct Supervisor {
+    filter: Arc<Vec<libc::sock_filter>>,
+    sap: SapClient,
+    node: u32,
+    rt: tokio::runtime::Handle,
+    /// Granted: (pid, proto, port), until the socket or the process is gone.
+    granted: Arc<Mutex<BTreeSet<(u32, u32, u32)>>>,
+}
+
+impl Supervisor {
+    pub fn start(sap: SapClient, node: u32, rt: tokio::runtime::Handle) -> Result<Supervisor, String> {
+        let s = Supervisor { filter: Arc::new(bind_filter()?), sap, node, rt, granted: Default::default() };
+        let s2 = s.clone();
+        std::thread::Builder::new().name("netsap-release".into()).spawn(move || s2.release_loop()).map_err(|e| e.to_string())?;
+        Ok(s)
+    }
+
+    pub fn filter(&self) -> Arc<Vec<libc::sock_filter>> {
+        self.filter.clone()
+    }
+
+    /// Answers the binds of the process tree behind `listener` (its seccomp notification
+    /// fd) on a thread of its own, until every process holding the filter has exited.
+    pub fn supervise(&self, listener: OwnedFd, role: Role) {
+        let s = self.clone();
+        let _ = std::thread::Builder::new().name("netsap-bind".into()).spawn(move || s.serve(listener, role));
+    }
+
+    fn serve(&self, listener: OwnedFd, role: Role) {
+        let fd = listener.as_raw_fd();
+        loop {
+            let req = match ScmpNotifReq::receive(fd) {
+                Ok(r) => r,
+                Err(_) => return, // no process holds the filter any more
+            };
+            let verdict = self.decide(req.pid, req.data.args, &role);
+            if libseccomp::notify_id_valid(fd, req.id).is_err() {
+                continue; // the process died meanwhile
+            }
+            let resp = match verdict {
+                Ok(()) => ScmpNotifResp::new_continue(req.id, ScmpNotifRespFlags::CONTINUE),
+                Err(errno) => ScmpNotifResp::new_error(req.id, -errno, ScmpNotifRespFlags::empty()),
+            };
+            let _ = resp.respond(fd);
+        }
+    }
+
+    /// Ok: let the bind proceed. Err(errno): fail it.
+    fn decide(&self, pid: u32, args: [u64; 6], role: &Role) -> Result<(), i32> {
+        let Some(port) = read_port(pid, args[1], args[2]) else { return Ok(()) }; // not IP, or unreadable: the kernel decides
+        if port == 0 {
+            return Ok(()); // an ephemeral port: this node's range is its own
+        }
+        let proto = match socket_type(pid, args[0] as i32) {
+            Some(libc::SOCK_STREAM) => TCP,
+            Some(libc::SOCK_DGRAM) => UDP,
+            _ => return Ok(()),
+        };
+        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid }), service: role.service.clone(), policy: role.policy.clone(), weight: 1 };
+        let sap = self.sap.clone();
+        match self.rt.block_on(async move { sap.bind(b).await }) {
+            Ok(r) if r.ok => {
+                self.granted.lock().insert((pid, proto, port));
+                Ok(())
+            }
+            Ok(_) => Err(libc::EADDRINUSE),
+            // The SAP cannot be asked: refuse rather than risk two holders.
+            Err(_) => Err(libc::EAGAIN),
+        }
+    }
+
+    fn release_loop(&self) {
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let held: Vec<(u32, u32, u32)> = self.granted.lock().iter().copied().collect();
+            for (pid, proto, port) in held {
+                let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+                if alive && port_in_use(proto, port) {
+                    continue;
+                }
+                let sap = self.sap.clone();
+                let who = Listener { node: self.node, pid };
+                if self.rt.block_on(async move { sap.release(proto, port, who).await }).is_ok() {
+                    self.granted.lock().remove(&(pid, proto, port));
+                }
+            }
+        }
+    }
+}
+
+/// The port of the sockaddr at `addr` (`len` bytes) in process `pid`, for AF_INET/AF_INET6.
+fn read_port(pid: u32, addr: u64, len: u64) -> Option<u32> {
+    let mut buf = [0u8; 28];
+    let n = (len as usize).min(buf.len());
+    if n < 4 {
+        return None;
+    }
+    let local = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: n };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: n };
+    // SAFETY: reads `n` bytes of the other process into our buffer.
+    let got = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if got < 4 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([buf[0], buf[1]]) as i32;
+    (family == libc::AF_INET || family == libc::AF_INET6).then(|| u16::from_be_bytes([buf[2], buf[3]]) as u32)
+}
+
+/// SO_TYPE of the process's fd (a copy of it, through a pidfd).
+fn socket_type(pid: u32, fd: i32) -> Option<i32> {
+    // SAFETY: plain syscalls; the fds they return are closed here.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) as i32;
+        if pidfd < 0 {
+            return None;
+        }
+        let sock = libc::syscall(libc::SYS_pidfd_getfd, pidfd as libc::c_long, fd as libc::c_long, 0 as libc::c_long) as i32;
+        libc::close(pidfd);
+        if sock < 0 {
+            return None;
+        }
+        let mut ty: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let r = libc::getsockopt(sock, libc::SOL_SOCKET, libc::SO_TYPE, &mut ty as *mut _ as *mut libc::c_void, &mut len);
+        libc::close(sock);
+        (r == 0).then_some(ty)
+    }
+}
+
+/// Whether any socket of this node's network holds local port `port` (/proc/net tables:
+/// this daemon's network namespace is its processes').
+fn port_in_use(proto: u32, port: u32) -> bool {
+    let files: &[&str] = if proto == TCP { &["/proc/net/tcp", "/proc/net/tcp6"] } else { &["/proc/net/udp", "/proc/net/udp6"] };
+    files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                l.split_whitespace().nth(1).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| u32::from_str_radix(p, 16).ok()) == Some(port)
+            })
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_filter_exports() {
+        let p = super::bind_filter().unwrap();
+        assert!(p.len() > 3, "a real program");
+    }
+}
