@@ -55,20 +55,8 @@ fn traced_workload(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()
     }
     let out = dir.join("demo-trace-db");
     let me = std::env::current_exe()?.display().to_string();
-    let command = [me.as_str(), "workload", "db", "--seconds", "4", "--json", "--dir"].iter().map(|s| s.to_string()).chain([dir.display().to_string()]).collect();
-    let rec = crate::trace::record(&crate::trace::RecordOptions {
-        dir: dir.to_path_buf(),
-        out: out.clone(),
-        duration: None,
-        in_process: false,
-        syscalls: false,
-        command,
-        quiet: true,
-    })?;
-    if !rec.status.is_some_and(|s| s.success()) {
-        bail!("the traced workload failed; its trace is in {}", out.display());
-    }
-    let a = ssi_trace::report::load(&out, 0)?;
+    let command: Vec<String> = [me.as_str(), "workload", "db", "--seconds", "4", "--json", "--dir"].iter().map(|s| s.to_string()).chain([dir.display().to_string()]).collect();
+    let a = crate::trace::record_and_report(&out, dir, command, true, "database workload")?;
     let text = ssi_trace::report::text(&a);
     // The terminal gets the head of the report: the check against the ORB's counters and
     // Table 4.1; the page has everything.
@@ -76,7 +64,6 @@ fn traced_workload(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()
         println!("    {line}");
     }
     let html = out.join("report.html");
-    ssi_trace::report::write_html(&html, &[("database workload".to_string(), &a)])?;
     println!("    {} mode, {} records; the whole study (sizes, rates, Fig 5.2, Tables 6.1/6.2): {}", a.meta.mode, a.records, html.display());
     Ok(())
 }

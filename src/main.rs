@@ -177,6 +177,19 @@ struct PortArgs {
     pid: u32,
 }
 
+/// What every workload takes: where the cluster is, how to report, whether to trace.
+#[derive(clap::Args)]
+struct WorkloadRun {
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Record the run with `ssi trace record` into this directory and print its report
+    /// (root).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum PortsCmd {
     /// Take a port in the cluster's namespace (root); exits 98 when another node holds it.
@@ -324,14 +337,8 @@ enum WorkloadCmd {
         /// pgbench's clients (with --pgbench).
         #[arg(long, default_value_t = 4)]
         pg_clients: u32,
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Record the run with `ssi trace record` into this directory and print its report
-        /// (root).
-        #[arg(long)]
-        trace: Option<PathBuf>,
+        #[command(flatten)]
+        run: WorkloadRun,
     },
     /// One client of `db` (started on each node by `ssi workload db`).
     #[command(hide = true)]
@@ -354,14 +361,8 @@ enum WorkloadCmd {
         /// The source tarball (default: scripts/fetch-redis.sh's redis 7.0.15).
         #[arg(long)]
         tree: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Record the run with `ssi trace record` into this directory and print its report
-        /// (root).
-        #[arg(long)]
-        trace: Option<PathBuf>,
+        #[command(flatten)]
+        run: WorkloadRun,
     },
     /// The web workload (not implemented yet: workloads).
     Web {
@@ -486,7 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 PortsCmd::Release { .. } => (None, "rr".to_string(), true),
             };
             let o = ssi::ports::BindOptions { dir: dir_or(dir), node: at.node, udp: at.udp, port: at.port, pid: at.pid, service, policy, release };
-            ssi::ports::bind(&o)?
+            ssi::ports::change(&o)?
         }
         Cmd::Ext { dir, command } => {
             let dir = dir_or(dir);
@@ -521,10 +522,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Trace { which: TraceCmd::Export { trace, out, limit } } => ssi_trace::perfetto::export(&trace, &out, limit)?,
         Cmd::Workload { which } => {
             match which {
-                WorkloadCmd::Db { trace: Some(out), dir, .. } | WorkloadCmd::Make { trace: Some(out), dir, .. } => {
+                WorkloadCmd::Db { run: WorkloadRun { trace: Some(out), dir, .. }, .. }
+                | WorkloadCmd::Make { run: WorkloadRun { trace: Some(out), dir, .. }, .. } => {
                     ssi::trace::rerun_traced(&out, &dir_or(dir))?
                 }
-                WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, json, dir, trace: None } => {
+                WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, run: WorkloadRun { json, dir, trace: None } } => {
                     if !(0.1..=3600.0).contains(&seconds) || branches == 0 || accounts < branches || pg_scale == 0 || pg_clients == 0 {
                         anyhow::bail!("--seconds must be 0.1..=3600, --branches, --pg-scale and --pg-clients at least 1, --accounts at least --branches");
                     }
@@ -538,7 +540,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 WorkloadCmd::DbClient { db, node, seconds, branches, accounts } => {
                     ssi::workload::db_client(&db, node, seconds, ssi_workloads::db::Scale { branches, accounts })?
                 }
-                WorkloadCmd::Make { jobs, tree, json, dir, trace: None } => {
+                WorkloadCmd::Make { jobs, tree, run: WorkloadRun { json, dir, trace: None } } => {
                     if jobs == 0 {
                         anyhow::bail!("--jobs must be at least 1");
                     }

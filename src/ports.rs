@@ -12,13 +12,12 @@ use ssi_netsap::proto::{Binding, Entry, Listener};
 use ssi_netsap::sap::{proto_name, SapClient, TCP, UDP};
 
 fn entry(e: Entry) -> PortEntry {
-    let w = |i: usize| e.weights.get(i).copied().unwrap_or(1);
     PortEntry {
         proto: e.proto,
         port: e.port,
-        service: e.service.clone(),
-        policy: e.policy.clone(),
-        listeners: e.listeners.iter().enumerate().map(|(i, l)| PortListener { node: l.node, pid: l.pid, weight: w(i) }).collect(),
+        service: e.service,
+        policy: e.policy,
+        listeners: e.listeners.iter().map(|l| PortListener { node: l.node, pid: l.pid, weight: l.weight.max(1) }).collect(),
     }
 }
 
@@ -31,10 +30,9 @@ pub async fn serve(sap: &SapClient, node: u32, r: PortsRequest) -> Result<PortsR
             let b = Binding {
                 proto: r.proto,
                 port: r.port,
-                who: Some(Listener { node, pid: r.pid }),
+                who: Some(Listener { node, pid: r.pid, weight: r.weight }),
                 service: r.service,
                 policy: r.policy,
-                weight: r.weight,
             };
             let rep = sap.bind(b).await.map_err(|e| match e.os_errno() {
                 Some(_) => Status::invalid_argument(e.to_string()),
@@ -43,7 +41,7 @@ pub async fn serve(sap: &SapClient, node: u32, r: PortsRequest) -> Result<PortsR
             Ok(PortsReply { ok: rep.ok, entries: rep.holder.into_iter().map(entry).collect() })
         }
         "release" => {
-            sap.release(r.proto, r.port, Listener { node, pid: r.pid }).await.map_err(fail)?;
+            sap.release(r.proto, r.port, Listener { node, pid: r.pid, weight: 0 }).await.map_err(fail)?;
             Ok(PortsReply { ok: true, entries: vec![] })
         }
         other => Err(Status::invalid_argument(format!("unknown ports op {other:?} (list, bind, release)"))),
@@ -97,8 +95,8 @@ pub struct BindOptions {
     pub release: bool,
 }
 
-/// `ssi ports bind|release`: exits 98 (EADDRINUSE) when the port is held elsewhere.
-pub fn bind(o: &BindOptions) -> anyhow::Result<()> {
+/// `ssi ports bind|release`: exits 98 (EADDRINUSE) when a bind finds the port held elsewhere.
+pub fn change(o: &BindOptions) -> anyhow::Result<()> {
     if o.port == 0 || o.port > 65535 {
         bail!("port {} is not 1..=65535", o.port);
     }

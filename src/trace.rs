@@ -258,13 +258,22 @@ pub fn rerun_traced(out: &Path, cluster: &Path) -> anyhow::Result<()> {
         }
     }
     args[0] = std::env::current_exe()?.display().to_string();
-    let r = record(&RecordOptions { dir: cluster.to_path_buf(), out: out.to_path_buf(), duration: None, in_process: false, syscalls: false, command: args, quiet: false })?;
+    let a = record_and_report(out, cluster, args, false, &out.display().to_string())?;
+    print!("{}", ssi_trace::report::text(&a));
+    Ok(())
+}
+
+/// Records `command` on the cluster in `cluster` into `out` and writes `out/report.html`
+/// (titled `title`); fails when the command does. `quiet`: no recorder messages, the
+/// command's stdout discarded.
+pub fn record_and_report(out: &Path, cluster: &Path, command: Vec<String>, quiet: bool, title: &str) -> anyhow::Result<ssi_trace::analysis::Analysis> {
+    let r = record(&RecordOptions { dir: cluster.to_path_buf(), out: out.to_path_buf(), duration: None, in_process: false, syscalls: false, command, quiet })?;
     if let Some(st) = r.status.filter(|s| !s.success()) {
-        bail!("the workload failed ({st}); its trace is in {}", out.display());
+        bail!("the traced command failed ({st}); its trace is in {}", out.display());
     }
     let a = ssi_trace::report::load(out, 0)?;
-    print!("{}", ssi_trace::report::text(&a));
-    ssi_trace::report::write_html(&out.join("report.html"), &[(out.display().to_string(), &a)])
+    ssi_trace::report::write_html(&out.join("report.html"), &[(title.to_string(), &a)])?;
+    Ok(a)
 }
 
 fn peers(r: &TraceReply) -> Vec<PeerCount> {

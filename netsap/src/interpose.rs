@@ -118,7 +118,7 @@ impl Supervisor {
             Some(libc::SOCK_DGRAM) => UDP,
             _ => return Ok(()),
         };
-        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid }), service: role.service.clone(), policy: role.policy.clone(), weight: 1 };
+        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid, weight: 1 }), service: role.service.clone(), policy: role.policy.clone() };
         let sap = self.sap.clone();
         match self.rt.block_on(async move { sap.bind(b).await }) {
             Ok(r) if r.ok => {
@@ -141,7 +141,7 @@ impl Supervisor {
                     continue;
                 }
                 let sap = self.sap.clone();
-                let who = Listener { node: self.node, pid };
+                let who = Listener { node: self.node, pid, weight: 0 };
                 if self.rt.block_on(async move { sap.release(proto, port, who).await }).is_ok() {
                     self.granted.lock().remove(&(pid, proto, port));
                 }

@@ -48,11 +48,12 @@ fn same(a: &Listener, b: &Listener) -> bool {
     a.node == b.node && a.pid == b.pid
 }
 
-impl SapServer {
-    async fn stub(&self, node: u32) -> Result<SapStub, OrbError> {
-        Ok(SapStub::new(self.0.orb.resolve(node, SAP_NAME).await?)?.with_options(opts()))
-    }
+/// Node `node`'s SAP server.
+async fn stub(orb: &Orb, node: u32) -> Result<SapStub, OrbError> {
+    Ok(SapStub::new(orb.resolve(node, SAP_NAME).await?)?.with_options(opts()))
+}
 
+impl SapServer {
     /// The entry that refuses `b` in this copy, if any.
     fn refusal(table: &BTreeMap<(u32, u32), Entry>, b: &Binding) -> Option<Entry> {
         let who = b.who.clone().unwrap_or_default();
@@ -68,23 +69,12 @@ impl SapServer {
         let key = (b.proto, b.port);
         match table.get_mut(&key) {
             None => {
-                table.insert(
-                    key,
-                    Entry {
-                        proto: b.proto,
-                        port: b.port,
-                        service: b.service.clone(),
-                        policy: b.policy.clone(),
-                        listeners: vec![who],
-                        weights: vec![b.weight.max(1)],
-                    },
-                );
+                table.insert(key, Entry { proto: b.proto, port: b.port, service: b.service.clone(), policy: b.policy.clone(), listeners: vec![who] });
                 Ok(())
             }
             Some(e) if e.listeners.iter().any(|l| same(l, &who)) => Ok(()), // the same process again
             Some(e) if !e.service.is_empty() && e.service == b.service => {
                 e.listeners.push(who);
-                e.weights.push(b.weight.max(1));
                 Ok(())
             }
             Some(e) => Err(e.clone()),
@@ -95,10 +85,7 @@ impl SapServer {
         let who = r.who.clone().unwrap_or_default();
         let key = (r.proto, r.port);
         if let Some(e) = table.get_mut(&key) {
-            if let Some(i) = e.listeners.iter().position(|l| same(l, &who)) {
-                e.listeners.remove(i);
-                e.weights.remove(i.min(e.weights.len().saturating_sub(1)));
-            }
+            e.listeners.retain(|l| !same(l, &who));
             if e.listeners.is_empty() {
                 table.remove(&key);
             }
@@ -109,12 +96,6 @@ impl SapServer {
     pub async fn node_gone(&self, node: u32) {
         let mut t = self.0.table.lock().await;
         for e in t.values_mut() {
-            let keep: Vec<bool> = e.listeners.iter().map(|l| l.node != node).collect();
-            let mut i = 0;
-            e.weights.retain(|_| {
-                i += 1;
-                keep.get(i - 1).copied().unwrap_or(true)
-            });
             e.listeners.retain(|l| l.node != node);
         }
         t.retain(|_, e| !e.listeners.is_empty());
@@ -143,7 +124,7 @@ impl Sap for SapServer {
         if !req.replica {
             // The other copy first: it may know a binding this one missed (a restart).
             if let Some(other) = self.live_backup(b.port) {
-                let r = match self.stub(other).await {
+                let r = match stub(&self.0.orb, other).await {
                     Ok(s) => s.bind(BindReq { b: Some(b.clone()), replica: true }).await.ok().map(|r| r.into_inner()),
                     Err(_) => None,
                 };
@@ -162,7 +143,7 @@ impl Sap for SapServer {
         Self::apply_release(&mut t, &req);
         if !req.replica {
             if let Some(other) = self.live_backup(req.port) {
-                if let Ok(s) = self.stub(other).await {
+                if let Ok(s) = stub(&self.0.orb, other).await {
                     let _ = s.release(ReleaseReq { replica: true, ..req }).await;
                 }
             }
@@ -229,7 +210,7 @@ impl SapClient {
     }
 
     async fn stub(&self, node: u32) -> Result<SapStub, OrbError> {
-        Ok(SapStub::new(self.orb.resolve(node, SAP_NAME).await?)?.with_options(opts()))
+        stub(&self.orb, node).await
     }
 
     /// Binds, or says who holds the port. A primary that fails mid-call is retried at the backup.
@@ -273,7 +254,7 @@ mod tests {
     use super::*;
 
     fn b(port: u32, node: u32, pid: u32, service: &str) -> Binding {
-        Binding { proto: TCP, port, who: Some(Listener { node, pid }), service: service.into(), policy: "rr".into(), weight: 1 }
+        Binding { proto: TCP, port, who: Some(Listener { node, pid, weight: 1 }), service: service.into(), policy: "rr".into() }
     }
 
     #[test]
@@ -287,9 +268,9 @@ mod tests {
         assert!(SapServer::apply_bind(&mut t, &b(80, 1, 1, "web")).is_ok());
         assert!(SapServer::apply_bind(&mut t, &b(80, 2, 2, "web")).is_ok(), "joins the service");
         assert!(SapServer::apply_bind(&mut t, &b(80, 3, 3, "other")).is_err());
-        SapServer::apply_release(&mut t, &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 1, pid: 1 }), replica: false });
+        SapServer::apply_release(&mut t, &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 1, pid: 1, weight: 0 }), replica: false });
         assert_eq!(t[&(TCP, 80)].listeners.len(), 1);
-        SapServer::apply_release(&mut t, &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 2, pid: 2 }), replica: false });
+        SapServer::apply_release(&mut t, &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 2, pid: 2, weight: 0 }), replica: false });
         assert!(!t.contains_key(&(TCP, 80)));
     }
 

@@ -143,7 +143,7 @@ fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<Run> {
             a.meta.mode,
             total.messages,
             total.bytes,
-            if crate::bench::trace::counters_match(&a) { "equal to" } else { "DIFFERENT FROM" }
+            if a.counters_equal() { "equal to" } else { "DIFFERENT FROM" }
         );
     }
     Ok(Run { results, placement, pids })

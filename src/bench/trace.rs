@@ -85,7 +85,7 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
                 if a.meta.mode != *mode {
                     bail!("the recorder ran in {} mode, not {mode}: {}", a.meta.mode, a.meta.fallback_reason.clone().unwrap_or_default());
                 }
-                checks.push((mode.to_string(), counters_match(&a), a.records, a.meta.recorder.lost));
+                checks.push((mode.to_string(), a.counters_equal(), a.records, a.meta.recorder.lost));
                 let _ = std::fs::remove_dir_all(&tdir);
             }
         }
@@ -128,14 +128,6 @@ pub(crate) fn stop_recorder(child: Child) -> anyhow::Result<()> {
         bail!("ssi trace record failed ({})", out.status);
     }
     Ok(())
-}
-
-/// Whether every node pair's recorded messages and bytes equal the ORB's counters.
-pub fn counters_match(a: &ssi_trace::analysis::Analysis) -> bool {
-    a.meta.counter_deltas().iter().all(|(n, c)| {
-        let t = a.sent_between(*n, c.peer);
-        t.messages == c.messages_sent && t.bytes == c.bytes_sent
-    })
 }
 
 fn report(o: &Options, s: &std::collections::BTreeMap<(usize, usize), Samples>, checks: &[(String, bool, u64, u64)]) {

@@ -244,7 +244,40 @@ pub fn analyze(dir: &Path, keep_timelines: usize, mut progress: impl FnMut(u64, 
     Ok(a)
 }
 
+/// One node pair: what its sender's records describe against what the sender's ORB counted
+/// over the window (messages and bytes sent).
+#[derive(Serialize, Clone, Copy, Debug)]
+pub struct PairCheck {
+    pub src: u32,
+    pub dst: u32,
+    pub trace: Tally,
+    pub orb: Tally,
+}
+
+impl PairCheck {
+    pub fn equal(&self) -> bool {
+        self.trace == self.orb
+    }
+}
+
 impl Analysis {
+    /// The recorder against the ORB's own counters, pair by pair.
+    pub fn counter_check(&self) -> Vec<PairCheck> {
+        self.meta
+            .counter_deltas()
+            .into_iter()
+            .map(|(src, c)| PairCheck {
+                src,
+                dst: c.peer,
+                trace: self.sent_between(src, c.peer),
+                orb: Tally { messages: c.messages_sent, bytes: c.bytes_sent },
+            })
+            .collect()
+    }
+    /// Whether every pair's recorded messages and bytes equal the ORB's counters.
+    pub fn counters_equal(&self) -> bool {
+        self.counter_check().iter().all(PairCheck::equal)
+    }
     pub fn nodes(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.meta.nodes.iter().map(|n| n.node).collect();
         v.sort();

@@ -85,18 +85,11 @@ pub fn text(a: &Analysis) -> String {
     // The recorder against the ORB's own counters.
     let _ = writeln!(o, "\nRecorded vs the ORB's own counters (messages / bytes sent, per node pair, inside the window)");
     let _ = writeln!(o, "{:<7} {:>12} {:>14} {:>12} {:>14}  {}", "pair", "trace msgs", "trace bytes", "ORB msgs", "ORB bytes", "");
-    let deltas = m.counter_deltas();
-    let mut all_equal = true;
-    for (node, c) in &deltas {
-        let t = a.sent_between(*node, c.peer);
-        if c.messages_sent == 0 && t.messages == 0 {
-            continue;
-        }
-        let eq = t.messages == c.messages_sent && t.bytes == c.bytes_sent;
-        all_equal &= eq;
-        let _ = writeln!(o, "{:<7} {:>12} {:>14} {:>12} {:>14}  {}", analysis::pair(*node, c.peer), t.messages, t.bytes, c.messages_sent, c.bytes_sent, if eq { "equal" } else { "DIFFERENT" });
+    for c in a.counter_check().iter().filter(|c| c.orb.messages > 0 || c.trace.messages > 0) {
+        let (t, orb) = (c.trace, c.orb);
+        let _ = writeln!(o, "{:<7} {:>12} {:>14} {:>12} {:>14}  {}", analysis::pair(c.src, c.dst), t.messages, t.bytes, orb.messages, orb.bytes, if c.equal() { "equal" } else { "DIFFERENT" });
     }
-    let _ = writeln!(o, "{} ({} messages had records outside the window)", if all_equal { "every pair equal" } else { "some pairs differ" }, a.outside_window.messages);
+    let _ = writeln!(o, "{} ({} messages had records outside the window)", if a.counters_equal() { "every pair equal" } else { "some pairs differ" }, a.outside_window.messages);
 
     // Table 4.1.
     let _ = writeln!(o, "\nTable 4.1: messages and KB sent from node to node (ours | paper's {paper_wl})");
@@ -196,12 +189,10 @@ fn pct(v: Option<f64>) -> String {
 
 pub fn to_json(a: &Analysis) -> serde_json::Value {
     let deltas: Vec<_> = a
-        .meta
-        .counter_deltas()
-        .into_iter()
-        .map(|(n, c)| {
-            let t = a.sent_between(n, c.peer);
-            json!({"src": n, "dst": c.peer, "orb_messages": c.messages_sent, "orb_bytes": c.bytes_sent, "trace_messages": t.messages, "trace_bytes": t.bytes})
+        .counter_check()
+        .iter()
+        .map(|c| {
+            json!({"src": c.src, "dst": c.dst, "orb_messages": c.orb.messages, "orb_bytes": c.orb.bytes, "trace_messages": c.trace.messages, "trace_bytes": c.trace.bytes})
         })
         .collect();
     json!({

@@ -41,6 +41,12 @@ pub struct MsgDesc {
     pub nbufs: u8,
 }
 
+/// This process's pid, read once: `getpid` is a syscall, and every record carries it.
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// Builds records into a reusable buffer.
 pub struct Builder<'a>(pub &'a mut Vec<u8>);
 
@@ -50,7 +56,7 @@ impl Builder<'_> {
         self.0.extend_from_slice(&kind.to_le_bytes());
         self.0.extend_from_slice(&ndesc.to_le_bytes());
         self.0.extend_from_slice(&0u32.to_le_bytes()); // len, set by `finish`
-        self.0.extend_from_slice(&std::process::id().to_le_bytes());
+        self.0.extend_from_slice(&pid().to_le_bytes());
         self.0.extend_from_slice(&node.to_le_bytes());
         self.0.extend_from_slice(&ts.to_le_bytes());
     }
