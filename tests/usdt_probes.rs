@@ -79,7 +79,15 @@ async fn bpftrace_receives_record_bundles_from_every_daemon() {
             .collect();
         (pids, finals)
     };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(bt.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    // bpftrace checks for SIGINT between waits for events: a signal that lands just before
+    // it waits again is seen only at the next event, and with the daemons gone there is
+    // none. Ask again until it has exited (it prints its maps on the way out).
+    let t1 = Instant::now();
+    while bt.try_wait().unwrap().is_none() {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(bt.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+        assert!(t1.elapsed() < Duration::from_secs(30), "bpftrace does not stop");
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let mut counts = std::collections::HashMap::new();
     for l in lines.map_while(Result::ok) {
         // "@m[1234]: 567"
