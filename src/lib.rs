@@ -6,6 +6,7 @@ pub mod buildtree;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod incop;
 pub mod demo;
 pub mod local;
 pub mod ports;

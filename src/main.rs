@@ -285,6 +285,24 @@ enum BenchCmd {
         #[arg(long)]
         trace: Option<PathBuf>,
     },
+    /// The IN coprocessor's Fig. 4(a): for 2..N QEs the highest call rate at which all, 97%
+    /// and 95% of the calls meet the 100 ms deadline; the paper's 20,000 calls/s beside it.
+    In {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 6)]
+        max_qes: u32,
+        /// Seconds of calls per probe.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 100_000.0)]
+        start_rate: f64,
+        #[arg(long, default_value_t = 4_000_000.0)]
+        max_rate: f64,
+        /// Write the Fig. 4(a) plot (SVG) here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
     /// PXFS against the local disk and sshfs: metadata rates, throughput, fsync, SQLite.
     Fs {
         #[arg(long)]
@@ -369,10 +387,53 @@ enum WorkloadCmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The IN coprocessor (not implemented yet).
+    /// The IN coprocessor (Friedman & Birman): switch, EAs, QEs, UI as ORB services; calls
+    /// answered within a deadline, with faults and overload injected on request.
     In {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[arg(long, default_value_t = 4)]
+        qes: u32,
+        /// Calls offered per second.
+        #[arg(long, default_value_t = 20_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1_000_000)]
+        calls: u64,
+        #[arg(long, default_value_t = 100)]
+        deadline_ms: u32,
+        /// The EAs' sweeper period and query batching interval.
+        #[arg(long, default_value_t = 15)]
+        sweep_ms: u32,
+        /// Kill a node running a QE or an EA with SIGKILL after this many calls: qe@500000, ea@500000.
+        #[arg(long)]
+        kill: Option<String>,
+        /// Add a QE after this many calls (state transfer, then serving): qe@500000.
+        #[arg(long)]
+        add: Option<String>,
+        /// Offer RATE calls/s from second FROM to TO of the run: 40000@10..15 (repeatable).
+        #[arg(long)]
+        overload: Vec<String>,
+        /// Calls per interval of the per-interval shares (the paper: 20,000).
+        #[arg(long, default_value_t = 20_000)]
+        interval_calls: u64,
+        /// Numbers in the database.
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+        /// Extra work per query at a QE, microseconds.
+        #[arg(long, default_value_t = 0)]
+        qe_service_us: u32,
+        /// Watermarks, as HIGH,LOW: pending calls at which an EA sheds new ones, and below
+        /// which it takes them again.
+        #[arg(long, value_parser = parse_marks)]
+        ea_marks: Option<(u32, u32)>,
+        /// The same for a QE's backlog of queries.
+        #[arg(long, value_parser = parse_marks)]
+        qe_marks: Option<(u32, u32)>,
+        /// Write the per-interval plot (SVG) here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Scalable distributed data structures (not implemented yet).
     Sdds {
@@ -442,6 +503,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 inflight,
                 trace,
             })?;
+        }
+        Cmd::Bench { which: BenchCmd::In { json, max_qes, seconds, start_rate, max_rate, svg } } => {
+            if !(2..=64).contains(&max_qes) || !(0.1..=600.0).contains(&seconds) || !(start_rate >= 1.0 && max_rate >= start_rate) {
+                anyhow::bail!("--max-qes must be 2..=64, --seconds 0.1..=600, and 1 ≤ --start-rate ≤ --max-rate");
+            }
+            ssi::bench::incop::run_bench(&ssi::bench::incop::Options { json, max_qes, seconds, start_rate, max_rate, svg })?
         }
         Cmd::Bench { which: BenchCmd::Fs { json, rounds, seconds, file_mib } } => {
             if !(0.1..=600.0).contains(&seconds) || file_mib == 0 || rounds == 0 {
@@ -547,12 +614,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ssi::workload::make(&ssi::workload::MakeOptions { dir: dir_or(dir), jobs, tree, json })?
                 }
                 WorkloadCmd::Web { .. } => not_yet("workload web", "workloads")?,
-                WorkloadCmd::In { .. } => not_yet("workload in", "IN coprocessor")?,
+                WorkloadCmd::In { qes, rate, calls, deadline_ms, sweep_ms, kill, add, overload, interval_calls, entries, qe_service_us, ea_marks, qe_marks, svg, json, dir } => {
+                    if !(rate > 0.0 && rate <= 1e7) || calls == 0 || interval_calls == 0 {
+                        anyhow::bail!("--rate must be in (0, 1e7], --calls and --interval-calls at least 1");
+                    }
+                    if qes < 2 {
+                        anyhow::bail!("--qes must be at least 2 (every entry on more than one QE)");
+                    }
+                    let mut faults = Vec::new();
+                    if let Some(k) = kill {
+                        faults.push(ssi::incop::parse_fault(&k, false).map_err(|e| anyhow::anyhow!("--kill {e}"))?);
+                    }
+                    if let Some(a) = add {
+                        faults.push(ssi::incop::parse_fault(&a, true).map_err(|e| anyhow::anyhow!("--add {e}"))?);
+                    }
+                    let overloads = overload
+                        .iter()
+                        .map(|o| ssi::incop::parse_overload(o).map_err(|e| anyhow::anyhow!("--overload {e}")))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let d = ssi::incop::default_params();
+                    let (ea_high, ea_low) = ea_marks.unwrap_or((d.ea_high, d.ea_low));
+                    let (qe_high, qe_low) = qe_marks.unwrap_or((d.qe_high, d.qe_low));
+                    let params = ssi_incop::proto::Params { deadline_ms, sweep_ms, db_entries: entries, qe_service_us, ea_high, ea_low, qe_high, qe_low };
+                    let o = ssi::incop::InOptions { dir: dir_or(dir), qes, rate, calls, params, faults, overloads, interval_calls, svg, json };
+                    ssi::incop::workload(&o)?
+                }
                 WorkloadCmd::Sdds { .. } => not_yet("workload sdds", "SDDS")?,
             }
         }
     }
     Ok(())
+}
+
+/// `HIGH,LOW` watermarks.
+fn parse_marks(s: &str) -> Result<(u32, u32), String> {
+    let (h, l) = s.split_once(',').ok_or_else(|| format!("{s:?}: expected HIGH,LOW"))?;
+    let (h, l): (u32, u32) = (h.parse().map_err(|_| format!("{h:?} is not a count"))?, l.parse().map_err(|_| format!("{l:?} is not a count"))?);
+    if h == 0 || l > h {
+        return Err(format!("{s:?}: need 0 < LOW ≤ HIGH"));
+    }
+    Ok((h, l))
 }
 
 /// One line: the reason and its causes.

@@ -7,6 +7,7 @@
 
 pub mod cases;
 pub mod fs;
+pub mod incop;
 pub mod orb;
 pub mod rexec;
 pub mod server;

@@ -1,0 +1,96 @@
+//! Sending to other nodes' `Incop` objects without ever waiting on one: a queue and a
+//! sender task per destination node. A node that is down (or slow) only fills its own
+//! queue; when that is full, further batches for it are dropped and counted — the
+//! coprocessor's backup mechanism, not the sender, makes up for lost batches.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ssi_orb::{CallOptions, Orb};
+use tokio::sync::mpsc;
+
+use crate::proto::{Announce, Answers, Calls, IncopStub, Updates};
+use crate::INCOP_NAME;
+
+/// A one-way message for some node's `Incop`.
+pub enum Out {
+    Offer(Calls),
+    Query(Calls),
+    Reply(Answers),
+    Relay(Answers),
+    Multicast(Updates),
+    StateLog(Updates),
+    Join(Announce),
+    Ready(Announce),
+}
+
+const QUEUE: usize = 4096;
+
+#[derive(Clone)]
+pub struct Outbox(Arc<Inner>);
+
+struct Inner {
+    orb: Orb,
+    queues: Mutex<HashMap<u32, mpsc::Sender<Out>>>,
+    dropped: AtomicU64,
+}
+
+impl Outbox {
+    pub fn new(orb: &Orb) -> Outbox {
+        Outbox(Arc::new(Inner { orb: orb.clone(), queues: Mutex::new(HashMap::new()), dropped: AtomicU64::new(0) }))
+    }
+
+    pub fn send(&self, node: u32, msg: Out) {
+        let tx = {
+            let mut q = self.0.queues.lock();
+            q.entry(node)
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(QUEUE);
+                    tokio::spawn(sender(self.0.orb.clone(), node, rx));
+                    tx
+                })
+                .clone()
+        };
+        if tx.try_send(msg).is_err() {
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+}
+
+async fn sender(orb: Orb, node: u32, mut rx: mpsc::Receiver<Out>) {
+    let opts = CallOptions::default().deadline(Duration::from_millis(500));
+    let mut stub: Option<IncopStub> = None;
+    while let Some(msg) = rx.recv().await {
+        if stub.is_none() {
+            stub = match orb.resolve(node, INCOP_NAME).await.and_then(IncopStub::new) {
+                Ok(s) => Some(s.with_options(opts.clone())),
+                Err(e) => {
+                    tracing::debug!(node, "incop: cannot reach node: {e}");
+                    continue; // dropped: the node is not there (yet)
+                }
+            };
+        }
+        let s = stub.as_ref().expect("resolved above");
+        let r = match msg {
+            Out::Offer(m) => s.offer(m).await,
+            Out::Query(m) => s.query(m).await,
+            Out::Reply(m) => s.reply(m).await,
+            Out::Relay(m) => s.relay(m).await,
+            Out::Multicast(m) => s.multicast(m).await,
+            Out::StateLog(m) => s.state_log(m).await,
+            Out::Join(m) => s.join(m).await,
+            Out::Ready(m) => s.ready(m).await,
+        };
+        if let Err(e) = r {
+            tracing::debug!(node, "incop: send failed: {e}");
+            stub = None; // resolve again: the node may have restarted
+        }
+    }
+}
