@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::age::{mono_us, AgeGate};
 use crate::group::Group;
 use crate::outbox::{Out, Outbox};
 use crate::pick;
@@ -35,6 +36,7 @@ struct State {
     batches: HashMap<u32, Vec<Call>>,
     /// The live EAs at the last sweep: when one goes, its calls become this EA's.
     eas_seen: Vec<u32>,
+    age: AgeGate,
     st: MemberStatus,
 }
 
@@ -43,6 +45,8 @@ pub struct Ea {
     group: Arc<Mutex<Group>>,
     out: Outbox,
     sweep: Duration,
+    /// Batches queued longer than this on their way are shed (`age`).
+    age_limit_us: u64,
     state: Mutex<State>,
 }
 
@@ -55,12 +59,14 @@ impl Ea {
                 gate: Watermark::new(p.ea_high, p.ea_low),
                 batches: HashMap::new(),
                 eas_seen: Vec::new(),
+                age: AgeGate::default(),
                 st: MemberStatus { member: Some(me.clone()), ..Default::default() },
             }),
             me,
             group,
             out,
             sweep: Duration::from_millis(p.sweep_ms.max(1) as u64),
+            age_limit_us: p.deadline_ms as u64 * 1000 / 4,
         })
     }
 
@@ -86,6 +92,10 @@ impl Ea {
     pub fn offer(&self, c: Calls) {
         let (eas, qes) = self.roles();
         let mut s = self.state.lock();
+        if !s.age.fresh(c.from, c.sent_us, mono_us(), self.age_limit_us) {
+            s.st.shed += c.calls.len() as u64;
+            return;
+        }
         for call in c.calls {
             if s.pending.contains_key(&call.seq) {
                 continue;
@@ -148,7 +158,7 @@ impl Ea {
         };
         for (qe, calls) in batches {
             if let Some(m) = qes.iter().find(|m| m.id == qe) {
-                self.out.send(m.node, Out::Query(Calls { to: qe, from: self.me.id, calls }));
+                self.out.send(m.node, Out::Query(Calls { to: qe, from: self.me.id, calls, sent_us: mono_us() }));
             }
         }
     }

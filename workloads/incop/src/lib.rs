@@ -12,6 +12,7 @@ pub mod proto {
     #![allow(clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/ssi.incop.rs"));
 }
+pub mod age;
 pub mod ea;
 pub mod group;
 pub mod node;

@@ -42,6 +42,7 @@ pub fn intervals_svg(title: &str, series: &[(String, &Report)]) -> Result<String
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|v| format!("{:.0}", v))
             .x_desc("calls offered")
             .y_desc("% of calls within the deadline")
             .draw()
@@ -80,7 +81,15 @@ pub fn fig4a_svg(rows: &[(u32, [f64; 3])], paper_rate: f64) -> Result<String, St
             .y_label_area_size(70)
             .build_cartesian_2d(x0..x1, 0f64..ymax)
             .map_err(|e| e.to_string())?;
-        chart.configure_mesh().x_desc("QEs").y_desc("calls/s").draw().map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_labels(rows.len() + 1)
+            .x_label_formatter(&|v| if v.fract() == 0.0 { format!("{v:.0}") } else { String::new() })
+            .y_label_formatter(&|v| format!("{:.0}", v))
+            .x_desc("QEs")
+            .y_desc("calls/s")
+            .draw()
+            .map_err(|e| e.to_string())?;
         const C: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
         for (k, name) in ["all", "97%", "95%"].iter().enumerate() {
             let c = C[k];

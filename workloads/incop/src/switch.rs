@@ -199,7 +199,7 @@ impl Switch {
         if !batch.is_empty() {
             let eas = self.group.lock().eas();
             for ea in eas {
-                self.out.send(ea.node, Out::Offer(Calls { to: ea.id, from: self.me.id, calls: batch.clone() }));
+                self.out.send(ea.node, Out::Offer(Calls { to: ea.id, from: self.me.id, calls: batch.clone(), sent_us: crate::age::mono_us() }));
             }
         }
         false
