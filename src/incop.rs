@@ -201,6 +201,9 @@ pub struct AddLog {
     pub buffered_updates: u64,
     pub log_applied: u64,
     pub answered: u64,
+    /// The same number removed after the run: unplugged once this many QEs had applied it.
+    pub removal_unplugged_after: Option<u32>,
+    pub removal_applied_on_it: bool,
 }
 
 /// Everything one run yields.
@@ -288,6 +291,12 @@ pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, fault
         let number = NUMBER_BASE + params.db_entries + 4242;
         let r = s.stub(l.node)?.lookup(LookupReq { qe: l.member, number }).await?.into_inner();
         l.update_applied = r.found && r.route == 5_550_100 && r.applied_seq >= l.update_seq;
+        // Announce before unplug: the UI answers a removal once every QE has applied it.
+        let ui = s.stub(p.members[1].node)?;
+        let rm = ui.issue(IssueReq { number, route: 0, remove: true }).await?.into_inner();
+        l.removal_unplugged_after = rm.unplugged.then_some(rm.qes_applied);
+        let r = s.stub(l.node)?.lookup(LookupReq { qe: l.member, number }).await?.into_inner();
+        l.removal_applied_on_it = !r.found && r.applied_seq >= rm.seq;
     }
     let mut members = Vec::new();
     let dead = log.killed.map(|k| k.1);
@@ -354,6 +363,9 @@ pub fn workload(o: &InOptions) -> anyhow::Result<()> {
     if let Some(a) = &outcome.faults.added {
         if !a.update_applied {
             bail!("the update issued while QE {} joined was not applied on it", a.member);
+        }
+        if a.removal_unplugged_after.is_none() || !a.removal_applied_on_it {
+            bail!("the removal after the run was not applied on every QE before the unplug");
         }
     }
     if r.issued != o.calls {
@@ -436,6 +448,10 @@ fn print(o: &InOptions, p: &Placement, out: &Outcome) -> anyhow::Result<()> {
             a.answered
         );
         println!("  the update issued while it joined (#{}) {} on it", a.update_seq, if a.update_applied { "is applied" } else { "is NOT applied" });
+        match a.removal_unplugged_after {
+            Some(n) => println!("  its removal afterwards: announced, applied by all {n} QEs (the new one {}), then unplugged", if a.removal_applied_on_it { "too" } else { "NOT" }),
+            None => println!("  its removal afterwards was NOT unplugged"),
+        }
     }
     if let Some(x) = rec {
         if x == f64::NEG_INFINITY {

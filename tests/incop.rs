@@ -76,11 +76,13 @@ fn the_coprocessor_meets_its_deadline_through_crashes_joins_and_overload() {
     let r = run_in(&c, &a);
     let add = &r["faults"]["added"];
     assert_eq!(add["update_applied"], true, "{r}");
+    assert_eq!(add["removal_unplugged_after"], 5, "announce before unplug: all 5 QEs had applied the removal: {r}");
+    assert_eq!(add["removal_applied_on_it"], true, "{r}");
     assert!(add["ready_after_ms"].as_f64().is_some(), "{r}");
     assert!(add["answered"].as_u64().unwrap() > 0, "the new QE serves: {r}");
     assert_eq!(r["missed"], 0, "QE added: {r}");
     for m in r["members"].as_array().unwrap().iter().filter(|m| m["role"] == "QE") {
-        assert_eq!(m["applied_seq"], add["update_seq"], "every QE has the update: {r}");
+        assert!(m["applied_seq"].as_u64() >= add["update_seq"].as_u64(), "every QE has the update: {r}");
     }
 
     // Overload far past what this machine does, for one second, then the normal rate again:

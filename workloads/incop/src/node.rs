@@ -145,6 +145,16 @@ impl IncopNode {
     }
 }
 
+impl IncopNode {
+    /// The last update QE `q` has applied (None: it did not answer).
+    async fn applied_at(&self, q: &Member) -> Option<u64> {
+        let opts = CallOptions::default().deadline(Duration::from_millis(500));
+        let h = self.0.orb.resolve(q.node, INCOP_NAME).await.ok()?;
+        let s = IncopStub::new(h).ok()?.with_options(opts);
+        Some(s.lookup(LookupReq { qe: q.id, number: 0 }).await.ok()?.applied_seq)
+    }
+}
+
 fn check(p: &Params) -> Result<(), Exception> {
     if p.deadline_ms == 0 || p.sweep_ms == 0 || p.sweep_ms > p.deadline_ms {
         return Err(bad(format!("deadline {} ms and sweep {} ms: need 0 < sweep ≤ deadline", p.deadline_ms, p.sweep_ms)));
@@ -234,7 +244,31 @@ impl Incop for IncopNode {
 
     async fn issue(&self, _ctx: &CallCtx, req: IssueReq) -> Result<IssueReply, Exception> {
         let ui = self.0.roles.lock().ui.clone().ok_or_else(|| bad("no UI on this node"))?;
-        Ok(IssueReply { seq: ui.issue(req) })
+        let (number, remove) = (req.number, req.remove);
+        let seq = ui.issue(req);
+        if !remove {
+            return Ok(IssueReply { seq, qes_applied: 0, unplugged: false });
+        }
+        // Announce before unplug: disconnect only once every QE in the view has applied the
+        // removal (a QE that leaves the view meanwhile no longer counts).
+        let t0 = std::time::Instant::now();
+        loop {
+            let qes = self.0.group.lock().ready_qes();
+            let mut applied = 0;
+            for q in &qes {
+                if self.applied_at(q).await.is_some_and(|a| a >= seq) {
+                    applied += 1;
+                }
+            }
+            if applied == qes.len() {
+                ui.unplug(number);
+                return Ok(IssueReply { seq, qes_applied: applied as u32, unplugged: true });
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                return Err(Exception::app(format!("removal #{seq} announced, applied by {applied} of {} QEs within 5 s: not unplugged", qes.len())));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     async fn lookup(&self, _ctx: &CallCtx, req: LookupReq) -> Result<LookupReply, Exception> {

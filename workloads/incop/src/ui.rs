@@ -14,6 +14,8 @@ use crate::proto::{IssueReq, Update, Updates};
 
 #[derive(Default)]
 struct State {
+    /// The services that are connected (number → route): what a found answer may name.
+    plugged: std::collections::BTreeMap<u64, u64>,
     seq: u64,
     log: Vec<Update>,
     /// Nodes that asked for the log: they get every update from then on.
@@ -31,9 +33,14 @@ impl Ui {
         Arc::new(Ui { group, out, state: Mutex::new(State::default()) })
     }
 
+    /// Numbers and multicasts an update; an added service is plugged in first. A removal is
+    /// only announced here: `unplug` disconnects it once every QE has applied it.
     pub fn issue(&self, r: IssueReq) -> u64 {
         let (u, mut nodes) = {
             let mut s = self.state.lock();
+            if !r.remove {
+                s.plugged.insert(r.number, r.route);
+            }
             s.seq += 1;
             let u = Update { seq: s.seq, number: r.number, route: r.route, remove: r.remove };
             s.log.push(u.clone());
@@ -47,6 +54,10 @@ impl Ui {
             self.out.send(n, Out::Multicast(Updates { to: 0, updates: vec![u.clone()], upto: u.seq }));
         }
         u.seq
+    }
+
+    pub fn unplug(&self, number: u64) {
+        self.state.lock().plugged.remove(&number);
     }
 
     pub fn since(&self, after: u64, node: u32) -> Updates {
