@@ -99,6 +99,7 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         let node_ids: Vec<u32> = cfg.nodes.keys().copied().collect();
         ssi_netsap::sap::serve(&orb, node_ids.clone());
         ssi_incop::serve(&orb, me.dir.join("incop"));
+        ssi_sdds::serve(&orb);
         let sap = ssi_netsap::sap::SapClient::new(&orb, node_ids);
         match ssi_netsap::interpose::Supervisor::start(sap.clone(), id, tokio::runtime::Handle::current()) {
             Ok(sup) => procs.set_bind_gate(Arc::new(BindGate(sup))),

@@ -13,6 +13,7 @@ pub mod ports;
 pub mod procctl;
 pub mod ps;
 pub mod rexec;
+pub mod sdds;
 pub mod tool;
 pub mod trace;
 pub mod workload;

@@ -435,10 +435,35 @@ enum WorkloadCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Scalable distributed data structures (not implemented yet).
+    /// Scalable distributed data structures: the AMOS-SDDS Person join in an RP* file
+    /// (Query 1 pairs, Query 2 counts; E- and I-strategy), beside SQLite on one node; key
+    /// searches with warm and one-bucket images.
     Sdds {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// Cases as TUPLES:BUCKETS,... (the paper's speed-up: 20000:1..5; scale-up up to 300000:15).
+        #[arg(long, default_value = "20000:1,20000:3,20000:5,100000:5,300000:15")]
+        cases: String,
+        /// Strategies: e (our code), i (SQLite in each bucket), or e,i.
+        #[arg(long, value_delimiter = ',', default_value = "e,i")]
+        strategy: Vec<String>,
+        /// Query 1 (pairs returned) only up to this many tuples.
+        #[arg(long, default_value_t = 60_000)]
+        q1_max: u64,
+        /// The I-strategy only up to this many tuples.
+        #[arg(long, default_value_t = 100_000)]
+        i_max: u64,
+        /// The one-node SQLite baseline only up to this many tuples.
+        #[arg(long, default_value_t = 100_000)]
+        baseline_max: u64,
+        /// Probe tuples per shipped batch.
+        #[arg(long, default_value_t = 20_000)]
+        chunk: usize,
+        /// Key searches on the last case (0: none).
+        #[arg(long, default_value_t = 200_000)]
+        searches: u64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -639,7 +664,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let o = ssi::incop::InOptions { dir: dir_or(dir), qes, rate, calls, params, faults, overloads, interval_calls, svg, json };
                     ssi::incop::workload(&o)?
                 }
-                WorkloadCmd::Sdds { .. } => not_yet("workload sdds", "SDDS")?,
+                WorkloadCmd::Sdds { cases, strategy, q1_max, i_max, baseline_max, chunk, searches, json, dir } => {
+                    let cases = ssi::sdds::parse_cases(&cases).map_err(|e| anyhow::anyhow!("--cases {e}"))?;
+                    let strategies = strategy
+                        .iter()
+                        .map(|s| match s.as_str() {
+                            "e" => Ok(false),
+                            "i" => Ok(true),
+                            o => Err(anyhow::anyhow!("--strategy {o:?}: e or i")),
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    if chunk == 0 {
+                        anyhow::bail!("--chunk must be at least 1");
+                    }
+                    let o = ssi::sdds::SddsOptions { dir: dir_or(dir), cases, strategies, q1_max, i_max, baseline_max, chunk, searches, json };
+                    ssi::sdds::workload(&o)?
+                }
             }
         }
     }

@@ -228,7 +228,16 @@ impl OrbInner {
                         }
                     }
                 };
-                self.send_reply(&link, WireMsg { header, payload: out.payload, proto }, stages);
+                let msg = WireMsg { header, payload: out.payload, proto };
+                if let Some(why) = msg.too_large() {
+                    // The caller hears why instead of losing the link to a frame it must refuse.
+                    let mut header = msg.header;
+                    header.kind = Kind::Exception as i32;
+                    header.code = code::INTERNAL;
+                    header.message = format!("the reply cannot be sent: {why}");
+                    return self.send_reply(&link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() }, stages);
+                }
+                self.send_reply(&link, msg, stages);
             }
             Err(e) => {
                 header.kind = Kind::Exception as i32;

@@ -101,6 +101,9 @@ impl Link {
     /// Queues a request; its id comes from `next_id` under the queue lock. A two-way request
     /// registers its reply slot before it can possibly be answered.
     pub fn enqueue_request(&self, mut msg: WireMsg, next_id: &AtomicU64, reply: Option<(ReplyTx, Instant)>) -> Result<u64, OrbError> {
+        if let Some(why) = msg.too_large() {
+            return Err(OrbError::Exception(crate::Exception::new(crate::error::code::BAD_REQUEST, why)));
+        }
         let mut q = self.out.lock();
         if q.closed {
             return Err(OrbError::node_down(self.peer(), self.close_reason.lock().clone()));

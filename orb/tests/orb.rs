@@ -257,3 +257,20 @@ async fn a_stalled_servant_does_not_kill_the_link() {
     assert_eq!(a.counters().node_down_failures, 0, "no call failed: the link survived");
     assert_eq!(b.counters().overloaded, 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_oversized_message_is_refused_to_its_sender_and_the_link_stays() {
+    let net = Net::new(2);
+    let a = net.node(1).await;
+    let b = net.node(2).await;
+    wait_view(&a, 2).await;
+    wait_view(&b, 2).await;
+    let d = diag(&a, 2).await;
+    let big = vec![1u8; ssi_orb::wire::MAX_MESSAGE + 1];
+    let e = d.echo(Blob { data: big.into() }).await.err().expect("refused");
+    assert!(e.to_string().contains("over the ORB's"), "{e}");
+    // Nothing went on the wire: the link is up and the next call goes through.
+    let r = d.echo(Blob { data: b"still here".to_vec().into() }).await.unwrap();
+    assert_eq!(r.data.as_ref(), b"still here");
+    assert_eq!(a.liveness(2), ssi_orb::Liveness::Up);
+}
