@@ -12,6 +12,7 @@ pub mod local;
 pub mod ports;
 pub mod procctl;
 pub mod ps;
+pub mod redis_cluster;
 pub mod rexec;
 pub mod sdds;
 pub mod tool;

@@ -452,7 +452,7 @@ enum WorkloadCmd {
         #[arg(long, default_value_t = 100_000)]
         i_max: u64,
         /// The one-node SQLite baseline only up to this many tuples.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 300_000)]
         baseline_max: u64,
         /// Probe tuples per shipped batch.
         #[arg(long, default_value_t = 20_000)]
@@ -460,6 +460,12 @@ enum WorkloadCmd {
         /// Key searches on the last case (0: none).
         #[arg(long, default_value_t = 200_000)]
         searches: u64,
+        /// Write the Figs 3–4 plots as PREFIX-elapsed.svg and PREFIX-per-tuple.svg.
+        #[arg(long)]
+        svg_prefix: Option<PathBuf>,
+        /// Masters of the Redis Cluster started as the key search baseline (0: none).
+        #[arg(long, default_value_t = 3)]
+        redis_masters: u32,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -664,7 +670,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let o = ssi::incop::InOptions { dir: dir_or(dir), qes, rate, calls, params, faults, overloads, interval_calls, svg, json };
                     ssi::incop::workload(&o)?
                 }
-                WorkloadCmd::Sdds { cases, strategy, q1_max, i_max, baseline_max, chunk, searches, json, dir } => {
+                WorkloadCmd::Sdds { cases, strategy, q1_max, i_max, baseline_max, chunk, searches, svg_prefix, redis_masters, json, dir } => {
                     let cases = ssi::sdds::parse_cases(&cases).map_err(|e| anyhow::anyhow!("--cases {e}"))?;
                     let strategies = strategy
                         .iter()
@@ -677,7 +683,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     if chunk == 0 {
                         anyhow::bail!("--chunk must be at least 1");
                     }
-                    let o = ssi::sdds::SddsOptions { dir: dir_or(dir), cases, strategies, q1_max, i_max, baseline_max, chunk, searches, json };
+                    let o = ssi::sdds::SddsOptions { dir: dir_or(dir), cases, strategies, q1_max, i_max, baseline_max, chunk, searches, svg_prefix, redis_masters, json };
                     ssi::sdds::workload(&o)?
                 }
             }

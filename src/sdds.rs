@@ -25,6 +25,10 @@ pub struct SddsOptions {
     pub baseline_max: u64,
     pub chunk: usize,
     pub searches: u64,
+    /// Write the Figs 3–4 plots as PREFIX-elapsed.svg and PREFIX-per-tuple.svg.
+    pub svg_prefix: Option<PathBuf>,
+    /// Redis Cluster (this many masters on loopback) as the key search baseline; 0: none.
+    pub redis_masters: u32,
     pub json: bool,
 }
 
@@ -65,6 +69,29 @@ fn paper(n: u64) -> (Option<f64>, Option<f64>, Option<f64>) {
 
 const SEED: u64 = 2000;
 
+/// Figs 3–4: elapsed time and time per tuple against the file size, ours beside the paper's
+/// (the last case of each size).
+fn write_plots(prefix: &std::path::Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
+    let by_n: std::collections::BTreeMap<u64, &serde_json::Value> = rows.iter().map(|r| (r["tuples"].as_u64().unwrap_or(0), r)).collect();
+    let series = |name: &str, key: &str| -> ssi_sdds::plot::Series {
+        (name.to_string(), by_n.iter().filter_map(|(n, r)| r[key].as_f64().map(|t| (*n as f64, t))).collect())
+    };
+    let all = [
+        series("ssi Query 2, E-strategy", "q2_e_s"),
+        series("ssi Query 2, I-strategy", "q2_i_s"),
+        series("ssi Query 1, E-strategy", "q1_e_s"),
+        series("SQLite alone, Query 2", "sqlite_alone_q2_s"),
+        series("paper Query 2 (AMOS-SDDS)", "paper_q2_s"),
+        series("paper AMOS-II alone", "paper_alone_s"),
+    ];
+    for (suffix, per, title) in [("elapsed", false, "Person self-join: elapsed time vs tuples (cf. AMOS-SDDS Fig. 3)"), ("per-tuple", true, "Person self-join: time per tuple (cf. AMOS-SDDS Fig. 4)")] {
+        let svg = ssi_sdds::plot::svg(title, &all, per).map_err(|e| anyhow!(e))?;
+        let path = std::path::PathBuf::from(format!("{}-{suffix}.svg", prefix.display()));
+        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
     let cfg = crate::local::load(&o.dir)?;
     let members = crate::local::status(&o.dir).context("the cluster must be running (ssi up)")?.view_members;
@@ -73,7 +100,7 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut rows = Vec::new();
-    let mut keys = None;
+    let mut keys: Option<serde_json::Value> = None;
     rt.block_on(async {
         let orb = crate::tool::connect(&cfg).await?;
         for (k, &(n, b)) in o.cases.iter().enumerate() {
@@ -93,7 +120,10 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
             }
             let load_s = t.elapsed().as_secs_f64();
             let want = expected_pairs(n, SEED);
-            let mut row = json!({"tuples": n, "buckets": b, "load_s": load_s, "result_tuples": want});
+            // The loading client started from a one-bucket image: its IAMs are the stale
+            // image's cost on inserts.
+            let mut row = json!({"tuples": n, "buckets": b, "load_s": load_s, "inserts_per_s": n as f64 / load_s.max(1e-9),
+                                 "load_iams": c.iams, "load_forwarded": c.forwarded, "result_tuples": want});
             for &i in &o.strategies {
                 if i && n > o.i_max {
                     continue;
@@ -153,6 +183,27 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
         }
         Ok::<_, anyhow::Error>(())
     })?;
+    if let (Some(k), true) = (keys.as_mut(), o.redis_masters > 0) {
+        let searches = k["searches"].as_u64().unwrap_or(0);
+        if !o.json {
+            eprintln!("  Redis Cluster of {} masters: the same number of GETs...", o.redis_masters);
+        }
+        match crate::redis_cluster::get_rate(o.redis_masters, searches, k["tuples"].as_u64().unwrap_or(1)) {
+            Ok(r) => {
+                k["redis_cluster_gets_per_s"] = json!(r);
+                k["warm_over_redis"] = json!(k["warm_keys_per_s"].as_f64().unwrap_or(0.0) / r);
+            }
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    bail!("the Redis Cluster baseline: {e}");
+                }
+                eprintln!("ssi workload sdds: no Redis Cluster baseline: {e}");
+            }
+        }
+    }
+    if let Some(prefix) = &o.svg_prefix {
+        write_plots(prefix, &rows)?;
+    }
     if o.json {
         println!("{}", json!({"workload": "sdds", "kind": "RP*", "cases": rows, "key_search": keys}));
         return Ok(());
@@ -176,7 +227,14 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
             f(&r["paper_q1_s"])
         );
     }
-    if let Some(k) = keys {
+    if let Some(k) = &keys {
+        if let Some(r) = k["redis_cluster_gets_per_s"].as_f64() {
+            println!(
+                "  Redis Cluster ({} masters on loopback, redis-benchmark GET, 50 clients, pipeline 64): {r:.0} GETs/s; the warm SDDS image does {:.2}× that",
+                o.redis_masters,
+                k["warm_over_redis"].as_f64().unwrap_or(0.0)
+            );
+        }
         println!(
             "  key search ({} keys, {} tuples on {} buckets): warm image {:.0} keys/s; one-bucket image {:.0} keys/s with {} IAMs ({} keys forwarded), after which its image knows {} buckets",
             k["searches"], k["tuples"], k["buckets"], k["warm_keys_per_s"].as_f64().unwrap_or(0.0), k["fresh_keys_per_s"].as_f64().unwrap_or(0.0), k["fresh_iams"], k["fresh_forwarded"], k["fresh_image_buckets"]

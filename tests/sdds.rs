@@ -13,8 +13,14 @@ use ssi_sdds::addr::mix;
 use ssi_sdds::client::Client;
 use ssi_sdds::proto::{function::Op, FileSpec, Function, Kind, Record};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+/// Runs `body` with a cluster tool ORB on a fresh local cluster of `nodes` nodes.
+fn on_cluster<F: std::future::Future<Output = ()>>(name: &str, nodes: u32, body: impl FnOnce(ssi_orb::Orb) -> F) {
+    let c = Cluster::up(name, nodes);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let orb = ssi::tool::connect(&c.config()).await.unwrap();
+        body(orb).await
+    });
 }
 
 fn spec(name: &str, kind: Kind, capacity: u64) -> FileSpec {
@@ -77,9 +83,7 @@ async fn grow_and_find_every_key(orb: &ssi_orb::Orb, kind: Kind) {
 
 #[test]
 fn files_grow_from_one_bucket_and_answer_every_key() {
-    let c = Cluster::up("sdds-grow", 4);
-    rt().block_on(async {
-        let orb = ssi::tool::connect(&c.config()).await.unwrap();
+    on_cluster("sdds-grow", 4, |orb| async move {
         grow_and_find_every_key(&orb, Kind::Rp).await;
         grow_and_find_every_key(&orb, Kind::Lh).await;
         // Bad requests are refused with a reason.
@@ -144,9 +148,7 @@ async fn scans_during_splits(orb: &ssi_orb::Orb, kind: Kind) {
 
 #[test]
 fn scans_are_exact_while_buckets_split() {
-    let c = Cluster::up("sdds-scan", 4);
-    rt().block_on(async {
-        let orb = ssi::tool::connect(&c.config()).await.unwrap();
+    on_cluster("sdds-scan", 4, |orb| async move {
         scans_during_splits(&orb, Kind::Rp).await;
         scans_during_splits(&orb, Kind::Lh).await;
     });
@@ -158,9 +160,7 @@ fn scans_are_exact_while_buckets_split() {
 /// answered in full.
 #[test]
 fn keys_beyond_a_known_bucket_go_up_the_split_tree() {
-    let c = Cluster::up("sdds-up", 3);
-    rt().block_on(async {
-        let orb = ssi::tool::connect(&c.config()).await.unwrap();
+    on_cluster("sdds-up", 3, |orb| async move {
         // Pre-split into (0, 100], (100, 200] (bucket 2) and (200, MAX] (bucket 1).
         let s = FileSpec { name: "up".into(), kind: Kind::Rp as i32, capacity: 1_000, nodes: vec![1, 2, 3], initial_buckets: 3, key_space: 300 };
         let mut w = Client::create(&orb, s.clone()).await.unwrap();
@@ -180,4 +180,26 @@ fn keys_beyond_a_known_bucket_go_up_the_split_tree() {
         let found = r.search(&(1..=300).collect::<Vec<_>>()).await.unwrap();
         assert_eq!(found.len(), 300);
     });
+}
+
+/// `ssi workload sdds` end to end on a small case: the joins' results are checked inside
+/// (the command fails on a wrong count), and the Redis Cluster baseline runs beside.
+#[test]
+fn the_person_benchmark_runs_and_reports_beside_the_paper() {
+    if !common::required("redis-server", std::process::Command::new("sh").args(["-c", "command -v redis-server"]).stdout(std::process::Stdio::null()).status().is_ok_and(|s| s.success())) {
+        return;
+    }
+    let c = Cluster::up("sdds-workload", 3);
+    let out = common::ssi(&["workload", "sdds", "--cases", "2000:1,2000:3", "--searches", "5000", "--json", "--dir", c.dir_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = r["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for k in ["q2_e_s", "q2_i_s", "q1_e_s", "q1_i_s", "sqlite_alone_q2_s"] {
+        assert!(cases[1][k].as_f64().is_some(), "{k} measured: {r}");
+    }
+    assert_eq!(cases[0]["result_tuples"], cases[1]["result_tuples"]);
+    let k = &r["key_search"];
+    assert!(k["redis_cluster_gets_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(k["fresh_image_buckets"], 3, "the one-bucket image ends exact: {r}");
 }

@@ -51,6 +51,15 @@ async fn wait_view(orb: &Orb, members: usize) {
     }
 }
 
+/// Two nodes that agree on a view of both.
+async fn pair(net: &Net) -> (Orb, Orb) {
+    let a = net.node(1).await;
+    let b = net.node(2).await;
+    wait_view(&a, 2).await;
+    wait_view(&b, 2).await;
+    (a, b)
+}
+
 async fn diag(orb: &Orb, node: u32) -> DiagStub {
     diagsvc::stub(orb, node).await.unwrap()
 }
@@ -58,10 +67,7 @@ async fn diag(orb: &Orb, node: u32) -> DiagStub {
 #[tokio::test(flavor = "current_thread")]
 async fn twoway_oneway_and_views() {
     let net = Net::new(2);
-    let a = net.node(1).await;
-    let b = net.node(2).await;
-    wait_view(&a, 2).await;
-    wait_view(&b, 2).await;
+    let (a, b) = pair(&net).await;
     assert_eq!(a.view().number, b.view().number, "both nodes install the coordinator's view");
     let d = diag(&a, 2).await;
     let r = d.echo(Blob { data: vec![7u8; 4096].into() }).await.unwrap();
@@ -261,10 +267,7 @@ async fn a_stalled_servant_does_not_kill_the_link() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_oversized_message_is_refused_to_its_sender_and_the_link_stays() {
     let net = Net::new(2);
-    let a = net.node(1).await;
-    let b = net.node(2).await;
-    wait_view(&a, 2).await;
-    wait_view(&b, 2).await;
+    let (a, _b) = pair(&net).await;
     let d = diag(&a, 2).await;
     let big = vec![1u8; ssi_orb::wire::MAX_MESSAGE + 1];
     let e = d.echo(Blob { data: big.into() }).await.err().expect("refused");

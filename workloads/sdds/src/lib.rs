@@ -16,6 +16,7 @@ pub mod bucket;
 pub mod client;
 pub mod isql;
 pub mod person;
+pub mod plot;
 pub mod server;
 
 /// The name every node's `Sdds` object is registered under.
