@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::age::{mono_us, AgeGate};
 use crate::group::Group;
 use crate::outbox::{Out, Outbox};
 use crate::proto::{Announce, Answer, Answers, Calls, LookupReply, Member, MemberStatus, Params, Update, Updates};
@@ -86,7 +85,6 @@ struct State {
     queue: VecDeque<Calls>,
     backlog: usize,
     gate: Watermark,
-    age: AgeGate,
     st: MemberStatus,
 }
 
@@ -131,8 +129,6 @@ pub struct Qe {
     group: Arc<Mutex<Group>>,
     out: Outbox,
     service: Duration,
-    /// Batches queued longer than this on their way are shed (`age`).
-    age_limit_us: u64,
     state: Mutex<State>,
     work: Notify,
 }
@@ -161,14 +157,12 @@ impl Qe {
                 queue: VecDeque::new(),
                 backlog: 0,
                 gate: Watermark::new(p.qe_high, p.qe_low),
-                age: AgeGate::default(),
                 st: MemberStatus { member: Some(Member { ready: !joining, ..me.clone() }), ..Default::default() },
             }),
             me,
             group,
             out,
             service: Duration::from_micros(p.qe_service_us as u64),
-            age_limit_us: p.deadline_ms as u64 * 1000 / 4,
             work: Notify::new(),
         }))
     }
@@ -235,7 +229,9 @@ impl Qe {
         }
         s.st.received += c.calls.len() as u64;
         let backlog = s.backlog;
-        if !s.age.fresh(c.from, c.sent_us, mono_us(), self.age_limit_us) || !s.gate.admit(backlog) {
+        // Only the paper's watermark here: a QE that sheds by age costs the backup EA's
+        // reissue at half the deadline, which the EAs' own age gate spares.
+        if !s.gate.admit(backlog) {
             s.st.shed += c.calls.len() as u64;
             return;
         }
@@ -347,7 +343,6 @@ mod tests {
             queue: VecDeque::new(),
             backlog: 0,
             gate: Watermark::new(10, 5),
-            age: AgeGate::default(),
             st: MemberStatus::default(),
         }
     }
