@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 use ssi_incop::proto::{IncopStub, IssueReq, LookupReq, Member, NodeStatus, Overload, Params, Report, Role, RunReq, StartReq};
 use ssi_incop::switch::NUMBER_BASE;
-use ssi_orb::{CallOptions, Orb};
+use ssi_orb::Orb;
 
 use crate::config::Config;
 
@@ -68,7 +68,9 @@ fn member(id: u32, node: u32, role: Role) -> Member {
 /// Switch and UI on the first node, EA1 and EA2 on the next two, the QEs round-robin over
 /// the rest; with fewer nodes the roles fold onto the ones there are. An added QE goes to a
 /// node without roles if there is one, else to the QE node with the fewest QEs.
-pub fn place(nodes: &[u32], qes: u32, fault: Option<Fault>) -> Result<Placement, String> {
+pub fn place(nodes: &[u32], qes: u32, faults: &[Fault]) -> Result<Placement, String> {
+    let adds = faults.iter().any(|f| matches!(f, Fault::AddQe(_)));
+    let kill = faults.iter().copied().find(|f| matches!(f, Fault::KillQe(_) | Fault::KillEa(_)));
     if nodes.len() < 2 {
         return Err("the IN coprocessor needs at least 2 nodes (switch and UI; EAs; QEs)".into());
     }
@@ -77,26 +79,21 @@ pub fn place(nodes: &[u32], qes: u32, fault: Option<Fault>) -> Result<Placement,
     }
     let n = nodes.len();
     let mut m = vec![member(1, nodes[0], Role::Switch), member(2, nodes[0], Role::Ui)];
-    m.push(member(3, nodes[1 % n], Role::Ea));
+    m.push(member(3, nodes[1], Role::Ea));
     m.push(member(4, if n >= 3 { nodes[2] } else { nodes[1] }, Role::Ea));
     let qe_nodes: Vec<u32> = if n > 3 { nodes[3..].to_vec() } else { nodes[1..].to_vec() };
     // Leave a node free for an added QE when there is room.
-    let spare = matches!(fault, Some(Fault::AddQe(_))) && qe_nodes.len() > qes as usize;
+    let spare = adds && qe_nodes.len() > qes as usize;
     let usable = if spare { &qe_nodes[..qe_nodes.len() - 1] } else { &qe_nodes[..] };
     for i in 0..qes {
         m.push(member(10 + i, usable[i as usize % usable.len()], Role::Qe));
     }
     let count = |node: u32, m: &[Member]| m.iter().filter(|x| x.node == node).count();
-    let added = match fault {
-        Some(Fault::AddQe(_)) => {
-            let node = nodes.iter().copied().find(|nd| count(*nd, &m) == 0).unwrap_or_else(|| {
-                *usable.iter().min_by_key(|nd| count(**nd, &m)).expect("at least one QE node")
-            });
-            Some(Member { ready: false, ..member(10 + qes, node, Role::Qe) })
-        }
-        _ => None,
-    };
-    let victim = match fault {
+    let added = adds.then(|| {
+        let node = nodes.iter().copied().find(|nd| count(*nd, &m) == 0).unwrap_or_else(|| *usable.iter().min_by_key(|nd| count(**nd, &m)).expect("at least one QE node"));
+        Member { ready: false, ..member(10 + qes, node, Role::Qe) }
+    });
+    let victim = match kill {
         Some(Fault::KillQe(_)) => m.iter().rev().find(|x| x.role == Role::Qe as i32).cloned(),
         Some(Fault::KillEa(_)) => m.iter().rev().find(|x| x.role == Role::Ea as i32).cloned(),
         _ => None,
@@ -126,10 +123,9 @@ impl Session {
     pub async fn open(cfg: &Config) -> anyhow::Result<Session> {
         let orb = crate::tool::connect(cfg).await?;
         let mut stubs = BTreeMap::new();
-        let opts = CallOptions::default().deadline(Duration::from_secs(10));
         for id in cfg.nodes.keys() {
-            let h = orb.resolve(*id, ssi_incop::INCOP_NAME).await.map_err(|e| anyhow!("node {id} serves no IN coprocessor: {e}"))?;
-            stubs.insert(*id, IncopStub::new(h)?.with_options(opts.clone()));
+            let s = ssi_incop::stub(&orb, *id, Duration::from_secs(10)).await.map_err(|e| anyhow!("node {id} serves no IN coprocessor: {e}"))?;
+            stubs.insert(*id, s);
         }
         Ok(Session { orb, cfg: cfg.clone(), stubs })
     }
@@ -154,7 +150,7 @@ impl Session {
         let mut order = p.members.clone();
         order.sort_by_key(|m| (m.role != Role::Qe as i32, m.id));
         for m in &order {
-            let req = StartReq { me: Some(m.clone()), roster: p.members.clone(), params: Some(params.clone()), joining: false, state_dir: String::new() };
+            let req = StartReq { me: Some(m.clone()), roster: p.members.clone(), params: Some(params.clone()), joining: false };
             self.stub(m.node)?.start(req).await.map_err(|e| anyhow!("starting member {} on node {}: {e}", m.id, m.node))?;
         }
         Ok(())
@@ -250,7 +246,7 @@ pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, fault
                     if let Some(v) = &p.victim {
                         roster.retain(|m| m.node != v.node || log.killed.is_none());
                     }
-                    let req = StartReq { me: Some(a.clone()), roster, params: Some(params.clone()), joining: true, state_dir: String::new() };
+                    let req = StartReq { me: Some(a.clone()), roster, params: Some(params.clone()), joining: true };
                     s.stub(a.node)?.start(req).await.map_err(|e| anyhow!("adding QE {} on node {}: {e}", a.id, a.node))?;
                     // An update while it joins: it must reach the new QE too.
                     let number = NUMBER_BASE + params.db_entries + 4242;
@@ -326,11 +322,7 @@ pub fn workload(o: &InOptions) -> anyhow::Result<()> {
     if crate::local::uses_netns(&cfg) {
         bail!("ssi workload in drives the cluster from this host's ORB: start the cluster without --netns");
     }
-    let fault_for_place = o.faults.iter().copied().find(|f| matches!(f, Fault::KillQe(_) | Fault::KillEa(_))).or(o.faults.first().copied());
-    let mut placement = place(&members, o.qes, fault_for_place).map_err(|e| anyhow!(e))?;
-    if o.faults.len() > 1 {
-        placement.added = place(&members, o.qes, o.faults.iter().copied().find(|f| matches!(f, Fault::AddQe(_)))).map_err(|e| anyhow!(e))?.added;
-    }
+    let placement = place(&members, o.qes, &o.faults).map_err(|e| anyhow!(e))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let outcome = rt.block_on(async {
         let s = Session::open(&cfg).await?;
@@ -505,19 +497,19 @@ mod tests {
     #[test]
     fn placement_keeps_the_victim_alone_and_a_node_free_for_the_added_qe() {
         let nodes: Vec<u32> = (1..=8).collect();
-        let p = place(&nodes, 4, Some(Fault::KillQe(1))).unwrap();
+        let p = place(&nodes, 4, &[Fault::KillQe(1)]).unwrap();
         let v = p.victim.unwrap();
         assert_eq!(v.role, Role::Qe as i32);
         assert_eq!(p.members.iter().filter(|m| m.node == v.node).count(), 1);
-        let p = place(&nodes, 4, Some(Fault::AddQe(1))).unwrap();
+        let p = place(&nodes, 4, &[Fault::AddQe(1)]).unwrap();
         let a = p.added.unwrap();
         assert!(!a.ready);
         assert!(p.members.iter().all(|m| m.node != a.node), "{p:?}");
-        let p = place(&nodes[..7], 4, Some(Fault::KillEa(1))).unwrap();
+        let p = place(&nodes[..7], 4, &[Fault::KillEa(1)]).unwrap();
         assert_eq!(p.victim.unwrap().id, 4);
-        assert!(place(&nodes[..3], 4, Some(Fault::KillEa(1))).is_err());
-        assert!(place(&nodes[..1], 4, None).is_err());
-        let p = place(&nodes[..2], 2, None).unwrap();
+        assert!(place(&nodes[..3], 4, &[Fault::KillEa(1)]).is_err());
+        assert!(place(&nodes[..1], 4, &[]).is_err());
+        let p = place(&nodes[..2], 2, &[]).unwrap();
         assert_eq!(p.members.len(), 6);
     }
 }

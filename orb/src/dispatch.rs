@@ -203,7 +203,7 @@ impl OrbInner {
             return;
         }
         let stages = Stages { t_dispatch, t_start, t_end: probes::stamp() };
-        let mut header = Header {
+        let header = Header {
             kind: Kind::Reply as i32,
             request_id: id,
             src_node: self.cfg.node,
@@ -213,42 +213,24 @@ impl OrbInner {
             priority: prio,
             ..Default::default()
         };
-        match res {
-            Ok(out) => {
-                let proto = if out.refs.is_empty() {
-                    Bytes::new()
-                } else {
-                    match self.orb().marshal_refs(&out.refs, link.peer()).await {
-                        Ok(p) => p,
-                        Err(e) => {
-                            header.kind = Kind::Exception as i32;
-                            header.code = code::INTERNAL;
-                            header.message = format!("cannot pass references in the reply: {e}");
-                            return self.send_reply(&link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() }, stages);
-                        }
-                    }
-                };
-                let msg = WireMsg { header, payload: out.payload, proto };
-                if let Some(why) = msg.too_large() {
-                    // The caller hears why instead of losing the link to a frame it must refuse.
-                    let mut header = msg.header;
-                    header.kind = Kind::Exception as i32;
-                    header.code = code::INTERNAL;
-                    header.message = format!("the reply cannot be sent: {why}");
-                    return self.send_reply(&link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() }, stages);
-                }
-                self.send_reply(&link, msg, stages);
-            }
-            Err(e) => {
-                header.kind = Kind::Exception as i32;
-                header.code = e.code;
-                header.message = e.message;
-                self.send_reply(&link, WireMsg { header, payload: Bytes::new(), proto: Bytes::new() }, stages);
-            }
-        }
+        let msg = match res {
+            Ok(out) if out.refs.is_empty() => WireMsg { header, payload: out.payload, proto: Bytes::new() },
+            Ok(out) => match self.orb().marshal_refs(&out.refs, link.peer()).await {
+                Ok(proto) => WireMsg { header, payload: out.payload, proto },
+                Err(e) => exception(header, code::INTERNAL, format!("cannot pass references in the reply: {e}")),
+            },
+            Err(e) => exception(header, e.code, e.message),
+        };
+        self.send_reply(&link, msg, stages);
     }
 
-    fn send_reply(&self, link: &Link, msg: WireMsg, s: Stages) {
+    fn send_reply(&self, link: &Link, mut msg: WireMsg, s: Stages) {
+        let mut len = msg.encoded_len();
+        if let Some(why) = crate::wire::size_error(len) {
+            // The caller hears why instead of losing the link to a frame it must refuse.
+            msg = exception(msg.header, code::INTERNAL, format!("the reply cannot be sent: {why}"));
+            len = msg.encoded_len();
+        }
         let h = &msg.header;
         probes::rr_server(&RrServer {
             req_id: h.request_id,
@@ -261,7 +243,7 @@ impl OrbInner {
             t_end: s.t_end,
         });
         Counters::add(&self.counters.replies_sent, 1);
-        link.enqueue(msg);
+        link.enqueue_sized(msg, len);
     }
 
     pub(crate) fn reply_exception(&self, link: &Link, req: &Header, e: Exception, twoway: bool) {
@@ -289,4 +271,12 @@ struct Stages {
     t_dispatch: u64,
     t_start: u64,
     t_end: u64,
+}
+
+/// A reply's header turned into an exception with no payload.
+fn exception(mut header: Header, code: u32, message: String) -> WireMsg {
+    header.kind = Kind::Exception as i32;
+    header.code = code;
+    header.message = message;
+    WireMsg { header, payload: Bytes::new(), proto: Bytes::new() }
 }

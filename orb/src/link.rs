@@ -101,39 +101,47 @@ impl Link {
     /// Queues a request; its id comes from `next_id` under the queue lock. A two-way request
     /// registers its reply slot before it can possibly be answered.
     pub fn enqueue_request(&self, mut msg: WireMsg, next_id: &AtomicU64, reply: Option<(ReplyTx, Instant)>) -> Result<u64, OrbError> {
-        if let Some(why) = msg.too_large() {
-            return Err(OrbError::Exception(crate::Exception::new(crate::error::code::BAD_REQUEST, why)));
-        }
         let mut q = self.out.lock();
         if q.closed {
             return Err(OrbError::node_down(self.peer(), self.close_reason.lock().clone()));
         }
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         msg.header.request_id = id;
+        // Sized with its id: the queue's byte count must match what the writer takes off.
+        let len = msg.encoded_len();
+        if let Some(why) = crate::wire::size_error(len) {
+            return Err(OrbError::Exception(crate::Exception::new(crate::error::code::BAD_REQUEST, why)));
+        }
         if let Some((tx, deadline)) = reply {
             self.pending.lock().insert(id, Pending { tx, deadline });
         }
         Counters::add(&self.counters.requests_sent, 1);
-        q.bytes += msg.encoded_len();
-        q.msgs.push(msg);
-        if let Some(w) = q.waker.take() {
-            w.wake();
-        }
+        Self::push(&mut q, msg, len);
         Ok(id)
     }
 
     /// Queues a reply, exception, error or handshake message (no id assigned).
     pub fn enqueue(&self, msg: WireMsg) -> bool {
+        let len = msg.encoded_len();
+        self.enqueue_sized(msg, len)
+    }
+
+    /// `enqueue` for a caller that has the message's `encoded_len` already.
+    pub(crate) fn enqueue_sized(&self, msg: WireMsg, len: usize) -> bool {
         let mut q = self.out.lock();
         if q.closed {
             return false;
         }
-        q.bytes += msg.encoded_len();
+        Self::push(&mut q, msg, len);
+        true
+    }
+
+    fn push(q: &mut OutQueue, msg: WireMsg, len: usize) {
+        q.bytes += len;
         q.msgs.push(msg);
         if let Some(w) = q.waker.take() {
             w.wake();
         }
-        true
     }
 
     /// Waits while the queue is over its high-water mark.

@@ -42,13 +42,13 @@ impl WireMsg {
         let c = self.chain();
         PREFIX + c[0] + c[1] + c[2]
     }
-    /// Why this message may not be sent, if it is over the size every receiver refuses
-    /// (sending it would make the peer drop the whole link as out of step).
-    pub fn too_large(&self) -> Option<String> {
-        let c = self.chain();
-        let len = c[0] + c[1] + c[2];
-        (len > MAX_MESSAGE).then(|| format!("a message of {len} bytes is over the ORB's {MAX_MESSAGE}-byte limit"))
-    }
+}
+
+/// Why a message of `encoded_len` bytes (`WireMsg::encoded_len`) may not be sent: over the
+/// size every receiver refuses, it would make the peer drop the whole link as out of step.
+pub fn size_error(encoded_len: usize) -> Option<String> {
+    let len = encoded_len.saturating_sub(PREFIX);
+    (len > MAX_MESSAGE).then(|| format!("a message of {len} bytes is over the ORB's {MAX_MESSAGE}-byte limit"))
 }
 
 /// Number of buffers in a chain: the header always, payload and proto when not empty.

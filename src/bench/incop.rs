@@ -62,7 +62,7 @@ pub fn run_bench(o: &Options) -> anyhow::Result<()> {
             let params: Params = default_params();
             let mut rows = Vec::new();
             for qes in 2..=o.max_qes {
-                let p = place(&ids, qes, None).map_err(|e| anyhow!(e))?;
+                let p = place(&ids, qes, &[]).map_err(|e| anyhow!(e))?;
                 let mut probes: BTreeMap<u64, f64> = BTreeMap::new();
                 let probe = |rate: u64| {
                     let s = &s;

@@ -28,4 +28,10 @@ pub mod wheel;
 /// The name every node's `Incop` object is registered under.
 pub const INCOP_NAME: &str = "incop";
 
+/// Node `node`'s `Incop` object, its calls bounded by `deadline`.
+pub async fn stub(orb: &ssi_orb::Orb, node: u32, deadline: std::time::Duration) -> Result<proto::IncopStub, ssi_orb::OrbError> {
+    let h = orb.resolve(node, INCOP_NAME).await?;
+    Ok(proto::IncopStub::new(h)?.with_options(ssi_orb::CallOptions::default().deadline(deadline)))
+}
+
 pub use node::serve;

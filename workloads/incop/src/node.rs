@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use ssi_orb::proto::{Empty, OneWay};
-use ssi_orb::{CallCtx, CallOptions, Exception, Orb};
+use ssi_orb::{CallCtx, Exception, Orb};
 
 use crate::ea::Ea;
 use crate::group::Group;
@@ -119,9 +119,8 @@ impl IncopNode {
         let ui = self.0.group.lock().ui();
         let missed = match ui {
             Some(ui) => {
-                let opts = CallOptions::default().deadline(Duration::from_secs(2));
                 let r = async {
-                    let s = IncopStub::new(self.0.orb.resolve(ui.node, INCOP_NAME).await?)?.with_options(opts);
+                    let s = crate::stub(&self.0.orb, ui.node, Duration::from_secs(2)).await?;
                     s.since(SinceReq { after: qe.applied(), member: qe.id() }).await
                 }
                 .await;
@@ -139,19 +138,9 @@ impl IncopNode {
         self.0.group.lock().announce(&me);
         let nodes = self.0.group.lock().nodes();
         for n in nodes {
-            self.0.out.send(n, Out::Ready(Announce { member: Some(me.clone()), dump_seq: 0 }));
+            self.0.out.send(n, Out::Ready(Announce { member: Some(me.clone()) }));
         }
         tracing::info!(qe = me.id, "incop: QE state-ready");
-    }
-}
-
-impl IncopNode {
-    /// The last update QE `q` has applied (None: it did not answer).
-    async fn applied_at(&self, q: &Member) -> Option<u64> {
-        let opts = CallOptions::default().deadline(Duration::from_millis(500));
-        let h = self.0.orb.resolve(q.node, INCOP_NAME).await.ok()?;
-        let s = IncopStub::new(h).ok()?.with_options(opts);
-        Some(s.lookup(LookupReq { qe: q.id, number: 0 }).await.ok()?.applied_seq)
     }
 }
 
@@ -193,8 +182,7 @@ impl Incop for IncopNode {
                 roles.eas.insert(me.id, ea);
             }
             Role::Qe => {
-                let dir = if req.state_dir.is_empty() { self.0.state_dir.clone() } else { PathBuf::from(&req.state_dir) };
-                let qe = Qe::new(me.clone(), self.0.group.clone(), self.0.out.clone(), &p, &dir, req.joining).map_err(Exception::app)?;
+                let qe = Qe::new(me.clone(), self.0.group.clone(), self.0.out.clone(), &p, &self.0.state_dir, req.joining).map_err(Exception::app)?;
                 roles.tasks.push(qe.start());
                 if req.joining {
                     roles.tasks.push(self.join(qe.clone()));
@@ -250,16 +238,26 @@ impl Incop for IncopNode {
             return Ok(IssueReply { seq, qes_applied: 0, unplugged: false });
         }
         // Announce before unplug: disconnect only once every QE in the view has applied the
-        // removal (a QE that leaves the view meanwhile no longer counts).
+        // removal (a QE that leaves the view meanwhile no longer counts). Each QE is asked
+        // until it confirms, through one stub per node.
         let t0 = std::time::Instant::now();
+        let mut confirmed = std::collections::BTreeSet::new();
+        let mut stubs: HashMap<u32, IncopStub> = HashMap::new();
         loop {
             let qes = self.0.group.lock().ready_qes();
-            let mut applied = 0;
-            for q in &qes {
-                if self.applied_at(q).await.is_some_and(|a| a >= seq) {
-                    applied += 1;
+            let waiting: Vec<&Member> = qes.iter().filter(|q| !confirmed.contains(&q.id)).collect();
+            for q in waiting {
+                if !stubs.contains_key(&q.node) {
+                    let Ok(s) = crate::stub(&self.0.orb, q.node, Duration::from_millis(500)).await else { continue };
+                    stubs.insert(q.node, s);
+                }
+                if let Ok(r) = stubs[&q.node].lookup(LookupReq { qe: q.id, number: 0 }).await {
+                    if r.applied_seq >= seq {
+                        confirmed.insert(q.id);
+                    }
                 }
             }
+            let applied = qes.iter().filter(|q| confirmed.contains(&q.id)).count();
             if applied == qes.len() {
                 ui.unplug(number);
                 return Ok(IssueReply { seq, qes_applied: applied as u32, unplugged: true });

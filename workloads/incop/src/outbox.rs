@@ -1,19 +1,17 @@
 //! Sending to other nodes' `Incop` objects without ever waiting on one: a queue and a
 //! sender task per destination node. A node that is down (or slow) only fills its own
-//! queue; when that is full, further batches for it are dropped and counted — the
-//! coprocessor's backup mechanism, not the sender, makes up for lost batches.
+//! queue; when that is full, further batches for it are dropped — the coprocessor's backup
+//! mechanism, not the sender, makes up for lost batches.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use ssi_orb::{CallOptions, Orb};
+use ssi_orb::Orb;
 use tokio::sync::mpsc;
 
 use crate::proto::{Announce, Answers, Calls, IncopStub, Updates};
-use crate::INCOP_NAME;
 
 /// A one-way message for some node's `Incop`.
 pub enum Out {
@@ -35,12 +33,11 @@ pub struct Outbox(Arc<Inner>);
 struct Inner {
     orb: Orb,
     queues: Mutex<HashMap<u32, mpsc::Sender<Out>>>,
-    dropped: AtomicU64,
 }
 
 impl Outbox {
     pub fn new(orb: &Orb) -> Outbox {
-        Outbox(Arc::new(Inner { orb: orb.clone(), queues: Mutex::new(HashMap::new()), dropped: AtomicU64::new(0) }))
+        Outbox(Arc::new(Inner { orb: orb.clone(), queues: Mutex::new(HashMap::new()) }))
     }
 
     pub fn send(&self, node: u32, msg: Out) {
@@ -54,23 +51,16 @@ impl Outbox {
                 })
                 .clone()
         };
-        if tx.try_send(msg).is_err() {
-            self.0.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.0.dropped.load(Ordering::Relaxed)
+        let _ = tx.try_send(msg); // full: dropped (see above)
     }
 }
 
 async fn sender(orb: Orb, node: u32, mut rx: mpsc::Receiver<Out>) {
-    let opts = CallOptions::default().deadline(Duration::from_millis(500));
     let mut stub: Option<IncopStub> = None;
     while let Some(msg) = rx.recv().await {
         if stub.is_none() {
-            stub = match orb.resolve(node, INCOP_NAME).await.and_then(IncopStub::new) {
-                Ok(s) => Some(s.with_options(opts.clone())),
+            stub = match crate::stub(&orb, node, Duration::from_millis(500)).await {
+                Ok(s) => Some(s),
                 Err(e) => {
                     tracing::debug!(node, "incop: cannot reach node: {e}");
                     continue; // dropped: the node is not there (yet)

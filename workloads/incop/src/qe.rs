@@ -290,7 +290,7 @@ impl Qe {
     /// What a joining member needs: every update since the dump.
     pub fn log(&self) -> Updates {
         let s = self.state.lock();
-        Updates { to: 0, updates: s.log.clone(), upto: s.applied }
+        Updates { to: 0, updates: s.log.clone() }
     }
 
     pub fn count_state_log_sent(&self) {
@@ -306,7 +306,7 @@ impl Qe {
     }
 
     pub fn announce(&self) -> Announce {
-        Announce { member: Some(Member { ready: self.is_ready(), ..self.me.clone() }), dump_seq: 0 }
+        Announce { member: Some(Member { ready: self.is_ready(), ..self.me.clone() }) }
     }
 
     pub fn status(&self) -> MemberStatus {

@@ -47,9 +47,8 @@ pub fn intervals_svg(title: &str, series: &[(String, &Report)]) -> Result<String
             .y_desc("% of calls within the deadline")
             .draw()
             .map_err(|e| e.to_string())?;
-        const C: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(255, 127, 14)];
         for (k, (name, r)) in series.iter().enumerate() {
-            let c = C[k % C.len()];
+            let c = Palette99::pick(k).to_rgba();
             let pts: Vec<(f64, f64)> = r.intervals.iter().map(|i| ((i.first_seq + i.calls) as f64, share(i) * 100.0)).collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
@@ -90,9 +89,8 @@ pub fn fig4a_svg(rows: &[(u32, [f64; 3])], paper_rate: f64) -> Result<String, St
             .y_desc("calls/s")
             .draw()
             .map_err(|e| e.to_string())?;
-        const C: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
         for (k, name) in ["all", "97%", "95%"].iter().enumerate() {
-            let c = C[k];
+            let c = Palette99::pick(k).to_rgba();
             let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.0 as f64, r.1[k])).collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))

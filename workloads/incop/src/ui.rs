@@ -51,7 +51,7 @@ impl Ui {
             nodes.extend(g.ready_qes().iter().chain(g.joining_qes().iter()).map(|m| m.node));
         }
         for n in nodes {
-            self.out.send(n, Out::Multicast(Updates { to: 0, updates: vec![u.clone()], upto: u.seq }));
+            self.out.send(n, Out::Multicast(Updates { to: 0, updates: vec![u.clone()] }));
         }
         u.seq
     }
@@ -63,6 +63,6 @@ impl Ui {
     pub fn since(&self, after: u64, node: u32) -> Updates {
         let mut s = self.state.lock();
         s.extra.insert(node);
-        Updates { to: 0, updates: s.log.iter().filter(|u| u.seq > after).cloned().collect(), upto: s.seq }
+        Updates { to: 0, updates: s.log.iter().filter(|u| u.seq > after).cloned().collect() }
     }
 }

@@ -7,17 +7,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use ssi_orb::{CallOptions, Orb};
+use ssi_orb::Orb;
 
 use crate::addr::Image;
 use crate::proto::{function::Op, BucketInfo, BucketResult, FileName, FileSpec, Function, KeyBatch, Kind, OpReply, Record, ScanReq, SddsStub};
-use crate::SDDS_NAME;
+use crate::{KeyOp, Stubs};
 
 pub struct Client {
-    orb: Orb,
     pub spec: FileSpec,
     pub image: Image,
-    stubs: HashMap<u32, SddsStub>,
+    stubs: Stubs,
     /// Image adjustment messages received so far.
     pub iams: u64,
     /// Keys that reached their bucket through a forward.
@@ -40,32 +39,26 @@ impl Client {
     /// A new client of an existing file: its image knows bucket 0 only.
     pub fn new(orb: &Orb, spec: FileSpec) -> Client {
         let image = if spec.kind == Kind::Rp as i32 { Image::rp() } else { Image::lh() };
-        Client { orb: orb.clone(), spec, image, stubs: HashMap::new(), iams: 0, forwarded: 0, batch: 5000 }
+        Client { spec, image, stubs: Stubs::new(orb, Duration::from_secs(300)), iams: 0, forwarded: 0, batch: 5000 }
     }
 
     /// Creates the file (on its first node) and returns a client of it.
     pub async fn create(orb: &Orb, spec: FileSpec) -> Result<Client, String> {
-        let mut c = Client::new(orb, spec);
+        let c = Client::new(orb, spec);
         let n0 = *c.spec.nodes.first().ok_or("a file needs nodes")?;
         c.stub(n0).await?.create(c.spec.clone()).await.map_err(err)?;
         Ok(c)
     }
 
-    async fn stub(&mut self, node: u32) -> Result<SddsStub, String> {
-        if let Some(s) = self.stubs.get(&node) {
-            return Ok(s.clone());
-        }
-        let h = self.orb.resolve(node, SDDS_NAME).await.map_err(err)?;
-        let s = SddsStub::new(h).map_err(err)?.with_options(CallOptions::default().deadline(Duration::from_secs(300)));
-        self.stubs.insert(node, s.clone());
-        Ok(s)
+    async fn stub(&self, node: u32) -> Result<SddsStub, String> {
+        self.stubs.get(node).await.map_err(err)
     }
 
     fn node_of(&self, b: u32) -> u32 {
         self.spec.nodes[b as usize % self.spec.nodes.len()]
     }
 
-    async fn keyed(&mut self, method: u8, records: Vec<Record>) -> Result<OpReply, String> {
+    async fn keyed(&mut self, op: KeyOp, records: Vec<Record>) -> Result<OpReply, String> {
         let mut per: HashMap<u32, Vec<Record>> = HashMap::new();
         for r in records {
             per.entry(self.image.address(r.key)).or_default().push(r);
@@ -76,13 +69,7 @@ impl Client {
             for chunk in rs.chunks(self.batch.max(1)) {
                 let kb = KeyBatch { file: self.spec.name.clone(), bucket: b, records: chunk.to_vec(), hops: 0 };
                 let s = s.clone();
-                calls.push(async move {
-                    match method {
-                        0 => s.insert(kb).await,
-                        1 => s.search(kb).await,
-                        _ => s.delete(kb).await,
-                    }
-                });
+                calls.push(async move { op.call(&s, kb).await });
             }
         }
         let mut out = OpReply::default();
@@ -102,16 +89,16 @@ impl Client {
 
     /// Inserts (or replaces) records; returns how many were stored.
     pub async fn insert(&mut self, records: Vec<Record>) -> Result<u64, String> {
-        Ok(self.keyed(0, records).await?.done)
+        Ok(self.keyed(KeyOp::Insert, records).await?.done)
     }
 
     /// The records with these keys that exist.
     pub async fn search(&mut self, keys: &[u64]) -> Result<Vec<Record>, String> {
-        Ok(self.keyed(1, keys.iter().map(|k| Record { key: *k, value: Default::default() }).collect()).await?.found)
+        Ok(self.keyed(KeyOp::Search, keys.iter().map(|k| Record { key: *k, value: Default::default() }).collect()).await?.found)
     }
 
     pub async fn delete(&mut self, keys: &[u64]) -> Result<u64, String> {
-        Ok(self.keyed(2, keys.iter().map(|k| Record { key: *k, value: Default::default() }).collect()).await?.done)
+        Ok(self.keyed(KeyOp::Delete, keys.iter().map(|k| Record { key: *k, value: Default::default() }).collect()).await?.done)
     }
 
     /// Ships `f` to the buckets (those meeting the range, for a range search). With a
@@ -190,7 +177,7 @@ impl Client {
     }
 
     /// Every bucket of the file, from every node.
-    pub async fn info(&mut self) -> Result<(Vec<BucketInfo>, u32), String> {
+    pub async fn info(&self) -> Result<(Vec<BucketInfo>, u32), String> {
         let nodes: BTreeSet<u32> = self.spec.nodes.iter().copied().collect();
         let mut out = Vec::new();
         let mut splits = 0;
@@ -203,7 +190,7 @@ impl Client {
         Ok((out, splits))
     }
 
-    pub async fn drop_file(&mut self) -> Result<(), String> {
+    pub async fn drop_file(&self) -> Result<(), String> {
         let nodes: BTreeSet<u32> = self.spec.nodes.iter().copied().collect();
         for n in nodes {
             self.stub(n).await?.drop(FileName { name: self.spec.name.clone() }).await.map_err(err)?;

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use ssi_orb::proto::{Empty, OneWay};
-use ssi_orb::{CallCtx, CallOptions, Exception, Orb, OrbError};
+use ssi_orb::{CallCtx, Exception, Orb, OrbError};
 
 use crate::bucket::{city_of, Bucket};
 use crate::proto::{
     export_sdds, function::Op, BucketInfo, Done, BucketResult, FileInfo, FileName, FileSpec, Iam, KeyBatch, Kind, NewBucket, OpReply, Overflow, Record, ScanReply,
     ScanReq, Sdds, SddsStub, SplitReq,
 };
-use crate::SDDS_NAME;
+use crate::{KeyOp, Stubs, SDDS_NAME};
 
 /// Forwards allowed before a key is refused (LH* needs at most 2; RP* one per split level).
 const MAX_HOPS: u32 = 64;
@@ -56,12 +56,12 @@ pub struct SddsNode(Arc<Inner>);
 struct Inner {
     orb: Orb,
     files: Mutex<HashMap<String, Arc<FileHere>>>,
-    stubs: Mutex<HashMap<u32, SddsStub>>,
+    stubs: Stubs,
 }
 
 /// Exports this node's `Sdds` object (name `sdds`).
 pub fn serve(orb: &Orb) -> SddsNode {
-    let n = SddsNode(Arc::new(Inner { orb: orb.clone(), files: Default::default(), stubs: Default::default() }));
+    let n = SddsNode(Arc::new(Inner { orb: orb.clone(), files: Default::default(), stubs: Stubs::new(orb, Duration::from_secs(120)) }));
     let h = export_sdds(orb, n.clone());
     orb.register_name(SDDS_NAME, &h);
     n
@@ -99,13 +99,7 @@ fn check_spec(s: &FileSpec) -> Result<(), Exception> {
 
 impl SddsNode {
     async fn stub(&self, node: u32) -> Result<SddsStub, Exception> {
-        if let Some(s) = self.0.stubs.lock().get(&node) {
-            return Ok(s.clone());
-        }
-        let h = self.0.orb.resolve(node, SDDS_NAME).await.map_err(orb_err)?;
-        let s = SddsStub::new(h).map_err(orb_err)?.with_options(CallOptions::default().deadline(Duration::from_secs(120)));
-        self.0.stubs.lock().insert(node, s.clone());
-        Ok(s)
+        self.0.stubs.get(node).await.map_err(orb_err)
     }
 
     fn file(&self, name: &str) -> Result<Arc<FileHere>, Exception> {
@@ -129,7 +123,7 @@ impl SddsNode {
     }
 
     /// The key operations' common path: own keys through `here`, the others forwarded.
-    async fn keyed<F>(&self, req: KeyBatch, method: u8, here: F) -> Result<OpReply, Exception>
+    async fn keyed<F>(&self, req: KeyBatch, op: KeyOp, here: F) -> Result<OpReply, Exception>
     where
         F: Fn(&mut Bucket, Record, &mut OpReply),
     {
@@ -156,7 +150,7 @@ impl SddsNode {
         if (lh && req.hops == 0 && !fwd.is_empty()) || (!lh && req.hops > 0) {
             reply.iams.push(iam);
         }
-        if method == 0 && len > f.spec.capacity {
+        if op == KeyOp::Insert && len > f.spec.capacity {
             self.report_full(&f, req.bucket, iam.level).await;
         }
         let mut calls = Vec::new();
@@ -164,13 +158,7 @@ impl SddsNode {
             reply.forwarded += records.len() as u32;
             let s = self.stub(f.node_of(t)).await?;
             let kb = KeyBatch { file: req.file.clone(), bucket: t, records, hops: req.hops + 1 };
-            calls.push(async move {
-                match method {
-                    0 => s.insert(kb).await,
-                    1 => s.search(kb).await,
-                    _ => s.delete(kb).await,
-                }
-            });
+            calls.push(async move { op.call(&s, kb).await });
         }
         for r in futures_util::future::join_all(calls).await {
             let r = r.map_err(orb_err)?.into_inner();
@@ -274,7 +262,7 @@ impl Sdds for SddsNode {
     }
 
     async fn insert(&self, _ctx: &CallCtx, req: KeyBatch) -> Result<OpReply, Exception> {
-        self.keyed(req, 0, |b, r, rep| {
+        self.keyed(req, KeyOp::Insert, |b, r, rep| {
             b.insert(r);
             rep.done += 1;
         })
@@ -282,7 +270,7 @@ impl Sdds for SddsNode {
     }
 
     async fn search(&self, _ctx: &CallCtx, req: KeyBatch) -> Result<OpReply, Exception> {
-        self.keyed(req, 1, |b, r, rep| {
+        self.keyed(req, KeyOp::Search, |b, r, rep| {
             if let Some(v) = b.records.get(&r.key) {
                 rep.found.push(Record { key: r.key, value: v.clone() });
                 rep.done += 1;
@@ -292,7 +280,7 @@ impl Sdds for SddsNode {
     }
 
     async fn delete(&self, _ctx: &CallCtx, req: KeyBatch) -> Result<OpReply, Exception> {
-        self.keyed(req, 2, |b, r, rep| {
+        self.keyed(req, KeyOp::Delete, |b, r, rep| {
             if b.remove(r.key) {
                 rep.done += 1;
             }
