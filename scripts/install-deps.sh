@@ -4,10 +4,12 @@
 # pkg-config build libbpf (through libbpf-rs). protobuf-compiler is optional (a vendored
 # protoc is the fallback). Tests: fuse3 (fusermount3), sqlite3, attr (xattrs), bpftrace (the
 # USDT probe tests), make and gcc (a C tree built with SHELL='ssi sh'), libseccomp-dev (bind
-# interposition), redis-server (the Redis Cluster baseline of `ssi workload sdds`).
+# interposition), redis-server (the Redis Cluster baseline of `ssi workload sdds`), nginx-light
+# and wrk (the web benchmark and workload), nftables (the dispatcher's DNAT fallback).
 set -euo pipefail
 pkgs=(clang-14 libelf-dev zlib1g-dev pkg-config protobuf-compiler ca-certificates
-      fuse3 sqlite3 attr bpftrace make gcc libseccomp-dev redis-server)
+      fuse3 sqlite3 attr bpftrace make gcc libseccomp-dev redis-server
+      nginx-light wrk nftables)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

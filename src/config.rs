@@ -6,6 +6,8 @@
 //! key_file = "cluster.key"          # relative paths are relative to this file
 //! global_address = "10.0.0.100"     # optional: the cluster's address on gateway nodes
 //! gateways = [2]
+//! dispatch = "auto"                 # optional: how gateways steer connections for the
+//!                                   # global address: auto | ebpf | nft | proxy
 //!
 //! [orb]                             # optional tuning
 //! heartbeat_ms = 200
@@ -43,8 +45,10 @@ pub struct Config {
     pub path: PathBuf,
     pub cluster: String,
     pub key_file: PathBuf,
-    pub global_address: Option<String>,
+    pub global_address: Option<std::net::Ipv4Addr>,
     pub gateways: Vec<u32>,
+    /// How gateways steer connections for the global address.
+    pub dispatch: ssi_netsap::dispatch::Mode,
     pub heartbeat: Duration,
     pub fail_timeout: Duration,
     pub max_concurrent: usize,
@@ -106,9 +110,10 @@ struct RawConfig {
 struct RawCluster {
     name: Spanned<String>,
     key_file: Spanned<String>,
-    global_address: Option<String>,
+    global_address: Option<Spanned<String>>,
     #[serde(default)]
     gateways: Vec<Spanned<u32>>,
+    dispatch: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -243,6 +248,14 @@ impl Config {
             }
             gateways.push(*g.get_ref());
         }
+        let global_address = match &raw.cluster.global_address {
+            None => None,
+            Some(a) => Some(a.get_ref().parse().map_err(|_| err_at(a.span(), format!("global_address {:?} is not an IPv4 address", a.get_ref())))?),
+        };
+        let dispatch = match &raw.cluster.dispatch {
+            None => ssi_netsap::dispatch::Mode::Auto,
+            Some(d) => d.get_ref().parse().map_err(|e| err_at(d.span(), e))?,
+        };
         let mut volumes: Vec<Volume> = Vec::new();
         for v in &raw.volumes {
             let v = v.get_ref();
@@ -283,8 +296,9 @@ impl Config {
             path: path.to_path_buf(),
             cluster: name.clone(),
             key_file: resolve(raw.cluster.key_file.get_ref()),
-            global_address: raw.cluster.global_address,
+            global_address,
             gateways,
+            dispatch,
             heartbeat,
             fail_timeout,
             max_concurrent,
@@ -351,6 +365,8 @@ dir = "disk/www"
         assert_eq!(err(&GOOD.replace("id = 2", "id = 600")), "/etc/c.toml:13:6: node id 600 out of range 1..=511");
         assert!(err(&GOOD.replace("127.0.0.1:7002", "nowhere")).starts_with("/etc/c.toml:14:8: addr \"nowhere\" is not IP:port"));
         assert!(err(&GOOD.replace("gateways = [2]", "gateways = [9]")).starts_with("/etc/c.toml:5:13: gateway 9"));
+        assert!(err(&GOOD.replace("gateways = [2]", "gateways = [2]\nglobal_address = \"10.0.0\"")).contains("not an IPv4 address"));
+        assert!(err(&GOOD.replace("gateways = [2]", "gateways = [2]\ndispatch = \"ipvs\"")).contains("expected auto, ebpf, nft or proxy"));
         assert!(err(&GOOD.replace("node = 2\n", "node = 7\n")).contains(":19:8: volume /www is on node 7"));
         assert!(err(&GOOD.replace("path = \"/www/\"", "path = \"www\"")).contains(":18:8: volume path \"www\" must be absolute"));
         assert!(err(&GOOD.replace("dir = \"n1\"", "dir = \"n1\"\ncolour = 3")).contains(":11:1: unknown field `colour`"));

@@ -41,6 +41,34 @@ fn next_incarnation(dir: &Path) -> anyhow::Result<u64> {
     Ok(inc)
 }
 
+/// The packet dispatcher of a gateway (netsap's `dispatch`): steers connections for the
+/// cluster's global address to the nodes the SAP says listen. A gateway that cannot run one
+/// says why and goes on as a plain node.
+fn start_dispatcher(cfg: &Config, id: u32, global: std::net::Ipv4Addr, sap: ssi_netsap::sap::SapClient) {
+    let std::net::IpAddr::V4(me) = cfg.nodes[&id].addr.ip() else {
+        tracing::warn!("no dispatcher: this gateway's interconnect address is not IPv4");
+        return;
+    };
+    let addrs = cfg.nodes.iter().filter_map(|(&n, c)| match c.addr.ip() {
+        std::net::IpAddr::V4(a) => Some((n, a)),
+        _ => None,
+    });
+    let site = match ssi_netsap::dispatch::Site::discover(global, me, addrs.collect()) {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!("no dispatcher: {e}"),
+    };
+    let external = site.external.name.clone();
+    match ssi_netsap::dispatch::spawn(cfg.dispatch, site, sap, tokio::runtime::Handle::current()) {
+        Ok((mechanism, passed)) => {
+            for why in passed {
+                tracing::warn!("dispatcher: passed over {why}");
+            }
+            tracing::info!("dispatcher: {mechanism} on {external} steers {global}");
+        }
+        Err(e) => tracing::warn!("no dispatcher: {e}"),
+    }
+}
+
 pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
     let cfg = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
     let me = cfg.node(id).map_err(|e| anyhow!(e))?.clone();
@@ -104,6 +132,9 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         match ssi_netsap::interpose::Supervisor::start(sap.clone(), id, tokio::runtime::Handle::current()) {
             Ok(sup) => procs.set_bind_gate(Arc::new(BindGate(sup))),
             Err(e) => tracing::warn!("no bind interposition on this node (ssi run): {e}"),
+        }
+        if let Some(global) = cfg.global_address.filter(|_| cfg.gateways.contains(&id)) {
+            start_dispatcher(&cfg, id, global, sap.clone());
         }
         let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default(), launcher, sap };
         let server = tonic::transport::Server::builder()
@@ -251,7 +282,7 @@ impl Control for ControlService {
             view: view.number,
             coordinator: view.coordinator,
             view_members: view.members.iter().map(|m| m.node).collect(),
-            global_address: self.cfg.global_address.clone().unwrap_or_default(),
+            global_address: self.cfg.global_address.map(|a| a.to_string()).unwrap_or_default(),
             nodes,
             requests_sent: self.orb.counters().requests_sent,
         }))

@@ -28,7 +28,7 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
     }
     step(1, "ssi up --nodes 4: four node daemons, each its own process and directory");
     let t0 = Instant::now();
-    let cfg = local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 4, config: None, pin: false, netns: false })?.config();
+    let cfg = local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 4, config: None, pin: false, netns: false, dispatch: Default::default() })?.config();
     println!("    all 4 nodes members of one view after {:.2} s", t0.elapsed().as_secs_f64());
     let guard = DownOnDrop(dir.to_path_buf());
     crate::print_status(&local::status(dir)?);
@@ -203,7 +203,7 @@ async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
     step(5, "Rejoin: ssi up restarts the missing node with a new incarnation");
     let d = dir.to_path_buf();
     // `up` runs its own runtime: keep it off this one.
-    let up = tokio::task::spawn_blocking(move || local::up(&UpOptions { dir: d, nodes: 4, config: None, pin: false, netns: false })).await?;
+    let up = tokio::task::spawn_blocking(move || local::up(&UpOptions { dir: d, nodes: 4, config: None, pin: false, netns: false, dispatch: Default::default() })).await?;
     match up? {
         local::UpOutcome::Restarted(_, nodes) => println!("    restarted node(s) {nodes:?}"),
         local::UpOutcome::Started(_) => bail!("expected a restart"),

@@ -347,7 +347,7 @@ pub fn workload(o: &InOptions) -> anyhow::Result<()> {
     let killed = outcome.as_ref().ok().and_then(|x| x.faults.killed);
     if killed.is_some() {
         let n = cfg.nodes.len() as u32;
-        crate::local::up(&crate::local::UpOptions { dir: o.dir.clone(), nodes: n, config: None, pin: false, netns: false }).context("restarting the killed node")?;
+        crate::local::up(&crate::local::UpOptions { dir: o.dir.clone(), nodes: n, config: None, pin: false, netns: false, dispatch: Default::default() }).context("restarting the killed node")?;
     }
     let outcome = outcome?;
     print(o, &placement, &outcome)?;

@@ -6,9 +6,11 @@ pub mod buildtree;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod gateway;
 pub mod incop;
 pub mod demo;
 pub mod local;
+pub mod nginx;
 pub mod ports;
 pub mod procctl;
 pub mod ps;
@@ -18,6 +20,7 @@ pub mod sdds;
 pub mod tool;
 pub mod trace;
 pub mod workload;
+pub mod wrk;
 
 use control::proto::StatusReply;
 

@@ -62,7 +62,7 @@ pub fn uses_netns(cfg: &Config) -> bool {
 
 /// Writes a fresh config and key for `n` nodes; with `netns`, each node in its namespace
 /// (named from the topology's prefix) at its interconnect address.
-fn write_cluster(dir: &Path, n: u32, netns: Option<&str>) -> anyhow::Result<PathBuf> {
+fn write_cluster(dir: &Path, n: u32, netns: Option<&str>, dispatch: ssi_netsap::dispatch::Mode) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cluster dir {}", dir.display()))?;
     let key = dir.join("cluster.key");
     {
@@ -80,7 +80,7 @@ fn write_cluster(dir: &Path, n: u32, netns: Option<&str>) -> anyhow::Result<Path
     let gateway = if n >= 2 { 2 } else { 1 };
     writeln!(t, "# Local cluster written by `ssi up`.\n[cluster]\nname = \"local\"\nkey_file = \"cluster.key\"\ngateways = [{gateway}]")?;
     if netns.is_some() {
-        writeln!(t, "global_address = \"{}\"", ssi_netsap::topology::GLOBAL_ADDRESS)?;
+        writeln!(t, "global_address = \"{}\"\ndispatch = \"{}\"", ssi_netsap::topology::GLOBAL_ADDRESS, dispatch.name())?;
     }
     writeln!(t)?;
     for i in 1..=n {
@@ -184,6 +184,8 @@ pub struct UpOptions {
     pub pin: bool,
     /// Each node in its own network namespace (`ssi up --netns`).
     pub netns: bool,
+    /// How the gateway steers connections for the global address (`--netns` clusters).
+    pub dispatch: ssi_netsap::dispatch::Mode,
 }
 
 pub enum UpOutcome {
@@ -250,13 +252,13 @@ pub fn up(o: &UpOptions) -> anyhow::Result<UpOutcome> {
 
 /// A new config for `o` (netns names need the directory to exist first).
 fn fresh_cluster(o: &UpOptions) -> anyhow::Result<Config> {
-    let p = write_cluster(&o.dir, o.nodes, None)?;
+    let p = write_cluster(&o.dir, o.nodes, None, o.dispatch)?;
     if !o.netns {
         return Config::load(&p).map_err(|e| anyhow!("{e}"));
     }
     let cfg = Config::load(&p).map_err(|e| anyhow!("{e}"))?;
     let prefix = topology(&o.dir, &cfg).prefix;
-    let p = write_cluster(&o.dir, o.nodes, Some(&prefix))?;
+    let p = write_cluster(&o.dir, o.nodes, Some(&prefix), o.dispatch)?;
     Config::load(&p).map_err(|e| anyhow!("{e}"))
 }
 

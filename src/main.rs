@@ -27,6 +27,11 @@ enum Cmd {
         /// reaches the cluster only through the gateway (node 2): the paper's web setup.
         #[arg(long)]
         netns: bool,
+        /// With --netns: how the gateway steers connections for the global address to the
+        /// listening nodes: auto (the best that works), ebpf (TC program, direct server
+        /// return), nft (nftables DNAT), proxy (user-space forwarder).
+        #[arg(long, default_value = "auto", requires = "netns")]
+        dispatch: ssi_netsap::dispatch::Mode,
         /// Use this cluster config instead of generating one.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -303,6 +308,24 @@ enum BenchCmd {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
+    /// The gateway's dispatcher on a 4-node --netns cluster, wrk from ext: nginx on the
+    /// gateway (direct), on node 3 through the gateway, on 3 nodes as one service.
+    Net {
+        #[arg(long)]
+        json: bool,
+        /// Rounds over all cases, interleaved; each figure is the median of its rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// wrk's open connections.
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+        /// The dispatcher to measure: auto, ebpf, nft, proxy.
+        #[arg(long, default_value = "auto")]
+        dispatch: ssi_netsap::dispatch::Mode,
+    },
     /// PXFS against the local disk and sshfs: metadata rates, throughput, fsync, SQLite.
     Fs {
         #[arg(long)]
@@ -480,9 +503,9 @@ fn not_yet(what: &str, issue: &str) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let dir_or = |d: Option<PathBuf>| d.unwrap_or_else(local::default_dir);
     match cli.cmd {
-        Cmd::Up { nodes, dir, netns, config } => {
+        Cmd::Up { nodes, dir, netns, dispatch, config } => {
             let dir = dir_or(dir);
-            match local::up(&UpOptions { dir: dir.clone(), nodes, config, pin: false, netns })? {
+            match local::up(&UpOptions { dir: dir.clone(), nodes, config, pin: false, netns, dispatch })? {
                 UpOutcome::Started(c) => println!("started {} nodes in {}", c.nodes.len(), dir.display()),
                 UpOutcome::Restarted(_, ids) => println!("cluster in {} was running; restarted node(s) {ids:?}", dir.display()),
             }
@@ -540,6 +563,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--max-qes must be 2..=64, --seconds 0.1..=600, and 1 ≤ --start-rate ≤ --max-rate");
             }
             ssi::bench::incop::run_bench(&ssi::bench::incop::Options { json, max_qes, seconds, start_rate, max_rate, svg })?
+        }
+        Cmd::Bench { which: BenchCmd::Net { json, rounds, seconds, connections, dispatch } } => {
+            if !(1.0..=600.0).contains(&seconds) || rounds == 0 || connections == 0 {
+                anyhow::bail!("--seconds must be 1..=600, --rounds and --connections at least 1");
+            }
+            ssi::bench::net::run(&ssi::bench::net::Options { json, rounds, seconds, connections, dispatch })?
         }
         Cmd::Bench { which: BenchCmd::Fs { json, rounds, seconds, file_mib } } => {
             if !(0.1..=600.0).contains(&seconds) || file_mib == 0 || rounds == 0 {

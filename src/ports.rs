@@ -60,6 +60,12 @@ fn call(dir: &Path, node: Option<u32>, req: PortsRequest) -> anyhow::Result<Port
     })
 }
 
+/// The TCP listeners of `port` in the SAP table, as (node, pid).
+pub fn listeners(dir: &Path, port: u16) -> anyhow::Result<Vec<(u32, u32)>> {
+    let rep = call(dir, None, PortsRequest { op: "list".into(), ..Default::default() })?;
+    Ok(rep.entries.iter().filter(|e| e.proto == TCP && e.port == port as u32).flat_map(|e| e.listeners.iter().map(|l| (l.node, l.pid))).collect())
+}
+
 /// `ssi ports [--json]`.
 pub fn list(dir: &Path, as_json: bool) -> anyhow::Result<()> {
     let rep = call(dir, None, PortsRequest { op: "list".into(), ..Default::default() })?;

@@ -10,8 +10,10 @@
 //!   gateway: ext0 192.168.77.1 (the global address) ─┘
 //! ```
 //! Nodes are 10.99.0.N/24 on the interconnect. The bridge lives in a namespace of its own,
-//! so nothing is added to the host's network. Gateways do not forward: from `ext` the
-//! only address of the cluster that answers is the global one. Built with iproute2 (`ip`);
+//! so nothing is added to the host's network. From `ext` the only address of the cluster
+//! that answers is the global one: the gateway's dispatcher steers connections for it to the
+//! listening nodes, which hold the global address on their loopback and answer directly
+//! (their replies are the only traffic the gateway forwards to `ext`). Built with iproute2 (`ip`);
 //! `destroy` deletes every namespace the topology made, which takes their links with them.
 
 use std::net::Ipv4Addr;
@@ -95,7 +97,37 @@ impl Topology {
             ip(&["-n", &ext, "addr", "add", &format!("{EXT_ADDRESS}/24"), "dev", "eth0"])?;
             ip(&["-n", &ext, "link", "set", "eth0", "up"])?;
             ip(&["-n", &ext, "route", "add", "default", "via", &GLOBAL_ADDRESS.to_string()])?;
+            self.direct_server_return(g)?;
         }
+        Ok(())
+    }
+
+    /// What the dispatcher on gateway `g` needs (see `dispatch`): every other node holds the
+    /// global address on its loopback (so a steered packet is its own) without answering ARP
+    /// for it, and sends its replies to the gateway, which forwards them to `ext` — packets
+    /// whose source is the gateway's own global address, hence `accept_local`. Forwarding is
+    /// only for those replies and for what the dispatcher steers: `ext` may not reach the
+    /// interconnect by routing (except packets nftables DNATed, which it marks).
+    fn direct_server_return(&self, g: u32) -> Result<(), String> {
+        let gw = self.node_ns(g);
+        for &n in self.nodes.iter().filter(|&&n| n != g) {
+            let ns = self.node_ns(n);
+            sysctl(&ns, "net/ipv4/conf/all/arp_ignore", "1")?;
+            sysctl(&ns, "net/ipv4/conf/all/arp_announce", "2")?;
+            ip(&["-n", &ns, "addr", "add", &format!("{GLOBAL_ADDRESS}/32"), "dev", "lo"])?;
+            // From the global address: the cluster has one network identity, and the
+            // dispatcher sends answers to a node's ephemeral ports back to it.
+            ip(&["-n", &ns, "route", "add", "default", "via", &Self::node_ip(g).to_string(), "src", &GLOBAL_ADDRESS.to_string()])?;
+        }
+        sysctl(&gw, "net/ipv4/ip_forward", "1")?;
+        for conf in ["all", "default", "eth0", "ext0"] {
+            sysctl(&gw, &format!("net/ipv4/conf/{conf}/rp_filter"), "0")?;
+            sysctl(&gw, &format!("net/ipv4/conf/{conf}/accept_local"), "1")?;
+        }
+        let lan = format!("{}.{}.{}.0/24", INTERCONNECT[0], INTERCONNECT[1], INTERCONNECT[2]);
+        let mark = format!("{:#x}", crate::dispatch::nft::MARK);
+        ip(&["-n", &gw, "rule", "add", "priority", "100", "iif", "ext0", "fwmark", &mark, "lookup", "main"])?;
+        ip(&["-n", &gw, "rule", "add", "priority", "101", "iif", "ext0", "to", &lan, "prohibit"])?;
         Ok(())
     }
 
@@ -133,6 +165,19 @@ fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {}: {e} (iproute2 is needed for --netns)", args.join(" ")))?;
     if !out.status.success() {
         return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// Sets `/proc/sys/KEY` (e.g. `net/ipv4/ip_forward`) inside namespace `ns`: the net sysctls
+/// are those of the namespace of the process that writes them.
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", &format!("echo {value} > /proc/sys/{key}")])
+        .output()
+        .map_err(|e| format!("sysctl {key} in {ns}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("sysctl {key} in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(())
 }

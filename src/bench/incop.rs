@@ -54,7 +54,7 @@ pub fn run_bench(o: &Options) -> anyhow::Result<()> {
     super::in_scratch_dir("in", "it starts a local cluster", |dir| {
         let cdir = dir.join("cluster");
         let nodes = 3 + o.max_qes;
-        let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes, config: None, pin: false, netns: false })?.config();
+        let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes, config: None, pin: false, netns: false, dispatch: Default::default() })?.config();
         let ids: Vec<u32> = cfg.nodes.keys().copied().collect();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let rows = rt.block_on(async {

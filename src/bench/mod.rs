@@ -8,6 +8,7 @@
 pub mod cases;
 pub mod fs;
 pub mod incop;
+pub mod net;
 pub mod orb;
 pub mod rexec;
 pub mod server;

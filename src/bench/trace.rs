@@ -43,7 +43,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
 
 fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     let cdir = dir.join("cluster");
-    let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes: 2, config: None, pin: true, netns: false })?.config();
+    let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes: 2, config: None, pin: true, netns: false, dispatch: Default::default() })?.config();
     let s1 = cfg.node(1).map_err(|e| anyhow!(e))?.control_socket.clone();
     let host = cfg.node(2).map_err(|e| anyhow!(e))?.addr.ip().to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -1,0 +1,141 @@
+//! `ssi bench net`: what the gateway's dispatcher costs, on a 4-node `--netns` cluster with
+//! wrk in `ext` and nginx serving the paper's 1,500-byte document, all in one run:
+//! - direct: nginx on the gateway itself, reached at the global address (no steering — the
+//!   baseline);
+//! - through the gateway: nginx on node 3 alone, every connection steered by the dispatcher;
+//! - a scalable service: nginx on nodes 1, 3 and 4 as one service, round robin.
+//!
+//! Each case keep-alive and `Connection: close`, interleaved over rounds so a slow spell hits
+//! every case alike; the figures are medians of rounds, with the ratio to direct, and the
+//! service's per-node request counts come from the nginx access logs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::median;
+use crate::gateway;
+use crate::local::{self, UpOptions};
+use crate::nginx::{paper_document, Nginx, Site};
+use crate::wrk::{self, Load};
+
+pub struct Options {
+    pub json: bool,
+    pub rounds: u32,
+    pub seconds: f64,
+    pub connections: u32,
+    pub dispatch: ssi_netsap::dispatch::Mode,
+}
+
+struct Case {
+    name: &'static str,
+    port: u16,
+    /// (node, service) of each nginx.
+    servers: &'static [u32],
+    service: Option<&'static str>,
+}
+
+const CASES: [Case; 3] = [
+    Case { name: "direct (nginx on the gateway)", port: 8001, servers: &[2], service: None },
+    Case { name: "through the gateway (nginx on node 3)", port: 8002, servers: &[3], service: None },
+    Case { name: "service on nodes 1, 3, 4 via the gateway", port: 80, servers: &[1, 3, 4], service: Some("web") },
+];
+
+pub fn run(o: &Options) -> anyhow::Result<()> {
+    super::in_scratch_dir("net", "network namespaces, a TC eBPF program", |dir| run_in(dir, o))
+}
+
+fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
+    let cdir = dir.join("cluster");
+    local::up(&UpOptions { dir: cdir.clone(), nodes: 4, config: None, pin: false, netns: true, dispatch: o.dispatch })?;
+    let mechanism = gateway::mechanism(&cdir);
+    let ext = wrk::ext_namespace(&cdir)?;
+    let root = dir.join("www");
+    paper_document(&root)?;
+    let me = std::env::current_exe()?;
+    let mut servers: Vec<Vec<Nginx>> = Vec::new();
+    for c in &CASES {
+        let mut v = Vec::new();
+        for &n in c.servers {
+            v.push(Nginx::start(&me, &cdir, &dir.join(format!("nginx-{}-{n}", c.port)), &Site { node: n, port: c.port, root: &root, service: c.service })?);
+        }
+        servers.push(v);
+    }
+    gateway::wait_steering(&cdir, &["tcp/8002 rr [10.99.0.3]", "tcp/80 rr [10.99.0.1 10.99.0.3 10.99.0.4]"])?;
+    for s in servers.iter().flatten() {
+        s.clear_log();
+    }
+    // [case][close] → per-round req/s; latency p50/p99 of the median round.
+    let mut rates: Vec<[Vec<f64>; 2]> = CASES.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    let mut lat: Vec<[Vec<(f64, f64)>; 2]> = CASES.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    let mut errors = 0u64;
+    for round in 0..o.rounds {
+        for (ci, c) in CASES.iter().enumerate() {
+            for close in [false, true] {
+                if !o.json {
+                    eprint!("\rround {}/{}: {} {}            ", round + 1, o.rounds, c.name, if close { "close" } else { "keep-alive" });
+                }
+                let url = format!("http://{}:{}/", ssi_netsap::topology::GLOBAL_ADDRESS, c.port);
+                let r = wrk::run(&ext, &Load { url: &url, connections: o.connections, threads: 1, duration: Duration::from_secs_f64(o.seconds), close })?;
+                errors += r.socket_errors + r.non_2xx;
+                rates[ci][close as usize].push(r.per_sec);
+                lat[ci][close as usize].push((r.p50_ms, r.p99_ms));
+            }
+        }
+    }
+    if !o.json {
+        eprintln!();
+    }
+    let per_node: BTreeMap<u32, u64> = servers[2].iter().map(|s| (s.node, s.requests())).collect();
+    let med = |ci: usize, close: usize| median(&rates[ci][close]);
+    let lat_med = |ci: usize, close: usize| {
+        let mut v = lat[ci][close].clone();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v[v.len() / 2]
+    };
+    if o.json {
+        let cases: Vec<_> = CASES
+            .iter()
+            .enumerate()
+            .map(|(ci, c)| {
+                json!({
+                    "case": c.name, "port": c.port, "nodes": c.servers,
+                    "keepalive_rps": med(ci, 0), "close_rps": med(ci, 1),
+                    "keepalive_ratio": med(ci, 0) / med(0, 0), "close_ratio": med(ci, 1) / med(0, 1),
+                    "keepalive_p50_ms": lat_med(ci, 0).0, "keepalive_p99_ms": lat_med(ci, 0).1,
+                    "close_p50_ms": lat_med(ci, 1).0, "close_p99_ms": lat_med(ci, 1).1,
+                    "keepalive_rounds": rates[ci][0], "close_rounds": rates[ci][1],
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"dispatcher": mechanism, "rounds": o.rounds, "seconds": o.seconds, "connections": o.connections,
+                   "cases": cases, "service_requests_per_node": per_node, "errors": errors})
+        );
+        return Ok(());
+    }
+    println!("ssi bench net: wrk -t1 -c{} in ext, {} s per run, medians of {} rounds; dispatcher: {mechanism}", o.connections, o.seconds, o.rounds);
+    println!("{:<44} {:>12} {:>7} {:>16}   {:>12} {:>7} {:>16}", "case", "keep-alive/s", "ratio", "p50/p99 ms", "close/s", "ratio", "p50/p99 ms");
+    for (ci, c) in CASES.iter().enumerate() {
+        let (k50, k99) = lat_med(ci, 0);
+        let (c50, c99) = lat_med(ci, 1);
+        println!(
+            "{:<44} {:>12.0} {:>7.2} {:>16}   {:>12.0} {:>7.2} {:>16}",
+            c.name,
+            med(ci, 0),
+            med(ci, 0) / med(0, 0),
+            format!("{k50:.2}/{k99:.2}"),
+            med(ci, 1),
+            med(ci, 1) / med(0, 1),
+            format!("{c50:.2}/{c99:.2}")
+        );
+    }
+    let total: u64 = per_node.values().sum();
+    let shares: Vec<String> = per_node.iter().map(|(n, c)| format!("node {n}: {c} ({:.1}%)", 100.0 * *c as f64 / total.max(1) as f64)).collect();
+    println!("service requests per node (nginx logs): {}", shares.join(", "));
+    println!("socket errors and non-2xx responses over all runs: {errors}");
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! The gateway's packet dispatcher on a `--netns` cluster (4 nodes, node 2 the gateway): real
+//! namespaces, the real TC eBPF program (or nftables, or the user-space proxy), unmodified
+//! servers started with `ssi run`, clients in `ext` that reach the cluster only at its global
+//! address. Needs root; in CI (`CI=true`) its absence fails the tests.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{ok, required, ssi, BIN};
+use ssi::nginx::{Nginx, Site};
+
+struct NetCluster {
+    dir: PathBuf,
+}
+
+impl NetCluster {
+    fn up(name: &str, dispatch: &str) -> NetCluster {
+        let dir = std::env::temp_dir().join(format!("ssi-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = NetCluster { dir };
+        ok(&["up", "--netns", "--dispatch", dispatch, "--nodes", "4", "--dir", c.d()]);
+        c
+    }
+    fn d(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+    fn mechanism(&self) -> String {
+        ssi::gateway::mechanism(&self.dir)
+    }
+    fn wait_steering(&self, what: &str) {
+        ssi::gateway::wait_steering(&self.dir, &[what]).unwrap();
+    }
+    /// Runs `python3 -c code args...` in `ext`; its stdout.
+    fn ext_python(&self, code: &str, args: &[&str]) -> String {
+        let mut a = vec!["ext", "--dir", self.d(), "--", "python3", "-c", code];
+        a.extend_from_slice(args);
+        let out = ssi(&a);
+        assert!(out.status.success(), "python in ext: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for NetCluster {
+    fn drop(&mut self) {
+        let _ = ssi(&["down", "--dir", self.d()]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// HTTP clients in `ext`, one new connection per request to the global address: `count N`
+/// requests, or `for SECONDS`. One line per request: `unix-time status node` or
+/// `unix-time ERR class`.
+const CLIENT: &str = r#"
+import http.client, sys, time
+mode, arg = sys.argv[1], float(sys.argv[2])
+end = time.time() + arg if mode == 'for' else None
+n = 0
+while (end is not None and time.time() < end) or (end is None and n < arg):
+    t = time.time()
+    try:
+        c = http.client.HTTPConnection('192.168.77.1', 80, timeout=2)
+        c.request('GET', '/', headers={'Connection': 'close'})
+        r = c.getresponse(); r.read()
+        print(f"{t:.4f} {r.status} {r.getheader('X-Node')}")
+        c.close()
+    except Exception as e:
+        print(f"{t:.4f} ERR {type(e).__name__}")
+    n += 1
+"#;
+
+struct Answer {
+    at: f64,
+    node: Option<u32>,
+}
+
+fn answers(out: &str) -> Vec<Answer> {
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Answer { at: f[0].parse().unwrap(), node: (f[1] == "200").then(|| f[2].parse().unwrap()) }
+        })
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+fn doc_root(dir: &Path) -> PathBuf {
+    let root = dir.join("www");
+    ssi::nginx::paper_document(&root).unwrap();
+    root
+}
+
+/// A scalable service of nginx on the three nodes that are not the gateway: 3,000
+/// connections from `ext` spread evenly; one node's nginx killed stops getting connections
+/// within a second, and no request fails after that second.
+#[test]
+fn connections_to_the_global_address_spread_over_a_service_and_follow_its_listeners() {
+    if !required("root", nix::unistd::geteuid().is_root()) {
+        return;
+    }
+    let c = NetCluster::up("dispatch", "ebpf");
+    assert_eq!(c.mechanism(), "ebpf", "the TC program loads here");
+    let root = doc_root(&c.dir);
+    let mut servers: BTreeMap<u32, Nginx> = [1u32, 3, 4]
+        .into_iter()
+        .map(|n| (n, Nginx::start(Path::new(BIN), &c.dir, &c.dir.join(format!("nginx{n}")), &Site { node: n, port: 80, root: &root, service: Some("web") }).unwrap()))
+        .collect();
+    c.wait_steering("tcp/80 rr [10.99.0.1 10.99.0.3 10.99.0.4]");
+
+    let got = answers(&c.ext_python(CLIENT, &["count", "3000"]));
+    assert_eq!(got.len(), 3000);
+    let mut per_node: BTreeMap<u32, u64> = BTreeMap::new();
+    for a in &got {
+        *per_node.entry(a.node.expect("every request answered")).or_default() += 1;
+    }
+    eprintln!("3,000 connections through the gateway: {per_node:?} (answers), logs {:?}", servers.values().map(|s| (s.node, s.requests())).collect::<Vec<_>>());
+    for (n, s) in &servers {
+        let logged = s.requests();
+        assert_eq!(logged, per_node[n], "node {n}'s own log agrees with the answers");
+        assert!((950..=1050).contains(&logged), "node {n} served {logged} of 3,000: not within ±5% of even");
+    }
+
+    // Kill node 4's nginx while clients keep connecting.
+    let client = Command::new(BIN)
+        .args(["ext", "--dir", c.d(), "--", "python3", "-c", CLIENT, "for", "5"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed_at = unix_now();
+    servers.get_mut(&4).unwrap().kill().unwrap();
+    let out = client.wait_with_output().unwrap();
+    let got = answers(&String::from_utf8_lossy(&out.stdout));
+    let failed: Vec<f64> = got.iter().filter(|a| a.node.is_none()).map(|a| a.at - killed_at).collect();
+    let last_from_4 = got.iter().filter(|a| a.node == Some(4)).map(|a| a.at - killed_at).fold(f64::MIN, f64::max);
+    let after: Vec<&Answer> = got.iter().filter(|a| a.at > killed_at + 1.0).collect();
+    eprintln!(
+        "kill of node 4's nginx: {} requests, {} failed, the last {:.3} s after the kill; last answer from node 4 at {last_from_4:.3} s; {} requests after the first second",
+        got.len(),
+        failed.len(),
+        failed.iter().copied().fold(0.0, f64::max),
+        after.len()
+    );
+    assert!(got.iter().filter(|a| a.at < killed_at).all(|a| a.node.is_some()), "no failure before the kill");
+    assert!(failed.iter().all(|&t| t < 1.0), "a request failed more than 1 s after the kill: {failed:?}");
+    assert!(after.len() > 100, "clients kept going after the kill");
+    assert!(after.iter().all(|a| matches!(a.node, Some(1) | Some(3))), "after the first second, only nodes 1 and 3 answer");
+}
+
+/// A listener on a node that is not the gateway is reached at the global address, answers
+/// the client directly (it sees the client's own address), TCP and UDP; and a node's own
+/// outgoing connection to `ext` comes from the global address and gets its answers.
+#[test]
+fn the_global_address_reaches_listeners_on_any_node_and_nodes_speak_from_it() {
+    if !required("root", nix::unistd::geteuid().is_root()) {
+        return;
+    }
+    let c = NetCluster::up("dispatch-dsr", "ebpf");
+    assert_eq!(c.mechanism(), "ebpf");
+    let log = c.dir.join("http.log");
+    let mut server = Command::new(BIN)
+        .args(["run", "--dir", c.d(), "-n", "3", "--cwd", "/", "--", "python3", "-m", "http.server", "8080"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let udp = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 5300))\nwhile True:\n d,a=s.recvfrom(100)\n s.sendto(b'node4 '+d, a)";
+    let mut echo = Command::new(BIN)
+        .args(["run", "--dir", c.d(), "-n", "4", "--cwd", "/", "--", "python3", "-c", udp])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.wait_steering("tcp/8080 rr [10.99.0.3]");
+    c.wait_steering("udp/5300 rr [10.99.0.4]");
+
+    let fetch = "import urllib.request\nprint(urllib.request.urlopen('http://192.168.77.1:8080/', timeout=3).status)";
+    assert_eq!(c.ext_python(fetch, &[]).trim(), "200");
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(seen.contains("192.168.77.2 - -"), "node 3 sees the client's own address (no NAT, no proxy): {seen}");
+
+    // A connected UDP socket takes answers only from the address it sent to.
+    let ask = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('192.168.77.1', 5300))\ns.send(b'ping')\nprint(s.recv(100).decode())";
+    assert_eq!(c.ext_python(ask, &[]).trim(), "node4 ping");
+
+    // Outgoing: node 1 fetches from a server in ext, which sees the global address.
+    let ext_log = c.dir.join("ext-http.log");
+    let mut ext_server = Command::new(BIN)
+        .args(["ext", "--dir", c.d(), "--", "python3", "-m", "http.server", "9000"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&ext_log).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let code = loop {
+        let out = ssi(&["rexec", "--dir", c.d(), "-n", "1", "--cwd", "/", "--", "curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "http://192.168.77.2:9000/"]);
+        let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if code == "200" || t0.elapsed() > Duration::from_secs(10) {
+            break code;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = ext_server.kill();
+    let _ = ext_server.wait();
+    assert_eq!(code, "200", "node 1 reaches ext, and the answers find their way back to it");
+    let seen = std::fs::read_to_string(&ext_log).unwrap();
+    assert!(seen.contains("192.168.77.1 - -"), "ext sees the cluster's global address: {seen}");
+
+    for p in [&mut server, &mut echo] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
+
+/// The fallbacks steer too: nftables DNAT and the user-space proxy each take connections from
+/// `ext` to a service on two nodes, alternately.
+#[test]
+fn the_nftables_and_proxy_fallbacks_steer_a_service() {
+    if !required("root", nix::unistd::geteuid().is_root()) || !required("nft", Command::new("nft").arg("--version").output().is_ok()) {
+        return;
+    }
+    for mode in ["nft", "proxy"] {
+        let c = NetCluster::up(&format!("dispatch-{mode}"), mode);
+        assert_eq!(c.mechanism(), mode);
+        let root = doc_root(&c.dir);
+        let _servers: Vec<Nginx> = [1u32, 3]
+            .into_iter()
+            .map(|n| Nginx::start(Path::new(BIN), &c.dir, &c.dir.join(format!("nginx{n}")), &Site { node: n, port: 80, root: &root, service: Some("web") }).unwrap())
+            .collect();
+        c.wait_steering("tcp/80 rr [10.99.0.1 10.99.0.3]");
+        let got = answers(&c.ext_python(CLIENT, &["count", "200"]));
+        let from = |n| got.iter().filter(|a| a.node == Some(n)).count();
+        eprintln!("{mode}: 200 connections: node 1 {}, node 3 {}", from(1), from(3));
+        assert_eq!(from(1) + from(3), 200, "{mode}: every request answered");
+        assert!((90..=110).contains(&from(1)), "{mode}: round robin over two nodes");
+    }
+}
