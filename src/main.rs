@@ -308,8 +308,9 @@ enum BenchCmd {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
-    /// The gateway's dispatcher on a 4-node --netns cluster, wrk from ext: nginx on the
-    /// gateway (direct), on node 3 through the gateway, on 3 nodes as one service.
+    /// The gateway's dispatcher on a 4-node --netns cluster, wrk from ext: nginx on node 3 at
+    /// its own address (routed; the baseline) and through the gateway, nginx on 3 nodes as one
+    /// service, nginx on the gateway itself.
     Net {
         #[arg(long)]
         json: bool,

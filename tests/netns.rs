@@ -131,6 +131,12 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("[Errno 98] Address already in use"), "EADDRINUSE on node 2: {err}");
+        // nginx likewise.
+        let root = dir.join("www");
+        ssi::nginx::paper_document(&root).unwrap();
+        let site = ssi::nginx::Site { node: 2, port: 8080, root: &root, service: None };
+        let refused = ssi::nginx::Nginx::start(std::path::Path::new(BIN), &dir, &dir.join("nginx2"), &site).err().expect("nginx on node 2 must not get 8080");
+        assert!(refused.to_string().contains("(98: Address already in use)"), "{refused}");
         for (kind, port) in [("SOCK_DGRAM", 8080), ("SOCK_STREAM", 8081)] {
             let out = ssi(&["run", "--dir", d, "-n", "2", "--cwd", "/", "--", "python3", "-c", &bind_script(kind, port)]);
             assert!(out.status.success(), "{kind} {port}: {}", String::from_utf8_lossy(&out.stderr));

@@ -131,6 +131,14 @@ impl Topology {
         Ok(())
     }
 
+    /// Lets `ext` reach node `n`'s own interconnect address through the gateway as a plain
+    /// router (`open`), or not any more — the baseline of `ssi bench net`: the same path,
+    /// without the dispatcher.
+    pub fn route_ext_to(&self, n: u32, open: bool) -> Result<(), String> {
+        let Some(&g) = self.gateways.first() else { return Err("no gateway".into()) };
+        ip(&["-n", &self.node_ns(g), "rule", if open { "add" } else { "del" }, "priority", "99", "iif", "ext0", "to", &Self::node_ip(n).to_string(), "lookup", "main"])
+    }
+
     /// Deletes every namespace of the topology that exists (links and addresses go with
     /// them). Safe to call for a half-made or already-removed topology.
     pub fn destroy(&self) -> usize {

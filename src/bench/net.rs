@@ -1,15 +1,19 @@
 //! `ssi bench net`: what the gateway's dispatcher costs, on a 4-node `--netns` cluster with
 //! wrk in `ext` and nginx serving the paper's 1,500-byte document, all in one run:
-//! - direct: nginx on the gateway itself, reached at the global address (no steering — the
-//!   baseline);
-//! - through the gateway: nginx on node 3 alone, every connection steered by the dispatcher;
-//! - a scalable service: nginx on nodes 1, 3 and 4 as one service, round robin.
+//! - direct (the baseline): nginx on node 3 at node 3's own address, the gateway a plain IP
+//!   router on the way (opened for the benchmark only) — the same path without the dispatcher;
+//! - through the gateway: the same nginx at the cluster's global address, every connection
+//!   steered by the dispatcher;
+//! - a scalable service: nginx on nodes 1, 3 and 4 as one service at the global address;
+//! - for reference, nginx on the gateway itself at the global address (a shorter path: no
+//!   hop over the interconnect at all).
 //!
 //! Each case keep-alive and `Connection: close`, interleaved over rounds so a slow spell hits
 //! every case alike; the figures are medians of rounds, with the ratio to direct, and the
 //! service's per-node request counts come from the nginx access logs.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,6 +24,7 @@ use crate::gateway;
 use crate::local::{self, UpOptions};
 use crate::nginx::{paper_document, Nginx, Site};
 use crate::wrk::{self, Load};
+use ssi_netsap::topology::{Topology, GLOBAL_ADDRESS};
 
 pub struct Options {
     pub json: bool,
@@ -31,17 +36,21 @@ pub struct Options {
 
 struct Case {
     name: &'static str,
+    addr: Ipv4Addr,
     port: u16,
-    /// (node, service) of each nginx.
-    servers: &'static [u32],
-    service: Option<&'static str>,
 }
 
-const CASES: [Case; 3] = [
-    Case { name: "direct (nginx on the gateway)", port: 8001, servers: &[2], service: None },
-    Case { name: "through the gateway (nginx on node 3)", port: 8002, servers: &[3], service: None },
-    Case { name: "service on nodes 1, 3, 4 via the gateway", port: 80, servers: &[1, 3, 4], service: Some("web") },
-];
+/// The nginx instances: (port, nodes, service).
+const SERVERS: [(u16, &[u32], Option<&str>); 3] = [(8002, &[3], None), (80, &[1, 3, 4], Some("web")), (8001, &[2], None)];
+
+fn cases() -> [Case; 4] {
+    [
+        Case { name: "direct (node 3's address, routed)", addr: Topology::node_ip(3), port: 8002 },
+        Case { name: "through the gateway (node 3)", addr: GLOBAL_ADDRESS, port: 8002 },
+        Case { name: "service on nodes 1, 3, 4", addr: GLOBAL_ADDRESS, port: 80 },
+        Case { name: "nginx on the gateway itself", addr: GLOBAL_ADDRESS, port: 8001 },
+    ]
+}
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
     super::in_scratch_dir("net", "network namespaces, a TC eBPF program", |dir| run_in(dir, o))
@@ -56,28 +65,31 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     paper_document(&root)?;
     let me = std::env::current_exe()?;
     let mut servers: Vec<Vec<Nginx>> = Vec::new();
-    for c in &CASES {
+    for (port, nodes, service) in SERVERS {
         let mut v = Vec::new();
-        for &n in c.servers {
-            v.push(Nginx::start(&me, &cdir, &dir.join(format!("nginx-{}-{n}", c.port)), &Site { node: n, port: c.port, root: &root, service: c.service })?);
+        for &n in nodes {
+            v.push(Nginx::start(&me, &cdir, &dir.join(format!("nginx-{port}-{n}")), &Site { node: n, port, root: &root, service })?);
         }
         servers.push(v);
     }
     gateway::wait_steering(&cdir, &["tcp/8002 rr [10.99.0.3]", "tcp/80 rr [10.99.0.1 10.99.0.3 10.99.0.4]"])?;
+    let topo = local::topology(&cdir, &local::load(&cdir)?);
+    topo.route_ext_to(3, true).map_err(|e| anyhow::anyhow!("opening the baseline's route: {e}"))?;
     for s in servers.iter().flatten() {
         s.clear_log();
     }
+    let cases = cases();
     // [case][close] → per-round req/s; latency p50/p99 of the median round.
-    let mut rates: Vec<[Vec<f64>; 2]> = CASES.iter().map(|_| [Vec::new(), Vec::new()]).collect();
-    let mut lat: Vec<[Vec<(f64, f64)>; 2]> = CASES.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    let mut rates: Vec<[Vec<f64>; 2]> = cases.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    let mut lat: Vec<[Vec<(f64, f64)>; 2]> = cases.iter().map(|_| [Vec::new(), Vec::new()]).collect();
     let mut errors = 0u64;
     for round in 0..o.rounds {
-        for (ci, c) in CASES.iter().enumerate() {
+        for (ci, c) in cases.iter().enumerate() {
             for close in [false, true] {
                 if !o.json {
                     eprint!("\rround {}/{}: {} {}            ", round + 1, o.rounds, c.name, if close { "close" } else { "keep-alive" });
                 }
-                let url = format!("http://{}:{}/", ssi_netsap::topology::GLOBAL_ADDRESS, c.port);
+                let url = format!("http://{}:{}/", c.addr, c.port);
                 let r = wrk::run(&ext, &Load { url: &url, connections: o.connections, threads: 1, duration: Duration::from_secs_f64(o.seconds), close })?;
                 errors += r.socket_errors + r.non_2xx;
                 rates[ci][close as usize].push(r.per_sec);
@@ -88,7 +100,8 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     if !o.json {
         eprintln!();
     }
-    let per_node: BTreeMap<u32, u64> = servers[2].iter().map(|s| (s.node, s.requests())).collect();
+    let _ = topo.route_ext_to(3, false);
+    let per_node: BTreeMap<u32, u64> = servers[1].iter().map(|s| (s.node, s.requests())).collect();
     let med = |ci: usize, close: usize| median(&rates[ci][close]);
     let lat_med = |ci: usize, close: usize| {
         let mut v = lat[ci][close].clone();
@@ -96,12 +109,12 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     if o.json {
-        let cases: Vec<_> = CASES
+        let cases: Vec<_> = cases
             .iter()
             .enumerate()
             .map(|(ci, c)| {
                 json!({
-                    "case": c.name, "port": c.port, "nodes": c.servers,
+                    "case": c.name, "addr": c.addr.to_string(), "port": c.port,
                     "keepalive_rps": med(ci, 0), "close_rps": med(ci, 1),
                     "keepalive_ratio": med(ci, 0) / med(0, 0), "close_ratio": med(ci, 1) / med(0, 1),
                     "keepalive_p50_ms": lat_med(ci, 0).0, "keepalive_p99_ms": lat_med(ci, 0).1,
@@ -118,12 +131,12 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("ssi bench net: wrk -t1 -c{} in ext, {} s per run, medians of {} rounds; dispatcher: {mechanism}", o.connections, o.seconds, o.rounds);
-    println!("{:<44} {:>12} {:>7} {:>16}   {:>12} {:>7} {:>16}", "case", "keep-alive/s", "ratio", "p50/p99 ms", "close/s", "ratio", "p50/p99 ms");
-    for (ci, c) in CASES.iter().enumerate() {
+    println!("{:<36} {:>12} {:>7} {:>16}   {:>12} {:>7} {:>16}", "case", "keep-alive/s", "ratio", "p50/p99 ms", "close/s", "ratio", "p50/p99 ms");
+    for (ci, c) in cases.iter().enumerate() {
         let (k50, k99) = lat_med(ci, 0);
         let (c50, c99) = lat_med(ci, 1);
         println!(
-            "{:<44} {:>12.0} {:>7.2} {:>16}   {:>12.0} {:>7.2} {:>16}",
+            "{:<36} {:>12.0} {:>7.2} {:>16}   {:>12.0} {:>7.2} {:>16}",
             c.name,
             med(ci, 0),
             med(ci, 0) / med(0, 0),
