@@ -41,6 +41,19 @@ fn next_incarnation(dir: &Path) -> anyhow::Result<u64> {
     Ok(inc)
 }
 
+/// The second layer of bind interposition (netsap's `bindguard`): cgroup programs on a cgroup
+/// this daemon moves into, so they see the binds of every process it starts. Without cgroup v2
+/// or BPF the node says why and keeps the seccomp layer alone.
+fn start_bind_guard(dir: &Path, id: u32, sap: ssi_netsap::sap::SapClient, sup: ssi_netsap::interpose::Supervisor) {
+    let Some(cg) = ssi_netsap::bindguard::cgroup_of(dir) else {
+        return tracing::warn!("no bind guard: cgroup v2 is not mounted");
+    };
+    match ssi_netsap::bindguard::start(&cg, id, sap, sup, tokio::runtime::Handle::current()) {
+        Ok(()) => tracing::info!("bind guard: attached to {}", cg.display()),
+        Err(e) => tracing::warn!("no bind guard: {e}"),
+    }
+}
+
 /// The packet dispatcher of a gateway (netsap's `dispatch`): steers connections for the
 /// cluster's global address to the nodes the SAP says listen. A gateway that cannot run one
 /// says why and goes on as a plain node.
@@ -130,7 +143,10 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
         ssi_sdds::serve(&orb);
         let sap = ssi_netsap::sap::SapClient::new(&orb, node_ids);
         match ssi_netsap::interpose::Supervisor::start(sap.clone(), id, tokio::runtime::Handle::current()) {
-            Ok(sup) => procs.set_bind_gate(Arc::new(BindGate(sup))),
+            Ok(sup) => {
+                start_bind_guard(&me.dir, id, sap.clone(), sup.clone());
+                procs.set_bind_gate(Arc::new(BindGate(sup)));
+            }
             Err(e) => tracing::warn!("no bind interposition on this node (ssi run): {e}"),
         }
         if let Some(global) = cfg.global_address.filter(|_| cfg.gateways.contains(&id)) {

@@ -19,6 +19,7 @@ pub mod rexec;
 pub mod sdds;
 pub mod tool;
 pub mod trace;
+pub mod web;
 pub mod workload;
 pub mod wrk;
 

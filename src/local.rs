@@ -365,6 +365,8 @@ pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
         let _ = std::fs::remove_file(&nc.control_socket);
         let _ = std::fs::remove_file(nc.dir.join("pid"));
     }
+    // The nodes' bind-guard cgroups (and any a crashed cluster left), once empty.
+    ssi_netsap::bindguard::remove_empty_cgroups();
     let namespaces = if uses_netns(&cfg) { topology(dir, &cfg).destroy() } else { 0 };
     Ok(DownReport { stopped: pids.len(), killed, unmounted, namespaces })
 }

@@ -406,10 +406,23 @@ enum WorkloadCmd {
         #[command(flatten)]
         run: WorkloadRun,
     },
-    /// The web workload (not implemented yet: workloads).
+    /// The web workload on a --netns cluster: nginx on every node as one service on port 80
+    /// serving /www, wrk from ext through the gateway; beside it nginx on node 3 alone,
+    /// reached at its own address.
     Web {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// wrk's open connections.
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+        /// The documents: the study's one 1,500-byte file, or a SPECweb99-like mix.
+        #[arg(long, value_enum, default_value = "paper")]
+        documents: ssi::web::Mix,
+        /// Keep connections open (default: a new connection per request, as HTTP/1.0 in 1997).
+        #[arg(long)]
+        keepalive: bool,
+        #[command(flatten)]
+        run: WorkloadRun,
     },
     /// The IN coprocessor (Friedman & Birman): switch, EAs, QEs, UI as ORB services; calls
     /// answered within a deadline, with faults and overload injected on request.
@@ -495,10 +508,6 @@ enum WorkloadCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-}
-
-fn not_yet(what: &str, issue: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`ssi {what}` is not implemented yet ({issue})")
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -624,8 +633,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the cluster in {} has no network namespaces (start it with ssi up --netns)", dir.display());
             }
             let ns = local::topology(&dir, &cfg).ext_ns();
-            let st = std::process::Command::new("ip").args(["netns", "exec", &ns]).args(&command).status()?;
-            std::process::exit(st.code().unwrap_or(1));
+            // exec, not spawn: `ip netns exec` execs the command in turn, so this process *is*
+            // the command — a signal to it reaches the command, nothing is left behind.
+            use std::os::unix::process::CommandExt;
+            let err = std::process::Command::new("ip").args(["netns", "exec", &ns]).args(&command).exec();
+            anyhow::bail!("ip netns exec: {err}");
         }
         Cmd::Trace { which: TraceCmd::Record { out, duration, in_process, syscalls, dir, command } } => {
             if duration.is_some_and(|d| !(d > 0.0 && d < 7.0 * 86400.0)) {
@@ -651,7 +663,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Workload { which } => {
             match which {
                 WorkloadCmd::Db { run: WorkloadRun { trace: Some(out), dir, .. }, .. }
-                | WorkloadCmd::Make { run: WorkloadRun { trace: Some(out), dir, .. }, .. } => {
+                | WorkloadCmd::Make { run: WorkloadRun { trace: Some(out), dir, .. }, .. }
+                | WorkloadCmd::Web { run: WorkloadRun { trace: Some(out), dir, .. }, .. } => {
                     ssi::trace::rerun_traced(&out, &dir_or(dir))?
                 }
                 WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, run: WorkloadRun { json, dir, trace: None } } => {
@@ -674,7 +687,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     ssi::workload::make(&ssi::workload::MakeOptions { dir: dir_or(dir), jobs, tree, json })?
                 }
-                WorkloadCmd::Web { .. } => not_yet("workload web", "workloads")?,
+                WorkloadCmd::Web { seconds, connections, documents, keepalive, run: WorkloadRun { json, dir, trace: None } } => {
+                    if !(1.0..=3600.0).contains(&seconds) || connections == 0 {
+                        anyhow::bail!("--seconds must be 1..=3600 and --connections at least 1");
+                    }
+                    ssi::web::web(&ssi::web::WebOptions { dir: dir_or(dir), seconds, connections, mix: documents, close: !keepalive, json })?
+                }
                 WorkloadCmd::In { qes, rate, calls, deadline_ms, sweep_ms, kill, add, overload, interval_calls, entries, qe_service_us, ea_marks, qe_marks, svg, json, dir } => {
                     if !(rate > 0.0 && rate <= 1e7) || calls == 0 || interval_calls == 0 {
                         anyhow::bail!("--rate must be in (0, 1e7], --calls and --interval-calls at least 1");

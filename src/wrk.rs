@@ -15,6 +15,8 @@ pub struct Load<'a> {
     pub duration: Duration,
     /// A new connection per request (`Connection: close`), else keep-alive.
     pub close: bool,
+    /// A wrk Lua script (e.g. one that picks a path per request).
+    pub script: Option<&'a Path>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -25,6 +27,8 @@ pub struct Report {
     pub p99_ms: f64,
     /// connect + read + write + timeout errors.
     pub socket_errors: u64,
+    /// wrk's own words for them: `connect 0, read 2, write 0, timeout 0`.
+    pub socket_errors_detail: String,
     pub non_2xx: u64,
 }
 
@@ -39,6 +43,9 @@ pub fn run(ext_ns: &str, load: &Load) -> anyhow::Result<Report> {
         .args(["-d", &format!("{}s", load.duration.as_secs_f64().ceil().max(1.0) as u64)]);
     if load.close {
         c.args(["-H", "Connection: close"]);
+    }
+    if let Some(s) = load.script {
+        c.arg("-s").arg(s);
     }
     let out = c.arg(load.url).stdin(Stdio::null()).output().context("wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -62,6 +69,7 @@ pub fn parse(text: &str) -> anyhow::Result<Report> {
             ["Socket", "errors:", rest @ ..] => {
                 // connect 0, read 3, write 0, timeout 0
                 r.socket_errors = rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum();
+                r.socket_errors_detail = rest.join(" ");
             }
             _ => {}
         }

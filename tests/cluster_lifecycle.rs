@@ -98,15 +98,6 @@ fn malformed_configs_are_refused_with_file_line_and_reason() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn commands_not_built_yet_say_so() {
-    for cmd in [&["workload", "web"][..]] {
-        let out = ssi(cmd);
-        assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
-    }
-}
-
 /// Run by `control_socket_checks_the_callers_uid` in a child process as uid 65534.
 #[test]
 #[ignore = "helper: runs as an unprivileged user, started by control_socket_checks_the_callers_uid"]

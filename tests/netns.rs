@@ -142,6 +142,31 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
             assert!(out.status.success(), "{kind} {port}: {}", String::from_utf8_lossy(&out.stderr));
         }
 
+        // The second layer (cgroup BPF on each node's daemon and all it starts): a process
+        // started without `ssi run` (no seccomp filter) is refused too ...
+        for n in 1..=3 {
+            let log = std::fs::read_to_string(dir.join(format!("node{n}/log"))).unwrap();
+            assert!(log.contains("bind guard: attached"), "node {n} runs the bind guard:\n{log}");
+        }
+        let out = ssi(&["rexec", "--dir", d, "-n", "2", "--cwd", "/", "--", "python3", "-c", &bind_script("SOCK_STREAM", 8080)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("[Errno 98] Address already in use"), "a bind outside ssi run is refused: {err}");
+        // ... and its binds of free ports are entered in the SAP, and given back when it exits.
+        let hold = format!("{}\nimport time; time.sleep(2)", bind_script("SOCK_STREAM", 8090));
+        let mut outside = Command::new(BIN).args(["rexec", "--dir", d, "-n", "1", "--cwd", "/", "--", "python3", "-c", &hold]).stdout(Stdio::null()).spawn().unwrap();
+        let t0 = Instant::now();
+        while holders(d, 8090).is_empty() {
+            assert!(t0.elapsed() < Duration::from_secs(2), "the bind of 8090 outside ssi run was never reported");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(holders(d, 8090)[0].0, 1);
+        let _ = outside.wait();
+        let t1 = Instant::now();
+        while !holders(d, 8090).is_empty() {
+            assert!(t1.elapsed() < Duration::from_secs(1), "8090 still held 1 s after its process exited");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
         // kill -9 of the holder gives the port back.
         let t1 = Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();

@@ -9,7 +9,8 @@
 //! child installs it itself between fork and exec with the raw `seccomp()` call, which is
 //! async-signal-safe (`procmgmt::spawn`), and passes the listener fd back over a socketpair.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::time::Instant;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,19 @@ pub fn bind_filter() -> Result<Vec<libc::sock_filter>, String> {
         .collect())
 }
 
+/// What is known of a granted port's socket, to tell when it is gone. A TCP socket that is
+/// bound but not yet listening is in no table of `/proc/net`, so the port alone cannot say.
+#[derive(Clone, Copy, Debug)]
+struct Grant {
+    /// The socket's inode, when the grant came with the socket (the seccomp path).
+    inode: Option<u64>,
+    since: Instant,
+}
+
+/// How long a bind reported after the fact (no socket known) is kept before a listener or a
+/// connection must show it in `/proc/net`.
+const ADOPTED_GRACE: Duration = Duration::from_secs(5);
+
 /// What a supervised process asked to be: a plain listener, or part of a scalable service.
 #[derive(Clone, Debug, Default)]
 pub struct Role {
@@ -66,12 +80,15 @@ pub struct Supervisor {
     node: u32,
     rt: tokio::runtime::Handle,
     /// Granted: (pid, proto, port), until the socket or the process is gone.
-    granted: Arc<Mutex<BTreeSet<(u32, u32, u32)>>>,
+    granted: Arc<Mutex<BTreeMap<(u32, u32, u32), Grant>>>,
+    /// The bind guard's map of ports refused on this node (`bindguard`), if it runs: a port
+    /// granted here leaves it at once, before the guard's next look at the SAP table.
+    refused: Arc<std::sync::OnceLock<libbpf_rs::MapHandle>>,
 }
 
 impl Supervisor {
     pub fn start(sap: SapClient, node: u32, rt: tokio::runtime::Handle) -> Result<Supervisor, String> {
-        let s = Supervisor { filter: Arc::new(bind_filter()?), sap, node, rt, granted: Default::default() };
+        let s = Supervisor { filter: Arc::new(bind_filter()?), sap, node, rt, granted: Default::default(), refused: Default::default() };
         let s2 = s.clone();
         std::thread::Builder::new().name("netsap-release".into()).spawn(move || s2.release_loop()).map_err(|e| e.to_string())?;
         Ok(s)
@@ -122,7 +139,11 @@ impl Supervisor {
         let sap = self.sap.clone();
         match self.rt.block_on(async move { sap.bind(b).await }) {
             Ok(r) if r.ok => {
-                self.granted.lock().insert((pid, proto, port));
+                self.granted.lock().insert((pid, proto, port), Grant { inode: socket_inode(pid, args[0] as i32), since: Instant::now() });
+                if let Some(m) = self.refused.get() {
+                    use libbpf_rs::MapCore;
+                    let _ = m.delete(&crate::bindguard::key(proto, port).to_ne_bytes());
+                }
                 Ok(())
             }
             Ok(_) => Err(libc::EADDRINUSE),
@@ -131,20 +152,62 @@ impl Supervisor {
         }
     }
 
+    /// Has the bind guard's refused map kept clear of the ports granted here.
+    pub fn set_refused_map(&self, m: libbpf_rs::MapHandle) {
+        let _ = self.refused.set(m);
+    }
+
+    /// A bind the bind guard saw that did not come through here (a process not started with
+    /// `ssi run`, an io_uring bind): entered in the SAP as this node's, and given back like
+    /// the others. Refused if another node got the port meanwhile (then only logged: the
+    /// bind has happened).
+    pub fn adopt(&self, pid: u32, proto: u32, port: u32) {
+        if self.granted.lock().contains_key(&(pid, proto, port)) {
+            return;
+        }
+        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid, weight: 1 }), service: String::new(), policy: String::new() };
+        let sap = self.sap.clone();
+        match self.rt.block_on(async move { sap.bind(b).await }) {
+            Ok(r) if r.ok => {
+                self.granted.lock().insert((pid, proto, port), Grant { inode: None, since: Instant::now() });
+            }
+            Ok(_) => tracing::warn!("pid {pid} bound {}/{port}, which another node holds (a bind outside ssi run)", crate::sap::proto_name(proto)),
+            Err(e) => tracing::warn!("pid {pid} bound {}/{port}; the SAP could not be told: {e}", crate::sap::proto_name(proto)),
+        }
+    }
+
     fn release_loop(&self) {
         loop {
             std::thread::sleep(Duration::from_millis(250));
-            let held: Vec<(u32, u32, u32)> = self.granted.lock().iter().copied().collect();
-            for (pid, proto, port) in held {
-                let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-                if alive && port_in_use(proto, port) {
-                    continue;
-                }
-                let sap = self.sap.clone();
-                let who = Listener { node: self.node, pid, weight: 0 };
-                if self.rt.block_on(async move { sap.release(proto, port, who).await }).is_ok() {
-                    self.granted.lock().remove(&(pid, proto, port));
-                }
+            self.sweep(None);
+        }
+    }
+
+    /// Gives back process `pid`'s granted ports that are gone.
+    pub fn sweep_pid(&self, pid: u32) {
+        self.sweep(Some(pid));
+    }
+
+    /// Gives back the granted ports (of every process, or only of `only`) whose socket is gone
+    /// from the node's network or whose process has died.
+    fn sweep(&self, only: Option<u32>) {
+        let held: Vec<((u32, u32, u32), Grant)> = self.granted.lock().iter().map(|(k, g)| (*k, *g)).filter(|((p, _, _), _)| only.is_none_or(|o| o == *p)).collect();
+        for ((pid, proto, port), grant) in held {
+            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            // Held: a listener or connection shows the port (also one children inherited),
+            // or the process still has the very socket it bound (bound, not listening yet),
+            // or a bind reported after the fact is young.
+            let held = alive
+                && (port_in_use(proto, port)
+                    || grant.inode.is_some_and(|i| has_socket(pid, i))
+                    || (grant.inode.is_none() && grant.since.elapsed() < ADOPTED_GRACE));
+            if held {
+                continue;
+            }
+            let sap = self.sap.clone();
+            let who = Listener { node: self.node, pid, weight: 0 };
+            if self.rt.block_on(async move { sap.release(proto, port, who).await }).is_ok() {
+                self.granted.lock().remove(&(pid, proto, port));
             }
         }
     }
@@ -166,6 +229,20 @@ fn read_port(pid: u32, addr: u64, len: u64) -> Option<u32> {
     }
     let family = u16::from_ne_bytes([buf[0], buf[1]]) as i32;
     (family == libc::AF_INET || family == libc::AF_INET6).then(|| u16::from_be_bytes([buf[2], buf[3]]) as u32)
+}
+
+/// The inode of the socket behind fd `fd` of process `pid` (`socket:[INODE]`).
+fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Whether process `pid` has an fd on the socket with inode `inode`.
+fn has_socket(pid: u32, inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want.as_str())))
+        .unwrap_or(false)
 }
 
 /// SO_TYPE of the process's fd (a copy of it, through a pidfd).

@@ -90,7 +90,7 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
                     eprint!("\rround {}/{}: {} {}            ", round + 1, o.rounds, c.name, if close { "close" } else { "keep-alive" });
                 }
                 let url = format!("http://{}:{}/", c.addr, c.port);
-                let r = wrk::run(&ext, &Load { url: &url, connections: o.connections, threads: 1, duration: Duration::from_secs_f64(o.seconds), close })?;
+                let r = wrk::run(&ext, &Load { url: &url, connections: o.connections, threads: 1, duration: Duration::from_secs_f64(o.seconds), close, script: None })?;
                 errors += r.socket_errors + r.non_2xx;
                 rates[ci][close as usize].push(r.per_sec);
                 lat[ci][close as usize].push((r.p50_ms, r.p99_ms));

@@ -68,11 +68,16 @@ struct flow_key {
     __u32 proto;
 };
 
+struct flow {
+    __u32 node;     // the node's interconnect address
+    __u32 syn_seq;  // TCP: the sequence number of the SYN that started it
+};
+
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 262144);
     __type(key, struct flow_key);
-    __type(value, __u32);  // the node's interconnect address
+    __type(value, struct flow);
 } flows SEC(".maps");
 
 // Node-initiated traffic: nodes send from the global address, each from its own ephemeral
@@ -180,8 +185,10 @@ int dispatch(struct __sk_buff *skb) {
     struct {
         __be16 source;
         __be16 dest;
-        __u8 rest[10];  // TCP: sequence and acknowledgement numbers, data offset
-        __u8 flags;     // TCP: CWR ECE URG ACK PSH RST SYN FIN
+        __be32 seq;     // TCP from here on
+        __be32 ack_seq;
+        __u8 doff;
+        __u8 flags;     // CWR ECE URG ACK PSH RST SYN FIN
     } l4;
     int first = 0;
     if (ip->protocol == IPPROTO_TCP) {
@@ -210,18 +217,22 @@ int dispatch(struct __sk_buff *skb) {
     }
 
     struct flow_key fk = {.saddr = ip->saddr, .sport = sport, .dport = dport, .proto = ip->protocol};
-    __u32 *known = bpf_map_lookup_elem(&flows, &fk);
+    struct flow *known = bpf_map_lookup_elem(&flows, &fk);
     __u32 node;
     int new_flow = 0;
     // A SYN starts a new connection even when its 4-tuple was seen before (a reused client
-    // port); a flow whose node has left the service is placed again.
-    if (known && !first && in_service(s, *known)) {
-        node = *known;
+    // port) — unless it is the same SYN again (a retransmission: same sequence number), which
+    // must reach the node that may already have answered the first. A flow whose node has
+    // left the service is placed again.
+    int retransmit = first && known && known->syn_seq == l4.seq;
+    if (known && (!first || retransmit) && in_service(s, known->node)) {
+        node = known->node;
     } else {
         node = pick(s, ip->saddr);
         if (!node)
             return TC_ACT_OK;
-        bpf_map_update_elem(&flows, &fk, &node, BPF_ANY);
+        struct flow f = {.node = node, .syn_seq = first ? l4.seq : 0};
+        bpf_map_update_elem(&flows, &fk, &f, BPF_ANY);
         new_flow = 1;
     }
     count(node, new_flow);
