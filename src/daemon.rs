@@ -234,8 +234,8 @@ impl ssi_procmgmt::server::BindGate for BindGate {
     fn filter(&self) -> Arc<Vec<libc::sock_filter>> {
         self.0.filter()
     }
-    fn supervise(&self, listener: std::os::fd::OwnedFd, service: String, policy: String) {
-        self.0.supervise(listener, ssi_netsap::interpose::Role { service, policy });
+    fn supervise(&self, listener: std::os::fd::OwnedFd, role: &ssi_procmgmt::proto::Interpose) {
+        self.0.supervise(listener, ssi_netsap::interpose::Role { service: role.service.clone(), policy: role.policy.clone(), weight: role.weight.max(1) });
     }
 }
 

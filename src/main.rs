@@ -66,10 +66,15 @@ enum Cmd {
         #[command(subcommand)]
         which: BenchCmd,
     },
-    /// The main job: a local cluster, a tour of what it does, then down.
+    /// The main job: a 4-node local cluster in network namespaces, a tour of what it does,
+    /// the paper's make, web and database workloads traced beside the paper's figures (one
+    /// HTML report), then down. Needs root.
     Demo {
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The paper-length runs (web and database 241 and 243 s) instead of short ones.
+        #[arg(long)]
+        full: bool,
     },
     /// Run a command on a node of the cluster, as if here: stdio, signals, exit status.
     Rexec {
@@ -97,6 +102,9 @@ enum Cmd {
         /// The service's load-balancing policy.
         #[arg(long, default_value = "rr", requires = "service")]
         policy: String,
+        /// This listener's share under --policy weighted.
+        #[arg(long, default_value_t = 1, requires = "service")]
+        weight: u32,
         #[command(flatten)]
         what: RemoteCmd,
     },
@@ -593,20 +601,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let tree = if no_build { Some(PathBuf::new()) } else { tree };
             ssi::bench::rexec::run(&ssi::bench::rexec::Options { json, runs, tree, jobs })?;
         }
-        Cmd::Demo { dir } => {
+        Cmd::Demo { dir, full } => {
             let dir = dir.unwrap_or_else(|| local::default_dir().join("demo"));
-            ssi::demo::run(&dir)?;
+            ssi::demo::run(&dir, full)?;
         }
         // The tool's own failures exit 255 (as ssh's), apart from the command's exit codes.
         Cmd::Rexec { node, any: _, tty, what: RemoteCmd { cwd, dir, cmd } } => {
             let Err(e) = ssi::rexec::rexec(ssi::rexec::RexecOptions { dir: dir_or(dir), node, tty, cwd, argv: cmd, interpose: None });
             fail_255(e)
         }
-        Cmd::Run { node, service, policy, what: RemoteCmd { cwd, dir, cmd } } => {
+        Cmd::Run { node, service, policy, weight, what: RemoteCmd { cwd, dir, cmd } } => {
             if !matches!(policy.as_str(), "rr" | "weighted" | "sticky") {
                 anyhow::bail!("--policy must be rr, weighted or sticky");
             }
-            let interpose = Some((service.unwrap_or_default(), policy));
+            if !(1..=1000).contains(&weight) {
+                anyhow::bail!("--weight must be 1..=1000");
+            }
+            let interpose = Some(ssi_procmgmt::proto::Interpose { service: service.unwrap_or_default(), policy, weight });
             let Err(e) = ssi::rexec::rexec(ssi::rexec::RexecOptions { dir: dir_or(dir), node, tty: false, cwd, argv: cmd, interpose });
             fail_255(e)
         }

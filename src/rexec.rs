@@ -26,7 +26,8 @@ pub struct RexecOptions {
     pub argv: Vec<OsString>,
     /// `ssi run`: the command's binds go through the SAP server, as part of this service
     /// (name, policy) when one is given.
-    pub interpose: Option<(String, String)>,
+    /// `ssi run`: binds go through the SAP, as this role.
+    pub interpose: Option<ssi_procmgmt::proto::Interpose>,
 }
 
 /// The node this tool is on: $SSI_NODE, else the node whose mountpoint holds the working
@@ -140,8 +141,9 @@ pub fn rexec(o: RexecOptions) -> anyhow::Result<std::convert::Infallible> {
         rows,
         cols,
         interpose: o.interpose.is_some(),
-        service: o.interpose.as_ref().map(|i| i.0.clone()).unwrap_or_default(),
-        policy: o.interpose.as_ref().map(|i| i.1.clone()).unwrap_or_default(),
+        service: o.interpose.as_ref().map(|i| i.service.clone()).unwrap_or_default(),
+        policy: o.interpose.as_ref().map(|i| i.policy.clone()).unwrap_or_default(),
+        weight: o.interpose.as_ref().map(|i| i.weight).unwrap_or_default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let code = rt.block_on(async move {

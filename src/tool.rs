@@ -27,3 +27,22 @@ pub async fn connect(cfg: &Config) -> anyhow::Result<Orb> {
     }
     Ok(orb)
 }
+
+/// Runs the future `f` makes on a runtime of its own, on a thread that first joins the
+/// network namespace of the cluster's first node when the cluster has them (`ssi up
+/// --netns`): the host cannot reach their interconnect, a node's namespace can. Sockets
+/// take the namespace of the thread that makes them, so everything `f` connects to
+/// (`connect`, the ORB's links) is made there. Elsewhere it simply runs `f`.
+pub fn on_cluster_network<T: Send, Fut: std::future::Future<Output = anyhow::Result<T>>>(cfg: &Config, f: impl FnOnce() -> Fut + Send) -> anyhow::Result<T> {
+    let netns = cfg.nodes.values().next().and_then(|n| n.netns.clone());
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(ns) = &netns {
+                ssi_netsap::topology::enter(ns).map_err(|e| anyhow!(e))?;
+            }
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f())
+        })
+        .join()
+        .map_err(|_| anyhow!("the cluster-network thread panicked"))?
+    })
+}

@@ -130,7 +130,8 @@ pub struct MakeOptions {
 }
 
 /// `ssi workload make`: the redis tree unpacked on `/src` and built from the first node with
-/// `make -jN SHELL='ssi sh'`, so the recipes spread over the nodes; then the built server is
+/// `make -jN SHELL='ssi sh'`, so the recipes spread over the nodes; then the same tree built
+/// with plain `make -jN` on the local disk (the baseline, same run); then the built server is
 /// run on another node.
 pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
     use crate::buildtree::{fetch_tree, objects, spawned, untar};
@@ -148,9 +149,9 @@ pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
     let t = std::time::Instant::now();
     let tree = untar(&tarball, &build_dir)?;
     let untar_s = t.elapsed().as_secs_f64();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Per-node counts need the cluster key (root); without it the build still runs.
-    let before = rt.block_on(spawned(&cfg)).ok();
+    let count = || crate::tool::on_cluster_network(&cfg, || spawned(&cfg)).ok();
+    let before = count();
     let me = std::env::current_exe()?;
     if !o.json {
         eprintln!("make -j{} SHELL='ssi sh' from node {first}...", o.jobs);
@@ -170,9 +171,24 @@ pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
     if !st.success() {
         bail!("make failed ({st}); see {}", build_dir.join("make.log").display());
     }
-    let after = rt.block_on(spawned(&cfg)).ok();
+    let after = count();
     let per_node: Option<Vec<(u32, u64)>> = before.zip(after).map(|(b, a)| a.iter().zip(&b).map(|((n, x), (_, y))| (*n, x - y)).collect());
     let objs = objects(&tree).len();
+    // The baseline, in the same run: the same tree on this machine's local disk, plain make.
+    let local_dir = std::env::temp_dir().join(format!("ssi-make-local-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&local_dir);
+    if !o.json {
+        eprintln!("the baseline: make -j{} of the same tree on the local disk ({})...", o.jobs, local_dir.display());
+    }
+    let local_tree = untar(&tarball, &local_dir)?;
+    let t = std::time::Instant::now();
+    let st = Command::new("make").arg(format!("-j{}", o.jobs)).arg("MALLOC=libc").current_dir(&local_tree).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+    let local_s = t.elapsed().as_secs_f64();
+    let local_objs = objects(&local_tree).len();
+    let _ = std::fs::remove_dir_all(&local_dir);
+    if !st.success() {
+        bail!("the baseline make on the local disk failed ({st})");
+    }
     // The product runs, on another node than the one that built it.
     let other = members.iter().copied().find(|n| *n != first).unwrap_or(first);
     let v = Command::new(&me)
@@ -190,11 +206,13 @@ pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
             "{}",
             json!({"workload": "make", "jobs": o.jobs, "untar_s": untar_s, "build_s": build_s, "objects": objs,
                    "compiles_per_s": objs as f64 / build_s, "version_on_node": other, "version": version,
+                   "local_build_s": local_s, "local_objects": local_objs, "ratio_to_local": build_s / local_s,
                    "processes_per_node": per_node.as_ref().map(|v| v.iter().map(|(n, c)| json!({"node": n, "processes": c})).collect::<Vec<_>>())})
         );
     } else {
         println!("ssi workload make — redis 7.0.15 on /src, make -j{} SHELL='ssi sh' from node {first}", o.jobs);
         println!("  unpacked in {untar_s:.1} s; built in {build_s:.1} s: {objs} object files, {:.2} compiles/s", objs as f64 / build_s);
+        println!("  the same tree on the local disk, make -j{}: {local_s:.1} s ({local_objs} object files); the cluster took {:.2}× as long", o.jobs, build_s / local_s);
         match &per_node {
             Some(v) => {
                 println!("  processes started per node: {}", v.iter().map(|(n, c)| format!("node {n}: {c}")).collect::<Vec<_>>().join(", "))

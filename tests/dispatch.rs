@@ -52,17 +52,18 @@ impl Drop for NetCluster {
 }
 
 /// HTTP clients in `ext`, one new connection per request to the global address: `count N`
-/// requests, or `for SECONDS`. One line per request: `unix-time status node` or
+/// requests, or `for SECONDS` (to port 80, or the third argument). One line per request: `unix-time status node` or
 /// `unix-time ERR class`.
 const CLIENT: &str = r#"
 import http.client, sys, time
 mode, arg = sys.argv[1], float(sys.argv[2])
+port = int(sys.argv[3]) if len(sys.argv) > 3 else 80
 end = time.time() + arg if mode == 'for' else None
 n = 0
 while (end is not None and time.time() < end) or (end is None and n < arg):
     t = time.time()
     try:
-        c = http.client.HTTPConnection('192.168.77.1', 80, timeout=5)
+        c = http.client.HTTPConnection('192.168.77.1', port, timeout=5)
         c.request('GET', '/', headers={'Connection': 'close'})
         r = c.getresponse(); r.read()
         print(f"{t:.4f} {r.status} {r.getheader('X-Node')}")
@@ -257,5 +258,44 @@ fn the_nftables_and_proxy_fallbacks_steer_a_service() {
         eprintln!("{mode}: 200 connections: node 1 {}, node 3 {}", from(1), from(3));
         assert_eq!(from(1) + from(3), 200, "{mode}: every request answered");
         assert!((90..=110).contains(&from(1)), "{mode}: round robin over two nodes");
+    }
+}
+
+/// A tiny HTTP server that answers with the node it runs on (header X-Node).
+fn node_server(port: u16) -> String {
+    format!(
+        "import http.server,os\nclass H(http.server.BaseHTTPRequestHandler):\n def do_GET(s):\n  b=os.environ['SSI_NODE'].encode()\n  s.send_response(200); s.send_header('X-Node', os.environ['SSI_NODE']); s.send_header('Content-Length', str(len(b))); s.end_headers(); s.wfile.write(b)\n def log_message(s, *a): pass\nhttp.server.HTTPServer(('0.0.0.0', {port}), H).serve_forever()"
+    )
+}
+
+/// The other two policies: `weighted` hands out connections in proportion to the weights
+/// given to `ssi run --weight`; `sticky` keeps a client on one node.
+#[test]
+fn weighted_and_sticky_services() {
+    if !required("root", nix::unistd::geteuid().is_root()) {
+        return;
+    }
+    let c = NetCluster::up("dispatch-policies", "ebpf");
+    let mut servers = Vec::new();
+    for (n, port, policy, weight) in [(1u32, 81u16, "weighted", "3"), (3, 81, "weighted", "1"), (1, 82, "sticky", "1"), (3, 82, "sticky", "1"), (4, 82, "sticky", "1")] {
+        let code = node_server(port);
+        let svc = format!("svc{port}");
+        let args = ["run", "--dir", c.d(), "-n", &n.to_string(), "--service", svc.as_str(), "--policy", policy, "--weight", weight, "--cwd", "/", "--", "python3", "-c", code.as_str()];
+        servers.push(Command::new(BIN).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    }
+    c.wait_steering("tcp/81 rr [10.99.0.1 10.99.0.1 10.99.0.3 10.99.0.1]");
+    c.wait_steering("tcp/82 sticky [10.99.0.1 10.99.0.3 10.99.0.4]");
+    let got = answers(&c.ext_python(CLIENT, &["count", "400", "81"]));
+    let from = |n| got.iter().filter(|a| a.node == Some(n)).count();
+    eprintln!("weighted 3:1 over 400 connections: node 1 {}, node 3 {}", from(1), from(3));
+    assert_eq!((from(1), from(3)), (300, 100), "weights 3 and 1");
+    let got = answers(&c.ext_python(CLIENT, &["count", "100", "82"]));
+    let nodes: std::collections::BTreeSet<Option<u32>> = got.iter().map(|a| a.node).collect();
+    eprintln!("sticky: 100 connections from one client went to {nodes:?}");
+    assert_eq!(nodes.len(), 1, "one client, one node: {nodes:?}");
+    assert!(nodes.iter().all(|n| n.is_some()), "answered: {nodes:?}");
+    for mut p in servers {
+        let _ = p.kill();
+        let _ = p.wait();
     }
 }

@@ -171,7 +171,7 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
         let t1 = Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
         while !holders(d, 8080).is_empty() {
-            assert!(t1.elapsed() < Duration::from_millis(1500), "8080 still held after kill -9");
+            assert!(t1.elapsed() < Duration::from_secs(1), "8080 still held 1 s after kill -9 of its holder");
             std::thread::sleep(Duration::from_millis(20));
         }
         eprintln!("8080 released {:?} after kill -9 of its holder", t1.elapsed());

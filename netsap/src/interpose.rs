@@ -70,6 +70,8 @@ const ADOPTED_GRACE: Duration = Duration::from_secs(5);
 pub struct Role {
     pub service: String,
     pub policy: String,
+    /// Its share of a `weighted` service.
+    pub weight: u32,
 }
 
 /// Supervises the binds of processes on this node.
@@ -135,7 +137,7 @@ impl Supervisor {
             Some(libc::SOCK_DGRAM) => UDP,
             _ => return Ok(()),
         };
-        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid, weight: 1 }), service: role.service.clone(), policy: role.policy.clone() };
+        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid, weight: role.weight.max(1) }), service: role.service.clone(), policy: role.policy.clone() };
         let sap = self.sap.clone();
         match self.rt.block_on(async move { sap.bind(b).await }) {
             Ok(r) if r.ok => {

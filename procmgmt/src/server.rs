@@ -50,7 +50,7 @@ pub struct ProcServer {
 /// installs, and who answers its notifications.
 pub trait BindGate: Send + Sync {
     fn filter(&self) -> Arc<Vec<libc::sock_filter>>;
-    fn supervise(&self, listener: std::os::fd::OwnedFd, service: String, policy: String);
+    fn supervise(&self, listener: std::os::fd::OwnedFd, role: &crate::proto::Interpose);
 }
 
 fn caller(ctx: &CallCtx) -> Result<Creds, Exception> {
@@ -161,7 +161,7 @@ impl ProcMgr for ProcServer {
         // whose requests this runtime answers, and spawn waits for the child's exec.
         let mut s = self.spawner.spawn(spec).await.map_err(Exception::from_io)?;
         if let (Some(gate), Some(l), Some(i)) = (gate, s.listener.take(), &req.interpose) {
-            gate.supervise(l, i.service.clone(), i.policy.clone());
+            gate.supervise(l, i);
         }
         let g = gpid(self.node(), s.pid);
         self.spawned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
