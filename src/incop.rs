@@ -319,12 +319,9 @@ pub fn recovery_s(r: &Report, overloads: &[Overload]) -> Option<f64> {
 pub fn workload(o: &InOptions) -> anyhow::Result<()> {
     let cfg = crate::local::load(&o.dir)?;
     let members = crate::local::status(&o.dir).context("the cluster must be running (ssi up)")?.view_members;
-    if crate::local::uses_netns(&cfg) {
-        bail!("ssi workload in drives the cluster from this host's ORB: start the cluster without --netns");
-    }
     let placement = place(&members, o.qes, &o.faults).map_err(|e| anyhow!(e))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let outcome = rt.block_on(async {
+    // The tool ORB runs inside node 1's network when the cluster has namespaces.
+    let outcome = crate::tool::on_cluster_network(&cfg, || async {
         let s = Session::open(&cfg).await?;
         s.start(&placement, &o.params).await?;
         let req = RunReq { rate: o.rate, calls: o.calls, overloads: o.overloads.clone(), interval_calls: o.interval_calls, seed: 1996, tick_us: 1000 };

@@ -95,13 +95,10 @@ fn write_plots(prefix: &std::path::Path, rows: &[serde_json::Value]) -> anyhow::
 pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
     let cfg = crate::local::load(&o.dir)?;
     let members = crate::local::status(&o.dir).context("the cluster must be running (ssi up)")?.view_members;
-    if crate::local::uses_netns(&cfg) {
-        bail!("ssi workload sdds drives the cluster from this host's ORB: start the cluster without --netns");
-    }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut rows = Vec::new();
     let mut keys: Option<serde_json::Value> = None;
-    rt.block_on(async {
+    // The tool ORB runs inside node 1's network when the cluster has namespaces.
+    crate::tool::on_cluster_network(&cfg, || async {
         let orb = crate::tool::connect(&cfg).await?;
         for (k, &(n, b)) in o.cases.iter().enumerate() {
             let spec = FileSpec {
