@@ -57,10 +57,10 @@ fn start_bind_guard(dir: &Path, id: u32, sap: ssi_netsap::sap::SapClient, sup: s
 /// The packet dispatcher of a gateway (netsap's `dispatch`): steers connections for the
 /// cluster's global address to the nodes the SAP says listen. A gateway that cannot run one
 /// says why and goes on as a plain node.
-fn start_dispatcher(cfg: &Config, id: u32, global: std::net::Ipv4Addr, sap: ssi_netsap::sap::SapClient) {
+fn start_dispatcher(cfg: &Config, id: u32, global: std::net::Ipv4Addr, sap: ssi_netsap::sap::SapClient) -> Option<ssi_netsap::dispatch::Dispatcher> {
     let std::net::IpAddr::V4(me) = cfg.nodes[&id].addr.ip() else {
         tracing::warn!("no dispatcher: this gateway's interconnect address is not IPv4");
-        return;
+        return None;
     };
     let addrs = cfg.nodes.iter().filter_map(|(&n, c)| match c.addr.ip() {
         std::net::IpAddr::V4(a) => Some((n, a)),
@@ -68,17 +68,24 @@ fn start_dispatcher(cfg: &Config, id: u32, global: std::net::Ipv4Addr, sap: ssi_
     });
     let site = match ssi_netsap::dispatch::Site::discover(global, me, addrs.collect()) {
         Ok(s) => s,
-        Err(e) => return tracing::warn!("no dispatcher: {e}"),
+        Err(e) => {
+            tracing::warn!("no dispatcher: {e}");
+            return None;
+        }
     };
     let external = site.external.name.clone();
     match ssi_netsap::dispatch::spawn(cfg.dispatch, site, sap, tokio::runtime::Handle::current()) {
-        Ok((mechanism, passed)) => {
-            for why in passed {
+        Ok(d) => {
+            for why in &d.passed_over {
                 tracing::warn!("dispatcher: passed over {why}");
             }
-            tracing::info!("dispatcher: {mechanism} on {external} steers {global}");
+            tracing::info!("dispatcher: {} on {external} steers {global}", d.mechanism);
+            Some(d)
         }
-        Err(e) => tracing::warn!("no dispatcher: {e}"),
+        Err(e) => {
+            tracing::warn!("no dispatcher: {e}");
+            None
+        }
     }
 }
 
@@ -149,9 +156,7 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
             }
             Err(e) => tracing::warn!("no bind interposition on this node (ssi run): {e}"),
         }
-        if let Some(global) = cfg.global_address.filter(|_| cfg.gateways.contains(&id)) {
-            start_dispatcher(&cfg, id, global, sap.clone());
-        }
+        let dispatcher = cfg.global_address.filter(|_| cfg.gateways.contains(&id)).and_then(|global| start_dispatcher(&cfg, id, global, sap.clone()));
         let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default(), launcher, sap };
         let server = tonic::transport::Server::builder()
             .add_service(ControlServer::new(svc))
@@ -172,6 +177,11 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
             _ = stopped.changed() => tracing::info!("stopping on request"),
         }
         let _ = stop_tx.send(true);
+        // A stopped gateway steers nothing: its steering goes with it (the SAP is asked
+        // through this runtime, so the dispatcher's last round must finish off it).
+        if let Some(d) = dispatcher {
+            tokio::task::spawn_blocking(move || d.stop()).await.ok();
+        }
         procs.hang_up_all();
         // Unmount first: nothing may be left waiting on a server that is going away.
         if let Some(session) = fs {

@@ -212,12 +212,32 @@ pub fn start(mode: Mode, site: &Site, fallbacks: &mut Vec<String>) -> Result<Box
     Ok(Box::new(proxy::Proxy::start(site)?))
 }
 
+/// A running dispatcher: stopping it takes its steering away (the TC program detached, the
+/// nftables table deleted, the proxy closed), so a stopped gateway steers nothing stale.
+pub struct Dispatcher {
+    pub mechanism: &'static str,
+    /// Why better mechanisms were passed over.
+    pub passed_over: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Dispatcher {
+    /// Stops following the SAP and removes the steering; waits up to a second for it.
+    pub fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.done.recv_timeout(Duration::from_secs(1));
+    }
+}
+
 /// Runs the dispatcher of this gateway on a thread of its own (the BPF skeleton is not
-/// `Send`): starts the mechanism `mode` asks for, then keeps it in step with the SAP table for
-/// the life of the process, asking the SAP through the daemon's runtime `rt`. Returns the mechanism's name and why better ones were passed
-/// over, or why none could start.
-pub fn spawn(mode: Mode, site: Site, sap: SapClient, rt: tokio::runtime::Handle) -> Result<(&'static str, Vec<String>), String> {
+/// `Send`): starts the mechanism `mode` asks for, then keeps it in step with the SAP table
+/// until stopped, asking the SAP through the daemon's runtime `rt`.
+pub fn spawn(mode: Mode, site: Site, sap: SapClient, rt: tokio::runtime::Handle) -> Result<Dispatcher, String> {
     let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
     std::thread::Builder::new()
         .name("netsap-dispatch".into())
         .spawn(move || {
@@ -225,7 +245,8 @@ pub fn spawn(mode: Mode, site: Site, sap: SapClient, rt: tokio::runtime::Handle)
             match start(mode, &site, &mut fallbacks) {
                 Ok(steering) => {
                     let _ = tx.send(Ok((steering.name(), fallbacks)));
-                    follow(&rt, &sap, &site.nodes, steering);
+                    follow(&rt, &sap, &site.nodes, steering, &stopping);
+                    let _ = done_tx.send(());
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -233,13 +254,14 @@ pub fn spawn(mode: Mode, site: Site, sap: SapClient, rt: tokio::runtime::Handle)
             }
         })
         .map_err(|e| format!("dispatcher thread: {e}"))?;
-    rx.recv().map_err(|_| "the dispatcher thread died".to_string())?
+    let (mechanism, passed_over) = rx.recv().map_err(|_| "the dispatcher thread died".to_string())??;
+    Ok(Dispatcher { mechanism, passed_over, stop, done })
 }
 
-/// Keeps `steering` in step with the SAP table, forever.
-fn follow(rt: &tokio::runtime::Handle, sap: &SapClient, addrs: &BTreeMap<u32, Ipv4Addr>, mut steering: Box<dyn Steering>) {
+/// Keeps `steering` in step with the SAP table until `stop`; then drops it (which removes it).
+fn follow(rt: &tokio::runtime::Handle, sap: &SapClient, addrs: &BTreeMap<u32, Ipv4Addr>, mut steering: Box<dyn Steering>, stop: &std::sync::atomic::AtomicBool) {
     let mut current: Option<Table> = None;
-    loop {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let t = table(&rt.block_on(sap.list()), addrs);
         if current.as_ref() != Some(&t) {
             match steering.apply(&t) {
@@ -252,6 +274,7 @@ fn follow(rt: &tokio::runtime::Handle, sap: &SapClient, addrs: &BTreeMap<u32, Ip
         }
         std::thread::sleep(FOLLOW_EVERY);
     }
+    drop(steering);
 }
 
 /// One line for the log: `tcp/80 rr [10.99.0.1 10.99.0.3], ...`.
