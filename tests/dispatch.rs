@@ -164,7 +164,9 @@ fn connections_to_the_global_address_spread_over_a_service_and_follow_its_listen
         failed.iter().copied().fold(0.0, f64::max),
         after.len()
     );
-    let early: Vec<&Answer> = got.iter().filter(|a| a.at < killed_at && a.node.is_none()).collect();
+    // A request under way on node 4 when it is killed may fail (reset): it started at most a
+    // request's time before the kill. Nothing started earlier fails.
+    let early: Vec<&Answer> = got.iter().filter(|a| a.at < killed_at - 0.5 && a.node.is_none()).collect();
     assert!(early.is_empty(), "no failure before the kill: {early:?} (kill at {killed_at})");
     assert!(failed.iter().all(|&t| t < 1.0), "a request failed more than 1 s after the kill: {failed:?}");
     assert!(after.len() > 100, "clients kept going after the kill");
