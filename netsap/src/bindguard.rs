@@ -25,8 +25,10 @@ mod skel {
 }
 use skel::BindguardSkelBuilder;
 
-/// How often the refused ports are read again from the SAP.
-pub const REFRESH_EVERY: Duration = Duration::from_millis(200);
+/// How often the refused ports are read again from the SAP. The second layer only: the
+/// seccomp supervisor asks the SAP at every bind, and clears a port it grants from the map at
+/// once. Reading the table costs one call per node, from every node: not more often.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 const EVENT_BIND: u32 = 1;
 const EVENT_RELEASE: u32 = 2;
 
