@@ -55,6 +55,15 @@ pub fn topology(dir: &Path, cfg: &Config) -> ssi_netsap::topology::Topology {
     ssi_netsap::topology::Topology::new(&format!("ssi{:06x}", h & 0xff_ffff), &nodes, &cfg.gateways)
 }
 
+/// The external namespace (`ssi ext`) of the `--netns` cluster in `dir`.
+pub fn ext_namespace(dir: &Path) -> anyhow::Result<String> {
+    let cfg = load(dir)?;
+    if !uses_netns(&cfg) {
+        bail!("the cluster in {} has no network namespaces (start it with ssi up --netns)", dir.display());
+    }
+    Ok(topology(dir, &cfg).ext_ns())
+}
+
 /// Whether the cluster in `cfg` runs in network namespaces (every node has one).
 pub fn uses_netns(cfg: &Config) -> bool {
     cfg.nodes.values().all(|n| n.netns.is_some())

@@ -638,12 +638,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ssi::ports::change(&o)?
         }
         Cmd::Ext { dir, command } => {
-            let dir = dir_or(dir);
-            let cfg = local::load(&dir)?;
-            if !local::uses_netns(&cfg) {
-                anyhow::bail!("the cluster in {} has no network namespaces (start it with ssi up --netns)", dir.display());
-            }
-            let ns = local::topology(&dir, &cfg).ext_ns();
+            let ns = local::ext_namespace(&dir_or(dir))?;
             // exec, not spawn: `ip netns exec` execs the command in turn, so this process *is*
             // the command — a signal to it reaches the command, nothing is left behind.
             use std::os::unix::process::CommandExt;

@@ -102,7 +102,7 @@ pub fn web(o: &WebOptions) -> anyhow::Result<()> {
     let slots: Vec<String> = members.iter().map(|&n| Topology::node_ip(n).to_string()).collect();
     crate::gateway::wait_steering(&o.dir, &[&format!("tcp/80 rr [{}]", slots.join(" "))])?;
 
-    let ext = wrk::ext_namespace(&o.dir)?;
+    let ext = crate::local::ext_namespace(&o.dir)?;
     let topo = crate::local::topology(&o.dir, &cfg);
     let path = if o.mix == Mix::Paper { "index.html" } else { "" };
     let load = |url| Load { url, connections: o.connections, threads: 1, duration: Duration::from_secs_f64(o.seconds), close: o.close, script: script.as_deref() };

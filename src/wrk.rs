@@ -96,15 +96,6 @@ fn millis(v: &str) -> anyhow::Result<f64> {
     Ok(num.parse::<f64>()? * scale)
 }
 
-/// The external namespace of the `--netns` cluster in `dir`.
-pub fn ext_namespace(dir: &Path) -> anyhow::Result<String> {
-    let cfg = crate::local::load(dir)?;
-    if !crate::local::uses_netns(&cfg) {
-        bail!("the cluster in {} has no network namespaces (ssi up --netns)", dir.display());
-    }
-    Ok(crate::local::topology(dir, &cfg).ext_ns())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

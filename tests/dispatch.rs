@@ -10,46 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{ok, required, ssi, BIN};
+use common::{ok, required, ssi, NetCluster, BIN};
 use ssi::nginx::{Nginx, Site};
-
-struct NetCluster {
-    dir: PathBuf,
-}
-
-impl NetCluster {
-    fn up(name: &str, dispatch: &str) -> NetCluster {
-        let dir = std::env::temp_dir().join(format!("ssi-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let c = NetCluster { dir };
-        ok(&["up", "--netns", "--dispatch", dispatch, "--nodes", "4", "--dir", c.d()]);
-        c
-    }
-    fn d(&self) -> &str {
-        self.dir.to_str().unwrap()
-    }
-    fn mechanism(&self) -> String {
-        ssi::gateway::mechanism(&self.dir)
-    }
-    fn wait_steering(&self, what: &str) {
-        ssi::gateway::wait_steering(&self.dir, &[what]).unwrap();
-    }
-    /// Runs `python3 -c code args...` in `ext`; its stdout.
-    fn ext_python(&self, code: &str, args: &[&str]) -> String {
-        let mut a = vec!["ext", "--dir", self.d(), "--", "python3", "-c", code];
-        a.extend_from_slice(args);
-        let out = ssi(&a);
-        assert!(out.status.success(), "python in ext: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for NetCluster {
-    fn drop(&mut self) {
-        let _ = ssi(&["down", "--dir", self.d()]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// HTTP clients in `ext`, one new connection per request to the global address: `count N`
 /// requests, or `for SECONDS` (to port 80, or the third argument). One line per request: `unix-time status node` or
@@ -106,6 +68,11 @@ fn wait_for_line(path: &Path, what: &str) -> String {
     }
 }
 
+/// nginx on node `n` as a member of the service "web" on port 80, serving `root`.
+fn web_member(c: &NetCluster, n: u32, root: &Path) -> Nginx {
+    Nginx::start(Path::new(BIN), &c.dir, &c.dir.join(format!("nginx{n}")), &Site { node: n, port: 80, root, service: Some("web") }).unwrap()
+}
+
 fn doc_root(dir: &Path) -> PathBuf {
     let root = dir.join("www");
     ssi::nginx::paper_document(&root).unwrap();
@@ -123,10 +90,7 @@ fn connections_to_the_global_address_spread_over_a_service_and_follow_its_listen
     let c = NetCluster::up("dispatch", "ebpf");
     assert_eq!(c.mechanism(), "ebpf", "the TC program loads here");
     let root = doc_root(&c.dir);
-    let mut servers: BTreeMap<u32, Nginx> = [1u32, 3, 4]
-        .into_iter()
-        .map(|n| (n, Nginx::start(Path::new(BIN), &c.dir, &c.dir.join(format!("nginx{n}")), &Site { node: n, port: 80, root: &root, service: Some("web") }).unwrap()))
-        .collect();
+    let mut servers: BTreeMap<u32, Nginx> = [1u32, 3, 4].into_iter().map(|n| (n, web_member(&c, n, &root))).collect();
     c.wait_steering("tcp/80 rr [10.99.0.1 10.99.0.3 10.99.0.4]");
 
     let got = answers(&c.ext_python(CLIENT, &["count", "3000"]));
@@ -135,7 +99,10 @@ fn connections_to_the_global_address_spread_over_a_service_and_follow_its_listen
     for a in &got {
         *per_node.entry(a.node.expect("every request answered")).or_default() += 1;
     }
-    eprintln!("3,000 connections through the gateway: {per_node:?} (answers), logs {:?}", servers.values().map(|s| (s.node, s.requests())).collect::<Vec<_>>());
+    eprintln!(
+        "3,000 connections through the gateway: {per_node:?} (answers), logs {:?}",
+        servers.values().map(|s| (s.node, s.requests())).collect::<Vec<_>>()
+    );
     for (n, s) in &servers {
         let logged = s.requests();
         assert_eq!(logged, per_node[n], "node {n}'s own log agrees with the answers");
@@ -143,11 +110,8 @@ fn connections_to_the_global_address_spread_over_a_service_and_follow_its_listen
     }
 
     // Kill node 4's nginx while clients keep connecting.
-    let client = Command::new(BIN)
-        .args(["ext", "--dir", c.d(), "--", "python3", "-c", CLIENT, "for", "5"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let client =
+        Command::new(BIN).args(["ext", "--dir", c.d(), "--", "python3", "-c", CLIENT, "for", "5"]).stdout(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let killed_at = unix_now();
     servers.get_mut(&4).unwrap().kill().unwrap();
@@ -200,7 +164,8 @@ fn the_global_address_reaches_listeners_on_any_node_and_nodes_speak_from_it() {
     c.wait_steering("tcp/8080 rr [10.99.0.3]");
     c.wait_steering("udp/5300 rr [10.99.0.4]");
 
-    let curl = ok(&["ext", "--dir", c.d(), "--", "curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "http://192.168.77.1:8080/"]);
+    let curl =
+        ok(&["ext", "--dir", c.d(), "--", "curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "http://192.168.77.1:8080/"]);
     assert_eq!(curl.trim(), "200", "curl from ext reaches node 3 at the global address");
     // The server's log comes back through `ssi run`'s relay of its stderr: a moment later.
     let seen = wait_for_line(&log, "192.168.77.2 - -");
@@ -220,7 +185,25 @@ fn the_global_address_reaches_listeners_on_any_node_and_nodes_speak_from_it() {
         .unwrap();
     let t0 = Instant::now();
     let code = loop {
-        let out = ssi(&["rexec", "--dir", c.d(), "-n", "1", "--cwd", "/", "--", "curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "http://192.168.77.2:9000/"]);
+        let out = ssi(&[
+            "rexec",
+            "--dir",
+            c.d(),
+            "-n",
+            "1",
+            "--cwd",
+            "/",
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://192.168.77.2:9000/",
+        ]);
         let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if code == "200" || t0.elapsed() > Duration::from_secs(10) {
             break code;
@@ -250,10 +233,7 @@ fn the_nftables_and_proxy_fallbacks_steer_a_service() {
         let c = NetCluster::up(&format!("dispatch-{mode}"), mode);
         assert_eq!(c.mechanism(), mode);
         let root = doc_root(&c.dir);
-        let _servers: Vec<Nginx> = [1u32, 3]
-            .into_iter()
-            .map(|n| Nginx::start(Path::new(BIN), &c.dir, &c.dir.join(format!("nginx{n}")), &Site { node: n, port: 80, root: &root, service: Some("web") }).unwrap())
-            .collect();
+        let _servers: Vec<Nginx> = [1u32, 3].into_iter().map(|n| web_member(&c, n, &root)).collect();
         c.wait_steering("tcp/80 rr [10.99.0.1 10.99.0.3]");
         let got = answers(&c.ext_python(CLIENT, &["count", "200"]));
         let from = |n| got.iter().filter(|a| a.node == Some(n)).count();
@@ -279,10 +259,30 @@ fn weighted_and_sticky_services() {
     }
     let c = NetCluster::up("dispatch-policies", "ebpf");
     let mut servers = Vec::new();
-    for (n, port, policy, weight) in [(1u32, 81u16, "weighted", "3"), (3, 81, "weighted", "1"), (1, 82, "sticky", "1"), (3, 82, "sticky", "1"), (4, 82, "sticky", "1")] {
+    for (n, port, policy, weight) in
+        [(1u32, 81u16, "weighted", "3"), (3, 81, "weighted", "1"), (1, 82, "sticky", "1"), (3, 82, "sticky", "1"), (4, 82, "sticky", "1")]
+    {
         let code = node_server(port);
         let svc = format!("svc{port}");
-        let args = ["run", "--dir", c.d(), "-n", &n.to_string(), "--service", svc.as_str(), "--policy", policy, "--weight", weight, "--cwd", "/", "--", "python3", "-c", code.as_str()];
+        let args = [
+            "run",
+            "--dir",
+            c.d(),
+            "-n",
+            &n.to_string(),
+            "--service",
+            svc.as_str(),
+            "--policy",
+            policy,
+            "--weight",
+            weight,
+            "--cwd",
+            "/",
+            "--",
+            "python3",
+            "-c",
+            code.as_str(),
+        ];
         servers.push(Command::new(BIN).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     }
     c.wait_steering("tcp/81 rr [10.99.0.1 10.99.0.1 10.99.0.3 10.99.0.1]");

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{ok, required, ssi, BIN};
+use common::{required, NetCluster, BIN};
 
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("-v").output().is_ok()
@@ -22,38 +22,32 @@ fn web_requests_through_the_gateway_spread_over_every_node() {
     {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("ssi-test-workload-web-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let d = dir.to_str().unwrap();
-    ok(&["up", "--netns", "--nodes", "4", "--dir", d]);
-    let result = std::panic::catch_unwind(|| {
-        for documents in ["paper", "mix"] {
-            let out = Command::new(BIN)
-                .args(["workload", "web", "--seconds", "3", "--connections", "16", "--documents", documents, "--json", "--dir", d])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{documents}: {}", String::from_utf8_lossy(&out.stderr));
-            let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            eprintln!("{documents}: cluster {} req/s, node 3 direct {} req/s, per node {}", r["cluster"]["per_sec"], r["baseline_node3_direct"]["per_sec"], r["per_node"]);
-            assert_eq!(r["dispatcher"], "ebpf");
-            for side in ["cluster", "baseline_node3_direct"] {
-                assert_eq!(r[side]["socket_errors"], 0, "{side}: {r}");
-                assert_eq!(r[side]["non_2xx"], 0, "{side}: {r}");
-                assert!(r[side]["requests"].as_u64().unwrap() > 50, "{side} served: {r}");
-            }
-            let per_node = r["per_node"].as_object().unwrap();
-            assert_eq!(per_node.len(), 4, "every node serves: {r}");
-            assert!(per_node.values().all(|v| v.as_u64().unwrap() > 0), "every node serves: {r}");
-            // Round robin hands out connections evenly; what a node has *finished* when wrk
-            // stops differs by what was in flight — with the mix's 900 KiB files over a short
-            // debug-build run that is a few percent more.
-            let bound = if documents == "paper" { 0.10 } else { 0.25 };
-            assert!(r["spread"].as_f64().unwrap() <= bound, "{documents}: within ±{bound} of even: {r}");
+    let c = NetCluster::up("workload-web", "auto");
+    let d = c.d();
+    for documents in ["paper", "mix"] {
+        let out = Command::new(BIN)
+            .args(["workload", "web", "--seconds", "3", "--connections", "16", "--documents", documents, "--json", "--dir", d])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{documents}: {}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        eprintln!(
+            "{documents}: cluster {} req/s, node 3 direct {} req/s, per node {}",
+            r["cluster"]["per_sec"], r["baseline_node3_direct"]["per_sec"], r["per_node"]
+        );
+        assert_eq!(r["dispatcher"], "ebpf");
+        for side in ["cluster", "baseline_node3_direct"] {
+            assert_eq!(r[side]["socket_errors"], 0, "{side}: {r}");
+            assert_eq!(r[side]["non_2xx"], 0, "{side}: {r}");
+            assert!(r[side]["requests"].as_u64().unwrap() > 50, "{side} served: {r}");
         }
-    });
-    let _ = ssi(&["down", "--dir", d]);
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
+        let per_node = r["per_node"].as_object().unwrap();
+        assert_eq!(per_node.len(), 4, "every node serves: {r}");
+        assert!(per_node.values().all(|v| v.as_u64().unwrap() > 0), "every node serves: {r}");
+        // Round robin hands out connections evenly; what a node has *finished* when wrk
+        // stops differs by what was in flight — with the mix's 900 KiB files over a short
+        // debug-build run that is a few percent more.
+        let bound = if documents == "paper" { 0.10 } else { 0.25 };
+        assert!(r["spread"].as_f64().unwrap() <= bound, "{documents}: within ±{bound} of even: {r}");
     }
 }

@@ -32,11 +32,6 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 const EVENT_BIND: u32 = 1;
 const EVENT_RELEASE: u32 = 2;
 
-/// The maps' key of (protocol, port).
-pub fn key(proto: u32, port: u32) -> u32 {
-    proto << 16 | port
-}
-
 /// Where cgroup v2 is mounted (`/proc/mounts`), if it is.
 pub fn cgroup2_root() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
@@ -162,7 +157,7 @@ fn run(events: &libbpf_rs::Map, refused: &MapHandle, node: u32, sap: &SapClient,
                 .block_on(sap.list())
                 .iter()
                 .filter(|e| e.service.is_empty() && !e.listeners.is_empty() && e.listeners.iter().all(|l| l.node != node))
-                .map(|e| key(e.proto, e.port))
+                .map(|e| crate::sap::port_key(e.proto, e.port))
                 .collect();
             for k in want.difference(&current) {
                 let _ = refused.update(&k.to_ne_bytes(), &[1u8], MapFlags::ANY);

@@ -137,21 +137,29 @@ impl Supervisor {
             Some(libc::SOCK_DGRAM) => UDP,
             _ => return Ok(()),
         };
-        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid, weight: role.weight.max(1) }), service: role.service.clone(), policy: role.policy.clone() };
-        let sap = self.sap.clone();
-        match self.rt.block_on(async move { sap.bind(b).await }) {
-            Ok(r) if r.ok => {
-                self.granted.lock().insert((pid, proto, port), Grant { inode: socket_inode(pid, args[0] as i32), since: Instant::now() });
-                if let Some(m) = self.refused.get() {
-                    use libbpf_rs::MapCore;
-                    let _ = m.delete(&crate::bindguard::key(proto, port).to_ne_bytes());
-                }
-                Ok(())
-            }
-            Ok(_) => Err(libc::EADDRINUSE),
+        match self.claim(pid, proto, port, role, socket_inode(pid, args[0] as i32)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(libc::EADDRINUSE),
             // The SAP cannot be asked: refuse rather than risk two holders.
             Err(_) => Err(libc::EAGAIN),
         }
+    }
+
+    /// Asks the SAP for (proto, port) for process `pid` in `role`; when granted, records the
+    /// grant (with the bound socket's inode, when known) and clears the port from the bind
+    /// guard's refused map. Ok(false): another node holds it.
+    fn claim(&self, pid: u32, proto: u32, port: u32, role: &Role, inode: Option<u64>) -> Result<bool, ssi_orb::OrbError> {
+        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid, weight: role.weight.max(1) }), service: role.service.clone(), policy: role.policy.clone() };
+        let sap = self.sap.clone();
+        let granted = self.rt.block_on(async move { sap.bind(b).await })?.ok;
+        if granted {
+            self.granted.lock().insert((pid, proto, port), Grant { inode, since: Instant::now() });
+            if let Some(m) = self.refused.get() {
+                use libbpf_rs::MapCore;
+                let _ = m.delete(&crate::sap::port_key(proto, port).to_ne_bytes());
+            }
+        }
+        Ok(granted)
     }
 
     /// Has the bind guard's refused map kept clear of the ports granted here.
@@ -167,13 +175,9 @@ impl Supervisor {
         if self.granted.lock().contains_key(&(pid, proto, port)) {
             return;
         }
-        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid, weight: 1 }), service: String::new(), policy: String::new() };
-        let sap = self.sap.clone();
-        match self.rt.block_on(async move { sap.bind(b).await }) {
-            Ok(r) if r.ok => {
-                self.granted.lock().insert((pid, proto, port), Grant { inode: None, since: Instant::now() });
-            }
-            Ok(_) => tracing::warn!("pid {pid} bound {}/{port}, which another node holds (a bind outside ssi run)", crate::sap::proto_name(proto)),
+        match self.claim(pid, proto, port, &Role::default(), None) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("pid {pid} bound {}/{port}, which another node holds (a bind outside ssi run)", crate::sap::proto_name(proto)),
             Err(e) => tracing::warn!("pid {pid} bound {}/{port}; the SAP could not be told: {e}", crate::sap::proto_name(proto)),
         }
     }

@@ -24,6 +24,11 @@ pub const SAP_NAME: &str = "sap";
 pub const TCP: u32 = 6;
 pub const UDP: u32 = 17;
 
+/// The key of (protocol, port) in the BPF programs' maps (dispatcher, bind guard).
+pub fn port_key(proto: u32, port: u32) -> u32 {
+    proto << 16 | port
+}
+
 /// Which nodes hold a port's shard: (primary, backup).
 pub fn shard_nodes(nodes: &[u32], port: u32) -> (u32, u32) {
     let i = port as usize % nodes.len();

@@ -153,11 +153,21 @@ impl Topology {
     }
 }
 
+/// Where the nodes' ephemeral ranges start, and how many ports each has (the gateway's TC
+/// program numbers the ranges the same way).
+pub const EPHEMERAL_BASE: u32 = 40000;
+pub const EPHEMERAL_SPAN: u32 = 400;
+
+/// Which of the ephemeral ranges is node `n`'s.
+pub fn ephemeral_index(n: u32) -> u32 {
+    n.saturating_sub(1) % 63
+}
+
 /// Node `n`'s ephemeral port range (`ip_local_port_range` of its namespace): 400 ports per
 /// node from 40000, disjoint between nodes, so implicit binds never collide.
 pub fn ephemeral_range(n: u32) -> (u32, u32) {
-    let lo = 40000 + (n.saturating_sub(1) % 63) * 400;
-    (lo, lo + 399)
+    let lo = EPHEMERAL_BASE + ephemeral_index(n) * EPHEMERAL_SPAN;
+    (lo, lo + EPHEMERAL_SPAN - 1)
 }
 
 /// The named network namespaces (`ip netns list`).

@@ -60,7 +60,7 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     let cdir = dir.join("cluster");
     local::up(&UpOptions { dir: cdir.clone(), nodes: 4, config: None, pin: false, netns: true, dispatch: o.dispatch })?;
     let mechanism = gateway::mechanism(&cdir);
-    let ext = wrk::ext_namespace(&cdir)?;
+    let ext = local::ext_namespace(&cdir)?;
     let root = dir.join("www");
     paper_document(&root)?;
     let me = std::env::current_exe()?;

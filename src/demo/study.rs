@@ -96,26 +96,39 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+/// The workload's rate, in the unit of the paper's Table 3.1.
+fn rate(o: &Outcome) -> String {
+    let r = &o.result;
+    match o.name {
+        "make" => format!("{:.2} compiles/s", num(&r["compiles_per_s"])),
+        "web" => format!("{:.0} HTTP ops/s", num(&r["cluster"]["per_sec"])),
+        _ => format!("{:.1} TPS", num(&r["tps"])),
+    }
+}
+
 /// One line of what the workload did (its own figures).
 fn headline(o: &Outcome) -> String {
     let r = &o.result;
-    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     match o.name {
         "make" => format!(
-            "{} object files in {:.1} s, {:.2} compiles/s (the local disk: {:.1} s, {:.2}×)",
+            "{} object files in {:.1} s, {} (the local disk: {:.1} s, {:.2}×)",
             r["objects"],
-            f(&r["build_s"]),
-            f(&r["compiles_per_s"]),
-            f(&r["local_build_s"]),
-            f(&r["ratio_to_local"])
+            num(&r["build_s"]),
+            rate(o),
+            num(&r["local_build_s"]),
+            num(&r["ratio_to_local"])
         ),
         "web" => format!(
-            "{:.0} req/s through the gateway (nginx on node 3 alone: {:.0}), spread within {:.1}% of even",
-            f(&r["cluster"]["per_sec"]),
-            f(&r["baseline_node3_direct"]["per_sec"]),
-            100.0 * f(&r["spread"])
+            "{} through the gateway (nginx on node 3 alone: {:.0}), spread within {:.1}% of even",
+            rate(o),
+            num(&r["baseline_node3_direct"]["per_sec"]),
+            100.0 * num(&r["spread"])
         ),
-        _ => format!("{:.1} TPS, books {}", f(&r["tps"]), if r["invariant_holds"] == true { "balanced" } else { "NOT balanced" }),
+        _ => format!("{}, books {}", rate(o), if r["invariant_holds"] == true { "balanced" } else { "NOT balanced" }),
     }
 }
 
@@ -128,13 +141,7 @@ pub fn summary(done: &[Outcome]) -> String {
     let _ = writeln!(o, "    Table 3.1 — the workloads (ours traced, on one 2-vCPU machine | the paper's, untraced, 4 machines)");
     let _ = writeln!(o, "    {:<10} {:>10} {:>22} | {:>8} {:>16}", "workload", "time", "rate", "time", "rate");
     for d in done {
-        let r = &d.result;
-        let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
-        let rate = match d.name {
-            "make" => format!("{:.2} compiles/s", f(&r["compiles_per_s"])),
-            "web" => format!("{:.0} HTTP ops/s", f(&r["cluster"]["per_sec"])),
-            _ => format!("{:.1} TPS", f(&r["tps"])),
-        };
+        let rate = rate(d);
         let paper_time = p.num(&["table_3_1", d.name, "time_s"]).map(|t| format!("{t:.0} s")).unwrap_or_default();
         let paper_rate = match (p.num(&["table_3_1", d.name, "rate"]), d.name) {
             (Some(x), "make") => format!("{x} compiles/s"),

@@ -68,6 +68,46 @@ impl Drop for Cluster {
     }
 }
 
+/// A 4-node `--netns` cluster (node 2 the gateway) with the dispatcher `dispatch`, taken
+/// down even when the test fails.
+pub struct NetCluster {
+    pub dir: PathBuf,
+}
+
+impl NetCluster {
+    pub fn up(name: &str, dispatch: &str) -> NetCluster {
+        let dir = std::env::temp_dir().join(format!("ssi-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = NetCluster { dir };
+        ok(&["up", "--netns", "--dispatch", dispatch, "--nodes", "4", "--dir", c.d()]);
+        c
+    }
+    pub fn d(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+    pub fn mechanism(&self) -> String {
+        ssi::gateway::mechanism(&self.dir)
+    }
+    pub fn wait_steering(&self, what: &str) {
+        ssi::gateway::wait_steering(&self.dir, &[what]).unwrap();
+    }
+    /// Runs `python3 -c code args...` in `ext`; its stdout.
+    pub fn ext_python(&self, code: &str, args: &[&str]) -> String {
+        let mut a = vec!["ext", "--dir", self.d(), "--", "python3", "-c", code];
+        a.extend_from_slice(args);
+        let out = ssi(&a);
+        assert!(out.status.success(), "python in ext: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for NetCluster {
+    fn drop(&mut self) {
+        let _ = ssi(&["down", "--dir", self.d()]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Polls `f` until it is true or `within` passes.
 pub async fn eventually(within: Duration, what: &str, mut f: impl AsyncFnMut() -> bool) {
     let t0 = Instant::now();

@@ -94,19 +94,6 @@ struct {
     __type(value, __u32);
 } ephemeral SEC(".maps");
 
-// Per node (interconnect address): flows started and packets steered to it.
-struct counts {
-    __u64 flows;
-    __u64 packets;
-};
-
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 1024);
-    __type(key, __u32);
-    __type(value, struct counts);
-} steered SEC(".maps");
-
 static __always_inline int in_service(const struct service *s, __u32 node) {
     for (int i = 0; i < MAX_SLOTS; i++) {
         if (i >= s->nslots)
@@ -137,20 +124,6 @@ static __always_inline __u32 pick(struct service *s, __u32 saddr) {
     // verifier.
     asm volatile("" : "+r"(i));
     return s->slots[i & (MAX_SLOTS - 1)];
-}
-
-static __always_inline void count(__u32 node, int new_flow) {
-    struct counts *c = bpf_map_lookup_elem(&steered, &node);
-    if (!c) {
-        struct counts zero = {};
-        bpf_map_update_elem(&steered, &node, &zero, BPF_NOEXIST);
-        c = bpf_map_lookup_elem(&steered, &node);
-        if (!c)
-            return;
-    }
-    if (new_flow)
-        __sync_fetch_and_add(&c->flows, 1);
-    __sync_fetch_and_add(&c->packets, 1);
 }
 
 // Sends the packet as it is to `node` on the interconnect (the kernel fills in the MACs).
@@ -219,7 +192,6 @@ int dispatch(struct __sk_buff *skb) {
     struct flow_key fk = {.saddr = ip->saddr, .sport = sport, .dport = dport, .proto = ip->protocol};
     struct flow *known = bpf_map_lookup_elem(&flows, &fk);
     __u32 node;
-    int new_flow = 0;
     // A SYN starts a new connection even when its 4-tuple was seen before (a reused client
     // port) — unless it is the same SYN again (a retransmission: same sequence number), which
     // must reach the node that may already have answered the first. A flow whose node has
@@ -233,9 +205,7 @@ int dispatch(struct __sk_buff *skb) {
             return TC_ACT_OK;
         struct flow f = {.node = node, .syn_seq = first ? l4.seq : 0};
         bpf_map_update_elem(&flows, &fk, &f, BPF_ANY);
-        new_flow = 1;
     }
-    count(node, new_flow);
     if (node == cfg->self_addr)
         return TC_ACT_OK;
     return to_node(cfg, node);

@@ -1,10 +1,9 @@
 //! Steering with the TC program `bpf/dispatch.bpf.c` on the ingress of the gateway's external
-//! interface: the steering table goes into its `services` map; the flow table and the per-node
-//! counts live in its other maps. The program stays attached while this value lives.
+//! interface: the steering table goes into its `services` map; the flow table lives in its
+//! `flows` map. The program stays attached while this value lives.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
-use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -22,19 +21,11 @@ use skel::{DispatchSkel, DispatchSkelBuilder};
 const SERVICE_BYTES: usize = 12 + 4 * MAX_SLOTS;
 const POLICY_RR: u32 = 0;
 const POLICY_STICKY: u32 = 1;
-// The program's ephemeral ranges: as `topology::ephemeral_range` numbers them.
-const EPHEMERAL_BASE: u32 = 40000;
-const EPHEMERAL_SPAN: u32 = 400;
 
 pub struct Ebpf {
     skel: DispatchSkel<'static>,
     hook: TcHook,
     installed: BTreeSet<u32>,
-}
-
-/// The map key of (protocol, port), as the program builds it.
-fn key(proto: u32, port: u16) -> u32 {
-    proto << 16 | port as u32
 }
 
 impl Ebpf {
@@ -54,8 +45,7 @@ impl Ebpf {
         cfg.extend_from_slice(&site.interconnect.index.to_ne_bytes());
         skel.maps.config.update(&0u32.to_ne_bytes(), &cfg, MapFlags::ANY).map_err(|e| format!("config map: {e}"))?;
         for (&node, addr) in &site.nodes {
-            let (lo, _) = crate::topology::ephemeral_range(node);
-            let range = (lo - EPHEMERAL_BASE) / EPHEMERAL_SPAN;
+            let range = crate::topology::ephemeral_index(node);
             skel.maps.ephemeral.update(&range.to_ne_bytes(), &addr.octets(), MapFlags::ANY).map_err(|e| format!("ephemeral map: {e}"))?;
         }
         let mut hook = TcHookBuilder::new(skel.progs.dispatch.as_fd())
@@ -67,18 +57,6 @@ impl Ebpf {
         hook.create().map_err(|e| format!("clsact qdisc on {}: {e}", site.external.name))?;
         hook.attach().map_err(|e| format!("attaching to {} ingress: {e}", site.external.name))?;
         Ok(Ebpf { skel, hook, installed: BTreeSet::new() })
-    }
-
-    /// Flows started and packets steered, per node, since the program was attached.
-    pub fn counts(&self) -> BTreeMap<Ipv4Addr, (u64, u64)> {
-        let m = &self.skel.maps.steered;
-        m.keys()
-            .filter_map(|k| {
-                let v = m.lookup(&k, MapFlags::ANY).ok()??;
-                let a = Ipv4Addr::new(k[0], k[1], k[2], k[3]);
-                Some((a, (u64::from_ne_bytes(v[0..8].try_into().ok()?), u64::from_ne_bytes(v[8..16].try_into().ok()?))))
-            })
-            .collect()
     }
 }
 
@@ -98,7 +76,7 @@ impl Steering for Ebpf {
             for (i, a) in s.slots.iter().take(MAX_SLOTS).enumerate() {
                 v[12 + 4 * i..16 + 4 * i].copy_from_slice(&a.octets());
             }
-            let k = key(proto, port);
+            let k = crate::sap::port_key(proto, port as u32);
             m.update(&k.to_ne_bytes(), &v, MapFlags::ANY).map_err(|e| format!("services map: {e}"))?;
             now.insert(k);
         }
