@@ -212,15 +212,72 @@ pub fn rexec(o: RexecOptions) -> anyhow::Result<std::convert::Infallible> {
 }
 
 /// `ssi sh -c CMD`: make's SHELL. Runs `/bin/sh -c CMD` on the node the placement policy
-/// picks, in the same directory of the global namespace.
+/// picks, in the same directory of the global namespace — except a command that holds make's
+/// job server (see `holds_job_server`), which runs here.
 pub fn sh(dir: PathBuf, args: Vec<OsString>) -> anyhow::Result<std::convert::Infallible> {
     // make passes .SHELLFLAGS first (default "-c"); anything sh accepts is passed through.
     if args.is_empty() {
         bail!("ssi sh runs commands remotely; give -c 'CMD' (an interactive shell is `ssi rexec -t -- sh`)");
     }
+    if holds_job_server(std::env::var("MAKEFLAGS").ok().as_deref()) {
+        use std::os::unix::process::CommandExt;
+        let e = std::process::Command::new("/bin/sh").args(&args).exec();
+        bail!("/bin/sh: {e}");
+    }
     let mut argv = vec![OsString::from("/bin/sh")];
     argv.extend(args);
     rexec(RexecOptions { dir, node: None, tty: false, cwd: None, argv, interpose: None })
+}
+
+/// Whether this command was given make's job server: a recursive `$(MAKE)` (or a `+` line).
+/// GNU make hands the job server's pipe (`--jobserver-auth=R,W` in MAKEFLAGS) to those
+/// commands only, and the pipe cannot cross to another node: a sub-make started elsewhere
+/// finds it missing and falls back to `-j1` (redis's `cd src && $(MAKE) all` built its whole
+/// tree one compile at a time that way). So such a command runs on this node, and the
+/// compiles it starts go out through `ssi sh` again, in parallel.
+fn holds_job_server(makeflags: Option<&str>) -> bool {
+    let Some(flags) = makeflags else { return false };
+    let Some(fds) = flags
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("--jobserver-auth=").or_else(|| w.strip_prefix("--jobserver-fds=")))
+    else {
+        return false;
+    };
+    // make 4.4's named-pipe form (`fifo:PATH`) is passed to every command alike.
+    let Some((r, w)) = fds.split_once(',') else { return false };
+    let pipe = |fd: &str| {
+        fd.parse::<i32>().is_ok_and(|fd| {
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            fd >= 0 && unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO
+        })
+    };
+    pipe(r) && pipe(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_job_server;
+
+    #[test]
+    fn a_command_holds_the_job_server_only_with_its_pipe_open() {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let flags = format!(" -j8 --jobserver-auth={},{}", fds[0], fds[1]);
+        assert!(holds_job_server(Some(&flags)));
+        assert!(holds_job_server(Some(&format!("j --jobserver-fds={},{} -- X=1", fds[0], fds[1]))));
+        // make 4.3 passes MAKEFLAGS to every command, the pipe only to recursive ones.
+        unsafe { libc::close(fds[0]) };
+        unsafe { libc::close(fds[1]) };
+        assert!(!holds_job_server(Some(&flags)));
+        // Open, but not a pipe (stdin here is not one in every test harness: use a file).
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        assert!(!holds_job_server(Some(&format!("--jobserver-auth={fd},{fd}"))));
+        assert!(!holds_job_server(Some("-j8 --jobserver-auth=fifo:/tmp/GMfifo1")));
+        assert!(!holds_job_server(Some("-j8")));
+        assert!(!holds_job_server(None));
+    }
 }
 
 /// A signal by number, name or SIG-name (`9`, `KILL`, `SIGKILL`).

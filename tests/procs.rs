@@ -202,8 +202,12 @@ fn make_spreads_compiles_over_the_nodes() {
         return;
     }
     let c = Cluster::up("procs-make", 4);
-    let tree = mnt(&c, 1).join("src/tree");
+    // A recursive make, like redis's (`cd src && $(MAKE) all`): the sub-make holds make's job
+    // server, so it must run on this node (the pipe cannot cross) and keep -j8 for its compiles.
+    let top = mnt(&c, 1).join("src/tree");
+    let tree = top.join("sub");
     std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(top.join("Makefile"), "all:\n\t$(MAKE) -C sub\n").unwrap();
     for i in 0..24 {
         std::fs::write(tree.join(format!("f{i}.c")), format!("int f{i}(int x) {{ return x * {i} + 1; }}\n")).unwrap();
     }
@@ -213,8 +217,10 @@ fn make_spreads_compiles_over_the_nodes() {
     )
     .unwrap();
     let shell = format!("SHELL={BIN} sh");
-    let st = Command::new("make").args(["-j8", &shell]).env("SSI_DIR", c.dir_str()).current_dir(&tree).status().unwrap();
-    assert!(st.success());
+    let out = Command::new("make").args(["-j8", &shell]).env("SSI_DIR", c.dir_str()).current_dir(&top).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("jobserver unavailable"), "the sub-make lost make's job server: {stderr}");
     let mut nodes = std::collections::BTreeMap::<String, u32>::new();
     for i in 0..24 {
         assert!(tree.join(format!("f{i}.o")).exists(), "f{i}.o built");
