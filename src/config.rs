@@ -250,7 +250,9 @@ impl Config {
         }
         let global_address = match &raw.cluster.global_address {
             None => None,
-            Some(a) => Some(a.get_ref().parse().map_err(|_| err_at(a.span(), format!("global_address {:?} is not an IPv4 address", a.get_ref())))?),
+            Some(a) => Some(
+                a.get_ref().parse().map_err(|_| err_at(a.span(), format!("global_address {:?} is not an IPv4 address", a.get_ref())))?,
+            ),
         };
         let dispatch = match &raw.cluster.dispatch {
             None => ssi_netsap::dispatch::Mode::Auto,

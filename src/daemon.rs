@@ -57,7 +57,12 @@ fn start_bind_guard(dir: &Path, id: u32, sap: ssi_netsap::sap::SapClient, sup: s
 /// The packet dispatcher of a gateway (netsap's `dispatch`): steers connections for the
 /// cluster's global address to the nodes the SAP says listen. A gateway that cannot run one
 /// says why and goes on as a plain node.
-fn start_dispatcher(cfg: &Config, id: u32, global: std::net::Ipv4Addr, sap: ssi_netsap::sap::SapClient) -> Option<ssi_netsap::dispatch::Dispatcher> {
+fn start_dispatcher(
+    cfg: &Config,
+    id: u32,
+    global: std::net::Ipv4Addr,
+    sap: ssi_netsap::sap::SapClient,
+) -> Option<ssi_netsap::dispatch::Dispatcher> {
     let std::net::IpAddr::V4(me) = cfg.nodes[&id].addr.ip() else {
         tracing::warn!("no dispatcher: this gateway's interconnect address is not IPv4");
         return None;
@@ -245,7 +250,10 @@ impl ssi_procmgmt::server::BindGate for BindGate {
         self.0.filter()
     }
     fn supervise(&self, listener: std::os::fd::OwnedFd, role: &ssi_procmgmt::proto::Interpose) {
-        self.0.supervise(listener, ssi_netsap::interpose::Role { service: role.service.clone(), policy: role.policy.clone(), weight: role.weight.max(1) });
+        self.0.supervise(
+            listener,
+            ssi_netsap::interpose::Role { service: role.service.clone(), policy: role.policy.clone(), weight: role.weight.max(1) },
+        );
     }
 }
 

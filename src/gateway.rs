@@ -9,7 +9,11 @@ use anyhow::{anyhow, bail};
 /// The first gateway's log.
 fn log(cluster: &Path) -> anyhow::Result<String> {
     let cfg = crate::local::load(cluster)?;
-    let g = cfg.gateways.first().and_then(|g| cfg.nodes.get(g)).ok_or_else(|| anyhow!("the cluster in {} has no gateway", cluster.display()))?;
+    let g = cfg
+        .gateways
+        .first()
+        .and_then(|g| cfg.nodes.get(g))
+        .ok_or_else(|| anyhow!("the cluster in {} has no gateway", cluster.display()))?;
     Ok(std::fs::read_to_string(g.dir.join("log")).unwrap_or_default())
 }
 

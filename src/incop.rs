@@ -44,7 +44,8 @@ pub fn parse_overload(s: &str) -> Result<Overload, String> {
     let bad = || format!("{s:?}: expected RATE@FROM..TO, e.g. 40000@10..15 (calls/s from second 10 to 15)");
     let (rate, span) = s.split_once('@').ok_or_else(bad)?;
     let (from, to) = span.split_once("..").ok_or_else(bad)?;
-    let o = Overload { rate: rate.parse().map_err(|_| bad())?, from_s: from.parse().map_err(|_| bad())?, to_s: to.parse().map_err(|_| bad())? };
+    let o =
+        Overload { rate: rate.parse().map_err(|_| bad())?, from_s: from.parse().map_err(|_| bad())?, to_s: to.parse().map_err(|_| bad())? };
     if !(o.rate > 0.0 && o.from_s >= 0.0 && o.to_s > o.from_s) {
         return Err(bad());
     }
@@ -90,7 +91,11 @@ pub fn place(nodes: &[u32], qes: u32, faults: &[Fault]) -> Result<Placement, Str
     }
     let count = |node: u32, m: &[Member]| m.iter().filter(|x| x.node == node).count();
     let added = adds.then(|| {
-        let node = nodes.iter().copied().find(|nd| count(*nd, &m) == 0).unwrap_or_else(|| *usable.iter().min_by_key(|nd| count(**nd, &m)).expect("at least one QE node"));
+        let node = nodes
+            .iter()
+            .copied()
+            .find(|nd| count(*nd, &m) == 0)
+            .unwrap_or_else(|| *usable.iter().min_by_key(|nd| count(**nd, &m)).expect("at least one QE node"));
         Member { ready: false, ..member(10 + qes, node, Role::Qe) }
     });
     let victim = match kill {
@@ -101,12 +106,21 @@ pub fn place(nodes: &[u32], qes: u32, faults: &[Fault]) -> Result<Placement, Str
     if let Some(v) = &victim {
         let others: Vec<&Member> = m.iter().filter(|x| x.node == v.node && x.role != v.role).collect();
         if !others.is_empty() {
-            return Err(format!("killing node {} would take more than its {}: it also runs {} role(s); use more nodes", v.node, if v.role == Role::Qe as i32 { "QE" } else { "EA" }, others.len()));
+            return Err(format!(
+                "killing node {} would take more than its {}: it also runs {} role(s); use more nodes",
+                v.node,
+                if v.role == Role::Qe as i32 { "QE" } else { "EA" },
+                others.len()
+            ));
         }
         let same = m.iter().filter(|x| x.node == v.node).count();
         let of_role = m.iter().filter(|x| x.role == v.role).count();
         if same >= of_role {
-            return Err(format!("killing node {} would take every {}; use more nodes", v.node, if v.role == Role::Qe as i32 { "QE" } else { "EA" }));
+            return Err(format!(
+                "killing node {} would take every {}; use more nodes",
+                v.node,
+                if v.role == Role::Qe as i32 { "QE" } else { "EA" }
+            ));
         }
     }
     Ok(Placement { members: m, added, victim })
@@ -124,7 +138,9 @@ impl Session {
         let orb = crate::tool::connect(cfg).await?;
         let mut stubs = BTreeMap::new();
         for id in cfg.nodes.keys() {
-            let s = ssi_incop::stub(&orb, *id, Duration::from_secs(10)).await.map_err(|e| anyhow!("node {id} serves no IN coprocessor: {e}"))?;
+            let s = ssi_incop::stub(&orb, *id, Duration::from_secs(10))
+                .await
+                .map_err(|e| anyhow!("node {id} serves no IN coprocessor: {e}"))?;
             stubs.insert(*id, s);
         }
         Ok(Session { orb, cfg: cfg.clone(), stubs })
@@ -175,7 +191,16 @@ pub struct InOptions {
 }
 
 pub fn default_params() -> Params {
-    Params { deadline_ms: 100, sweep_ms: 15, ea_high: 50_000, ea_low: 25_000, qe_high: 40_000, qe_low: 20_000, db_entries: 100_000, qe_service_us: 0 }
+    Params {
+        deadline_ms: 100,
+        sweep_ms: 15,
+        ea_high: 50_000,
+        ea_low: 25_000,
+        qe_high: 40_000,
+        qe_low: 20_000,
+        db_entries: 100_000,
+        qe_service_us: 0,
+    }
 }
 
 /// What happened to a fault.
@@ -252,7 +277,14 @@ pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, fault
                     let number = NUMBER_BASE + params.db_entries + 4242;
                     let ui = s.stub(p.members[1].node)?;
                     let seq = ui.issue(IssueReq { number, route: 5_550_100, remove: false }).await?.into_inner().seq;
-                    log.added = Some(AddLog { member: a.id, node: a.node, at_call: pr.issued, at_s: t0.elapsed().as_secs_f64(), update_seq: seq, ..Default::default() });
+                    log.added = Some(AddLog {
+                        member: a.id,
+                        node: a.node,
+                        at_call: pr.issued,
+                        at_s: t0.elapsed().as_secs_f64(),
+                        update_seq: seq,
+                        ..Default::default()
+                    });
                     watch_join = Some((Instant::now(), a));
                 }
             }
@@ -324,7 +356,14 @@ pub fn workload(o: &InOptions) -> anyhow::Result<()> {
     let outcome = crate::tool::on_cluster_network(&cfg, || async {
         let s = Session::open(&cfg).await?;
         s.start(&placement, &o.params).await?;
-        let req = RunReq { rate: o.rate, calls: o.calls, overloads: o.overloads.clone(), interval_calls: o.interval_calls, seed: 1996, tick_us: 1000 };
+        let req = RunReq {
+            rate: o.rate,
+            calls: o.calls,
+            overloads: o.overloads.clone(),
+            interval_calls: o.interval_calls,
+            seed: 1996,
+            tick_us: 1000,
+        };
         if !o.json {
             eprintln!(
                 "offering {} calls at {}/s to {} EAs and {} QEs on nodes {:?}...",
@@ -336,7 +375,8 @@ pub fn workload(o: &InOptions) -> anyhow::Result<()> {
             );
         }
         let r = run(&s, &placement, &o.params, req, &o.faults, !o.json).await;
-        let nodes: Vec<u32> = members.iter().copied().filter(|n| r.as_ref().ok().and_then(|x| x.faults.killed).map(|k| k.1) != Some(*n)).collect();
+        let nodes: Vec<u32> =
+            members.iter().copied().filter(|n| r.as_ref().ok().and_then(|x| x.faults.killed).map(|k| k.1) != Some(*n)).collect();
         s.stop(&nodes).await;
         r
     });
@@ -344,7 +384,15 @@ pub fn workload(o: &InOptions) -> anyhow::Result<()> {
     let killed = outcome.as_ref().ok().and_then(|x| x.faults.killed);
     if killed.is_some() {
         let n = cfg.nodes.len() as u32;
-        crate::local::up(&crate::local::UpOptions { dir: o.dir.clone(), nodes: n, config: None, pin: false, netns: false, dispatch: Default::default() }).context("restarting the killed node")?;
+        crate::local::up(&crate::local::UpOptions {
+            dir: o.dir.clone(),
+            nodes: n,
+            config: None,
+            pin: false,
+            netns: false,
+            dispatch: Default::default(),
+        })
+        .context("restarting the killed node")?;
     }
     let outcome = outcome?;
     print(o, &placement, &outcome)?;
@@ -375,7 +423,10 @@ fn print(o: &InOptions, p: &Placement, out: &Outcome) -> anyhow::Result<()> {
     let r = &out.report;
     let rec = recovery_s(r, &o.overloads);
     if let Some(path) = &o.svg {
-        let title = format!("IN coprocessor: {} QEs, {:.0} calls/s — share within {} ms per {} calls", o.qes, o.rate, o.params.deadline_ms, o.interval_calls);
+        let title = format!(
+            "IN coprocessor: {} QEs, {:.0} calls/s — share within {} ms per {} calls",
+            o.qes, o.rate, o.params.deadline_ms, o.interval_calls
+        );
         let svg = ssi_incop::report::intervals_svg(&title, &[("ssi".to_string(), r)]).map_err(|e| anyhow!(e))?;
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -404,12 +455,7 @@ fn print(o: &InOptions, p: &Placement, out: &Outcome) -> anyhow::Result<()> {
     let eas = p.members.iter().filter(|m| m.role == Role::Ea as i32).count();
     println!(
         "ssi workload in — {} calls offered at {:.0}/s ({:.1} s) to {eas} EAs and {} QEs; deadline {} ms, sweep {} ms",
-        r.issued,
-        o.rate,
-        r.seconds,
-        o.qes,
-        o.params.deadline_ms,
-        o.params.sweep_ms
+        r.issued, o.rate, r.seconds, o.qes, o.params.deadline_ms, o.params.sweep_ms
     );
     println!(
         "  within the deadline: {} ({:.4}%); missed {} (of them answered late {}); duplicate replies removed {}",
@@ -419,8 +465,15 @@ fn print(o: &InOptions, p: &Placement, out: &Outcome) -> anyhow::Result<()> {
         r.late,
         r.duplicates
     );
-    println!("  latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms", r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.max_ms);
-    println!("  the paper (Horus on 12 SP2 nodes): {:.0} calls/s all within 100 ms; this run offered {:.2}× that", PAPER_RATE, o.rate / PAPER_RATE);
+    println!(
+        "  latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.max_ms
+    );
+    println!(
+        "  the paper (Horus on 12 SP2 nodes): {:.0} calls/s all within 100 ms; this run offered {:.2}× that",
+        PAPER_RATE,
+        o.rate / PAPER_RATE
+    );
     if let Some((id, node, at, t)) = out.faults.killed {
         println!("  killed: member {id} (node {node}) with SIGKILL at call {at} ({t:.2} s)");
     }
@@ -436,9 +489,16 @@ fn print(o: &InOptions, p: &Placement, out: &Outcome) -> anyhow::Result<()> {
             a.buffered_updates,
             a.answered
         );
-        println!("  the update issued while it joined (#{}) {} on it", a.update_seq, if a.update_applied { "is applied" } else { "is NOT applied" });
+        println!(
+            "  the update issued while it joined (#{}) {} on it",
+            a.update_seq,
+            if a.update_applied { "is applied" } else { "is NOT applied" }
+        );
         match a.removal_unplugged_after {
-            Some(n) => println!("  its removal afterwards: announced, applied by all {n} QEs (the new one {}), then unplugged", if a.removal_applied_on_it { "too" } else { "NOT" }),
+            Some(n) => println!(
+                "  its removal afterwards: announced, applied by all {n} QEs (the new one {}), then unplugged",
+                if a.removal_applied_on_it { "too" } else { "NOT" }
+            ),
             None => println!("  its removal afterwards was NOT unplugged"),
         }
     }
@@ -446,9 +506,14 @@ fn print(o: &InOptions, p: &Placement, out: &Outcome) -> anyhow::Result<()> {
         if x == f64::NEG_INFINITY {
             println!("  overload: no call missed its deadline");
         } else if x <= 0.0 {
-            println!("  overload: the last missed call was offered {:.2} s before the overload ended; every later call met the deadline", -x);
+            println!(
+                "  overload: the last missed call was offered {:.2} s before the overload ended; every later call met the deadline",
+                -x
+            );
         } else {
-            println!("  overload: the last missed call was offered {x:.2} s after the overload ended; every call after that met the deadline");
+            println!(
+                "  overload: the last missed call was offered {x:.2} s after the overload ended; every call after that met the deadline"
+            );
         }
     }
     for m in &out.members {

@@ -100,7 +100,11 @@ fn write_cluster(dir: &Path, n: u32, netns: Option<&str>, dispatch: ssi_netsap::
                 "[[node]]\nid = {i}\naddr = \"{}:7100\"\ndir = \"node{i}\"\nnetns = \"{prefix}-n{i}\"\n",
                 ssi_netsap::topology::Topology::node_ip(i)
             )?,
-            None => writeln!(t, "[[node]]\nid = {i}\naddr = \"127.0.0.1:{}\"\ndir = \"node{i}\"\n", ports.iter().nth(i as usize - 1).expect("a port per node"))?,
+            None => writeln!(
+                t,
+                "[[node]]\nid = {i}\naddr = \"127.0.0.1:{}\"\ndir = \"node{i}\"\n",
+                ports.iter().nth(i as usize - 1).expect("a port per node")
+            )?,
         }
     }
     for (path, node) in default_volumes(n) {

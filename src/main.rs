@@ -634,7 +634,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 PortsCmd::Bind { service, policy, .. } => (service.clone(), policy.clone(), false),
                 PortsCmd::Release { .. } => (None, "rr".to_string(), true),
             };
-            let o = ssi::ports::BindOptions { dir: dir_or(dir), node: at.node, udp: at.udp, port: at.port, pid: at.pid, service, policy, release };
+            let o = ssi::ports::BindOptions {
+                dir: dir_or(dir),
+                node: at.node,
+                udp: at.udp,
+                port: at.port,
+                pid: at.pid,
+                service,
+                policy,
+                release,
+            };
             ssi::ports::change(&o)?
         }
         Cmd::Ext { dir, command } => {
@@ -666,82 +675,118 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Trace { which: TraceCmd::Report { trace, html, json } } => ssi_trace::report::run(&trace, html.as_deref(), json)?,
         Cmd::Trace { which: TraceCmd::Export { trace, out, limit } } => ssi_trace::perfetto::export(&trace, &out, limit)?,
-        Cmd::Workload { which } => {
-            match which {
-                WorkloadCmd::Db { run: WorkloadRun { trace: Some(out), dir, .. }, .. }
-                | WorkloadCmd::Make { run: WorkloadRun { trace: Some(out), dir, .. }, .. }
-                | WorkloadCmd::Web { run: WorkloadRun { trace: Some(out), dir, .. }, .. } => {
-                    ssi::trace::rerun_traced(&out, &dir_or(dir))?
+        Cmd::Workload { which } => match which {
+            WorkloadCmd::Db { run: WorkloadRun { trace: Some(out), dir, .. }, .. }
+            | WorkloadCmd::Make { run: WorkloadRun { trace: Some(out), dir, .. }, .. }
+            | WorkloadCmd::Web { run: WorkloadRun { trace: Some(out), dir, .. }, .. } => ssi::trace::rerun_traced(&out, &dir_or(dir))?,
+            WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, run: WorkloadRun { json, dir, trace: None } } => {
+                if !(0.1..=3600.0).contains(&seconds) || branches == 0 || accounts < branches || pg_scale == 0 || pg_clients == 0 {
+                    anyhow::bail!(
+                        "--seconds must be 0.1..=3600, --branches, --pg-scale and --pg-clients at least 1, --accounts at least --branches"
+                    );
                 }
-                WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, run: WorkloadRun { json, dir, trace: None } } => {
-                    if !(0.1..=3600.0).contains(&seconds) || branches == 0 || accounts < branches || pg_scale == 0 || pg_clients == 0 {
-                        anyhow::bail!("--seconds must be 0.1..=3600, --branches, --pg-scale and --pg-clients at least 1, --accounts at least --branches");
-                    }
-                    if pgbench {
-                        let o = ssi::workload::PgbenchOptions { dir: dir_or(dir), seconds, scale: pg_scale, clients: pg_clients, json };
-                        return ssi::workload::pgbench(&o);
-                    }
-                    let scale = ssi_workloads::db::Scale { branches, accounts };
-                    ssi::workload::db(&ssi::workload::DbOptions { dir: dir_or(dir), seconds, scale, json })?
+                if pgbench {
+                    let o = ssi::workload::PgbenchOptions { dir: dir_or(dir), seconds, scale: pg_scale, clients: pg_clients, json };
+                    return ssi::workload::pgbench(&o);
                 }
-                WorkloadCmd::DbClient { db, node, seconds, branches, accounts } => {
-                    ssi::workload::db_client(&db, node, seconds, ssi_workloads::db::Scale { branches, accounts })?
-                }
-                WorkloadCmd::Make { jobs, tree, run: WorkloadRun { json, dir, trace: None } } => {
-                    if jobs == 0 {
-                        anyhow::bail!("--jobs must be at least 1");
-                    }
-                    ssi::workload::make(&ssi::workload::MakeOptions { dir: dir_or(dir), jobs, tree, json })?
-                }
-                WorkloadCmd::Web { seconds, connections, documents, keepalive, run: WorkloadRun { json, dir, trace: None } } => {
-                    if !(1.0..=3600.0).contains(&seconds) || connections == 0 {
-                        anyhow::bail!("--seconds must be 1..=3600 and --connections at least 1");
-                    }
-                    ssi::web::web(&ssi::web::WebOptions { dir: dir_or(dir), seconds, connections, mix: documents, close: !keepalive, json })?
-                }
-                WorkloadCmd::In { qes, rate, calls, deadline_ms, sweep_ms, kill, add, overload, interval_calls, entries, qe_service_us, ea_marks, qe_marks, svg, json, dir } => {
-                    if !(rate > 0.0 && rate <= 1e7) || calls == 0 || interval_calls == 0 {
-                        anyhow::bail!("--rate must be in (0, 1e7], --calls and --interval-calls at least 1");
-                    }
-                    if qes < 2 {
-                        anyhow::bail!("--qes must be at least 2 (every entry on more than one QE)");
-                    }
-                    let mut faults = Vec::new();
-                    if let Some(k) = kill {
-                        faults.push(ssi::incop::parse_fault(&k, false).map_err(|e| anyhow::anyhow!("--kill {e}"))?);
-                    }
-                    if let Some(a) = add {
-                        faults.push(ssi::incop::parse_fault(&a, true).map_err(|e| anyhow::anyhow!("--add {e}"))?);
-                    }
-                    let overloads = overload
-                        .iter()
-                        .map(|o| ssi::incop::parse_overload(o).map_err(|e| anyhow::anyhow!("--overload {e}")))
-                        .collect::<anyhow::Result<Vec<_>>>()?;
-                    let d = ssi::incop::default_params();
-                    let (ea_high, ea_low) = ea_marks.unwrap_or((d.ea_high, d.ea_low));
-                    let (qe_high, qe_low) = qe_marks.unwrap_or((d.qe_high, d.qe_low));
-                    let params = ssi_incop::proto::Params { deadline_ms, sweep_ms, db_entries: entries, qe_service_us, ea_high, ea_low, qe_high, qe_low };
-                    let o = ssi::incop::InOptions { dir: dir_or(dir), qes, rate, calls, params, faults, overloads, interval_calls, svg, json };
-                    ssi::incop::workload(&o)?
-                }
-                WorkloadCmd::Sdds { cases, strategy, q1_max, i_max, baseline_max, chunk, searches, svg_prefix, redis_masters, json, dir } => {
-                    let cases = ssi::sdds::parse_cases(&cases).map_err(|e| anyhow::anyhow!("--cases {e}"))?;
-                    let strategies = strategy
-                        .iter()
-                        .map(|s| match s.as_str() {
-                            "e" => Ok(false),
-                            "i" => Ok(true),
-                            o => Err(anyhow::anyhow!("--strategy {o:?}: e or i")),
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()?;
-                    if chunk == 0 {
-                        anyhow::bail!("--chunk must be at least 1");
-                    }
-                    let o = ssi::sdds::SddsOptions { dir: dir_or(dir), cases, strategies, q1_max, i_max, baseline_max, chunk, searches, svg_prefix, redis_masters, json };
-                    ssi::sdds::workload(&o)?
-                }
+                let scale = ssi_workloads::db::Scale { branches, accounts };
+                ssi::workload::db(&ssi::workload::DbOptions { dir: dir_or(dir), seconds, scale, json })?
             }
-        }
+            WorkloadCmd::DbClient { db, node, seconds, branches, accounts } => {
+                ssi::workload::db_client(&db, node, seconds, ssi_workloads::db::Scale { branches, accounts })?
+            }
+            WorkloadCmd::Make { jobs, tree, run: WorkloadRun { json, dir, trace: None } } => {
+                if jobs == 0 {
+                    anyhow::bail!("--jobs must be at least 1");
+                }
+                ssi::workload::make(&ssi::workload::MakeOptions { dir: dir_or(dir), jobs, tree, json })?
+            }
+            WorkloadCmd::Web { seconds, connections, documents, keepalive, run: WorkloadRun { json, dir, trace: None } } => {
+                if !(1.0..=3600.0).contains(&seconds) || connections == 0 {
+                    anyhow::bail!("--seconds must be 1..=3600 and --connections at least 1");
+                }
+                ssi::web::web(&ssi::web::WebOptions { dir: dir_or(dir), seconds, connections, mix: documents, close: !keepalive, json })?
+            }
+            WorkloadCmd::In {
+                qes,
+                rate,
+                calls,
+                deadline_ms,
+                sweep_ms,
+                kill,
+                add,
+                overload,
+                interval_calls,
+                entries,
+                qe_service_us,
+                ea_marks,
+                qe_marks,
+                svg,
+                json,
+                dir,
+            } => {
+                if !(rate > 0.0 && rate <= 1e7) || calls == 0 || interval_calls == 0 {
+                    anyhow::bail!("--rate must be in (0, 1e7], --calls and --interval-calls at least 1");
+                }
+                if qes < 2 {
+                    anyhow::bail!("--qes must be at least 2 (every entry on more than one QE)");
+                }
+                let mut faults = Vec::new();
+                if let Some(k) = kill {
+                    faults.push(ssi::incop::parse_fault(&k, false).map_err(|e| anyhow::anyhow!("--kill {e}"))?);
+                }
+                if let Some(a) = add {
+                    faults.push(ssi::incop::parse_fault(&a, true).map_err(|e| anyhow::anyhow!("--add {e}"))?);
+                }
+                let overloads = overload
+                    .iter()
+                    .map(|o| ssi::incop::parse_overload(o).map_err(|e| anyhow::anyhow!("--overload {e}")))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let d = ssi::incop::default_params();
+                let (ea_high, ea_low) = ea_marks.unwrap_or((d.ea_high, d.ea_low));
+                let (qe_high, qe_low) = qe_marks.unwrap_or((d.qe_high, d.qe_low));
+                let params = ssi_incop::proto::Params {
+                    deadline_ms,
+                    sweep_ms,
+                    db_entries: entries,
+                    qe_service_us,
+                    ea_high,
+                    ea_low,
+                    qe_high,
+                    qe_low,
+                };
+                let o = ssi::incop::InOptions { dir: dir_or(dir), qes, rate, calls, params, faults, overloads, interval_calls, svg, json };
+                ssi::incop::workload(&o)?
+            }
+            WorkloadCmd::Sdds { cases, strategy, q1_max, i_max, baseline_max, chunk, searches, svg_prefix, redis_masters, json, dir } => {
+                let cases = ssi::sdds::parse_cases(&cases).map_err(|e| anyhow::anyhow!("--cases {e}"))?;
+                let strategies = strategy
+                    .iter()
+                    .map(|s| match s.as_str() {
+                        "e" => Ok(false),
+                        "i" => Ok(true),
+                        o => Err(anyhow::anyhow!("--strategy {o:?}: e or i")),
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if chunk == 0 {
+                    anyhow::bail!("--chunk must be at least 1");
+                }
+                let o = ssi::sdds::SddsOptions {
+                    dir: dir_or(dir),
+                    cases,
+                    strategies,
+                    q1_max,
+                    i_max,
+                    baseline_max,
+                    chunk,
+                    searches,
+                    svg_prefix,
+                    redis_masters,
+                    json,
+                };
+                ssi::sdds::workload(&o)?
+            }
+        },
     }
     Ok(())
 }
@@ -749,7 +794,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// `HIGH,LOW` watermarks.
 fn parse_marks(s: &str) -> Result<(u32, u32), String> {
     let (h, l) = s.split_once(',').ok_or_else(|| format!("{s:?}: expected HIGH,LOW"))?;
-    let (h, l): (u32, u32) = (h.parse().map_err(|_| format!("{h:?} is not a count"))?, l.parse().map_err(|_| format!("{l:?} is not a count"))?);
+    let (h, l): (u32, u32) =
+        (h.parse().map_err(|_| format!("{h:?} is not a count"))?, l.parse().map_err(|_| format!("{l:?} is not a count"))?);
     if h == 0 || l > h {
         return Err(format!("{s:?}: need 0 < LOW ≤ HIGH"));
     }

@@ -75,7 +75,11 @@ impl Nginx {
                 return Ok(());
             }
             if let Ok(Some(st)) = self.run.try_wait() {
-                bail!("nginx on node {} exited ({st}): {}", self.node, std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default().trim());
+                bail!(
+                    "nginx on node {} exited ({st}): {}",
+                    self.node,
+                    std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default().trim()
+                );
             }
             if t0.elapsed() > Duration::from_secs(15) {
                 bail!("nginx on node {} did not bind port {port} within 15 s", self.node);
@@ -87,7 +91,11 @@ impl Nginx {
     /// Its pid (from its pid file).
     pub fn pid(&self) -> anyhow::Result<i32> {
         let p = self.dir.join("nginx.pid");
-        std::fs::read_to_string(&p).with_context(|| p.display().to_string())?.trim().parse().with_context(|| format!("pid in {}", p.display()))
+        std::fs::read_to_string(&p)
+            .with_context(|| p.display().to_string())?
+            .trim()
+            .parse()
+            .with_context(|| format!("pid in {}", p.display()))
     }
 
     /// Requests it has logged so far.

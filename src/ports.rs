@@ -52,7 +52,12 @@ fn call(dir: &Path, node: Option<u32>, req: PortsRequest) -> anyhow::Result<Port
     let cfg = crate::local::load(dir)?;
     let nc = match node {
         Some(n) => cfg.node(n).map_err(|e| anyhow!(e))?.clone(),
-        None => cfg.nodes.values().find(|n| crate::local::node_pid(n).is_some()).cloned().ok_or_else(|| anyhow!("no node of the cluster in {} is running", dir.display()))?,
+        None => cfg
+            .nodes
+            .values()
+            .find(|n| crate::local::node_pid(n).is_some())
+            .cloned()
+            .ok_or_else(|| anyhow!("no node of the cluster in {} is running", dir.display()))?,
     };
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
         let mut c = crate::control::connect(&nc.control_socket).await.map_err(|e| anyhow!("node {}: {e}", nc.id))?;
@@ -63,7 +68,12 @@ fn call(dir: &Path, node: Option<u32>, req: PortsRequest) -> anyhow::Result<Port
 /// The TCP listeners of `port` in the SAP table, as (node, pid).
 pub fn listeners(dir: &Path, port: u16) -> anyhow::Result<Vec<(u32, u32)>> {
     let rep = call(dir, None, PortsRequest { op: "list".into(), ..Default::default() })?;
-    Ok(rep.entries.iter().filter(|e| e.proto == TCP && e.port == port as u32).flat_map(|e| e.listeners.iter().map(|l| (l.node, l.pid))).collect())
+    Ok(rep
+        .entries
+        .iter()
+        .filter(|e| e.proto == TCP && e.port == port as u32)
+        .flat_map(|e| e.listeners.iter().map(|l| (l.node, l.pid)))
+        .collect())
 }
 
 /// `ssi ports [--json]`.
@@ -120,7 +130,8 @@ pub fn change(o: &BindOptions) -> anyhow::Result<()> {
     };
     let rep = call(&o.dir, o.node, req)?;
     if !rep.ok {
-        let who: Vec<String> = rep.entries.iter().flat_map(|e| e.listeners.iter().map(|l| format!("node {} pid {}", l.node, l.pid))).collect();
+        let who: Vec<String> =
+            rep.entries.iter().flat_map(|e| e.listeners.iter().map(|l| format!("node {} pid {}", l.node, l.pid))).collect();
         eprintln!("ssi ports: {}/{} is in use (EADDRINUSE) by {}", o.port, if o.udp { "udp" } else { "tcp" }, who.join(", "));
         std::process::exit(libc::EADDRINUSE);
     }

@@ -48,7 +48,11 @@ pub async fn exec(launcher: Arc<Launcher>, node: u32, req: Request<Streaming<Exe
         tty: start.tty.then_some((start.rows, start.cols)),
         creds,
         parent_gpid: ssi_procmgmt::gpid(node, pid),
-        interpose: start.interpose.then(|| ssi_procmgmt::proto::Interpose { service: start.service.clone(), policy: start.policy.clone(), weight: start.weight }),
+        interpose: start.interpose.then(|| ssi_procmgmt::proto::Interpose {
+            service: start.service.clone(),
+            policy: start.policy.clone(),
+            weight: start.weight,
+        }),
     };
     // The tool's messages, in order; the channel closes when the tool goes away.
     let (to_proc, from_tool) = mpsc::channel(8);

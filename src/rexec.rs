@@ -237,9 +237,8 @@ pub fn sh(dir: PathBuf, args: Vec<OsString>) -> anyhow::Result<std::convert::Inf
 /// compiles it starts go out through `ssi sh` again, in parallel.
 fn holds_job_server(makeflags: Option<&str>) -> bool {
     let Some(flags) = makeflags else { return false };
-    let Some(fds) = flags
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("--jobserver-auth=").or_else(|| w.strip_prefix("--jobserver-fds=")))
+    let Some(fds) =
+        flags.split_whitespace().find_map(|w| w.strip_prefix("--jobserver-auth=").or_else(|| w.strip_prefix("--jobserver-fds=")))
     else {
         return false;
     };

@@ -84,7 +84,10 @@ fn write_plots(prefix: &std::path::Path, rows: &[serde_json::Value]) -> anyhow::
         series("paper Query 2 (AMOS-SDDS)", "paper_q2_s"),
         series("paper AMOS-II alone", "paper_alone_s"),
     ];
-    for (suffix, per, title) in [("elapsed", false, "Person self-join: elapsed time vs tuples (cf. AMOS-SDDS Fig. 3)"), ("per-tuple", true, "Person self-join: time per tuple (cf. AMOS-SDDS Fig. 4)")] {
+    for (suffix, per, title) in [
+        ("elapsed", false, "Person self-join: elapsed time vs tuples (cf. AMOS-SDDS Fig. 3)"),
+        ("per-tuple", true, "Person self-join: time per tuple (cf. AMOS-SDDS Fig. 4)"),
+    ] {
         let svg = ssi_sdds::plot::svg(title, &all, per).map_err(|e| anyhow!(e))?;
         let path = std::path::PathBuf::from(format!("{}-{suffix}.svg", prefix.display()));
         std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
@@ -207,7 +210,10 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
     }
     let f = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.2}")).unwrap_or("—".into());
     println!("ssi workload sdds — Person(ssn, name, city) in an RP* file, the self-join in the same city with ssn < ssn1");
-    println!("  {:>8} {:>4} {:>7} {:>12} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}", "tuples", "bkts", "load s", "result", "Q2 E s", "Q2 I s", "Q1 E s", "Q1 I s", "SQLite s", "paper Q2", "paper Q1");
+    println!(
+        "  {:>8} {:>4} {:>7} {:>12} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "tuples", "bkts", "load s", "result", "Q2 E s", "Q2 I s", "Q1 E s", "Q1 I s", "SQLite s", "paper Q2", "paper Q1"
+    );
     for r in &rows {
         println!(
             "  {:>8} {:>4} {:>7} {:>12} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",

@@ -33,7 +33,10 @@ pub async fn connect(cfg: &Config) -> anyhow::Result<Orb> {
 /// --netns`): the host cannot reach their interconnect, a node's namespace can. Sockets
 /// take the namespace of the thread that makes them, so everything `f` connects to
 /// (`connect`, the ORB's links) is made there. Elsewhere it simply runs `f`.
-pub fn on_cluster_network<T: Send, Fut: std::future::Future<Output = anyhow::Result<T>>>(cfg: &Config, f: impl FnOnce() -> Fut + Send) -> anyhow::Result<T> {
+pub fn on_cluster_network<T: Send, Fut: std::future::Future<Output = anyhow::Result<T>>>(
+    cfg: &Config,
+    f: impl FnOnce() -> Fut + Send,
+) -> anyhow::Result<T> {
     let netns = cfg.nodes.values().next().and_then(|n| n.netns.clone());
     std::thread::scope(|s| {
         s.spawn(move || {

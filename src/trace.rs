@@ -106,9 +106,19 @@ pub fn record(o: &RecordOptions) -> anyhow::Result<Recorded> {
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     INTERRUPTED.store(false, Ordering::Relaxed);
     let started_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-    let w = std::cell::RefCell::new(Window { o, ctl: &ctl, started: Instant::now(), before: Vec::new(), after: Vec::new(), child: None, status: None, err: None });
+    let w = std::cell::RefCell::new(Window {
+        o,
+        ctl: &ctl,
+        started: Instant::now(),
+        before: Vec::new(),
+        after: Vec::new(),
+        child: None,
+        status: None,
+        err: None,
+    });
 
-    let mut meta = Meta { format: FORMAT_VERSION, cluster: cfg.cluster.clone(), command: o.command.clone(), started_unix_ms, ..Default::default() };
+    let mut meta =
+        Meta { format: FORMAT_VERSION, cluster: cfg.cluster.clone(), command: o.command.clone(), started_unix_ms, ..Default::default() };
     let forced = o.in_process.then(|| "--in-process given".to_string());
     let bpf = match forced {
         Some(why) => Err(ssi_trace::bpf::Error::Unavailable(why)),
@@ -220,9 +230,8 @@ impl Window<'_> {
     }
 
     fn should_stop(&mut self) -> bool {
-        let mut done = self.err.is_some()
-            || INTERRUPTED.load(Ordering::Relaxed)
-            || self.o.duration.is_some_and(|d| self.started.elapsed() >= d);
+        let mut done =
+            self.err.is_some() || INTERRUPTED.load(Ordering::Relaxed) || self.o.duration.is_some_and(|d| self.started.elapsed() >= d);
         if let Some(c) = self.child.as_mut() {
             match c.try_wait() {
                 Ok(Some(s)) => {
@@ -266,8 +275,22 @@ pub fn rerun_traced(out: &Path, cluster: &Path) -> anyhow::Result<()> {
 /// Records `command` on the cluster in `cluster` into `out` and writes `out/report.html`
 /// (titled `title`); fails when the command does. `quiet`: no recorder messages, the
 /// command's stdout discarded.
-pub fn record_and_report(out: &Path, cluster: &Path, command: Vec<String>, quiet: bool, title: &str) -> anyhow::Result<ssi_trace::analysis::Analysis> {
-    let r = record(&RecordOptions { dir: cluster.to_path_buf(), out: out.to_path_buf(), duration: None, in_process: false, syscalls: false, command, quiet })?;
+pub fn record_and_report(
+    out: &Path,
+    cluster: &Path,
+    command: Vec<String>,
+    quiet: bool,
+    title: &str,
+) -> anyhow::Result<ssi_trace::analysis::Analysis> {
+    let r = record(&RecordOptions {
+        dir: cluster.to_path_buf(),
+        out: out.to_path_buf(),
+        duration: None,
+        in_process: false,
+        syscalls: false,
+        command,
+        quiet,
+    })?;
     if let Some(st) = r.status.filter(|s| !s.success()) {
         bail!("the traced command failed ({st}); its trace is in {}", out.display());
     }

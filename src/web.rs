@@ -95,17 +95,30 @@ pub fn web(o: &WebOptions) -> anyhow::Result<()> {
     let mut servers: Vec<Nginx> = Vec::new();
     for &n in &members {
         let root = mount(n)?.join(TREE);
-        servers.push(Nginx::start(&me, &o.dir, &scratch.join(format!("nginx{n}")), &Site { node: n, port: 80, root: &root, service: Some("web") })?);
+        servers.push(Nginx::start(
+            &me,
+            &o.dir,
+            &scratch.join(format!("nginx{n}")),
+            &Site { node: n, port: 80, root: &root, service: Some("web") },
+        )?);
     }
     let root3 = mount(3)?.join(TREE);
-    let baseline = Nginx::start(&me, &o.dir, &scratch.join("nginx-baseline"), &Site { node: 3, port: BASELINE_PORT, root: &root3, service: None })?;
+    let baseline =
+        Nginx::start(&me, &o.dir, &scratch.join("nginx-baseline"), &Site { node: 3, port: BASELINE_PORT, root: &root3, service: None })?;
     let slots: Vec<String> = members.iter().map(|&n| Topology::node_ip(n).to_string()).collect();
     crate::gateway::wait_steering(&o.dir, &[&format!("tcp/80 rr [{}]", slots.join(" "))])?;
 
     let ext = crate::local::ext_namespace(&o.dir)?;
     let topo = crate::local::topology(&o.dir, &cfg);
     let path = if o.mix == Mix::Paper { "index.html" } else { "" };
-    let load = |url| Load { url, connections: o.connections, threads: 1, duration: Duration::from_secs_f64(o.seconds), close: o.close, script: script.as_deref() };
+    let load = |url| Load {
+        url,
+        connections: o.connections,
+        threads: 1,
+        duration: Duration::from_secs_f64(o.seconds),
+        close: o.close,
+        script: script.as_deref(),
+    };
     // The baseline first, through a route opened for it alone.
     topo.route_ext_to(3, true).map_err(|e| anyhow!("opening the baseline's route: {e}"))?;
     if !o.json {
@@ -155,7 +168,12 @@ fn report(o: &WebOptions, members: &[u32], base: &Report, cluster: &Report, per_
         );
         return;
     }
-    println!("ssi workload web — {} s, wrk -c{} ({mode}) from ext, {mix} on /www; dispatcher: {}", o.seconds, o.connections, crate::gateway::mechanism(&o.dir));
+    println!(
+        "ssi workload web — {} s, wrk -c{} ({mode}) from ext, {mix} on /www; dispatcher: {}",
+        o.seconds,
+        o.connections,
+        crate::gateway::mechanism(&o.dir)
+    );
     let line = |name: &str, r: &Report| {
         println!(
             "  {name:<44} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  socket errors {}  non-2xx {}",
@@ -165,6 +183,7 @@ fn report(o: &WebOptions, members: &[u32], base: &Report, cluster: &Report, per_
     line("nginx on node 3, reached at its own address", base);
     line(&format!("the cluster: nginx on nodes {members:?} via the gateway"), cluster);
     println!("  ratio cluster / one node: {:.2}", cluster.per_sec / base.per_sec.max(1e-9));
-    let shares: Vec<String> = per_node.iter().map(|(n, c)| format!("node {n} {c} ({:.1}%)", 100.0 * *c as f64 / total.max(1) as f64)).collect();
+    let shares: Vec<String> =
+        per_node.iter().map(|(n, c)| format!("node {n} {c} ({:.1}%)", 100.0 * *c as f64 / total.max(1) as f64)).collect();
     println!("  requests per node (nginx logs): {}; the farthest from even: {:.1}%", shares.join(", "), 100.0 * spread(per_node));
 }

@@ -182,7 +182,13 @@ pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
     }
     let local_tree = untar(&tarball, &local_dir)?;
     let t = std::time::Instant::now();
-    let st = Command::new("make").arg(format!("-j{}", o.jobs)).arg("MALLOC=libc").current_dir(&local_tree).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+    let st = Command::new("make")
+        .arg(format!("-j{}", o.jobs))
+        .arg("MALLOC=libc")
+        .current_dir(&local_tree)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
     let local_s = t.elapsed().as_secs_f64();
     let local_objs = objects(&local_tree).len();
     let _ = std::fs::remove_dir_all(&local_dir);
@@ -212,7 +218,11 @@ pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
     } else {
         println!("ssi workload make — redis 7.0.15 on /src, make -j{} SHELL='ssi sh' from node {first}", o.jobs);
         println!("  unpacked in {untar_s:.1} s; built in {build_s:.1} s: {objs} object files, {:.2} compiles/s", objs as f64 / build_s);
-        println!("  the same tree on the local disk, make -j{}: {local_s:.1} s ({local_objs} object files); the cluster took {:.2}× as long", o.jobs, build_s / local_s);
+        println!(
+            "  the same tree on the local disk, make -j{}: {local_s:.1} s ({local_objs} object files); the cluster took {:.2}× as long",
+            o.jobs,
+            build_s / local_s
+        );
         match &per_node {
             Some(v) => {
                 println!("  processes started per node: {}", v.iter().map(|(n, c)| format!("node {n}: {c}")).collect::<Vec<_>>().join(", "))

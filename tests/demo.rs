@@ -24,7 +24,16 @@ fn the_demo_runs_to_the_end_and_leaves_nothing_behind() {
     let cfg = ssi::local::load(&dir).ok();
     let result = std::panic::catch_unwind(|| {
         assert!(out.status.success(), "ssi demo failed:\n{text}\n{err}");
-        for step in ["[1] ssi up --netns", "[4] Failure", "[5] Rejoin", "[6] PXFS", "[7] Global processes", "[8] Global networking", "[9] The study", "[10] ssi down"] {
+        for step in [
+            "[1] ssi up --netns",
+            "[4] Failure",
+            "[5] Rejoin",
+            "[6] PXFS",
+            "[7] Global processes",
+            "[8] Global networking",
+            "[9] The study",
+            "[10] ssi down",
+        ] {
             assert!(text.contains(step), "step {step:?} ran:\n{text}");
         }
         assert!(text.contains("the gateway's dispatcher: ebpf"), "{text}");

@@ -121,7 +121,11 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
             .unwrap();
         let t0 = Instant::now();
         while holders(d, 8080).is_empty() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "the server never bound 8080: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the server never bound 8080: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let (node, pid) = holders(d, 8080)[0];
@@ -135,7 +139,9 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
         let root = dir.join("www");
         ssi::nginx::paper_document(&root).unwrap();
         let site = ssi::nginx::Site { node: 2, port: 8080, root: &root, service: None };
-        let refused = ssi::nginx::Nginx::start(std::path::Path::new(BIN), &dir, &dir.join("nginx2"), &site).err().expect("nginx on node 2 must not get 8080");
+        let refused = ssi::nginx::Nginx::start(std::path::Path::new(BIN), &dir, &dir.join("nginx2"), &site)
+            .err()
+            .expect("nginx on node 2 must not get 8080");
         assert!(refused.to_string().contains("(98: Address already in use)"), "{refused}");
         for (kind, port) in [("SOCK_DGRAM", 8080), ("SOCK_STREAM", 8081)] {
             let out = ssi(&["run", "--dir", d, "-n", "2", "--cwd", "/", "--", "python3", "-c", &bind_script(kind, port)]);
@@ -153,7 +159,11 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
         assert!(!out.status.success() && err.contains("[Errno 98] Address already in use"), "a bind outside ssi run is refused: {err}");
         // ... and its binds of free ports are entered in the SAP, and given back when it exits.
         let hold = format!("{}\nimport time; time.sleep(2)", bind_script("SOCK_STREAM", 8090));
-        let mut outside = Command::new(BIN).args(["rexec", "--dir", d, "-n", "1", "--cwd", "/", "--", "python3", "-c", &hold]).stdout(Stdio::null()).spawn().unwrap();
+        let mut outside = Command::new(BIN)
+            .args(["rexec", "--dir", d, "-n", "1", "--cwd", "/", "--", "python3", "-c", &hold])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         let t0 = Instant::now();
         while holders(d, 8090).is_empty() {
             assert!(t0.elapsed() < Duration::from_secs(2), "the bind of 8090 outside ssi run was never reported");

@@ -141,7 +141,8 @@ async fn scans_during_splits(orb: &ssi_orb::Orb, kind: Kind) {
     assert!(splits > splits_before, "{kind:?}: the buckets split during the scans ({splits_before} → {splits})");
     assert_eq!(buckets.iter().map(|b| b.records).sum::<u64>(), N);
     // Probabilistic termination: whatever answered within the time-out.
-    let o = c.scan(Function { op: Op::CountEq as i32, city: 0, ..Default::default() }, Some(std::time::Duration::from_secs(10))).await.unwrap();
+    let o =
+        c.scan(Function { op: Op::CountEq as i32, city: 0, ..Default::default() }, Some(std::time::Duration::from_secs(10))).await.unwrap();
     assert!(o.complete && o.results.len() == buckets.len(), "{kind:?}: every bucket answered within 10 s");
     c.drop_file().await.unwrap();
 }
@@ -162,7 +163,14 @@ fn scans_are_exact_while_buckets_split() {
 fn keys_beyond_a_known_bucket_go_up_the_split_tree() {
     on_cluster("sdds-up", 3, |orb| async move {
         // Pre-split into (0, 100], (100, 200] (bucket 2) and (200, MAX] (bucket 1).
-        let s = FileSpec { name: "up".into(), kind: Kind::Rp as i32, capacity: 1_000, nodes: vec![1, 2, 3], initial_buckets: 3, key_space: 300 };
+        let s = FileSpec {
+            name: "up".into(),
+            kind: Kind::Rp as i32,
+            capacity: 1_000,
+            nodes: vec![1, 2, 3],
+            initial_buckets: 3,
+            key_space: 300,
+        };
         let mut w = Client::create(&orb, s.clone()).await.unwrap();
         // In key order: the image learns bucket 2 (low 100) before bucket 1 (low 200), so
         // keys above 200 are sent to bucket 2 first.
@@ -186,7 +194,14 @@ fn keys_beyond_a_known_bucket_go_up_the_split_tree() {
 /// (the command fails on a wrong count), and the Redis Cluster baseline runs beside.
 #[test]
 fn the_person_benchmark_runs_and_reports_beside_the_paper() {
-    if !common::required("redis-server", std::process::Command::new("sh").args(["-c", "command -v redis-server"]).stdout(std::process::Stdio::null()).status().is_ok_and(|s| s.success())) {
+    if !common::required(
+        "redis-server",
+        std::process::Command::new("sh")
+            .args(["-c", "command -v redis-server"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+    ) {
         return;
     }
     let c = Cluster::up("sdds-workload", 3);

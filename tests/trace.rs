@@ -86,7 +86,10 @@ async fn ebpf_and_in_process_traces_count_every_message_and_agree() {
     let c = Cluster::up("trace-agree", 3);
     let dir = scratch("agree");
     let mut between = Vec::new();
-    for (name, wrap) in [("bpf", &[][..]), ("eperm", &["setpriv", "--bounding-set", "-bpf,-perfmon,-sys_admin", "--inh-caps", "-bpf,-perfmon,-sys_admin"][..])] {
+    for (name, wrap) in [
+        ("bpf", &[][..]),
+        ("eperm", &["setpriv", "--bounding-set", "-bpf,-perfmon,-sys_admin", "--inh-caps", "-bpf,-perfmon,-sys_admin"][..]),
+    ] {
         let out = dir.join(name);
         // A window long enough for the 2,000 calls also when the machine is loaded (4 s once
         // closed before the last of them under a busy suite).
@@ -143,7 +146,8 @@ fn a_traced_command_gets_every_table_figure_and_export() {
 
     let html = t.join("report.html");
     let text = ok(&["trace", "report", t.to_str().unwrap(), "--html", html.to_str().unwrap()]);
-    for section in ["Table 4.1", "Wire level", "Figs 4.3–4.5", "Figs 4.6–4.8", "Fig 5.2", "Table 6.1", "Table 6.2", "every pair equal"] {
+    for section in ["Table 4.1", "Wire level", "Figs 4.3–4.5", "Figs 4.6–4.8", "Fig 5.2", "Table 6.1", "Table 6.2", "every pair equal"]
+    {
         assert!(text.contains(section), "report lacks {section}:\n{text}");
     }
     let page = std::fs::read_to_string(&html).unwrap();

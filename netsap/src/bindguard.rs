@@ -55,7 +55,8 @@ pub fn cgroup_of(node_dir: &Path) -> Option<PathBuf> {
 pub fn remove_empty_cgroups() -> usize {
     let Some(root) = cgroup2_root().map(|r| r.join("ssi")) else { return 0 };
     let Ok(entries) = std::fs::read_dir(&root) else { return 0 };
-    let removed = entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("node-") && std::fs::remove_dir(e.path()).is_ok()).count();
+    let removed =
+        entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("node-") && std::fs::remove_dir(e.path()).is_ok()).count();
     let _ = std::fs::remove_dir(&root);
     removed
 }
@@ -64,7 +65,8 @@ pub fn remove_empty_cgroups() -> usize {
 /// and runs the guard on a thread of its own for the life of the process.
 pub fn start(cgroup: &Path, node: u32, sap: SapClient, sup: Supervisor, rt: tokio::runtime::Handle) -> Result<(), String> {
     std::fs::create_dir_all(cgroup).map_err(|e| format!("cgroup {}: {e}", cgroup.display()))?;
-    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string()).map_err(|e| format!("joining cgroup {}: {e}", cgroup.display()))?;
+    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
+        .map_err(|e| format!("joining cgroup {}: {e}", cgroup.display()))?;
     let cg = std::fs::File::open(cgroup).map_err(|e| format!("cgroup {}: {e}", cgroup.display()))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -75,16 +77,28 @@ pub fn start(cgroup: &Path, node: u32, sap: SapClient, sup: Supervisor, rt: toki
             }
             // The skeleton borrows its storage for as long as it is loaded: the process's life.
             let storage = Box::leak(Box::new(MaybeUninit::uninit()));
-            let loaded = BindguardSkelBuilder::default().open(storage).map_err(|e| format!("cannot open the BPF object: {e}")).and_then(|o| o.load().map_err(|e| format!("cannot load the cgroup programs: {e}")));
+            let loaded = BindguardSkelBuilder::default()
+                .open(storage)
+                .map_err(|e| format!("cannot open the BPF object: {e}"))
+                .and_then(|o| o.load().map_err(|e| format!("cannot load the cgroup programs: {e}")));
             let skel = match loaded {
                 Ok(s) => s,
                 Err(e) => return drop(tx.send(Err(e))),
             };
             let setup = || -> Result<Vec<libbpf_rs::Link>, String> {
-                skel.maps.daemon.update(&0u32.to_ne_bytes(), &std::process::id().to_ne_bytes(), MapFlags::ANY).map_err(|e| format!("daemon map: {e}"))?;
+                skel.maps
+                    .daemon
+                    .update(&0u32.to_ne_bytes(), &std::process::id().to_ne_bytes(), MapFlags::ANY)
+                    .map_err(|e| format!("daemon map: {e}"))?;
                 let p = &skel.progs;
                 let mut links = Vec::new();
-                for (name, prog) in [("bind4", &p.bind4), ("bind6", &p.bind6), ("post_bind4", &p.post_bind4), ("post_bind6", &p.post_bind6), ("sock_release", &p.release)] {
+                for (name, prog) in [
+                    ("bind4", &p.bind4),
+                    ("bind6", &p.bind6),
+                    ("post_bind4", &p.post_bind4),
+                    ("post_bind6", &p.post_bind6),
+                    ("sock_release", &p.release),
+                ] {
                     links.push(prog.attach_cgroup(cg.as_raw_fd()).map_err(|e| format!("attaching {name}: {e}"))?);
                 }
                 Ok(links)

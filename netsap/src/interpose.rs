@@ -10,10 +10,10 @@
 //! async-signal-safe (`procmgmt::spawn`), and passes the listener fd back over a socketpair.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use libseccomp::{ScmpAction, ScmpFilterContext, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags, ScmpSyscall};
 use parking_lot::Mutex;
@@ -149,7 +149,13 @@ impl Supervisor {
     /// grant (with the bound socket's inode, when known) and clears the port from the bind
     /// guard's refused map. Ok(false): another node holds it.
     fn claim(&self, pid: u32, proto: u32, port: u32, role: &Role, inode: Option<u64>) -> Result<bool, ssi_orb::OrbError> {
-        let b = Binding { proto, port, who: Some(Listener { node: self.node, pid, weight: role.weight.max(1) }), service: role.service.clone(), policy: role.policy.clone() };
+        let b = Binding {
+            proto,
+            port,
+            who: Some(Listener { node: self.node, pid, weight: role.weight.max(1) }),
+            service: role.service.clone(),
+            policy: role.policy.clone(),
+        };
         let sap = self.sap.clone();
         let granted = self.rt.block_on(async move { sap.bind(b).await })?.ok;
         if granted {
@@ -177,7 +183,10 @@ impl Supervisor {
         }
         match self.claim(pid, proto, port, &Role::default(), None) {
             Ok(true) => {}
-            Ok(false) => tracing::warn!("pid {pid} bound {}/{port}, which another node holds (a bind outside ssi run)", crate::sap::proto_name(proto)),
+            Ok(false) => tracing::warn!(
+                "pid {pid} bound {}/{port}, which another node holds (a bind outside ssi run)",
+                crate::sap::proto_name(proto)
+            ),
             Err(e) => tracing::warn!("pid {pid} bound {}/{port}; the SAP could not be told: {e}", crate::sap::proto_name(proto)),
         }
     }
@@ -197,7 +206,8 @@ impl Supervisor {
     /// Gives back the granted ports (of every process, or only of `only`) whose socket is gone
     /// from the node's network or whose process has died.
     fn sweep(&self, only: Option<u32>) {
-        let held: Vec<((u32, u32, u32), Grant)> = self.granted.lock().iter().map(|(k, g)| (*k, *g)).filter(|((p, _, _), _)| only.is_none_or(|o| o == *p)).collect();
+        let held: Vec<((u32, u32, u32), Grant)> =
+            self.granted.lock().iter().map(|(k, g)| (*k, *g)).filter(|((p, _, _), _)| only.is_none_or(|o| o == *p)).collect();
         for ((pid, proto, port), grant) in held {
             let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
             // Held: a listener or connection shows the port (also one children inherited),
@@ -279,7 +289,8 @@ fn port_in_use(proto: u32, port: u32) -> bool {
     files.iter().any(|f| {
         std::fs::read_to_string(f).is_ok_and(|t| {
             t.lines().skip(1).any(|l| {
-                l.split_whitespace().nth(1).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| u32::from_str_radix(p, 16).ok()) == Some(port)
+                l.split_whitespace().nth(1).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| u32::from_str_radix(p, 16).ok())
+                    == Some(port)
             })
         })
     })

@@ -74,7 +74,10 @@ impl SapServer {
         let key = (b.proto, b.port);
         match table.get_mut(&key) {
             None => {
-                table.insert(key, Entry { proto: b.proto, port: b.port, service: b.service.clone(), policy: b.policy.clone(), listeners: vec![who] });
+                table.insert(
+                    key,
+                    Entry { proto: b.proto, port: b.port, service: b.service.clone(), policy: b.policy.clone(), listeners: vec![who] },
+                );
                 Ok(())
             }
             Some(e) if e.listeners.iter().any(|l| same(l, &who)) => Ok(()), // the same process again
@@ -158,7 +161,9 @@ impl Sap for SapServer {
 
     async fn lookup(&self, _ctx: &CallCtx, req: LookupReq) -> Result<Entry, Exception> {
         let t = self.0.table.lock().await;
-        t.get(&(req.proto, req.port)).cloned().ok_or_else(|| Exception::errno(libc::ENOENT, format!("port {}/{} is free", req.port, proto_name(req.proto))))
+        t.get(&(req.proto, req.port))
+            .cloned()
+            .ok_or_else(|| Exception::errno(libc::ENOENT, format!("port {}/{} is free", req.port, proto_name(req.proto))))
     }
 
     async fn list(&self, _ctx: &CallCtx, _req: Empty) -> Result<Entries, Exception> {
@@ -273,9 +278,15 @@ mod tests {
         assert!(SapServer::apply_bind(&mut t, &b(80, 1, 1, "web")).is_ok());
         assert!(SapServer::apply_bind(&mut t, &b(80, 2, 2, "web")).is_ok(), "joins the service");
         assert!(SapServer::apply_bind(&mut t, &b(80, 3, 3, "other")).is_err());
-        SapServer::apply_release(&mut t, &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 1, pid: 1, weight: 0 }), replica: false });
+        SapServer::apply_release(
+            &mut t,
+            &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 1, pid: 1, weight: 0 }), replica: false },
+        );
         assert_eq!(t[&(TCP, 80)].listeners.len(), 1);
-        SapServer::apply_release(&mut t, &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 2, pid: 2, weight: 0 }), replica: false });
+        SapServer::apply_release(
+            &mut t,
+            &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 2, pid: 2, weight: 0 }), replica: false },
+        );
         assert!(!t.contains_key(&(TCP, 80)));
     }
 

@@ -136,7 +136,20 @@ impl Topology {
     /// without the dispatcher.
     pub fn route_ext_to(&self, n: u32, open: bool) -> Result<(), String> {
         let Some(&g) = self.gateways.first() else { return Err("no gateway".into()) };
-        ip(&["-n", &self.node_ns(g), "rule", if open { "add" } else { "del" }, "priority", "99", "iif", "ext0", "to", &Self::node_ip(n).to_string(), "lookup", "main"])
+        ip(&[
+            "-n",
+            &self.node_ns(g),
+            "rule",
+            if open { "add" } else { "del" },
+            "priority",
+            "99",
+            "iif",
+            "ext0",
+            "to",
+            &Self::node_ip(n).to_string(),
+            "lookup",
+            "main",
+        ])
     }
 
     /// Deletes every namespace of the topology that exists (links and addresses go with

@@ -153,7 +153,9 @@ impl ProcMgr for ProcServer {
             filter: None,
         };
         let gate = match &req.interpose {
-            Some(_) => Some(self.bind_gate.lock().clone().ok_or_else(|| Exception::errno(libc::ENOTSUP, "this node cannot interpose on binds"))?),
+            Some(_) => {
+                Some(self.bind_gate.lock().clone().ok_or_else(|| Exception::errno(libc::ENOTSUP, "this node cannot interpose on binds"))?)
+            }
             None => None,
         };
         let spec = Spec { filter: gate.as_ref().map(|g| g.filter()), ..spec };

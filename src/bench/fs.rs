@@ -196,7 +196,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
 
 fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     let cdir = dir.join("cluster");
-    let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes: 2, config: None, pin: false, netns: false, dispatch: Default::default() })?.config();
+    let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes: 2, config: None, pin: false, netns: false, dispatch: Default::default() })?
+        .config();
     let m1 = cfg.node(1).map_err(|e| anyhow!(e))?.mountpoint.clone();
     if !local::mounts_under(&m1).contains(&m1) {
         bail!("node 1 did not mount PXFS (see {}/node1/log)", cdir.display());

@@ -54,7 +54,8 @@ pub fn run_bench(o: &Options) -> anyhow::Result<()> {
     super::in_scratch_dir("in", "it starts a local cluster", |dir| {
         let cdir = dir.join("cluster");
         let nodes = 3 + o.max_qes;
-        let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes, config: None, pin: false, netns: false, dispatch: Default::default() })?.config();
+        let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes, config: None, pin: false, netns: false, dispatch: Default::default() })?
+            .config();
         let ids: Vec<u32> = cfg.nodes.keys().copied().collect();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let rows = rt.block_on(async {
@@ -71,7 +72,8 @@ pub fn run_bench(o: &Options) -> anyhow::Result<()> {
                     async move {
                         s.start(p, params).await?;
                         let calls = (rate as f64 * o.seconds) as u64;
-                        let req = RunReq { rate: rate as f64, calls, overloads: vec![], interval_calls: calls.max(1), seed: rate, tick_us: 1000 };
+                        let req =
+                            RunReq { rate: rate as f64, calls, overloads: vec![], interval_calls: calls.max(1), seed: rate, tick_us: 1000 };
                         let out = run(s, p, params, req, &[], false).await?;
                         let share = out.report.ok as f64 / out.report.issued.max(1) as f64;
                         if !o.json {
@@ -119,7 +121,10 @@ fn report(o: &Options, rows: &[Row]) -> anyhow::Result<()> {
                        "probes": r.probes.iter().map(|(k, v)| json!({"rate": k, "share": v})).collect::<Vec<_>>()})
             })
             .collect();
-        println!("{}", json!({"bench": "in", "baseline": {"paper_rate_all": PAPER_RATE, "paper_nodes": 12}, "seconds_per_probe": o.seconds, "cases": cases}));
+        println!(
+            "{}",
+            json!({"bench": "in", "baseline": {"paper_rate_all": PAPER_RATE, "paper_nodes": 12}, "seconds_per_probe": o.seconds, "cases": cases})
+        );
         return Ok(());
     }
     println!("ssi bench in — highest offered calls/s meeting the 100 ms deadline ({} s of calls per probe; sweep 15 ms)", o.seconds);

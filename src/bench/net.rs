@@ -90,7 +90,17 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
                     eprint!("\rround {}/{}: {} {}            ", round + 1, o.rounds, c.name, if close { "close" } else { "keep-alive" });
                 }
                 let url = format!("http://{}:{}/", c.addr, c.port);
-                let r = wrk::run(&ext, &Load { url: &url, connections: o.connections, threads: 1, duration: Duration::from_secs_f64(o.seconds), close, script: None })?;
+                let r = wrk::run(
+                    &ext,
+                    &Load {
+                        url: &url,
+                        connections: o.connections,
+                        threads: 1,
+                        duration: Duration::from_secs_f64(o.seconds),
+                        close,
+                        script: None,
+                    },
+                )?;
                 errors += r.socket_errors + r.non_2xx;
                 rates[ci][close as usize].push(r.per_sec);
                 lat[ci][close as usize].push((r.p50_ms, r.p99_ms));
@@ -130,8 +140,14 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("ssi bench net: wrk -t1 -c{} in ext, {} s per run, medians of {} rounds; dispatcher: {mechanism}", o.connections, o.seconds, o.rounds);
-    println!("{:<36} {:>12} {:>7} {:>16}   {:>12} {:>7} {:>16}", "case", "keep-alive/s", "ratio", "p50/p99 ms", "close/s", "ratio", "p50/p99 ms");
+    println!(
+        "ssi bench net: wrk -t1 -c{} in ext, {} s per run, medians of {} rounds; dispatcher: {mechanism}",
+        o.connections, o.seconds, o.rounds
+    );
+    println!(
+        "{:<36} {:>12} {:>7} {:>16}   {:>12} {:>7} {:>16}",
+        "case", "keep-alive/s", "ratio", "p50/p99 ms", "close/s", "ratio", "p50/p99 ms"
+    );
     for (ci, c) in cases.iter().enumerate() {
         let (k50, k99) = lat_med(ci, 0);
         let (c50, c99) = lat_med(ci, 1);
@@ -147,7 +163,8 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
         );
     }
     let total: u64 = per_node.values().sum();
-    let shares: Vec<String> = per_node.iter().map(|(n, c)| format!("node {n}: {c} ({:.1}%)", 100.0 * *c as f64 / total.max(1) as f64)).collect();
+    let shares: Vec<String> =
+        per_node.iter().map(|(n, c)| format!("node {n}: {c} ({:.1}%)", 100.0 * *c as f64 / total.max(1) as f64)).collect();
     println!("service requests per node (nginx logs): {}", shares.join(", "));
     println!("socket errors and non-2xx responses over all runs: {errors}");
     Ok(())

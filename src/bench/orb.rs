@@ -81,7 +81,9 @@ struct Run {
 }
 
 fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<Run> {
-    let cfg = local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 2, config: None, pin: true, netns: false, dispatch: Default::default() })?.config();
+    let cfg =
+        local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 2, config: None, pin: true, netns: false, dispatch: Default::default() })?
+            .config();
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let placement = if ncpu >= 2 {
         "node 1 (driver) on CPU 0, node 2 (server) on CPU 1".to_string()

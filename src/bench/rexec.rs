@@ -45,7 +45,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
 
 fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     let cdir = dir.join("cluster");
-    let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes: 4, config: None, pin: false, netns: false, dispatch: Default::default() })?.config();
+    let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes: 4, config: None, pin: false, netns: false, dispatch: Default::default() })?
+        .config();
     let m1 = cfg.node(1).map_err(|e| anyhow!(e))?.mountpoint.clone();
     let me = std::env::current_exe()?;
     let sshd = Sshd::start(&dir.join("sshd"))?;

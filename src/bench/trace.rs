@@ -43,7 +43,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
 
 fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     let cdir = dir.join("cluster");
-    let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes: 2, config: None, pin: true, netns: false, dispatch: Default::default() })?.config();
+    let cfg = local::up(&UpOptions { dir: cdir.clone(), nodes: 2, config: None, pin: true, netns: false, dispatch: Default::default() })?
+        .config();
     let s1 = cfg.node(1).map_err(|e| anyhow!(e))?.control_socket.clone();
     let host = cfg.node(2).map_err(|e| anyhow!(e))?.addr.ip().to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -143,8 +144,12 @@ fn report(o: &Options, s: &std::collections::BTreeMap<(usize, usize), Samples>, 
                        "oneway_per_s": rate(m), "oneway_ratio": rate(m) / rate(0), "us_per_event": if m == 0 { 0.0 } else { per_event(m) }})
             })
             .collect();
-        let checks: Vec<_> = checks.iter().map(|(m, ok, n, lost)| json!({"recorder": m, "counters_equal": ok, "records": n, "lost": lost})).collect();
-        println!("{}", json!({"bench": "trace", "rounds": o.rounds, "case_seconds": o.duration.as_secs_f64(), "modes": modes, "checks": checks}));
+        let checks: Vec<_> =
+            checks.iter().map(|(m, ok, n, lost)| json!({"recorder": m, "counters_equal": ok, "records": n, "lost": lost})).collect();
+        println!(
+            "{}",
+            json!({"bench": "trace", "rounds": o.rounds, "case_seconds": o.duration.as_secs_f64(), "modes": modes, "checks": checks})
+        );
         return;
     }
     println!("ssi bench trace — 2-node local cluster, node 1 (driver) on CPU 0, node 2 (server) on CPU 1; 128 B payloads");

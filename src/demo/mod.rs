@@ -34,7 +34,9 @@ pub fn run(dir: &Path, full: bool) -> anyhow::Result<()> {
     }
     step(1, "ssi up --netns --nodes 4: four node daemons, each its own process, directory and network namespace");
     let t0 = Instant::now();
-    let cfg = local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 4, config: None, pin: false, netns: true, dispatch: Default::default() })?.config();
+    let cfg =
+        local::up(&UpOptions { dir: dir.to_path_buf(), nodes: 4, config: None, pin: false, netns: true, dispatch: Default::default() })?
+            .config();
     println!(
         "    all 4 nodes members of one view after {:.2} s; node 2 is the gateway, the cluster's address {}",
         t0.elapsed().as_secs_f64(),
@@ -49,7 +51,10 @@ pub fn run(dir: &Path, full: bool) -> anyhow::Result<()> {
     std::mem::forget(guard);
     step(10, "ssi down");
     let r = local::down(dir)?;
-    println!("    stopped {} daemons ({} needed SIGKILL), {} mounts and {} network namespaces removed", r.stopped, r.killed, r.unmounted, r.namespaces);
+    println!(
+        "    stopped {} daemons ({} needed SIGKILL), {} mounts and {} network namespaces removed",
+        r.stopped, r.killed, r.unmounted, r.namespaces
+    );
     res
 }
 
@@ -57,7 +62,10 @@ pub fn run(dir: &Path, full: bool) -> anyhow::Result<()> {
 fn networking_tour(dir: &Path) -> anyhow::Result<()> {
     step(8, "Global networking: one port namespace (the SAP), a dispatcher on the gateway");
     println!("    {}", ssi_netsap::STATUS);
-    println!("    the gateway's dispatcher: {} (ssi bench net measures it; the web workload below uses it)", crate::gateway::mechanism(dir));
+    println!(
+        "    the gateway's dispatcher: {} (ssi bench net measures it; the web workload below uses it)",
+        crate::gateway::mechanism(dir)
+    );
     Ok(())
 }
 
@@ -213,7 +221,10 @@ async fn tour(dir: &Path, cfg: &crate::config::Config) -> anyhow::Result<()> {
     step(5, "Rejoin: ssi up restarts the missing node with a new incarnation");
     let d = dir.to_path_buf();
     // `up` runs its own runtime: keep it off this one.
-    let up = tokio::task::spawn_blocking(move || local::up(&UpOptions { dir: d, nodes: 4, config: None, pin: false, netns: false, dispatch: Default::default() })).await?;
+    let up = tokio::task::spawn_blocking(move || {
+        local::up(&UpOptions { dir: d, nodes: 4, config: None, pin: false, netns: false, dispatch: Default::default() })
+    })
+    .await?;
     match up? {
         local::UpOutcome::Restarted(_, nodes) => println!("    restarted node(s) {nodes:?}"),
         local::UpOutcome::Started(_) => bail!("expected a restart"),

@@ -83,7 +83,11 @@ fn traced(dir: &Path, me: &Path, w: &Workload) -> anyhow::Result<Outcome> {
         cmd.push(' ');
         cmd.push_str(&shell_quote(a));
     }
-    cmd.push_str(&format!(" --json --dir {} > {}", shell_quote(&dir.display().to_string()), shell_quote(&result_file.display().to_string())));
+    cmd.push_str(&format!(
+        " --json --dir {} > {}",
+        shell_quote(&dir.display().to_string()),
+        shell_quote(&result_file.display().to_string())
+    ));
     let t0 = Instant::now();
     let analysis = crate::trace::record_and_report(&out, dir, vec!["sh".into(), "-c".into(), cmd], true, w.name)?;
     let seconds = t0.elapsed().as_secs_f64();

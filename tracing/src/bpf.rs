@@ -3,9 +3,9 @@
 //! and recv/read syscall on a TCP socket), and drains the ring buffer into `events.bin` on a
 //! timer until told to stop.
 
-use std::net::SocketAddr;
 use std::io::Write;
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -52,7 +52,13 @@ pub struct Outcome {
 /// probe is attached, before the window opens.
 /// With `syscalls`, the transport's syscall tracepoints are attached too, for the iovec
 /// counts (at a cost to every task on the machine: see `bpf/recorder.bpf.c`).
-pub fn record(daemons: &[Daemon], out: &Path, syscalls: bool, attached: impl FnOnce(), mut until: impl FnMut() -> bool) -> Result<Outcome, Error> {
+pub fn record(
+    daemons: &[Daemon],
+    out: &Path,
+    syscalls: bool,
+    attached: impl FnOnce(),
+    mut until: impl FnMut() -> bool,
+) -> Result<Outcome, Error> {
     // libbpf's own messages would spread a refusal over several lines; ours says it in one
     // (SSI_BPF_DEBUG=1 shows them).
     if std::env::var_os("SSI_BPF_DEBUG").is_none() {
@@ -60,7 +66,8 @@ pub fn record(daemons: &[Daemon], out: &Path, syscalls: bool, attached: impl FnO
     }
     ensure_tracefs();
     let mut storage = MaybeUninit::uninit();
-    let open = RecorderSkelBuilder::default().open(&mut storage).map_err(|e| Error::Unavailable(format!("cannot open the BPF object: {e}")))?;
+    let open =
+        RecorderSkelBuilder::default().open(&mut storage).map_err(|e| Error::Unavailable(format!("cannot open the BPF object: {e}")))?;
     let skel = open.load().map_err(|e| Error::Unavailable(format!("cannot load BPF programs: {e}")))?;
 
     for d in daemons {
@@ -84,15 +91,30 @@ pub fn record(daemons: &[Daemon], out: &Path, syscalls: bool, attached: impl FnO
     if syscalls {
         let p = &skel.progs;
         for prog in [
-            &p.enter_sendto, &p.enter_write, &p.enter_writev, &p.enter_sendmsg, &p.enter_recvfrom, &p.enter_read, &p.enter_readv, &p.enter_recvmsg,
-            &p.exit_sendto, &p.exit_write, &p.exit_writev, &p.exit_sendmsg, &p.exit_recvfrom, &p.exit_read, &p.exit_readv, &p.exit_recvmsg,
+            &p.enter_sendto,
+            &p.enter_write,
+            &p.enter_writev,
+            &p.enter_sendmsg,
+            &p.enter_recvfrom,
+            &p.enter_read,
+            &p.enter_readv,
+            &p.enter_recvmsg,
+            &p.exit_sendto,
+            &p.exit_write,
+            &p.exit_writev,
+            &p.exit_sendmsg,
+            &p.exit_recvfrom,
+            &p.exit_read,
+            &p.exit_readv,
+            &p.exit_recvmsg,
         ] {
             links.push(prog.attach().with_context(|| format!("syscall tracepoint for {}", prog.name().to_string_lossy()))?);
         }
     }
 
     let path = out.join("events.bin");
-    let mut file = std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
+    let mut file =
+        std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
     file.write_all(MAGIC).context("events.bin")?;
     let mut written = 0u64;
     let mut records = 0u64;

@@ -107,11 +107,17 @@ pub fn size_cdf(title: &str, series: &[(String, &BTreeMap<u32, u64>, bool)]) -> 
                 acc += if by_bytes { k as f64 * v as f64 } else { v as f64 };
                 pts.push((k.max(1) as f64, acc / total.max(1.0)));
             }
-            chart.draw_series(LineSeries::new(pts, color(i).stroke_width(2)))?.label(name.clone()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color(i).stroke_width(2))
-            });
+            chart
+                .draw_series(LineSeries::new(pts, color(i).stroke_width(2)))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color(i).stroke_width(2)));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         Ok(())
     })
 }

@@ -42,7 +42,16 @@ impl Paper {
 /// (the rest of the 1,650 µs) is our reply queue → transport and transport → transport.
 pub fn fig_5_2(p: &Paper) -> [Option<f64>; 10] {
     let g = |k: &str| p.num(&["request_response", k]);
-    let known = ["orb_prepare_request_us", "transport_send_us", "driver_receive_us", "transport_receive_us", "orb_unpack_us", "invocation_us", "orb_prepare_reply_us", "orb_process_reply_us"];
+    let known = [
+        "orb_prepare_request_us",
+        "transport_send_us",
+        "driver_receive_us",
+        "transport_receive_us",
+        "orb_unpack_us",
+        "invocation_us",
+        "orb_prepare_reply_us",
+        "orb_process_reply_us",
+    ];
     let listed: f64 = known.iter().filter_map(|k| g(k)).sum();
     let reply_path = g("total_us").map(|t| t - listed);
     [

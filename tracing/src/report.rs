@@ -71,25 +71,55 @@ pub fn text(a: &Analysis) -> String {
     let nodes = a.nodes();
     let mut o = String::new();
     let m = &a.meta;
-    let _ = writeln!(o, "ssi trace report — {} mode, {:.1} s, {} records, {} nodes{}", m.mode, a.seconds, a.records, nodes.len(),
-        if m.command.is_empty() { String::new() } else { format!(", command: {}", m.command.join(" ")) });
+    let _ = writeln!(
+        o,
+        "ssi trace report — {} mode, {:.1} s, {} records, {} nodes{}",
+        m.mode,
+        a.seconds,
+        a.records,
+        nodes.len(),
+        if m.command.is_empty() { String::new() } else { format!(", command: {}", m.command.join(" ")) }
+    );
     if let Some(why) = &m.fallback_reason {
         let _ = writeln!(o, "(in-process because: {why})");
     }
     if m.recorder.lost > 0 || m.recorder.refused > 0 {
-        let _ = writeln!(o, "WARNING: {} records lost (ring buffer full), {} refused — counts below are short", m.recorder.lost, m.recorder.refused);
+        let _ = writeln!(
+            o,
+            "WARNING: {} records lost (ring buffer full), {} refused — counts below are short",
+            m.recorder.lost, m.recorder.refused
+        );
     }
     let paper_wl = wl.unwrap_or("make");
-    let _ = writeln!(o, "Paper figures beside ours are the Solaris MC study's {} workload{}.", paper_wl, if wl.is_none() { " (the trace does not name a workload)" } else { "" });
+    let _ = writeln!(
+        o,
+        "Paper figures beside ours are the Solaris MC study's {} workload{}.",
+        paper_wl,
+        if wl.is_none() { " (the trace does not name a workload)" } else { "" }
+    );
 
     // The recorder against the ORB's own counters.
     let _ = writeln!(o, "\nRecorded vs the ORB's own counters (messages / bytes sent, per node pair, inside the window)");
     let _ = writeln!(o, "{:<7} {:>12} {:>14} {:>12} {:>14}  {}", "pair", "trace msgs", "trace bytes", "ORB msgs", "ORB bytes", "");
     for c in a.counter_check().iter().filter(|c| c.orb.messages > 0 || c.trace.messages > 0) {
         let (t, orb) = (c.trace, c.orb);
-        let _ = writeln!(o, "{:<7} {:>12} {:>14} {:>12} {:>14}  {}", analysis::pair(c.src, c.dst), t.messages, t.bytes, orb.messages, orb.bytes, if c.equal() { "equal" } else { "DIFFERENT" });
+        let _ = writeln!(
+            o,
+            "{:<7} {:>12} {:>14} {:>12} {:>14}  {}",
+            analysis::pair(c.src, c.dst),
+            t.messages,
+            t.bytes,
+            orb.messages,
+            orb.bytes,
+            if c.equal() { "equal" } else { "DIFFERENT" }
+        );
     }
-    let _ = writeln!(o, "{} ({} messages had records outside the window)", if a.counters_equal() { "every pair equal" } else { "some pairs differ" }, a.outside_window.messages);
+    let _ = writeln!(
+        o,
+        "{} ({} messages had records outside the window)",
+        if a.counters_equal() { "every pair equal" } else { "some pairs differ" },
+        a.outside_window.messages
+    );
 
     // Table 4.1.
     let _ = writeln!(o, "\nTable 4.1: messages and KB sent from node to node (ours | paper's {paper_wl})");
@@ -100,76 +130,165 @@ pub fn text(a: &Analysis) -> String {
                 continue;
             }
             let t = a.sent_between(s, d);
-            let (pm, pk) = p.table_4_1(paper_wl, s, d).map(|(m, k)| (format!("{m:.0}"), format!("{k:.0}"))).unwrap_or(("-".into(), "-".into()));
+            let (pm, pk) =
+                p.table_4_1(paper_wl, s, d).map(|(m, k)| (format!("{m:.0}"), format!("{k:.0}"))).unwrap_or(("-".into(), "-".into()));
             let _ = writeln!(o, "{:<7} {:>10} {:>10.0} | {:>8} {:>8}", analysis::pair(s, d), t.messages, kb(t.bytes), pm, pk);
         }
     }
     let tot = a.total_sent();
-    let _ = writeln!(o, "total   {:>10} {:>10.0}   ({} batches: {:.1} messages per transport write)", tot.messages, kb(tot.bytes), a.batches_out, tot.messages as f64 / a.batches_out.max(1) as f64);
+    let _ = writeln!(
+        o,
+        "total   {:>10} {:>10.0}   ({} batches: {:.1} messages per transport write)",
+        tot.messages,
+        kb(tot.bytes),
+        a.batches_out,
+        tot.messages as f64 / a.batches_out.max(1) as f64
+    );
 
     // Wire level.
     if !m.wire.is_empty() {
-        let _ = writeln!(o, "\nWire level (the daemons' send/write syscalls on the ORB connections, at the socket layer) vs ORB level (encoded messages)");
-        let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>9} {:>10} {:>12}{}", "pair", "wire bytes", "ORB bytes", "overhead", "syscalls", "msgs/syscall",
-            if m.syscalls { "  iovecs/syscall" } else { "" });
+        let _ = writeln!(
+            o,
+            "\nWire level (the daemons' send/write syscalls on the ORB connections, at the socket layer) vs ORB level (encoded messages)"
+        );
+        let _ = writeln!(
+            o,
+            "{:<7} {:>14} {:>14} {:>9} {:>10} {:>12}{}",
+            "pair",
+            "wire bytes",
+            "ORB bytes",
+            "overhead",
+            "syscalls",
+            "msgs/syscall",
+            if m.syscalls { "  iovecs/syscall" } else { "" }
+        );
         for w in &m.wire {
             let orb = a.sent_between(w.src, w.dst);
             let iov = if m.syscalls { format!(" {:>13.2}", w.t.iovecs_out as f64 / w.t.calls_out.max(1) as f64) } else { String::new() };
-            let _ = writeln!(o, "{:<7} {:>14} {:>14} {:>8.3}× {:>10} {:>12.2}{iov}", analysis::pair(w.src, w.dst), w.t.bytes_out, orb.bytes,
-                w.t.bytes_out as f64 / orb.bytes.max(1) as f64, w.t.calls_out, orb.messages as f64 / w.t.calls_out.max(1) as f64);
+            let _ = writeln!(
+                o,
+                "{:<7} {:>14} {:>14} {:>8.3}× {:>10} {:>12.2}{iov}",
+                analysis::pair(w.src, w.dst),
+                w.t.bytes_out,
+                orb.bytes,
+                w.t.bytes_out as f64 / orb.bytes.max(1) as f64,
+                w.t.calls_out,
+                orb.messages as f64 / w.t.calls_out.max(1) as f64
+            );
         }
         let wire: u64 = m.wire.iter().map(|w| w.t.bytes_out).sum();
-        let _ = writeln!(o, "all     {:>14} {:>14} {:>8.3}×  (HTTP/2 + gRPC framing, and the links' own traffic)", wire, tot.bytes, wire as f64 / tot.bytes.max(1) as f64);
+        let _ = writeln!(
+            o,
+            "all     {:>14} {:>14} {:>8.3}×  (HTTP/2 + gRPC framing, and the links' own traffic)",
+            wire,
+            tot.bytes,
+            wire as f64 / tot.bytes.max(1) as f64
+        );
     } else {
         let _ = writeln!(o, "\nWire level: not recorded ({} mode has no kernel tracepoints)", m.mode);
     }
 
     // Message sizes.
     let _ = writeln!(o, "\nFigs 4.3–4.5: message sizes (bytes, whole message with its framing), per sending node");
-    let _ = writeln!(o, "{:<6} {:>10} {:>6} {:>6} {:>6} {:>8} {:>10} {:>12}", "node", "messages", "min", "p50", "p80", "max", "≤256 B", "bytes ≥4KB");
+    let _ = writeln!(
+        o,
+        "{:<6} {:>10} {:>6} {:>6} {:>6} {:>8} {:>10} {:>12}",
+        "node", "messages", "min", "p50", "p80", "max", "≤256 B", "bytes ≥4KB"
+    );
     let mut rows: Vec<(String, std::collections::BTreeMap<u32, u64>)> = a.sizes.iter().map(|(n, h)| (format!("{n}"), h.clone())).collect();
     rows.push(("all".into(), a.all_sizes()));
     for (name, h) in &rows {
         let n: u64 = h.values().sum();
         let (small, big) = analysis::shares(h, 0, 256, 4096);
-        let _ = writeln!(o, "{:<6} {:>10} {:>6} {:>6} {:>6} {:>8} {:>9.1}% {:>11.1}%", name, n, h.keys().next().copied().unwrap_or(0), analysis::quantile(h, 0.5), analysis::quantile(h, 0.8), h.keys().last().copied().unwrap_or(0), small * 100.0, big * 100.0);
+        let _ = writeln!(
+            o,
+            "{:<6} {:>10} {:>6} {:>6} {:>6} {:>8} {:>9.1}% {:>11.1}%",
+            name,
+            n,
+            h.keys().next().copied().unwrap_or(0),
+            analysis::quantile(h, 0.5),
+            analysis::quantile(h, 0.8),
+            h.keys().last().copied().unwrap_or(0),
+            small * 100.0,
+            big * 100.0
+        );
     }
     let pk = |k: &str| p.num(&["message_sizes", paper_wl, k]);
-    let _ = writeln!(o, "paper ({paper_wl}): min {} B, p80 {} B, {} of all workloads' messages 68–256 B{}",
-        p.num(&["message_sizes", "min_message_bytes"]).unwrap_or(0.0), pk("p80_bytes").unwrap_or(0.0),
+    let _ = writeln!(
+        o,
+        "paper ({paper_wl}): min {} B, p80 {} B, {} of all workloads' messages 68–256 B{}",
+        p.num(&["message_sizes", "min_message_bytes"]).unwrap_or(0.0),
+        pk("p80_bytes").unwrap_or(0.0),
         pct(p.num(&["message_sizes", "all_workloads_share_68_to_256"])),
-        pk("share_of_bytes_in_msgs_ge_4KB").map(|v| format!(", {:.0}% of bytes in messages ≥ 4 KB", v * 100.0)).unwrap_or_default());
+        pk("share_of_bytes_in_msgs_ge_4KB").map(|v| format!(", {:.0}% of bytes in messages ≥ 4 KB", v * 100.0)).unwrap_or_default()
+    );
 
     // Rates.
     let _ = writeln!(o, "\nFigs 4.6–4.8: messages sent per second, per node (ours: mean / peak | paper's mean)");
     for &n in &nodes {
         let v = a.rates.get(&n).cloned().unwrap_or_default();
         let mean = v.iter().sum::<u64>() as f64 / a.seconds.max(1e-9);
-        let _ = writeln!(o, "node {n}: {:>10.0} / {:>8} | {}", mean, v.iter().max().copied().unwrap_or(0),
-            p.num(&["message_rates", paper_wl, &format!("node{n}")]).map(|v| format!("{v:.0}")).unwrap_or("-".into()));
+        let _ = writeln!(
+            o,
+            "node {n}: {:>10.0} / {:>8} | {}",
+            mean,
+            v.iter().max().copied().unwrap_or(0),
+            p.num(&["message_rates", paper_wl, &format!("node{n}")]).map(|v| format!("{v:.0}")).unwrap_or("-".into())
+        );
     }
 
     // Fig 5.2.
     let paper = reference::fig_5_2(&p);
-    let _ = writeln!(o, "\nFig 5.2: request-response cost by stage ({} complete two-way invocations, {} without every stage)", a.rr_complete, a.rr_incomplete);
-    let _ = writeln!(o, "{:<30} {:>9} {:>9} {:>9} {:>7} | {:>8} {:>7}", "stage", "p50 µs", "mean µs", "p99 µs", "share", "paper µs", "share");
+    let _ = writeln!(
+        o,
+        "\nFig 5.2: request-response cost by stage ({} complete two-way invocations, {} without every stage)",
+        a.rr_complete, a.rr_incomplete
+    );
+    let _ =
+        writeln!(o, "{:<30} {:>9} {:>9} {:>9} {:>7} | {:>8} {:>7}", "stage", "p50 µs", "mean µs", "p99 µs", "share", "paper µs", "share");
     let total_mean: f64 = a.stages.iter().map(|s| s.mean_us).sum::<f64>().max(1e-9);
     let paper_total: f64 = paper.iter().flatten().sum();
     for (s, pv) in a.stages.iter().zip(paper) {
-        let _ = writeln!(o, "{:<30} {:>9.1} {:>9.1} {:>9.1} {:>6.1}% | {:>8} {:>7}", s.name, s.p50_us, s.mean_us, s.p99_us, 100.0 * s.mean_us / total_mean,
-            pv.map(|v| format!("{v:.0}")).unwrap_or("-".into()), pv.map(|v| format!("{:.1}%", 100.0 * v / paper_total)).unwrap_or("-".into()));
+        let _ = writeln!(
+            o,
+            "{:<30} {:>9.1} {:>9.1} {:>9.1} {:>6.1}% | {:>8} {:>7}",
+            s.name,
+            s.p50_us,
+            s.mean_us,
+            s.p99_us,
+            100.0 * s.mean_us / total_mean,
+            pv.map(|v| format!("{v:.0}")).unwrap_or("-".into()),
+            pv.map(|v| format!("{:.1}%", 100.0 * v / paper_total)).unwrap_or("-".into())
+        );
     }
-    let _ = writeln!(o, "{:<30} {:>9.1} {:>9.1} {:>9.1} {:>7} | {:>8.0}", "total (start → completion)", a.rr_total.p50_us, a.rr_total.mean_us, a.rr_total.p99_us, "", paper_total);
+    let _ = writeln!(
+        o,
+        "{:<30} {:>9.1} {:>9.1} {:>9.1} {:>7} | {:>8.0}",
+        "total (start → completion)", a.rr_total.p50_us, a.rr_total.mean_us, a.rr_total.p99_us, "", paper_total
+    );
     let transport: f64 = [1, 2, 7, 8].iter().map(|&i| a.stages[i].mean_us).sum();
-    let _ = writeln!(o, "transport share (queue → transport → peer, both ways): {:.0}% (paper {}); invocation {:.1} µs of {:.1} µs",
-        100.0 * transport / total_mean, pct(p.num(&["request_response", "transport_share"])), a.stages[5].mean_us, a.rr_total.mean_us);
+    let _ = writeln!(
+        o,
+        "transport share (queue → transport → peer, both ways): {:.0}% (paper {}); invocation {:.1} µs of {:.1} µs",
+        100.0 * transport / total_mean,
+        pct(p.num(&["request_response", "transport_share"])),
+        a.stages[5].mean_us,
+        a.rr_total.mean_us
+    );
 
     // Tables 6.1 / 6.2, Fig 6.2.
     let n: u64 = a.nbufs.iter().sum();
     let pt = p.triple("table_6_1", paper_wl);
     let _ = writeln!(o, "\nTable 6.1: share of messages with 1, 2, 3 buffers");
     for i in 0..3 {
-        let _ = writeln!(o, "{} buffer{}: {:>6.1}% | paper {}", i + 1, if i == 0 { " " } else { "s" }, 100.0 * a.nbufs[i] as f64 / n.max(1) as f64, pct(pt.map(|t| t[i])));
+        let _ = writeln!(
+            o,
+            "{} buffer{}: {:>6.1}% | paper {}",
+            i + 1,
+            if i == 0 { " " } else { "s" },
+            100.0 * a.nbufs[i] as f64 / n.max(1) as f64,
+            pct(pt.map(|t| t[i]))
+        );
     }
     let b: u64 = a.position_bytes.iter().sum();
     let pt = p.triple("table_6_2", paper_wl);
@@ -177,8 +296,17 @@ pub fn text(a: &Analysis) -> String {
     let _ = writeln!(o, "{:<22} {:>8} {:>6} {:>6} {:>8} {:>8} | {:>7}", "buffer", "share", "p50", "p80", "max", "present", "paper");
     for (i, name) in ["1 (ORB header)", "2 (payload)", "3 (object protocol)"].iter().enumerate() {
         let h = &a.position_sizes[i];
-        let _ = writeln!(o, "{:<22} {:>7.1}% {:>6} {:>6} {:>8} {:>8} | {:>7}", name, 100.0 * a.position_bytes[i] as f64 / b.max(1) as f64,
-            analysis::quantile(h, 0.5), analysis::quantile(h, 0.8), h.keys().last().copied().unwrap_or(0), h.values().sum::<u64>(), pct(pt.map(|t| t[i])));
+        let _ = writeln!(
+            o,
+            "{:<22} {:>7.1}% {:>6} {:>6} {:>8} {:>8} | {:>7}",
+            name,
+            100.0 * a.position_bytes[i] as f64 / b.max(1) as f64,
+            analysis::quantile(h, 0.5),
+            analysis::quantile(h, 0.8),
+            h.keys().last().copied().unwrap_or(0),
+            h.values().sum::<u64>(),
+            pct(pt.map(|t| t[i]))
+        );
     }
     o
 }
@@ -235,18 +363,25 @@ pub fn figures(a: &Analysis) -> Vec<(&'static str, String)> {
         a.sizes.iter().map(|(n, h)| (format!("node {n}"), h, bytes)).collect()
     };
     let all = a.all_sizes();
-    let pos: Vec<(String, &std::collections::BTreeMap<u32, u64>, bool)> = ["buffer 1 (header)", "buffer 2 (payload)", "buffer 3 (protocol)"]
-        .iter()
-        .zip(&a.position_sizes)
-        .filter(|(_, h)| !h.is_empty())
-        .map(|(n, h)| (n.to_string(), h, false))
-        .collect();
+    let pos: Vec<(String, &std::collections::BTreeMap<u32, u64>, bool)> =
+        ["buffer 1 (header)", "buffer 2 (payload)", "buffer 3 (protocol)"]
+            .iter()
+            .zip(&a.position_sizes)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(n, h)| (n.to_string(), h, false))
+            .collect();
     vec![
         ("fig4_1.svg", fig(plots::node_graph(a, "Fig 4.1: messages between nodes", |t: &Tally| t.messages))),
         ("fig4_2.svg", fig(plots::node_graph(a, "Fig 4.2: KB between nodes", |t: &Tally| t.bytes / 1024))),
         ("fig4_3.svg", fig(plots::size_cdf("Fig 4.3: message sizes by count, per node", &per_node(false)))),
         ("fig4_4.svg", fig(plots::size_cdf("Fig 4.4: message sizes weighted by bytes, per node", &per_node(true)))),
-        ("fig4_5.svg", fig(plots::size_cdf("Fig 4.5: all nodes, by count and by bytes", &[("by count".into(), &all, false), ("by bytes".into(), &all, true)]))),
+        (
+            "fig4_5.svg",
+            fig(plots::size_cdf(
+                "Fig 4.5: all nodes, by count and by bytes",
+                &[("by count".into(), &all, false), ("by bytes".into(), &all, true)],
+            )),
+        ),
         ("fig4_6.svg", fig(plots::rates(a))),
         ("fig5_2.svg", fig(plots::stages(a, &reference::fig_5_2(&p)))),
         ("fig6_2.svg", fig(plots::size_cdf("Fig 6.2: buffer sizes by position", &pos))),
@@ -268,7 +403,9 @@ pub fn html_page(traces: &[(String, &Analysis)]) -> anyhow::Result<String> {
         let _ = write!(body, "<h3>Fig 6.2: size by buffer position</h3>{}", f[7].1);
         let n: u64 = a.nbufs.iter().sum::<u64>().max(1);
         let t61 = p.triple("table_6_1", wl);
-        let rows = (0..3).map(|i| vec![format!("{}", i + 1), format!("{:.1}%", 100.0 * a.nbufs[i] as f64 / n as f64), pct(t61.map(|t| t[i]))]).collect();
+        let rows = (0..3)
+            .map(|i| vec![format!("{}", i + 1), format!("{:.1}%", 100.0 * a.nbufs[i] as f64 / n as f64), pct(t61.map(|t| t[i]))])
+            .collect();
         let _ = write!(body, "<h3>Table 6.1</h3>{}", table_html(&["buffers", "ssi", &format!("paper ({wl})")], rows));
     }
     Ok(format!(

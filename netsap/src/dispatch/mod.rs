@@ -139,13 +139,20 @@ impl Site {
             let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("getifaddrs: {e}"))?;
             for i in addrs {
                 if i.address.as_ref().and_then(|s| s.as_sockaddr_in()).is_some_and(|s| s.ip() == a) {
-                    let index = nix::net::if_::if_nametoindex(i.interface_name.as_str()).map_err(|e| format!("{}: {e}", i.interface_name))?;
+                    let index =
+                        nix::net::if_::if_nametoindex(i.interface_name.as_str()).map_err(|e| format!("{}: {e}", i.interface_name))?;
                     return Ok(Interface { name: i.interface_name, index });
                 }
             }
             Err(format!("no interface of this node has the {what} {a}"))
         };
-        Ok(Site { global, self_addr, external: find(global, "global address")?, interconnect: find(self_addr, "interconnect address")?, nodes })
+        Ok(Site {
+            global,
+            self_addr,
+            external: find(global, "global address")?,
+            interconnect: find(self_addr, "interconnect address")?,
+            nodes,
+        })
     }
 }
 
@@ -259,7 +266,13 @@ pub fn spawn(mode: Mode, site: Site, sap: SapClient, rt: tokio::runtime::Handle)
 }
 
 /// Keeps `steering` in step with the SAP table until `stop`; then drops it (which removes it).
-fn follow(rt: &tokio::runtime::Handle, sap: &SapClient, addrs: &BTreeMap<u32, Ipv4Addr>, mut steering: Box<dyn Steering>, stop: &std::sync::atomic::AtomicBool) {
+fn follow(
+    rt: &tokio::runtime::Handle,
+    sap: &SapClient,
+    addrs: &BTreeMap<u32, Ipv4Addr>,
+    mut steering: Box<dyn Steering>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
     let mut current: Option<Table> = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let t = table(&rt.block_on(sap.list()), addrs);
@@ -285,7 +298,12 @@ pub fn describe(t: &Table) -> String {
     t.iter()
         .map(|((proto, port), s)| {
             let slots: Vec<String> = s.slots.iter().map(|a| a.to_string()).collect();
-            format!("{}/{port} {} [{}]", crate::sap::proto_name(*proto), if s.policy == Policy::Sticky { "sticky" } else { "rr" }, slots.join(" "))
+            format!(
+                "{}/{port} {} [{}]",
+                crate::sap::proto_name(*proto),
+                if s.policy == Policy::Sticky { "sticky" } else { "rr" },
+                slots.join(" ")
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")

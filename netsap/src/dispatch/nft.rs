@@ -83,7 +83,15 @@ mod tests {
     #[test]
     fn the_ruleset_maps_slots_and_marks_dnat() {
         let lo = Interface { name: "lo".into(), index: 1 };
-        let n = Nft { site: Site { global: Ipv4Addr::new(192, 168, 77, 1), self_addr: Ipv4Addr::new(10, 99, 0, 2), external: lo.clone(), interconnect: lo, nodes: Default::default() } };
+        let n = Nft {
+            site: Site {
+                global: Ipv4Addr::new(192, 168, 77, 1),
+                self_addr: Ipv4Addr::new(10, 99, 0, 2),
+                external: lo.clone(),
+                interconnect: lo,
+                nodes: Default::default(),
+            },
+        };
         let mut t = Table::new();
         t.insert((6, 80), Steer { policy: Policy::RoundRobin, slots: vec![Ipv4Addr::new(10, 99, 0, 1), Ipv4Addr::new(10, 99, 0, 3)] });
         t.insert((17, 53), Steer { policy: Policy::Sticky, slots: vec![Ipv4Addr::new(10, 99, 0, 4)] });

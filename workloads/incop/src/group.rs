@@ -103,7 +103,13 @@ mod tests {
     #[test]
     fn joins_readiness_and_departures() {
         let mut g = Group::default();
-        g.merge(&[m(1, 1, Role::Switch, true), m(2, 2, Role::Ea, true), m(3, 3, Role::Ea, true), m(4, 4, Role::Qe, true), m(5, 5, Role::Qe, true)]);
+        g.merge(&[
+            m(1, 1, Role::Switch, true),
+            m(2, 2, Role::Ea, true),
+            m(3, 3, Role::Ea, true),
+            m(4, 4, Role::Qe, true),
+            m(5, 5, Role::Qe, true),
+        ]);
         assert_eq!(g.ready_qes().iter().map(|q| q.id).collect::<Vec<_>>(), vec![4, 5]);
         g.announce(&m(6, 4, Role::Qe, false));
         assert_eq!(g.ready_qes().len(), 2);

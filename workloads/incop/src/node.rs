@@ -16,8 +16,8 @@ use crate::ea::Ea;
 use crate::group::Group;
 use crate::outbox::{Out, Outbox};
 use crate::proto::{
-    export_incop, Announce, Answers, Calls, Incop, IncopStub, IssueReply, IssueReq, LookupReply, LookupReq, Member, NodeStatus, Params, Progress, Report,
-    Role, RunReq, SinceReq, StartReq, Updates,
+    export_incop, Announce, Answers, Calls, Incop, IncopStub, IssueReply, IssueReq, LookupReply, LookupReq, Member, NodeStatus, Params,
+    Progress, Report, Role, RunReq, SinceReq, StartReq, Updates,
 };
 use crate::qe::Qe;
 use crate::switch::Switch;
@@ -56,7 +56,13 @@ struct Inner {
 
 /// Exports this node's `Incop` object (name `incop`) and follows the ORB's view.
 pub fn serve(orb: &Orb, state_dir: PathBuf) -> IncopNode {
-    let node = IncopNode(Arc::new(Inner { orb: orb.clone(), out: Outbox::new(orb), group: Default::default(), roles: Default::default(), state_dir }));
+    let node = IncopNode(Arc::new(Inner {
+        orb: orb.clone(),
+        out: Outbox::new(orb),
+        group: Default::default(),
+        roles: Default::default(),
+        state_dir,
+    }));
     let h = export_incop(orb, node.clone());
     orb.register_name(INCOP_NAME, &h);
     let n = node.clone();
@@ -182,7 +188,8 @@ impl Incop for IncopNode {
                 roles.eas.insert(me.id, ea);
             }
             Role::Qe => {
-                let qe = Qe::new(me.clone(), self.0.group.clone(), self.0.out.clone(), &p, &self.0.state_dir, req.joining).map_err(Exception::app)?;
+                let qe = Qe::new(me.clone(), self.0.group.clone(), self.0.out.clone(), &p, &self.0.state_dir, req.joining)
+                    .map_err(Exception::app)?;
                 roles.tasks.push(qe.start());
                 if req.joining {
                     roles.tasks.push(self.join(qe.clone()));
@@ -263,7 +270,10 @@ impl Incop for IncopNode {
                 return Ok(IssueReply { seq, qes_applied: applied as u32, unplugged: true });
             }
             if t0.elapsed() > Duration::from_secs(5) {
-                return Err(Exception::app(format!("removal #{seq} announced, applied by {applied} of {} QEs within 5 s: not unplugged", qes.len())));
+                return Err(Exception::app(format!(
+                    "removal #{seq} announced, applied by {applied} of {} QEs within 5 s: not unplugged",
+                    qes.len()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -343,4 +353,3 @@ impl Incop for IncopNode {
         Ok(OneWay {})
     }
 }
-

@@ -105,9 +105,14 @@ pub fn fig4a_svg(rows: &[(u32, [f64; 3])], paper_rate: f64) -> Result<String, St
             .map_err(|e| e.to_string())?
             .label(format!("paper: {paper_rate:.0} (all, 12 nodes)"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(1)));
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(out)
 }
-

@@ -199,7 +199,8 @@ impl Switch {
         if !batch.is_empty() {
             let eas = self.group.lock().eas();
             for ea in eas {
-                self.out.send(ea.node, Out::Offer(Calls { to: ea.id, from: self.me.id, calls: batch.clone(), sent_us: crate::age::mono_us() }));
+                self.out
+                    .send(ea.node, Out::Offer(Calls { to: ea.id, from: self.me.id, calls: batch.clone(), sent_us: crate::age::mono_us() }));
             }
         }
         false
@@ -235,7 +236,9 @@ impl Switch {
         let g = self.run.lock();
         match g.as_ref() {
             None => Progress { done: true, ..Default::default() },
-            Some(r) => Progress { issued: r.issued, ok: r.ok, missed: r.missed, done: r.done(), elapsed_s: r.start.elapsed().as_secs_f64() },
+            Some(r) => {
+                Progress { issued: r.issued, ok: r.ok, missed: r.missed, done: r.done(), elapsed_s: r.start.elapsed().as_secs_f64() }
+            }
         }
     }
 

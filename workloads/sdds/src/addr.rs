@@ -83,7 +83,10 @@ pub fn lh_adjust(i: u32, n: u32, m: u32, j: u32) -> (u32, u32) {
 pub enum Image {
     /// Known buckets by their low bound: low → (bucket, high as last heard).
     Rp(BTreeMap<u64, (u32, u64)>),
-    Lh { i: u32, n: u32 },
+    Lh {
+        i: u32,
+        n: u32,
+    },
 }
 
 impl Image {

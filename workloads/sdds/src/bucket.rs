@@ -86,7 +86,8 @@ impl Bucket {
                     return None;
                 }
                 let median = *self.records.keys().nth(n / 2 - 1).expect("n ≥ 2");
-                let moved: Vec<Record> = self.records.split_off(&(median + 1)).into_iter().map(|(key, value)| Record { key, value }).collect();
+                let moved: Vec<Record> =
+                    self.records.split_off(&(median + 1)).into_iter().map(|(key, value)| Record { key, value }).collect();
                 let iam = Iam { bucket: new, low: median, high: self.high, level: 0 };
                 self.rp_children.push(RpChild { key: median, upper: self.high, bucket: new });
                 self.high = median;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use ssi_orb::Orb;
 
 use crate::addr::Image;
-use crate::proto::{function::Op, BucketInfo, BucketResult, FileName, FileSpec, Function, KeyBatch, Kind, OpReply, Record, ScanReq, SddsStub};
+use crate::proto::{
+    function::Op, BucketInfo, BucketResult, FileName, FileSpec, Function, KeyBatch, Kind, OpReply, Record, ScanReq, SddsStub,
+};
 use crate::{KeyOp, Stubs};
 
 pub struct Client {
@@ -155,7 +157,11 @@ impl Client {
             for (a, b) in gaps {
                 let s = self.stub(self.node_of(0)).await?;
                 let f = Function { op: Op::Records as i32, from: a, to: b, ..Default::default() };
-                let r = s.scan(ScanReq { file: self.spec.name.clone(), bucket: 0, f: Some(f), addressed: vec![0] }).await.map_err(err)?.into_inner();
+                let r = s
+                    .scan(ScanReq { file: self.spec.name.clone(), bucket: 0, f: Some(f), addressed: vec![0] })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
                 for x in &r.results {
                     if let Some(iam) = &x.iam {
                         self.image.adjust(iam);

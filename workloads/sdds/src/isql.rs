@@ -28,13 +28,17 @@ pub fn eval(rows: &[(u64, u32)], f: &Function) -> Result<(u64, Vec<Pair>), Strin
     c.execute_batch("CREATE INDEX b_city ON b(city);").map_err(err)?;
     match Op::try_from(f.op).unwrap_or(Op::None) {
         Op::JoinCount => {
-            let n: i64 = c.query_row("SELECT count(*) FROM p JOIN b ON b.city = p.city AND p.ssn < b.ssn", [], |r| r.get(0)).map_err(err)?;
+            let n: i64 =
+                c.query_row("SELECT count(*) FROM p JOIN b ON b.city = p.city AND p.ssn < b.ssn", [], |r| r.get(0)).map_err(err)?;
             Ok((n as u64, Vec::new()))
         }
         Op::JoinPairs => {
             let mut st = c.prepare("SELECT p.ssn, b.ssn FROM p JOIN b ON b.city = p.city AND p.ssn < b.ssn").map_err(err)?;
-            let pairs: Vec<Pair> =
-                st.query_map([], |r| Ok(Pair { a: r.get::<_, i64>(0)? as u64, b: r.get::<_, i64>(1)? as u64 })).map_err(err)?.collect::<Result<_, _>>().map_err(err)?;
+            let pairs: Vec<Pair> = st
+                .query_map([], |r| Ok(Pair { a: r.get::<_, i64>(0)? as u64, b: r.get::<_, i64>(1)? as u64 }))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
             Ok((pairs.len() as u64, pairs))
         }
         other => Err(format!("the I-strategy evaluates joins, not {other:?}")),

@@ -99,7 +99,8 @@ pub async fn join(c: &mut crate::client::Client, pairs: bool, i_strategy: bool, 
     let t = std::time::Instant::now();
     let all = c.scan(Function { op: Op::Records as i32, ..Default::default() }, None).await?;
     let mut complete = all.complete;
-    let probes: Vec<Probe> = all.results.iter().flat_map(|r| r.records.iter().map(|x| Probe { ssn: x.key, city: crate::bucket::city_of(&x.value) })).collect();
+    let probes: Vec<Probe> =
+        all.results.iter().flat_map(|r| r.records.iter().map(|x| Probe { ssn: x.key, city: crate::bucket::city_of(&x.value) })).collect();
     let buckets = all.results.len().max(1) as f64;
     drop(all);
     let op = if pairs { Op::JoinPairs } else { Op::JoinCount };

@@ -6,10 +6,11 @@ use plotters::prelude::*;
 /// One line of a figure: its name and (tuples, seconds) points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-
 /// Seconds (or µs per tuple when `per_tuple`) against tuples, log-scale y.
 pub fn svg(title: &str, series: &[Series], per_tuple: bool) -> Result<String, String> {
-    let pts = |s: &Series| -> Vec<(f64, f64)> { s.1.iter().map(|(n, t)| (*n, if per_tuple { t / n * 1e6 } else { *t })).filter(|p| p.1 > 0.0).collect() };
+    let pts = |s: &Series| -> Vec<(f64, f64)> {
+        s.1.iter().map(|(n, t)| (*n, if per_tuple { t / n * 1e6 } else { *t })).filter(|p| p.1 > 0.0).collect()
+    };
     let all: Vec<(f64, f64)> = series.iter().flat_map(pts).collect();
     let (x1, y0, y1) = all.iter().fold((1.0f64, f64::MAX, 0f64), |(x, lo, hi), p| (x.max(p.0), lo.min(p.1), hi.max(p.1)));
     let (y0, y1) = if all.is_empty() { (1e-3, 1.0) } else { (y0 / 2.0, y1 * 2.0) };
@@ -42,7 +43,13 @@ pub fn svg(title: &str, series: &[Series], per_tuple: bool) -> Result<String, St
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
             chart.draw_series(p.iter().map(|q| Circle::new(*q, 3, c.filled()))).map_err(|e| e.to_string())?;
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(out)

@@ -16,8 +16,8 @@ use ssi_orb::{CallCtx, Exception, Orb, OrbError};
 
 use crate::bucket::{city_of, Bucket};
 use crate::proto::{
-    export_sdds, function::Op, BucketInfo, Done, BucketResult, FileInfo, FileName, FileSpec, Iam, KeyBatch, Kind, NewBucket, OpReply, Overflow, Record, ScanReply,
-    ScanReq, Sdds, SddsStub, SplitReq,
+    export_sdds, function::Op, BucketInfo, BucketResult, Done, FileInfo, FileName, FileSpec, Iam, KeyBatch, Kind, NewBucket, OpReply,
+    Overflow, Record, ScanReply, ScanReq, Sdds, SddsStub, SplitReq,
 };
 use crate::{KeyOp, Stubs, SDDS_NAME};
 
@@ -46,7 +46,11 @@ impl FileHere {
         self.spec.nodes[b as usize % self.spec.nodes.len()]
     }
     fn bucket(&self, b: u32) -> Result<Arc<tokio::sync::Mutex<Bucket>>, Exception> {
-        self.buckets.lock().get(&b).cloned().ok_or_else(|| Exception::bad_request(format!("bucket {b} of {:?} is not here", self.spec.name)))
+        self.buckets
+            .lock()
+            .get(&b)
+            .cloned()
+            .ok_or_else(|| Exception::bad_request(format!("bucket {b} of {:?} is not here", self.spec.name)))
     }
 }
 
@@ -247,7 +251,11 @@ impl Sdds for SddsNode {
                 g.rp_children.push(crate::addr::RpChild { key: low, upper, bucket: k });
                 g.high = low;
                 drop(g);
-                self.stub(f.node_of(k)).await?.make(NewBucket { spec: Some(spec.clone()), bucket: k, iam: Some(iam), records: vec![], parent: 0 }).await.map_err(orb_err)?;
+                self.stub(f.node_of(k))
+                    .await?
+                    .make(NewBucket { spec: Some(spec.clone()), bucket: k, iam: Some(iam), records: vec![], parent: 0 })
+                    .await
+                    .map_err(orb_err)?;
                 f.coord.as_ref().expect("coordinator").lock().await.next = k + 1;
             } else {
                 self.coordinate_split(f.clone(), 0, None).await?;
@@ -352,7 +360,12 @@ impl Sdds for SddsNode {
         let mut out = FileInfo::default();
         for b in bs {
             let g = b.lock().await;
-            out.buckets.push(BucketInfo { iam: Some(g.iam()), records: g.records.len() as u64, node: self.0.orb.node(), children: g.children() });
+            out.buckets.push(BucketInfo {
+                iam: Some(g.iam()),
+                records: g.records.len() as u64,
+                node: self.0.orb.node(),
+                children: g.children(),
+            });
         }
         if let Some(c) = &f.coord {
             out.splits = c.lock().await.splits;
@@ -388,7 +401,15 @@ impl Sdds for SddsNode {
         let s = self.stub(f.node_of(req.new_bucket)).await?;
         // The bucket stays locked until the new one holds the records: no key is ever in
         // neither, and a scan sees each record once.
-        let r = s.make(NewBucket { spec: Some(f.spec.clone()), bucket: req.new_bucket, iam: Some(iam), records: moved.clone(), parent: req.bucket }).await;
+        let r = s
+            .make(NewBucket {
+                spec: Some(f.spec.clone()),
+                bucket: req.new_bucket,
+                iam: Some(iam),
+                records: moved.clone(),
+                parent: req.bucket,
+            })
+            .await;
         if let Err(e) = r {
             for rec in moved {
                 g.insert(rec);
