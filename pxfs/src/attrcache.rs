@@ -15,6 +15,13 @@
 //!   answered "absent" here, so creating a file in such a directory is one round trip, not
 //!   two. Any callback about the directory drops the list.
 //!
+//! - **the version of the file data the kernel caches** (size, mtime, ctime as of the open
+//!   that let the kernel fill its pages): at the next open, if the owner reports the same
+//!   version and no callback came meanwhile, the kernel keeps its pages (FOPEN_KEEP_CACHE)
+//!   rather than reading the file again. The version check is NFS's close-to-open rule and
+//!   holds even when a callback was lost; the callback makes it hold within the clock's grain.
+//!   A compile opens the same headers again and again: without this every open re-read them.
+//!
 //! A reply can race a callback: the owner revokes while the reply that carried older
 //! attributes is still on its way. Every callback bumps a generation; a reply is kept only
 //! if no callback came between sending the request and receiving the reply.
@@ -38,6 +45,22 @@ pub struct AttrCache {
     /// Per inode: names known absent, since when.
     no_xattr: Mutex<HashMap<u64, Vec<(String, Instant)>>>,
     names: Mutex<HashMap<u64, (HashSet<String>, Instant)>>,
+    /// Per inode: the version of the data the kernel holds pages of.
+    data: Mutex<HashMap<u64, DataVersion>>,
+}
+
+/// What identifies a file's contents at an open: a change by anyone moves ctime or size.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DataVersion {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl From<&Attr> for DataVersion {
+    fn from(a: &Attr) -> Self {
+        DataVersion { size: a.size, mtime_ns: a.mtime_ns, ctime_ns: a.ctime_ns }
+    }
 }
 
 /// Taken before a request; a reply is cached only while it is still current.
@@ -104,10 +127,28 @@ impl AttrCache {
         }
     }
 
+    /// An open of `ino` found its data at version `v`: whether the kernel may keep the pages
+    /// it has (they were read at that same version, with no callback since). Otherwise `v`
+    /// is remembered for the next open (unless a callback came after `t`) and the kernel
+    /// drops its pages.
+    pub fn keep_data(&self, t: Ticket, ino: u64, v: DataVersion) -> bool {
+        let mut m = self.data.lock();
+        if self.generation.load(SeqCst) != t.0 {
+            m.remove(&ino);
+            return false;
+        }
+        if m.get(&ino) == Some(&v) {
+            return true;
+        }
+        m.insert(ino, v);
+        false
+    }
+
     /// This node is about to change `ino` itself (the reply brings the new state, if any).
     pub fn forget(&self, ino: u64) {
         self.dirs.lock().remove(&ino);
         self.no_xattr.lock().remove(&ino);
+        self.data.lock().remove(&ino);
     }
 
     /// This node is about to change `ino`'s attributes but not its extended attributes.
@@ -127,17 +168,19 @@ impl AttrCache {
         self.dirs.lock().clear();
         self.no_xattr.lock().clear();
         self.names.lock().clear();
+        self.data.lock().clear();
     }
 
     /// An owner's callback: `inos` changed elsewhere.
     pub fn revoke(&self, inos: &HashSet<u64>) {
         // Bumped first: a reply racing this callback must not be kept.
         self.generation.fetch_add(1, SeqCst);
-        let (mut dirs, mut no_xattr, mut names) = (self.dirs.lock(), self.no_xattr.lock(), self.names.lock());
+        let (mut dirs, mut no_xattr, mut names, mut data) = (self.dirs.lock(), self.no_xattr.lock(), self.names.lock(), self.data.lock());
         for i in inos {
             dirs.remove(i);
             no_xattr.remove(i);
             names.remove(i);
+            data.remove(i);
         }
     }
 }
@@ -162,6 +205,28 @@ mod tests {
         assert!(c.xattr_absent(7, "security.capability"));
         c.revoke(&HashSet::from([7]));
         assert!(c.dir(7).is_none() && !c.xattr_absent(7, "security.capability"));
+    }
+
+    #[test]
+    fn pages_are_kept_only_at_the_version_they_were_read_and_without_a_callback() {
+        let c = AttrCache::default();
+        let a = Attr { size: 10, mtime_ns: 5, ctime_ns: 5, ..Default::default() };
+        let v = DataVersion::from(&a);
+        assert!(!c.keep_data(c.ticket(), 3, v), "first open: nothing read yet");
+        assert!(c.keep_data(c.ticket(), 3, v), "same version, no callback");
+        let changed = DataVersion::from(&Attr { ctime_ns: 6, ..a });
+        assert!(!c.keep_data(c.ticket(), 3, changed), "written elsewhere, callback lost");
+        assert!(c.keep_data(c.ticket(), 3, changed));
+        c.revoke(&HashSet::from([3]));
+        assert!(!c.keep_data(c.ticket(), 3, changed), "a callback drops the pages");
+        // A callback between the request and its reply: neither kept nor remembered.
+        let t = c.ticket();
+        c.revoke(&HashSet::from([4]));
+        assert!(!c.keep_data(t, 3, changed));
+        assert!(!c.keep_data(c.ticket(), 3, changed));
+        assert!(c.keep_data(c.ticket(), 3, changed));
+        c.forget(3);
+        assert!(!c.keep_data(c.ticket(), 3, changed), "changed here: dropped");
     }
 
     #[test]

@@ -756,7 +756,8 @@ impl Filesystem for Client {
             // Not through the page cache: the size is not known before reading.
             return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
         }
-        let (owners, holder, who) = (self.owners.clone(), self.holder.clone(), Some(creds(req)));
+        let (owners, holder, cache, who) = (self.owners.clone(), self.holder.clone(), self.cache.clone(), Some(creds(req)));
+        let t = self.cache.ticket();
         self.answer(async move {
             match invoke(&owners, vol, who, |s| {
                 let r = OpenReq { fid: fid(&h), flags: flags.0 };
@@ -764,10 +765,12 @@ impl Filesystem for Client {
             })
             .await
             {
-                // Page cache under the owner's token; no FOPEN_KEEP_CACHE: dropped at every open.
+                // Page cache under the owner's token, kept across opens while the data's
+                // version is the one the pages were read at.
                 Ok(o) => {
                     holder.opened(vol, &h, o.exclusive).await;
-                    reply.opened(FileHandle(o.fh), FopenFlags::empty())
+                    let keep = o.attr.as_ref().is_some_and(|a| cache.keep_data(t, ino.0, a.into()));
+                    reply.opened(FileHandle(o.fh), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
                 }
                 Err(e) => reply.error(e),
             }

@@ -468,7 +468,8 @@ impl Volume for VolumeServant {
             .0
             .run_on(ctx, truncating, vec![h], move |s, fds| {
                 let fd = sys::reopen(fds[0].as_raw_fd(), flags)?;
-                Ok(OpenReply { fh: s.add_open(fd, node, h2), exclusive: 0 })
+                let attr = attr_of(&sys::stat_fd(fd.as_raw_fd())?);
+                Ok(OpenReply { fh: s.add_open(fd, node, h2), exclusive: 0, attr: Some(attr) })
             })
             .await?;
         // Registered as an opener first: a grant racing this open sees it, or this sees the grant.
