@@ -242,7 +242,8 @@ fn holds_job_server(makeflags: Option<&str>) -> bool {
     else {
         return false;
     };
-    // make 4.4's named-pipe form (`fifo:PATH`) is passed to every command alike.
+    // make 4.4's named-pipe form (`fifo:PATH`) is passed to every command alike, recursive or
+    // not: nothing tells a sub-make apart. `make --jobserver-style=pipe` gives the form above.
     let Some((r, w)) = fds.split_once(',') else { return false };
     let pipe = |fd: &str| {
         fd.parse::<i32>().is_ok_and(|fd| {
