@@ -84,3 +84,44 @@ fn a_shards_primary_dies_and_no_binding_is_lost() {
     ok(&["up", "--dir", c.dir_str()]);
     assert_eq!(bind(&c, 3, port, 99), 98, "a restarted primary still refuses");
 }
+
+/// The followers of the table (dispatcher, bind guards) hold a long poll on every copy: a bind
+/// or a release reaches them as it happens, well before the poll's own timeout would have
+/// answered; a node killed and restarted (versions start afresh) is followed again.
+#[test]
+fn followers_hear_of_each_change_at_once() {
+    let c = Cluster::up("sap-follow", 3);
+    let cfg = c.config();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let orb = rt.block_on(ssi::tool::connect(&cfg)).unwrap();
+    let sap = ssi_netsap::sap::SapClient::new(&orb, cfg.nodes.keys().copied().collect());
+    let mut table = sap.follow(rt.handle());
+    let mut until = |what: &str, want: &dyn Fn(&[ssi_netsap::proto::Entry]) -> bool| {
+        let t0 = Instant::now();
+        // Far below WATCH_WAIT: only a notification can be this quick.
+        let bound = ssi_netsap::sap::WATCH_WAIT / 3;
+        while !want(&table.borrow_and_update()) {
+            let left = bound.checked_sub(t0.elapsed()).unwrap_or_else(|| panic!("{what}: not heard of within {bound:?}"));
+            let _ = rt.block_on(async { tokio::time::timeout(left, table.changed()).await });
+        }
+    };
+    let has = |port: u32, node: u32| {
+        move |t: &[ssi_netsap::proto::Entry]| t.iter().any(|e| e.port == port && e.listeners.iter().any(|l| l.node == node))
+    };
+    until("the first table", &|_: &[ssi_netsap::proto::Entry]| true);
+    assert_eq!(bind(&c, 3, 8090, 333), 0);
+    until("a bind on node 3", &has(8090, 3));
+    assert_eq!(bind(&c, 1, 8091, 111), 0);
+    until("a bind on node 1", &has(8091, 1));
+    ok(&["ports", "release", "8090", "-n", "3", "--pid", "333", "--dir", c.dir_str()]);
+    until("a release", &|t: &[ssi_netsap::proto::Entry]| !t.iter().any(|e| e.port == 8090));
+    // Node 2 killed and back: the cluster lets node 2's listeners go; its server starts empty
+    // with versions ahead of the old ones, and is followed again.
+    assert_eq!(bind(&c, 2, 8092, 222), 0);
+    until("a bind on node 2", &has(8092, 2));
+    c.kill9(2);
+    ok(&["up", "--dir", c.dir_str()]);
+    assert_eq!(bind(&c, 2, 8093, 223), 0);
+    until("a bind on the restarted node 2", &has(8093, 2));
+    orb.shutdown();
+}

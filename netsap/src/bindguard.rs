@@ -2,7 +2,7 @@
 //! `bpf/bindguard.bpf.c` on a cgroup (v2) of the node's own, which the daemon moves itself into
 //! so that every process it starts is in it too — `ssi run`'s, `ssi rexec`'s, and whatever they
 //! start. The programs refuse binds to ports the SAP says other nodes hold (the `refused` map,
-//! kept in step with the SAP table every [`REFRESH_EVERY`] from a thread of the guard's own)
+//! kept in step with the SAP table, which the guard's own thread follows: `SapClient::follow`)
 //! and report the binds and releases they let through; reported binds that did not come
 //! through the seccomp supervisor are entered in the SAP (`Supervisor::adopt`), and a reported
 //! release has that process's ports checked at once (`Supervisor::sweep_pid`).
@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBufferBuilder};
@@ -25,10 +25,6 @@ mod skel {
 }
 use skel::BindguardSkelBuilder;
 
-/// How often the refused ports are read again from the SAP. The second layer only: the
-/// seccomp supervisor asks the SAP at every bind, and clears a port it grants from the map at
-/// once. Reading the table costs one call per node, from every node: not more often.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 const EVENT_BIND: u32 = 1;
 const EVENT_RELEASE: u32 = 2;
 
@@ -146,7 +142,8 @@ fn run(events: &libbpf_rs::Map, refused: &MapHandle, node: u32, sap: &SapClient,
         Err(e) => return tracing::warn!("bind guard: no reports ({e}); refusals only"),
     };
     let mut current: BTreeSet<u32> = BTreeSet::new();
-    let mut last_refresh: Option<Instant> = None;
+    let mut sap_table = sap.follow(rt);
+    sap_table.mark_changed();
     loop {
         let _ = ring.poll(Duration::from_millis(50));
         // Releases of one process in one drain are checked once.
@@ -163,12 +160,11 @@ fn run(events: &libbpf_rs::Map, refused: &MapHandle, node: u32, sap: &SapClient,
         for pid in closing {
             sup.sweep_pid(pid);
         }
-        if last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_EVERY) {
-            last_refresh = Some(Instant::now());
+        if sap_table.has_changed().unwrap_or(false) {
             // Ports held by other nodes alone: a scalable service may be joined (the seccomp
             // supervisor decides that, knowing the process's role).
-            let want: BTreeSet<u32> = rt
-                .block_on(sap.list())
+            let want: BTreeSet<u32> = sap_table
+                .borrow_and_update()
                 .iter()
                 .filter(|e| e.service.is_empty() && !e.listeners.is_empty() && e.listeners.iter().all(|l| l.node != node))
                 .map(|e| crate::sap::port_key(e.proto, e.port))

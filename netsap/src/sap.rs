@@ -9,16 +9,25 @@
 //! death of one node loses none. Requests for one shard are serialized at the node serving
 //! it, so two nodes binding the same port at once never both succeed. Listeners on a node
 //! that leaves the cluster are released.
+//!
+//! Those who follow the whole table (the gateway's dispatcher, each node's bind guard) hold a
+//! long poll (`Watch`) on every node's copy through [`SapClient::follow`]: a change reaches
+//! them at once, and an unchanged table costs one call per node every [`WATCH_WAIT`], not a
+//! read of every copy by every follower every fraction of a second.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use ssi_orb::proto::Empty;
 use ssi_orb::{CallCtx, CallOptions, Exception, Liveness, Orb, OrbError};
 use tokio::sync::Mutex;
 
-use crate::proto::{export_sap, BindReply, BindReq, Binding, Entries, Entry, Listener, LookupReq, ReleaseReq, Sap, SapStub};
+use crate::proto::{
+    export_sap, BindReply, BindReq, Binding, Entries, Entry, Listener, LookupReq, ReleaseReq, Sap, SapStub, Snapshot, WatchReq,
+};
 
 pub const SAP_NAME: &str = "sap";
 pub const TCP: u32 = 6;
@@ -28,6 +37,11 @@ pub const UDP: u32 = 17;
 pub fn port_key(proto: u32, port: u32) -> u32 {
     proto << 16 | port
 }
+
+/// How long a `Watch` waits for a change before it answers with the same table.
+pub const WATCH_WAIT: Duration = Duration::from_secs(10);
+/// How long a follower waits before asking a node again that did not answer.
+const WATCH_RETRY: Duration = Duration::from_millis(500);
 
 /// Which nodes hold a port's shard: (primary, backup).
 pub fn shard_nodes(nodes: &[u32], port: u32) -> (u32, u32) {
@@ -43,6 +57,8 @@ struct Inner {
     /// The configured nodes, in id order: the shard map.
     nodes: Vec<u32>,
     table: Mutex<BTreeMap<(u32, u32), Entry>>,
+    /// The copy's version: moved (under the table's lock) by every change of it.
+    version: watch::Sender<u64>,
 }
 
 fn opts() -> CallOptions {
@@ -59,6 +75,11 @@ async fn stub(orb: &Orb, node: u32) -> Result<SapStub, OrbError> {
 }
 
 impl SapServer {
+    /// The table changed (called with its lock held, so a version always names one state).
+    fn changed(&self) {
+        self.0.version.send_modify(|v| *v += 1);
+    }
+
     /// The entry that refuses `b` in this copy, if any.
     fn refusal(table: &BTreeMap<(u32, u32), Entry>, b: &Binding) -> Option<Entry> {
         let who = b.who.clone().unwrap_or_default();
@@ -107,6 +128,7 @@ impl SapServer {
             e.listeners.retain(|l| l.node != node);
         }
         t.retain(|_, e| !e.listeners.is_empty());
+        self.changed();
     }
 
     /// The node that has the backup copy of `port`'s shard, if it is not this one and is up.
@@ -138,17 +160,20 @@ impl Sap for SapServer {
                 };
                 if let Some(BindReply { ok: false, holder: Some(h) }) = r {
                     t.insert((h.proto, h.port), h.clone());
+                    self.changed();
                     return Ok(BindReply { ok: false, holder: Some(h) });
                 }
             }
         }
         let _ = Self::apply_bind(&mut t, &b);
+        self.changed();
         Ok(BindReply { ok: true, holder: None })
     }
 
     async fn release(&self, _ctx: &CallCtx, req: ReleaseReq) -> Result<Empty, Exception> {
         let mut t = self.0.table.lock().await;
         Self::apply_release(&mut t, &req);
+        self.changed();
         if !req.replica {
             if let Some(other) = self.live_backup(req.port) {
                 if let Ok(s) = stub(&self.0.orb, other).await {
@@ -169,6 +194,16 @@ impl Sap for SapServer {
     async fn list(&self, _ctx: &CallCtx, _req: Empty) -> Result<Entries, Exception> {
         Ok(Entries { entries: self.0.table.lock().await.values().cloned().collect() })
     }
+
+    async fn watch(&self, _ctx: &CallCtx, req: WatchReq) -> Result<Snapshot, Exception> {
+        let mut v = self.0.version.subscribe();
+        if *v.borrow_and_update() == req.since {
+            let wait = Duration::from_millis(req.wait_ms.min(WATCH_WAIT.as_millis() as u32) as u64);
+            let _ = tokio::time::timeout(wait, v.changed()).await;
+        }
+        let t = self.0.table.lock().await;
+        Ok(Snapshot { version: *self.0.version.borrow(), entries: t.values().cloned().collect() })
+    }
 }
 
 pub fn proto_name(p: u32) -> &'static str {
@@ -183,7 +218,9 @@ pub fn proto_name(p: u32) -> &'static str {
 pub fn serve(orb: &Orb, nodes: Vec<u32>) -> SapServer {
     let mut nodes = nodes;
     nodes.sort();
-    let s = SapServer(Arc::new(Inner { orb: orb.clone(), nodes, table: Mutex::new(BTreeMap::new()) }));
+    // Ahead of any version an earlier run of this server gave out (see `WatchReq`).
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    let s = SapServer(Arc::new(Inner { orb: orb.clone(), nodes, table: Mutex::new(BTreeMap::new()), version: watch::channel(start).0 }));
     let h = export_sap(orb, s.clone());
     orb.register_name(SAP_NAME, &h);
     let s2 = s.clone();
@@ -257,6 +294,71 @@ impl SapClient {
         }
         all.into_values().collect()
     }
+
+    /// The whole table as [`list`](Self::list) gives it, kept current on `rt` by a long poll
+    /// on every node's copy: the receiver sees each change as it happens. A node that does not
+    /// answer has its copy left out (the other copy of each of its shards is on another node)
+    /// until it answers again. The polls end once every receiver is gone.
+    pub fn follow(&self, rt: &tokio::runtime::Handle) -> watch::Receiver<Arc<Vec<Entry>>> {
+        let (tx, rx) = watch::channel(Arc::new(Vec::new()));
+        let tx = Arc::new(tx);
+        let copies: Arc<parking_lot::Mutex<BTreeMap<u32, Vec<Entry>>>> = Arc::default();
+        for &n in &self.nodes {
+            let (orb, tx, copies) = (self.orb.clone(), tx.clone(), copies.clone());
+            rt.spawn(async move {
+                let mut since = 0;
+                while !tx.is_closed() {
+                    let got = match orb.liveness(n) {
+                        Liveness::Down => None,
+                        _ => watch_once(&orb, n, since).await,
+                    };
+                    let known = match got {
+                        Some(s) => {
+                            since = s.version;
+                            copies.lock().insert(n, s.entries);
+                            true
+                        }
+                        None => {
+                            since = 0;
+                            copies.lock().remove(&n).is_some()
+                        }
+                    };
+                    if known {
+                        publish(&copies, &tx);
+                    }
+                    if since == 0 {
+                        tokio::time::sleep(WATCH_RETRY).await;
+                    }
+                }
+            });
+        }
+        rx
+    }
+}
+
+async fn watch_once(orb: &Orb, node: u32, since: u64) -> Option<Snapshot> {
+    let s = SapStub::new(orb.resolve(node, SAP_NAME).await.ok()?).ok()?;
+    let s = s.with_options(CallOptions::default().deadline(WATCH_WAIT + Duration::from_secs(5)).waiting());
+    s.watch(WatchReq { since, wait_ms: WATCH_WAIT.as_millis() as u32 }).await.ok().map(|r| r.into_inner())
+}
+
+/// The copies merged (each shard's entries once, the lowest node's copy first, as `list`),
+/// sent to the followers if that differs from what they have.
+fn publish(copies: &parking_lot::Mutex<BTreeMap<u32, Vec<Entry>>>, tx: &watch::Sender<Arc<Vec<Entry>>>) {
+    let mut all: BTreeMap<(u32, u32), Entry> = BTreeMap::new();
+    for es in copies.lock().values() {
+        for e in es {
+            all.entry((e.proto, e.port)).or_insert_with(|| e.clone());
+        }
+    }
+    let merged: Vec<Entry> = all.into_values().collect();
+    tx.send_if_modified(|cur| {
+        if **cur == merged {
+            return false;
+        }
+        *cur = Arc::new(merged);
+        true
+    });
 }
 
 #[cfg(test)]

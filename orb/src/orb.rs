@@ -78,11 +78,15 @@ pub struct CallOptions {
     /// Higher is served first when the serving node is busy.
     pub priority: u32,
     pub creds: Option<Creds>,
+    /// The call waits for an event by design (a long poll): its time is not a cost of the
+    /// request-response, so the tracer's request-response stages leave it out (its messages
+    /// are counted like any other).
+    pub waits: bool,
 }
 
 impl Default for CallOptions {
     fn default() -> Self {
-        CallOptions { deadline: Duration::from_secs(30), priority: 0, creds: None }
+        CallOptions { deadline: Duration::from_secs(30), priority: 0, creds: None, waits: false }
     }
 }
 
@@ -97,6 +101,11 @@ impl CallOptions {
     }
     pub fn creds(mut self, c: Creds) -> Self {
         self.creds = Some(c);
+        self
+    }
+    /// See `waits`.
+    pub fn waiting(mut self) -> Self {
+        self.waits = true;
         self
     }
 }
@@ -396,7 +405,9 @@ impl Orb {
             Err(_) => Err(OrbError::node_down(r.node, "link dropped the call")),
         };
         let ok = matches!(&res, Ok(i) if i.header.kind == Kind::Reply as i32);
-        probes::rr_client(&probes::record::RrClient { req_id: id, src: self.node(), dst: r.node, method, ok, t_start, t_prepared });
+        if !opts.waits {
+            probes::rr_client(&probes::record::RrClient { req_id: id, src: self.node(), dst: r.node, method, ok, t_start, t_prepared });
+        }
         res
     }
 

@@ -13,9 +13,10 @@
 //! - [`proxy`]: a user-space TCP forwarder, the last resort (the nodes see the gateway as the
 //!   client).
 //!
-//! [`spawn`] keeps the mechanism in step with the SAP: it reads the table every
-//! [`FOLLOW_EVERY`], so a listener that appears or dies is steered to (or away from) within a
-//! fraction of a second.
+//! [`spawn`] keeps the mechanism in step with the SAP: it follows the table
+//! ([`SapClient::follow`]), so a listener that appears or dies is steered to (or away from) as
+//! soon as the SAP knows; a mechanism that failed to apply a table is retried every
+//! [`RETRY_EVERY`].
 
 pub mod ebpf;
 pub mod nft;
@@ -28,8 +29,8 @@ use std::time::Duration;
 use crate::proto::Entry;
 use crate::sap::SapClient;
 
-/// How often the dispatcher reads the SAP table.
-pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// How often a table the mechanism refused is tried again (and the stop flag looked at).
+pub const RETRY_EVERY: Duration = Duration::from_millis(200);
 /// The most slots (weighted listeners) one service may have in the steering table.
 pub const MAX_SLOTS: usize = 64;
 
@@ -274,8 +275,9 @@ fn follow(
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut current: Option<Table> = None;
+    let mut sap_table = sap.follow(rt);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let t = table(&rt.block_on(sap.list()), addrs);
+        let t = table(&sap_table.borrow_and_update().clone(), addrs);
         if current.as_ref() != Some(&t) {
             match steering.apply(&t) {
                 Ok(()) => {
@@ -285,7 +287,10 @@ fn follow(
                 Err(e) => tracing::warn!(mechanism = steering.name(), "dispatcher: {e}"),
             }
         }
-        std::thread::sleep(FOLLOW_EVERY);
+        let changed = rt.block_on(async { tokio::time::timeout(RETRY_EVERY, sap_table.changed()).await });
+        if matches!(changed, Ok(Err(_))) {
+            std::thread::sleep(RETRY_EVERY);
+        }
     }
     drop(steering);
 }
