@@ -55,7 +55,7 @@ const GATEWAY_PORTS: (u16, u16) = (40500, 60999);
 
 fn client_ports(ext: &str, (lo, hi): (u16, u16)) -> anyhow::Result<()> {
     let st = std::process::Command::new("ip")
-        .args(["netns", "exec", ext, "sysctl", "-qw", &format!("net.ipv4.ip_local_port_range={lo} {hi}")])
+        .args(["netns", "exec", ext, "sh", "-c", &format!("echo '{lo} {hi}' > /proc/sys/net/ipv4/ip_local_port_range")])
         .status()?;
     anyhow::ensure!(st.success(), "could not set the client's port range in {ext}");
     Ok(())
