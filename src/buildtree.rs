@@ -25,6 +25,36 @@ pub fn objects(dir: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
+/// Where a build's recipes run: `ssi sh` of the cluster in `dir`, from node `node` (None: the
+/// node whose mountpoint holds the tree).
+pub struct SsiShell<'a> {
+    pub exe: &'a Path,
+    pub dir: &'a Path,
+    pub node: Option<u32>,
+}
+
+/// `make -jJOBS MALLOC=libc` in `tree` (the redis tree, without jemalloc), its recipes through
+/// `shell` if given, else run here; stdout discarded, stderr to `stderr`. The wall time in
+/// seconds, or an error when make fails.
+pub fn make(tree: &Path, jobs: u32, shell: Option<SsiShell>, stderr: Stdio) -> anyhow::Result<f64> {
+    let mut c = Command::new("make");
+    c.arg(format!("-j{jobs}")).arg("MALLOC=libc").current_dir(tree).stdout(Stdio::null()).stderr(stderr);
+    if let Some(s) = &shell {
+        c.arg(format!("SHELL={} sh", s.exe.display())).env("SSI_DIR", s.dir);
+        match s.node {
+            Some(n) => c.env("SSI_NODE", n.to_string()),
+            None => c.env_remove("SSI_NODE"),
+        };
+    }
+    let t = std::time::Instant::now();
+    let st = c.status().context("make")?;
+    let secs = t.elapsed().as_secs_f64();
+    if !st.success() {
+        bail!("make -j{jobs}{} in {} failed ({st})", if shell.is_some() { " SHELL='ssi sh'" } else { "" }, tree.display());
+    }
+    Ok(secs)
+}
+
 pub fn untar(tarball: &Path, into: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(into)?;
     let st = Command::new("tar").arg("xzf").arg(tarball).current_dir(into).status()?;

@@ -134,7 +134,7 @@ pub struct MakeOptions {
 /// with plain `make -jN` on the local disk (the baseline, same run); then the built server is
 /// run on another node.
 pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
-    use crate::buildtree::{fetch_tree, objects, spawned, untar};
+    use crate::buildtree::{fetch_tree, make, objects, spawned, untar, SsiShell};
     let (cfg, members, m1) = running(&o.dir)?;
     let first = members[0];
     let tarball = match &o.tree {
@@ -156,21 +156,10 @@ pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
     if !o.json {
         eprintln!("make -j{} SHELL='ssi sh' from node {first}...", o.jobs);
     }
-    let t = std::time::Instant::now();
-    let st = Command::new("make")
-        .arg(format!("-j{}", o.jobs))
-        .arg("MALLOC=libc")
-        .arg(format!("SHELL={} sh", me.display()))
-        .env("SSI_DIR", &o.dir)
-        .env("SSI_NODE", first.to_string())
-        .current_dir(&tree)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(build_dir.join("make.log"))?)
-        .status()?;
-    let build_s = t.elapsed().as_secs_f64();
-    if !st.success() {
-        bail!("make failed ({st}); see {}", build_dir.join("make.log").display());
-    }
+    let log = build_dir.join("make.log");
+    let shell = SsiShell { exe: &me, dir: &o.dir, node: Some(first) };
+    let build_s =
+        make(&tree, o.jobs, Some(shell), std::fs::File::create(&log)?.into()).with_context(|| format!("see {}", log.display()))?;
     let after = count();
     let per_node: Option<Vec<(u32, u64)>> = before.zip(after).map(|(b, a)| a.iter().zip(&b).map(|((n, x), (_, y))| (*n, x - y)).collect());
     let objs = objects(&tree).len();
@@ -181,20 +170,10 @@ pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
         eprintln!("the baseline: make -j{} of the same tree on the local disk ({})...", o.jobs, local_dir.display());
     }
     let local_tree = untar(&tarball, &local_dir)?;
-    let t = std::time::Instant::now();
-    let st = Command::new("make")
-        .arg(format!("-j{}", o.jobs))
-        .arg("MALLOC=libc")
-        .current_dir(&local_tree)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    let local_s = t.elapsed().as_secs_f64();
+    let local_s = make(&local_tree, o.jobs, None, Stdio::null());
     let local_objs = objects(&local_tree).len();
     let _ = std::fs::remove_dir_all(&local_dir);
-    if !st.success() {
-        bail!("the baseline make on the local disk failed ({st})");
-    }
+    let local_s = local_s.context("the baseline on the local disk")?;
     // The product runs, on another node than the one that built it.
     let other = members.iter().copied().find(|n| *n != first).unwrap_or(first);
     let v = Command::new(&me)

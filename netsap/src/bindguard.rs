@@ -142,8 +142,8 @@ fn run(events: &libbpf_rs::Map, refused: &MapHandle, node: u32, sap: &SapClient,
         Err(e) => return tracing::warn!("bind guard: no reports ({e}); refusals only"),
     };
     let mut current: BTreeSet<u32> = BTreeSet::new();
+    // Starts empty, as the refused map does; each table that arrives is applied.
     let mut sap_table = sap.follow(rt);
-    sap_table.mark_changed();
     loop {
         let _ = ring.poll(Duration::from_millis(50));
         // Releases of one process in one drain are checked once.

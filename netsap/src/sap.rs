@@ -279,20 +279,18 @@ impl SapClient {
 
     /// Every binding of the cluster, from every node that is up (each copy once).
     pub async fn list(&self) -> Vec<Entry> {
-        let mut all: BTreeMap<(u32, u32), Entry> = BTreeMap::new();
+        let mut copies = Vec::new();
         for &n in &self.nodes {
             if self.orb.liveness(n) == Liveness::Down {
                 continue;
             }
             if let Ok(s) = self.stub(n).await {
                 if let Ok(es) = s.list(Empty {}).await {
-                    for e in es.into_inner().entries {
-                        all.entry((e.proto, e.port)).or_insert(e);
-                    }
+                    copies.push(es.into_inner().entries);
                 }
             }
         }
-        all.into_values().collect()
+        merge(copies.iter())
     }
 
     /// The whole table as [`list`](Self::list) gives it, kept current on `rt` by a long poll
@@ -337,21 +335,23 @@ impl SapClient {
 }
 
 async fn watch_once(orb: &Orb, node: u32, since: u64) -> Option<Snapshot> {
-    let s = SapStub::new(orb.resolve(node, SAP_NAME).await.ok()?).ok()?;
-    let s = s.with_options(CallOptions::default().deadline(WATCH_WAIT + Duration::from_secs(5)).waiting());
+    let s = stub(orb, node).await.ok()?.with_options(CallOptions::default().deadline(WATCH_WAIT + Duration::from_secs(5)).waiting());
     s.watch(WatchReq { since, wait_ms: WATCH_WAIT.as_millis() as u32 }).await.ok().map(|r| r.into_inner())
 }
 
-/// The copies merged (each shard's entries once, the lowest node's copy first, as `list`),
-/// sent to the followers if that differs from what they have.
-fn publish(copies: &parking_lot::Mutex<BTreeMap<u32, Vec<Entry>>>, tx: &watch::Sender<Arc<Vec<Entry>>>) {
-    let mut all: BTreeMap<(u32, u32), Entry> = BTreeMap::new();
-    for es in copies.lock().values() {
-        for e in es {
-            all.entry((e.proto, e.port)).or_insert_with(|| e.clone());
-        }
+/// Nodes' copies of the table as one: each shard's entries once, from the first copy that has
+/// them (both copies of a shard agree but for a change on its way).
+fn merge<'a>(copies: impl Iterator<Item = &'a Vec<Entry>>) -> Vec<Entry> {
+    let mut all: BTreeMap<(u32, u32), &Entry> = BTreeMap::new();
+    for e in copies.flatten() {
+        all.entry((e.proto, e.port)).or_insert(e);
     }
-    let merged: Vec<Entry> = all.into_values().collect();
+    all.into_values().cloned().collect()
+}
+
+/// The copies merged, sent to the followers if that differs from what they have.
+fn publish(copies: &parking_lot::Mutex<BTreeMap<u32, Vec<Entry>>>, tx: &watch::Sender<Arc<Vec<Entry>>>) {
+    let merged = merge(copies.lock().values());
     tx.send_if_modified(|cur| {
         if **cur == merged {
             return false;

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::quantile;
 use super::sshd::Sshd;
-use crate::buildtree::{fetch_tree, objects, spawned, untar};
+use crate::buildtree::{fetch_tree, make, objects, spawned, untar, SsiShell};
 use crate::local::{self, UpOptions};
 
 pub struct Options {
@@ -84,39 +84,14 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
             eprint!("\rbuild: on the local disk...          ");
         }
         let local_tree = untar(&tarball, &dir.join("local"))?;
-        let t = Instant::now();
-        let st = Command::new("make")
-            .arg(format!("-j{}", o.jobs))
-            .arg("MALLOC=libc")
-            .current_dir(&local_tree)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        let local_s = t.elapsed().as_secs_f64();
-        if !st.success() {
-            bail!("local make failed");
-        }
+        let local_s = make(&local_tree, o.jobs, None, Stdio::null())?;
         if !o.json {
             eprint!("\rbuild: on PXFS with SHELL='ssi sh'...");
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let before = rt.block_on(spawned(&cfg))?;
         let pxfs_tree = untar(&tarball, &m1.join("src/bench-build"))?;
-        let t = Instant::now();
-        let st = Command::new("make")
-            .arg(format!("-j{}", o.jobs))
-            .arg("MALLOC=libc")
-            .arg(format!("SHELL={} sh", me.display()))
-            .env("SSI_DIR", &cdir)
-            .env_remove("SSI_NODE")
-            .current_dir(&pxfs_tree)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        let pxfs_s = t.elapsed().as_secs_f64();
-        if !st.success() {
-            bail!("make with SHELL='ssi sh' failed");
-        }
+        let pxfs_s = make(&pxfs_tree, o.jobs, Some(SsiShell { exe: &me, dir: &cdir, node: None }), Stdio::null())?;
         let after = rt.block_on(spawned(&cfg))?;
         let per_node: Vec<(u32, u64)> = after.iter().zip(&before).map(|((n, a), (_, b))| (*n, a - b)).collect();
         let (lo, po) = (objects(&local_tree), objects(&pxfs_tree));
