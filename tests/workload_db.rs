@@ -28,4 +28,7 @@ fn debit_credit_from_every_node_keeps_the_books() {
     for n in per_node {
         assert!(n["committed"].as_u64().unwrap() > 0, "every node commits: {r}");
     }
+    // The baseline of the same run: as many clients on a database on the local disk.
+    assert_eq!(r["local_disk"]["invariant_holds"], true, "{r}");
+    assert!(r["local_disk"]["tps"].as_f64().unwrap() > 0.0, "{r}");
 }
