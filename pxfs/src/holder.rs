@@ -7,7 +7,7 @@
 //! (recalled, surrendered, or recalled before its grant arrived) leaves a tombstone of its
 //! epoch, so a reply still carrying that grant does not bring it back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,13 +70,44 @@ impl Owners {
     }
 }
 
+/// Given-up tokens, (file, epoch), each kept for `TOMBSTONE`. Buried in time order, so the
+/// expired ones are at the front of `order`: every node gives up a token per file it closes,
+/// and sweeping the whole map on each burial made a create cost O(files closed in 2 min).
+#[derive(Default)]
+struct Tombstones {
+    at: HashMap<(FileKey, u64), Instant>,
+    order: VecDeque<(Instant, (FileKey, u64))>,
+}
+
+impl Tombstones {
+    fn bury(&mut self, key: (FileKey, u64), now: Instant) {
+        while let Some((when, _)) = self.order.front() {
+            if now.duration_since(*when) < TOMBSTONE {
+                break;
+            }
+            let (when, old) = self.order.pop_front().expect("front was there");
+            // Only if not buried again since (then a later entry in `order` owns it).
+            if self.at.get(&old) == Some(&when) {
+                self.at.remove(&old);
+            }
+        }
+        self.at.insert(key.clone(), now);
+        self.order.push_back((now, key));
+    }
+
+    /// Whether `key` was buried (and not yet expired); it is removed.
+    fn dig_up(&mut self, key: &(FileKey, u64)) -> bool {
+        self.at.remove(key).is_some()
+    }
+}
+
 pub struct Holder {
     node: u32,
     owners: Arc<Owners>,
     slots: Mutex<HashMap<FileKey, Slot>>,
     /// Open file handles of this node per file: the last close gives the token back.
     opens: Mutex<HashMap<FileKey, u32>>,
-    tombstones: Mutex<HashMap<(FileKey, u64), Instant>>,
+    tombstones: Mutex<Tombstones>,
     locks: LockTable,
 }
 
@@ -100,7 +131,7 @@ impl Holder {
             owners,
             slots: Mutex::new(HashMap::new()),
             opens: Mutex::new(HashMap::new()),
-            tombstones: Mutex::new(HashMap::new()),
+            tombstones: Mutex::new(Tombstones::default()),
             locks: LockTable::default(),
         }
     }
@@ -114,9 +145,7 @@ impl Holder {
     }
 
     fn bury(&self, key: FileKey, epoch: u64) {
-        let mut t = self.tombstones.lock();
-        t.retain(|_, at| at.elapsed() < TOMBSTONE);
-        t.insert((key, epoch), Instant::now());
+        self.tombstones.lock().bury((key, epoch), Instant::now());
     }
 
     /// An open or create succeeded; `epoch` is the exclusive token it brought (0: none).
@@ -127,7 +156,7 @@ impl Holder {
         }
         let slot = self.slot_or_new(vol, handle);
         let mut g = slot.lock().await;
-        if self.tombstones.lock().remove(&((vol, handle.clone()), epoch)).is_some() {
+        if self.tombstones.lock().dig_up(&((vol, handle.clone()), epoch)) {
             return;
         }
         if g.as_ref().map(|h| h.epoch) != Some(epoch) {
@@ -354,5 +383,32 @@ impl Holder {
         self.bury((vol, handle.clone()), held.epoch);
         *g = None;
         HeldLocks { locks, not_held: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8, epoch: u64) -> (FileKey, u64) {
+        ((1, Bytes::from(vec![n])), epoch)
+    }
+
+    #[test]
+    fn tombstones_expire_in_burial_order_and_are_dug_up_once() {
+        let mut t = Tombstones::default();
+        let t0 = Instant::now();
+        t.bury(key(1, 1), t0);
+        t.bury(key(2, 1), t0 + Duration::from_secs(60));
+        assert!(t.dig_up(&key(1, 1)));
+        assert!(!t.dig_up(&key(1, 1)), "a tombstone is dug up once");
+        // Buried again later: the first burial's expiry must not take the second.
+        t.bury(key(2, 1), t0 + Duration::from_secs(100));
+        t.bury(key(3, 1), t0 + TOMBSTONE + Duration::from_secs(61));
+        assert!(t.at.contains_key(&key(2, 1)), "re-buried at 100 s, not expired at 181 s");
+        assert_eq!(t.order.len(), 2, "the 60 s burial of key 2 and the dug-up key 1 expired");
+        t.bury(key(4, 1), t0 + TOMBSTONE + Duration::from_secs(101));
+        assert!(!t.at.contains_key(&key(2, 1)));
+        assert_eq!(t.at.len(), 2);
     }
 }
