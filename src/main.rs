@@ -348,6 +348,10 @@ enum BenchCmd {
         /// Size of the sequential/random-read file, MiB.
         #[arg(long, default_value_t = 256)]
         file_mib: u64,
+        /// Keep the files on the temp directory's file system, not on a fresh ext4 made
+        /// for the run on a loop device.
+        #[arg(long)]
+        on_temp_dir: bool,
     },
     /// Remote exec against local `sh -c` and ssh; a parallel build over the cluster against
     /// a local one.
@@ -588,11 +592,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             ssi::bench::net::run(&ssi::bench::net::Options { json, rounds, seconds, connections, dispatch })?
         }
-        Cmd::Bench { which: BenchCmd::Fs { json, rounds, seconds, file_mib } } => {
+        Cmd::Bench { which: BenchCmd::Fs { json, rounds, seconds, file_mib, on_temp_dir } } => {
             if !(0.1..=600.0).contains(&seconds) || file_mib == 0 || rounds == 0 {
                 anyhow::bail!("--seconds must be 0.1..=600, --file-mib and --rounds at least 1");
             }
-            ssi::bench::fs::run(&ssi::bench::fs::Options { json, rounds, seconds, file_mib })?;
+            ssi::bench::fs::run(&ssi::bench::fs::Options { json, rounds, seconds, file_mib, on_temp_dir })?;
         }
         Cmd::Bench { which: BenchCmd::Rexec { json, runs, tree, no_build, jobs } } => {
             if runs == 0 || jobs == 0 {

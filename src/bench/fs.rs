@@ -1,6 +1,6 @@
 //! `ssi bench fs`: PXFS against a local disk and against sshfs, in one run.
 //!
-//! Cases: `ext4` (a directory on this machine's disk), `pxfs_owner` (node 1's mount, a file
+//! Cases: `ext4` (a directory on the local disk), `pxfs_owner` (node 1's mount, a file
 //! of node 1's own volume), `pxfs_remote` (node 1's mount, a file of node 2's volume),
 //! `sshfs` (sshfs over loopback to a throwaway sshd). The remote cases work at the root of
 //! what is remote (node 2's volume root `/www`; a `www` directory at the sshfs export's
@@ -8,6 +8,7 @@
 //! file create/stat/delete rates, sequential write (1 MiB blocks, then fsync) and read
 //! (page cache dropped first), 4 KiB random reads, 4 KiB write+fsync, SQLite autocommit
 //! inserts (the sqlite3 CLI). Ratios are to ext4 and to sshfs measured in the same run.
+//! All four keep their files on one fresh ext4 made for the run (`scratch_ext4`).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -28,6 +29,9 @@ pub struct Options {
     pub rounds: u32,
     pub seconds: f64,
     pub file_mib: u64,
+    /// Keep every case's files in the temp directory's own file system instead of a fresh
+    /// ext4 on a loop device.
+    pub on_temp_dir: bool,
 }
 
 const METRICS: &[(&str, &str)] = &[
@@ -40,6 +44,9 @@ const METRICS: &[(&str, &str)] = &[
     ("write_fsync_iops", "1/s"),
     ("sqlite_inserts_per_s", "1/s"),
 ];
+
+/// How many files the stat phase cycles through, in every case.
+const STAT_FILES: u64 = 256;
 
 fn drop_caches() {
     let _ = fs::write("/proc/sys/vm/drop_caches", "3");
@@ -60,10 +67,16 @@ fn workload(dir: &Path, o: &Options) -> anyhow::Result<Vec<Option<f64>>> {
         n += 1;
     }
     out.push(Some(n as f64 / t.elapsed().as_secs_f64()));
+    // The same files for every case (fio's `nrfiles`): a faster create must not give its
+    // case a bigger working set to stat (more dentries and inodes, fewer CPU cache hits).
+    for i in n..STAT_FILES {
+        fs::File::create(files.join(format!("f{i}")))?;
+    }
+    let n = n.max(STAT_FILES);
     let t = Instant::now();
     let mut s = 0u64;
     while t.elapsed() < budget {
-        fs::metadata(files.join(format!("f{}", s % n)))?;
+        fs::metadata(files.join(format!("f{}", s % STAT_FILES)))?;
         s += 1;
     }
     out.push(Some(s as f64 / t.elapsed().as_secs_f64()));
@@ -191,7 +204,19 @@ fn start_sshfs(dir: &Path) -> anyhow::Result<Sshfs> {
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
-    super::in_scratch_dir("fs", "FUSE mounts, volume servers, dropping the page cache", |dir| run_in(dir, o))
+    super::in_scratch_dir("fs", "FUSE mounts, volume servers, dropping the page cache, a loop device", |dir| {
+        if o.on_temp_dir {
+            return run_in(dir, o);
+        }
+        // Every case on one new disk: the ext4 case's directory, both nodes' volumes, the
+        // sshfs export. Room for the big file several times over, and for the rest.
+        let disk = super::scratch_ext4::ScratchExt4::mount(&dir.join("disk"), (o.file_mib * 4).max(2048))
+            .context("a fresh ext4 for the run (--on-temp-dir uses the temp directory instead)")?;
+        let res = run_in(&disk.path, o);
+        // The cluster keeps its volumes on the disk: down before the disk is unmounted.
+        let _ = local::down(&disk.path.join("cluster"));
+        res
+    })
 }
 
 fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
@@ -245,6 +270,15 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where every case keeps its files.
+fn disk(o: &Options) -> &'static str {
+    if o.on_temp_dir {
+        "the temp directory's file system"
+    } else {
+        "a fresh ext4 (loop device)"
+    }
+}
+
 fn report(o: &Options, results: &[(&str, Vec<Option<f64>>)]) {
     let base = |name: &str, i: usize| results.iter().find(|r| r.0 == name).and_then(|r| r.1[i]);
     if o.json {
@@ -256,12 +290,18 @@ fn report(o: &Options, results: &[(&str, Vec<Option<f64>>)]) {
                 }
             }
         }
-        println!("{}", json!({"bench": "fs", "rounds": o.rounds, "seconds_per_metric": o.seconds, "file_mib": o.file_mib, "results": out}));
+        println!(
+            "{}",
+            json!({"bench": "fs", "rounds": o.rounds, "seconds_per_metric": o.seconds, "file_mib": o.file_mib, "disk": disk(o), "results": out})
+        );
         return;
     }
     println!(
-        "ssi bench fs — medians of {} rounds, {} s per metric, {} MiB file; ratios to ext4 / to sshfs from the same run",
-        o.rounds, o.seconds, o.file_mib
+        "ssi bench fs — medians of {} rounds, {} s per metric, {} MiB file, files on {}; ratios to ext4 / to sshfs from the same run",
+        o.rounds,
+        o.seconds,
+        o.file_mib,
+        disk(o)
     );
     print!("{:<22}", "metric");
     for (case, _) in results {

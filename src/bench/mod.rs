@@ -11,6 +11,7 @@ pub mod incop;
 pub mod net;
 pub mod orb;
 pub mod rexec;
+pub mod scratch_ext4;
 pub mod server;
 pub mod sshd;
 pub mod trace;

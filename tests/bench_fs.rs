@@ -1,0 +1,55 @@
+//! `ssi bench fs` end to end, briefly: the four cases (ext4, PXFS from the owner, PXFS from
+//! another node, sshfs over loopback) on a fresh ext4 made for the run, every figure measured.
+//! Needs root, /dev/fuse, a loop device, sshfs and sshd. The figures themselves are for
+//! docs/benchmarks.md, not for a test on a shared machine.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{required, BIN};
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| !o.stdout.is_empty())
+}
+
+#[test]
+fn every_case_measures_every_figure() {
+    if !(required("root", nix::unistd::geteuid().is_root())
+        && required("/dev/fuse", Path::new("/dev/fuse").exists())
+        && required("a loop device", Path::new("/dev/loop-control").exists())
+        && required("sshfs", have("sshfs"))
+        && required("sshd", have("/usr/sbin/sshd")))
+    {
+        return;
+    }
+    let out = Command::new(BIN).args(["bench", "fs", "--json", "--rounds", "1", "--seconds", "0.2", "--file-mib", "16"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["disk"], "a fresh ext4 (loop device)", "{r}");
+    let results = r["results"].as_array().unwrap();
+    for case in ["ext4", "pxfs_owner", "pxfs_remote", "sshfs"] {
+        for metric in [
+            "create_per_s",
+            "stat_per_s",
+            "delete_per_s",
+            "seq_write_mib_s",
+            "seq_read_mib_s",
+            "rand_read_iops",
+            "write_fsync_iops",
+            "sqlite_inserts_per_s",
+        ] {
+            let v = results
+                .iter()
+                .find(|x| x["case"] == case && x["metric"] == metric)
+                .unwrap_or_else(|| panic!("no {metric} for {case}: {r}"))["value"]
+                .as_f64()
+                .unwrap();
+            assert!(v > 0.0, "{case} {metric} = {v}");
+        }
+    }
+    // Nothing of the run is left: no loop device on the run's image, no FUSE mount of it.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("ssi-benchfs-"), "a mount of the run is left:\n{mounts}");
+}
