@@ -54,6 +54,12 @@ impl Tokens {
         self.names.lock().entry(dir.to_vec()).or_default().insert(node);
     }
 
+    /// `handle` is gone (removed, and open nowhere): nobody caches it or names in it any more.
+    pub fn forget(&self, handle: &[u8]) {
+        self.holders.lock().remove(handle);
+        self.names.lock().remove(handle);
+    }
+
     async fn stub(&self, node: u32) -> Option<CacheManagerStub> {
         if let Some(s) = self.stubs.lock().get(&node) {
             return Some(s.clone());

@@ -15,6 +15,7 @@ pub mod client;
 pub mod exclusive;
 pub mod holder;
 pub mod locks;
+pub mod openfiles;
 pub mod server;
 pub mod synthetic;
 pub mod sys;

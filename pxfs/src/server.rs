@@ -4,7 +4,7 @@
 //! only open files (per client node) and byte-range locks. Each call resolves the handles it
 //! names as root, then runs the system call on a blocking thread as the caller (`sys::AsUser`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ use ssi_orb::{CallCtx, Exception, ObjHandle, Orb};
 use crate::cache::Tokens;
 use crate::exclusive::{Grant, Grants};
 use crate::locks::{Lock, LockTable, SetError};
+use crate::openfiles::{OpenFile, OpenFiles};
 use crate::proto::*;
 use crate::sys;
 
@@ -48,18 +49,12 @@ pub fn attr_of(st: &libc::stat) -> Attr {
     }
 }
 
-struct OpenFile {
-    fd: Arc<OwnedFd>,
-    node: u32,
-    handle: Vec<u8>,
-}
-
 pub struct VolumeServer {
     pub id: u32,
     pub dir: PathBuf,
     root_fd: OwnedFd,
     root_handle: Vec<u8>,
-    open: Mutex<HashMap<u64, OpenFile>>,
+    open: Mutex<OpenFiles>,
     next_fh: AtomicU64,
     locks: LockTable,
     tokens: Tokens,
@@ -87,7 +82,7 @@ impl VolumeServer {
             dir: dir.to_path_buf(),
             root_fd,
             root_handle,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(OpenFiles::default()),
             next_fh: AtomicU64::new(1),
             locks: LockTable::default(),
             tokens: Tokens::new(orb.clone(), id),
@@ -159,7 +154,7 @@ impl VolumeServer {
     fn file(&self, fh: u64) -> Result<(Arc<OwnedFd>, Vec<u8>), Exception> {
         self.open
             .lock()
-            .get(&fh)
+            .get(fh)
             .map(|f| (f.fd.clone(), f.handle.clone()))
             .ok_or_else(|| Exception::errno(libc::EBADF, format!("no open file {fh} (the server restarted?)")))
     }
@@ -172,12 +167,7 @@ impl VolumeServer {
 
     /// A node left the view: its open files close and its locks go.
     pub fn node_gone(&self, node: u32) {
-        let n = {
-            let mut open = self.open.lock();
-            let before = open.len();
-            open.retain(|_, f| f.node != node);
-            before - open.len()
-        };
+        let n = self.open.lock().remove_node(node);
         let l = self.locks.release_node(node);
         let g = self.grants.node_gone(node);
         if n + l + g > 0 {
@@ -210,7 +200,7 @@ impl VolumeServer {
         if node == ssi_orb::TOOL_NODE {
             return 0;
         }
-        let free = || !self.locks.held(file) && !self.open.lock().values().any(|f| f.handle == file && f.node != node);
+        let free = || !self.locks.held(file) && !self.open.lock().open_elsewhere(file, node);
         match self.grants.grant(file, node, free) {
             Some(epoch) => {
                 self.tokens.revoke(node, vec![file.to_vec()], vec![]).await;
@@ -249,22 +239,33 @@ impl VolumeServer {
     async fn remove(self: &Arc<Self>, ctx: &CallCtx, req: NameReq, dir: bool) -> Result<DirChange, Exception> {
         let (p, name) = name_of(&req.parent, &req.name)?;
         let (p2, n2) = (p.clone(), name.clone());
-        let (victim, parent) = self
+        let (victim, last_link, parent) = self
             .run(ctx, vec![p], move |_, fds| {
                 let d = fds[0].as_raw_fd();
                 let victim = sys::handle_at(d, &name).ok();
+                let last_link = dir || sys::stat_at(d, &name).is_ok_and(|st| st.st_nlink <= 1);
                 sys::unlink_at(d, &name, dir)?;
-                Ok((victim, attr_of(&sys::stat_fd(d)?)))
+                Ok((victim, last_link, attr_of(&sys::stat_fd(d)?)))
             })
             .await?;
         let mut inodes = vec![p2.clone()];
-        inodes.extend(victim);
+        inodes.extend(victim.clone());
         self.revoke(ctx, inodes, vec![(p2.clone(), n2)]).await;
         self.tokens.grant_names(ctx.src, &p2);
+        if let (Some(v), true) = (victim, last_link) {
+            self.file_may_be_gone(&v);
+        }
         Ok(DirChange { parent: Some(parent), newparent: None })
     }
     /// A name `name` now exists in directory `parent`: the directory changed for the others;
     /// the caller caches both.
+    /// `file` lost its last name: once nobody has it open either, no node can reach it again,
+    /// and its tokens go (else they would pile up, one per file ever made and removed).
+    fn file_may_be_gone(&self, file: &[u8]) {
+        if !self.open.lock().is_open(file) {
+            self.tokens.forget(file);
+        }
+    }
     async fn new_name(&self, ctx: &CallCtx, parent: Vec<u8>, name: String, e: &Entry) {
         self.tokens.revoke(ctx.src, vec![parent.clone()], vec![(parent.clone(), name)]).await;
         self.tokens.grant_names(ctx.src, &parent);
@@ -424,25 +425,29 @@ impl Volume for VolumeServant {
         let moved = self
             .0
             .run(ctx, vec![p, np], move |_, fds| {
-                let moved: Vec<Vec<u8>> =
-                    [sys::handle_at(fds[0].as_raw_fd(), &name).ok(), sys::handle_at(fds[1].as_raw_fd(), &newname).ok()]
-                        .into_iter()
-                        .flatten()
-                        .collect();
+                let (from, to) = (sys::handle_at(fds[0].as_raw_fd(), &name).ok(), sys::handle_at(fds[1].as_raw_fd(), &newname).ok());
+                // A file replaced by the rename loses its name; was it its last?
+                let replaced = to.clone().filter(|t| from.as_ref() != Some(t) && flags & libc::RENAME_EXCHANGE == 0).filter(|_| {
+                    sys::stat_at(fds[1].as_raw_fd(), &newname)
+                        .is_ok_and(|st| st.st_nlink <= 1 || st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                });
                 sys::rename_at(fds[0].as_raw_fd(), &name, fds[1].as_raw_fd(), &newname, flags)?;
                 let change = DirChange {
                     parent: Some(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?)),
                     newparent: Some(attr_of(&sys::stat_fd(fds[1].as_raw_fd())?)),
                 };
-                Ok((moved, change))
+                Ok((from.into_iter().chain(to).collect::<Vec<_>>(), replaced, change))
             })
             .await?;
-        let (moved, change) = moved;
+        let (moved, replaced, change) = moved;
         let mut inodes = vec![p2.clone(), np2.clone()];
         inodes.extend(moved);
         self.0.revoke(ctx, inodes, vec![(p2.clone(), n2), (np2.clone(), nn2)]).await;
         self.0.tokens.grant_names(ctx.src, &p2);
         self.0.tokens.grant_names(ctx.src, &np2);
+        if let Some(r) = replaced {
+            self.0.file_may_be_gone(&r);
+        }
         Ok(change)
     }
     async fn readlink(&self, ctx: &CallCtx, req: Fid) -> Result<Data, Exception> {
@@ -581,9 +586,13 @@ impl Volume for VolumeServant {
         Ok(Empty {})
     }
     async fn release(&self, ctx: &CallCtx, req: FhReq) -> Result<OneWay, Exception> {
-        let closed = self.0.open.lock().remove(&req.fh);
-        if let (Some(f), true) = (closed, req.surrender != 0) {
+        let Some((f, last)) = self.0.open.lock().remove(req.fh) else { return Ok(OneWay {}) };
+        if req.surrender != 0 {
             self.0.grants.end(&f.handle, Grant { node: ctx.src, epoch: req.surrender });
+        }
+        // The last close of a file removed while open.
+        if last && sys::stat_fd(f.fd.as_raw_fd()).is_ok_and(|st| st.st_nlink == 0) {
+            self.0.tokens.forget(&f.handle);
         }
         Ok(OneWay {})
     }

@@ -1,0 +1,110 @@
+//! The files a volume server holds open for nodes: by the number handed out at open, and per
+//! file (its handle) how many opens each node has. The per-file index answers "does another
+//! node have this file open" (exclusive tokens, on every open) and "is this file still open
+//! anywhere" (dropping a removed file's tokens) without walking every open file.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+pub struct OpenFile {
+    pub fd: Arc<OwnedFd>,
+    pub node: u32,
+    pub handle: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct OpenFiles {
+    by_fh: HashMap<u64, OpenFile>,
+    /// Per file, opens per node; no entry without an open.
+    by_file: HashMap<Vec<u8>, HashMap<u32, u32>>,
+}
+
+impl OpenFiles {
+    pub fn insert(&mut self, fh: u64, f: OpenFile) {
+        *self.by_file.entry(f.handle.clone()).or_default().entry(f.node).or_default() += 1;
+        self.by_fh.insert(fh, f);
+    }
+
+    pub fn get(&self, fh: u64) -> Option<&OpenFile> {
+        self.by_fh.get(&fh)
+    }
+
+    /// Closes `fh`: the file, and whether that was its last open on any node.
+    pub fn remove(&mut self, fh: u64) -> Option<(OpenFile, bool)> {
+        let f = self.by_fh.remove(&fh)?;
+        let last = self.unindex(&f.handle, f.node, 1);
+        Some((f, last))
+    }
+
+    /// Closes every file `node` has open; how many.
+    pub fn remove_node(&mut self, node: u32) -> usize {
+        let before = self.by_fh.len();
+        self.by_fh.retain(|_, f| f.node != node);
+        self.by_file.retain(|_, nodes| {
+            nodes.remove(&node);
+            !nodes.is_empty()
+        });
+        before - self.by_fh.len()
+    }
+
+    /// Whether a node other than `node` has `file` open.
+    pub fn open_elsewhere(&self, file: &[u8], node: u32) -> bool {
+        self.by_file.get(file).is_some_and(|nodes| nodes.keys().any(|n| *n != node))
+    }
+
+    pub fn is_open(&self, file: &[u8]) -> bool {
+        self.by_file.contains_key(file)
+    }
+
+    fn unindex(&mut self, file: &[u8], node: u32, n: u32) -> bool {
+        let Some(nodes) = self.by_file.get_mut(file) else { return true };
+        if let Some(c) = nodes.get_mut(&node) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                nodes.remove(&node);
+            }
+        }
+        if nodes.is_empty() {
+            self.by_file.remove(file);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd() -> Arc<OwnedFd> {
+        Arc::new(std::fs::File::open("/dev/null").unwrap().into())
+    }
+
+    fn open(t: &mut OpenFiles, fh: u64, node: u32, file: &[u8]) {
+        t.insert(fh, OpenFile { fd: fd(), node, handle: file.to_vec() });
+    }
+
+    #[test]
+    fn the_index_follows_opens_and_closes() {
+        let mut t = OpenFiles::default();
+        open(&mut t, 1, 1, b"a");
+        open(&mut t, 2, 1, b"a");
+        open(&mut t, 3, 2, b"a");
+        open(&mut t, 4, 2, b"b");
+        assert!(t.open_elsewhere(b"a", 1) && t.open_elsewhere(b"a", 2));
+        assert!(!t.open_elsewhere(b"b", 2) && t.open_elsewhere(b"b", 1));
+        assert!(!t.remove(3).unwrap().1, "node 1 still has a open twice");
+        assert!(!t.open_elsewhere(b"a", 1));
+        assert!(!t.remove(1).unwrap().1);
+        assert!(t.remove(2).unwrap().1, "the last open of a");
+        assert!(!t.is_open(b"a") && t.is_open(b"b"));
+        assert!(t.remove(2).is_none());
+        open(&mut t, 5, 3, b"b");
+        assert_eq!(t.remove_node(2), 1);
+        assert!(t.is_open(b"b") && !t.open_elsewhere(b"b", 3));
+        assert_eq!(t.remove_node(3), 1);
+        assert!(!t.is_open(b"b"));
+        assert!(t.by_file.is_empty() && t.by_fh.is_empty());
+    }
+}
