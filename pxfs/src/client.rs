@@ -1177,9 +1177,10 @@ impl Filesystem for Client {
                 }),
             );
         }
-        // F_SETLKW: wait in a task, not in this FUSE thread.
+        // F_SETLKW: wait in a task, not in this FUSE thread. The wait for the holder is not a
+        // cost of the request-response: the tracer leaves the call out of its stages.
         let stub = match self.rt.block_on(self.owners.stub(vol)) {
-            Ok(s) => s.with_options(CallOptions::default().deadline(LOCK_WAIT)),
+            Ok(s) => s.with_options(CallOptions::default().deadline(LOCK_WAIT).waiting()),
             Err(e) => return reply.error(errno_of(&e)),
         };
         self.rt.spawn(async move {
