@@ -310,6 +310,18 @@ impl Control for ControlService {
             }
             nodes.push(st);
         }
+        let mut volumes = Vec::new();
+        for (i, v) in self.cfg.volumes.iter().enumerate() {
+            let mut vs = cp::VolumeStatus { path: v.path.clone(), node: v.node, ..Default::default() };
+            if self.orb.liveness(v.node) == Liveness::Up {
+                if let Ok(h) = self.orb.resolve(v.node, &ssi_pxfs::server::volume_name(i as u32)).await {
+                    if let Ok(s) = ssi_pxfs::proto::VolumeStub::new(h).map(|s| s.with_options(opts.clone())) {
+                        vs.state = s.state(ssi_orb::proto::Empty {}).await.ok().map(|st| st.into_inner());
+                    }
+                }
+            }
+            volumes.push(vs);
+        }
         Ok(Response::new(StatusReply {
             cluster: self.orb.cluster().to_string(),
             node: self.orb.node(),
@@ -319,6 +331,7 @@ impl Control for ControlService {
             global_address: self.cfg.global_address.map(|a| a.to_string()).unwrap_or_default(),
             nodes,
             requests_sent: self.orb.counters().requests_sent,
+            volumes,
         }))
     }
 

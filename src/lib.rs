@@ -49,6 +49,20 @@ pub fn print_status(s: &StatusReply) {
         let inc = if n.incarnation == 0 { "-".to_string() } else { format!("{:x}", n.incarnation) };
         println!("{:<5} {:<22} {:<8} {:<14} {:<9} {}", n.id, n.addr, n.state, inc, format_uptime(n.uptime_ms), n.mountpoint);
     }
+    if s.volumes.is_empty() {
+        return;
+    }
+    println!();
+    println!("{:<12} {:<5} {:>6} {:>8} {:>6} {:>10} {:>7}", "VOLUME", "NODE", "OPEN", "CACHED", "DIRS", "EXCLUSIVE", "LOCKED");
+    for v in &s.volumes {
+        match &v.state {
+            Some(st) => println!(
+                "{:<12} {:<5} {:>6} {:>8} {:>6} {:>10} {:>7}",
+                v.path, v.node, st.open_files, st.cached_files, st.named_dirs, st.exclusive_tokens, st.locked_files
+            ),
+            None => println!("{:<12} {:<5} (owner not reachable)", v.path, v.node),
+        }
+    }
 }
 
 pub fn status_json(s: &StatusReply) -> serde_json::Value {
@@ -67,5 +81,22 @@ pub fn status_json(s: &StatusReply) -> serde_json::Value {
             "uptime_s": n.uptime_ms as f64 / 1000.0,
             "member": s.view_members.contains(&n.id),
         })).collect::<Vec<_>>(),
+        // What each volume's server keeps for the nodes: open files, files and directories
+        // cached under tokens, exclusive tokens, locked files.
+        "volumes": s.volumes.iter().map(|v| {
+            let mut j = serde_json::json!({"path": v.path, "node": v.node, "reachable": v.state.is_some()});
+            if let Some(st) = &v.state {
+                for (k, n) in [
+                    ("open_files", st.open_files),
+                    ("cached_files", st.cached_files),
+                    ("named_dirs", st.named_dirs),
+                    ("exclusive_tokens", st.exclusive_tokens),
+                    ("locked_files", st.locked_files),
+                ] {
+                    j[k] = n.into();
+                }
+            }
+            j
+        }).collect::<Vec<_>>(),
     })
 }

@@ -336,3 +336,62 @@ fn permissions_are_the_callers_on_every_node() {
     std::os::unix::fs::chown(m1.join("www/pub/n"), Some(0), Some(0)).unwrap();
     assert!(!as_nobody(&format!("cat {}/www/pub/n", m2.display())), "a root-only file stays root-only from another node");
 }
+
+/// What `/www`'s server keeps for the nodes, from `ssi status --json`.
+fn www_state(c: &Cluster) -> serde_json::Value {
+    let s: serde_json::Value = serde_json::from_str(&ok(&["status", "--json", "--dir", c.dir_str()])).unwrap();
+    let v = s["volumes"].as_array().unwrap().iter().find(|v| v["path"] == "/www").unwrap().clone();
+    assert_eq!(v["reachable"], true, "{s}");
+    v
+}
+
+#[test]
+fn removed_files_leave_no_state_on_their_server() {
+    if !fuse_ok() {
+        return;
+    }
+    let c = Cluster::up("pxfs-forget", 2);
+    let (m1, m2) = (mnt(&c, 1), mnt(&c, 2));
+    let before = www_state(&c)["cached_files"].as_u64().unwrap();
+    // 300 files of node 2's volume made and written on node 1, every other one also read on
+    // node 2 (whose open takes node 1's token), then removed on node 1.
+    let dir = m1.join("www/many");
+    fs::create_dir(&dir).unwrap();
+    for i in 0..300 {
+        fs::write(dir.join(format!("f{i}")), b"x").unwrap();
+        if i % 2 == 0 {
+            assert_eq!(fs::read(m2.join(format!("www/many/f{i}"))).unwrap(), b"x");
+        }
+    }
+    let during = www_state(&c);
+    assert!(during["cached_files"].as_u64().unwrap() >= before + 300, "the files are cached: {during}");
+    for i in 0..300 {
+        fs::remove_file(dir.join(format!("f{i}"))).unwrap();
+    }
+    // A file removed while open stays the server's until its last close.
+    let kept = m1.join("www/kept");
+    let mut f = fs::File::create(&kept).unwrap();
+    fs::remove_file(&kept).unwrap();
+    f.write_all(b"still here").unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    fs::File::open(format!("/proc/self/fd/{}", f.as_raw_fd())).unwrap().read_to_string(&mut back).unwrap();
+    assert_eq!(back, "still here");
+    let open = www_state(&c);
+    assert!(open["open_files"].as_u64().unwrap() >= 1, "{open}");
+    drop(f);
+    fs::remove_dir(&dir).unwrap();
+    // The release is one-way: give it a moment.
+    let t0 = Instant::now();
+    loop {
+        let after = www_state(&c);
+        let (cached, named, opened) =
+            (after["cached_files"].as_u64().unwrap(), after["named_dirs"].as_u64().unwrap(), after["open_files"].as_u64().unwrap());
+        // The volume's root (cached and named) may stay; nothing of the 301 removed files.
+        if cached <= before + 1 && named <= 1 && opened == 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "removed files left state behind: {after} (before: {before} cached)");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -54,6 +54,11 @@ impl Tokens {
         self.names.lock().entry(dir.to_vec()).or_default().insert(node);
     }
 
+    /// Files some node caches, and directories some node caches names of.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.holders.lock().len(), self.names.lock().len())
+    }
+
     /// `handle` is gone (removed, and open nowhere): nobody caches it or names in it any more.
     pub fn forget(&self, handle: &[u8]) {
         self.holders.lock().remove(handle);

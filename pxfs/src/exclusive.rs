@@ -38,6 +38,11 @@ impl Default for Grants {
 }
 
 impl Grants {
+    /// How many files have an exclusive holder.
+    pub fn len(&self) -> usize {
+        self.table.lock().len()
+    }
+
     pub fn holder(&self, file: &[u8]) -> Option<Grant> {
         self.table.lock().get(file).copied()
     }

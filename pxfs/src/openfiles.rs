@@ -26,6 +26,14 @@ impl OpenFiles {
         self.by_fh.insert(fh, f);
     }
 
+    pub fn len(&self) -> usize {
+        self.by_fh.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_fh.is_empty()
+    }
+
     pub fn get(&self, fh: u64) -> Option<&OpenFile> {
         self.by_fh.get(&fh)
     }

@@ -596,6 +596,17 @@ impl Volume for VolumeServant {
         }
         Ok(OneWay {})
     }
+    async fn state(&self, _ctx: &CallCtx, _req: Empty) -> Result<VolumeState, Exception> {
+        let s = &self.0;
+        let (cached, named) = s.tokens.counts();
+        Ok(VolumeState {
+            open_files: s.open.lock().len() as u64,
+            cached_files: cached as u64,
+            named_dirs: named as u64,
+            exclusive_tokens: s.grants.len() as u64,
+            locked_files: s.locks.files() as u64,
+        })
+    }
     async fn read_dir(&self, ctx: &CallCtx, req: Fid) -> Result<DirList, Exception> {
         self.0
             .run_on(ctx, true, vec![req.handle.to_vec()], |_, fds| {
