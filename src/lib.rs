@@ -72,6 +72,8 @@ pub fn status_json(s: &StatusReply) -> serde_json::Value {
         "coordinator": s.coordinator,
         "global_address": s.global_address,
         "answered_by": s.node,
+        // ORB requests the answering node has sent since it started.
+        "requests_sent": s.requests_sent,
         "nodes": s.nodes.iter().map(|n| serde_json::json!({
             "id": n.id,
             "addr": n.addr,

@@ -1,5 +1,6 @@
-//! `ssi bench fs` end to end, briefly: the four cases (ext4, PXFS from the owner, PXFS from
-//! another node, sshfs over loopback) on a fresh ext4 made for the run, every figure measured.
+//! `ssi bench fs` end to end, briefly: the five cases (ext4, PXFS from the owner, PXFS from
+//! another node, sshfs over loopback as mounted by default and with the kernel checking
+//! permissions) on a fresh ext4 made for the run, every figure measured.
 //! Needs root, /dev/fuse, a loop device, sshfs and sshd. The figures themselves are for
 //! docs/benchmarks.md, not for a test on a shared machine.
 
@@ -29,7 +30,7 @@ fn every_case_measures_every_figure() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["disk"], "a fresh ext4 (loop device)", "{r}");
     let results = r["results"].as_array().unwrap();
-    for case in ["ext4", "pxfs_owner", "pxfs_remote", "sshfs"] {
+    for case in ["ext4", "pxfs_owner", "pxfs_remote", "sshfs", "sshfs_perm"] {
         for metric in [
             "create_per_s",
             "stat_per_s",

@@ -2,7 +2,8 @@
 //!
 //! Cases: `ext4` (a directory on the local disk), `pxfs_owner` (node 1's mount, a file
 //! of node 1's own volume), `pxfs_remote` (node 1's mount, a file of node 2's volume),
-//! `sshfs` (sshfs over loopback to a throwaway sshd). The remote cases work at the root of
+//! `sshfs` (sshfs over loopback to a throwaway sshd), `sshfs_perm` (the same with the kernel
+//! checking permissions, `-o default_permissions`, as PXFS does). The remote cases work at the root of
 //! what is remote (node 2's volume root `/www`; a `www` directory at the sshfs export's
 //! root), with paths of the same depth. The workload is ours, the same for all:
 //! file create/stat/delete rates, sequential write (1 MiB blocks, then fsync) and read
@@ -167,16 +168,22 @@ fn sqlite_inserts(db: &Path, budget: Duration) -> Option<f64> {
     Some(n as f64 / t.elapsed().as_secs_f64())
 }
 
-/// sshfs over loopback to a throwaway sshd under `dir`. Unmounted (then sshd stopped) on drop.
+/// sshfs over loopback to a throwaway sshd under `dir`, mounted twice: as sshfs mounts by
+/// default (`mnt`: no permission checks in the kernel), and with `-o default_permissions`
+/// (`mnt_perm`: checked in the kernel on every path component, as PXFS must). Unmounted
+/// (then sshd stopped) on drop.
 struct Sshfs {
     mnt: PathBuf,
-    _sshd: Sshd,
+    mnt_perm: PathBuf,
+    sshd: Sshd,
 }
 
 impl Drop for Sshfs {
     fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
-        let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        for m in [&self.mnt, &self.mnt_perm] {
+            let _ = Command::new("fusermount3").arg("-u").arg(m).status();
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 
@@ -188,19 +195,32 @@ fn start_sshfs(dir: &Path) -> anyhow::Result<Sshfs> {
     let sshd = Sshd::start(&d)?;
     // Mounted as deep as node 1's PXFS mount, and used one directory down (as PXFS's `/www`):
     // a cached stat walks as many path components, as many of them on FUSE, in both.
-    let (export, mnt) = (d.join("export"), d.join("node1/mnt"));
+    // The two mounts work in directories of their own (`www`, `wwp`): each sshfs caches
+    // what it saw for 20 s and would not notice the other's changes.
+    let (export, mnt, mnt_perm) = (d.join("export"), d.join("node1/mnt"), d.join("node1/mnp"));
     fs::create_dir_all(export.join("www"))?;
-    fs::create_dir_all(&mnt)?;
-    let st = Command::new("sshfs")
-        .arg(format!("{}@127.0.0.1:{}", sshd.user, export.display()))
-        .arg(&mnt)
+    fs::create_dir_all(export.join("wwp"))?;
+    mount_sshfs(&sshd, &export, &mnt, None)?;
+    // From here on, a failure unmounts what is mounted (drop).
+    let s = Sshfs { mnt, mnt_perm, sshd };
+    mount_sshfs(&s.sshd, &export, &s.mnt_perm, Some("default_permissions"))?;
+    Ok(s)
+}
+
+fn mount_sshfs(sshd: &Sshd, export: &Path, at: &Path, extra: Option<&str>) -> anyhow::Result<()> {
+    fs::create_dir_all(at)?;
+    let mut cmd = Command::new("sshfs");
+    cmd.arg(format!("{}@127.0.0.1:{}", sshd.user, export.display()))
+        .arg(at)
         .args(["-p", &sshd.port.to_string(), "-o"])
-        .arg(sshd.client_options())
-        .status()?;
-    if !st.success() {
+        .arg(sshd.client_options());
+    if let Some(o) = extra {
+        cmd.args(["-o", o]);
+    }
+    if !cmd.status()?.success() {
         bail!("sshfs could not mount over loopback");
     }
-    Ok(Sshfs { mnt, _sshd: sshd })
+    Ok(())
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -238,6 +258,7 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
         vec![("ext4", dir.join("ext4")), ("pxfs_owner", m1.join("bench-owner")), ("pxfs_remote", m1.join("www"))];
     if let Some(s) = &sshfs {
         cases.push(("sshfs", s.mnt.join("www")));
+        cases.push(("sshfs_perm", s.mnt_perm.join("wwp")));
     }
     // Rounds interleave the cases, so a slow spell of the machine hits them all alike.
     let mut rounds: Vec<Vec<Vec<Option<f64>>>> = vec![Vec::new(); cases.len()];
@@ -297,7 +318,7 @@ fn report(o: &Options, results: &[(&str, Vec<Option<f64>>)]) {
         return;
     }
     println!(
-        "ssi bench fs — medians of {} rounds, {} s per metric, {} MiB file, files on {}; ratios to ext4 / to sshfs from the same run",
+        "ssi bench fs — medians of {} rounds, {} s per metric, {} MiB file, files on {}; ratios to the same run's baselines",
         o.rounds,
         o.seconds,
         o.file_mib,
@@ -307,7 +328,7 @@ fn report(o: &Options, results: &[(&str, Vec<Option<f64>>)]) {
     for (case, _) in results {
         print!("{:>14}", case);
     }
-    println!("   pxfs_remote vs ext4 / vs sshfs");
+    println!("   pxfs_remote vs ext4 / sshfs / sshfs_perm");
     for (i, (metric, _)) in METRICS.iter().enumerate() {
         print!("{:<22}", metric);
         for (_, vals) in results {
@@ -321,6 +342,6 @@ fn report(o: &Options, results: &[(&str, Vec<Option<f64>>)]) {
             (Some(r), Some(b)) if b > 0.0 => format!("{:.2}", r / b),
             _ => "-".into(),
         };
-        println!("   {} / {}", f(base("ext4", i)), f(base("sshfs", i)));
+        println!("   {} / {} / {}", f(base("ext4", i)), f(base("sshfs", i)), f(base("sshfs_perm", i)));
     }
 }
