@@ -368,6 +368,14 @@ fn removed_files_leave_no_state_on_their_server() {
     for i in 0..300 {
         fs::remove_file(dir.join(format!("f{i}"))).unwrap();
     }
+    // 50 files replaced by a rename over them, then the renamed ones removed.
+    for i in 0..50 {
+        fs::write(dir.join(format!("old{i}")), b"old").unwrap();
+        fs::write(dir.join(format!("new{i}")), b"new").unwrap();
+        fs::rename(dir.join(format!("new{i}")), dir.join(format!("old{i}"))).unwrap();
+        assert_eq!(fs::read(m2.join(format!("www/many/old{i}"))).unwrap(), b"new");
+        fs::remove_file(dir.join(format!("old{i}"))).unwrap();
+    }
     // A file removed while open stays the server's until its last close.
     let kept = m1.join("www/kept");
     let mut f = fs::File::create(&kept).unwrap();
@@ -387,7 +395,7 @@ fn removed_files_leave_no_state_on_their_server() {
         let after = www_state(&c);
         let (cached, named, opened) =
             (after["cached_files"].as_u64().unwrap(), after["named_dirs"].as_u64().unwrap(), after["open_files"].as_u64().unwrap());
-        // The volume's root (cached and named) may stay; nothing of the 301 removed files.
+        // The volume's root (cached and named) may stay; nothing of the 401 removed files.
         if cached <= before + 1 && named <= 1 && opened == 0 {
             break;
         }

@@ -257,8 +257,6 @@ impl VolumeServer {
         }
         Ok(DirChange { parent: Some(parent), newparent: None })
     }
-    /// A name `name` now exists in directory `parent`: the directory changed for the others;
-    /// the caller caches both.
     /// `file` lost its last name: once nobody has it open either, no node can reach it again,
     /// and its tokens go (else they would pile up, one per file ever made and removed).
     fn file_may_be_gone(&self, file: &[u8]) {
@@ -266,6 +264,8 @@ impl VolumeServer {
             self.tokens.forget(file);
         }
     }
+    /// A name `name` now exists in directory `parent`: the directory changed for the others;
+    /// the caller caches both.
     async fn new_name(&self, ctx: &CallCtx, parent: Vec<u8>, name: String, e: &Entry) {
         self.tokens.revoke(ctx.src, vec![parent.clone()], vec![(parent.clone(), name)]).await;
         self.tokens.grant_names(ctx.src, &parent);
@@ -592,7 +592,7 @@ impl Volume for VolumeServant {
         }
         // The last close of a file removed while open.
         if last && sys::stat_fd(f.fd.as_raw_fd()).is_ok_and(|st| st.st_nlink == 0) {
-            self.0.tokens.forget(&f.handle);
+            self.0.file_may_be_gone(&f.handle);
         }
         Ok(OneWay {})
     }
