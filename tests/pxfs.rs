@@ -403,3 +403,32 @@ fn removed_files_leave_no_state_on_their_server() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_departed_node_leaves_no_tokens_on_the_servers() {
+    if !fuse_ok() {
+        return;
+    }
+    let c = Cluster::up("pxfs-departed", 3);
+    let (m1, m3) = (mnt(&c, 1), mnt(&c, 3));
+    let before = www_state(&c)["cached_files"].as_u64().unwrap();
+    // 100 files of node 2's volume, made on node 1 and read on node 3 (whose opens take the
+    // files over: node 3 is then their only cacher).
+    fs::create_dir(m1.join("www/seen")).unwrap();
+    for i in 0..100 {
+        fs::write(m1.join(format!("www/seen/f{i}")), b"x").unwrap();
+        assert_eq!(fs::read(m3.join(format!("www/seen/f{i}"))).unwrap(), b"x");
+    }
+    let during = www_state(&c)["cached_files"].as_u64().unwrap();
+    assert!(during >= before + 100, "{during} cached");
+    c.kill9(3);
+    let t0 = Instant::now();
+    loop {
+        let after = www_state(&c)["cached_files"].as_u64().unwrap();
+        if after + 100 <= during {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "node 3's tokens stayed: {after} of {during} cached");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

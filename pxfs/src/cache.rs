@@ -59,6 +59,20 @@ impl Tokens {
         (self.holders.lock().len(), self.names.lock().len())
     }
 
+    /// `node` left the view: whatever it cached is gone with it (a new incarnation starts
+    /// with empty caches). How many files and directories it cached.
+    pub fn node_gone(&self, node: u32) -> usize {
+        let mut n = 0;
+        for map in [&self.holders, &self.names] {
+            map.lock().retain(|_, nodes| {
+                n += nodes.remove(&node) as usize;
+                !nodes.is_empty()
+            });
+        }
+        self.stubs.lock().remove(&node);
+        n
+    }
+
     /// `handle` is gone (removed, and open nowhere): nobody caches it or names in it any more.
     pub fn forget(&self, handle: &[u8]) {
         self.holders.lock().remove(handle);

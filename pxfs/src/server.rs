@@ -165,13 +165,22 @@ impl VolumeServer {
         fh
     }
 
-    /// A node left the view: its open files close and its locks go.
+    /// A node left the view: its open files close, its locks and its tokens go.
     pub fn node_gone(&self, node: u32) {
         let n = self.open.lock().remove_node(node);
         let l = self.locks.release_node(node);
         let g = self.grants.node_gone(node);
-        if n + l + g > 0 {
-            tracing::info!(volume = self.id, node, files = n, locks = l, tokens = g, "released a departed node's files, locks and tokens");
+        let c = self.tokens.node_gone(node);
+        if n + l + g + c > 0 {
+            tracing::info!(
+                volume = self.id,
+                node,
+                files = n,
+                locks = l,
+                tokens = g,
+                cached = c,
+                "released a departed node's files, locks, exclusive and cache tokens"
+            );
         }
     }
 
