@@ -162,7 +162,9 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
             Err(e) => tracing::warn!("no bind interposition on this node (ssi run): {e}"),
         }
         let dispatcher = cfg.global_address.filter(|_| cfg.gateways.contains(&id)).and_then(|global| start_dispatcher(&cfg, id, global, sap.clone()));
-        let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default(), launcher, sap };
+        let volumes = ssi_pxfs::holder::Owners::new(orb.clone(), volume_specs(&cfg).iter().map(|v| (v.id, v.node)).collect());
+        let svc =
+            ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), bench: Default::default(), launcher, sap, volumes };
         let server = tonic::transport::Server::builder()
             .add_service(ControlServer::new(svc))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
@@ -207,15 +209,19 @@ pub fn run(config_path: &Path, id: u32) -> anyhow::Result<()> {
     })
 }
 
-/// Serves this node's volumes and mounts the global namespace. A node that cannot (not
-/// root, no /dev/fuse) says why in its log and goes on serving the ORB.
-fn start_pxfs(cfg: &Config, orb: &Orb, id: u32, synthetic: Vec<ssi_pxfs::synthetic::SyntheticVolume>) -> Option<fuser::BackgroundSession> {
-    let vols: Vec<ssi_pxfs::VolumeSpec> = cfg
-        .volumes
+/// The config's volumes as PXFS numbers them (their index in the config).
+fn volume_specs(cfg: &Config) -> Vec<ssi_pxfs::VolumeSpec> {
+    cfg.volumes
         .iter()
         .enumerate()
         .map(|(i, v)| ssi_pxfs::VolumeSpec { id: i as u32, path: v.path.clone(), node: v.node, dir: v.dir.clone() })
-        .collect();
+        .collect()
+}
+
+/// Serves this node's volumes and mounts the global namespace. A node that cannot (not
+/// root, no /dev/fuse) says why in its log and goes on serving the ORB.
+fn start_pxfs(cfg: &Config, orb: &Orb, id: u32, synthetic: Vec<ssi_pxfs::synthetic::SyntheticVolume>) -> Option<fuser::BackgroundSession> {
+    let vols = volume_specs(cfg);
     for v in vols.iter().filter(|v| v.node == id) {
         match ssi_pxfs::server::serve(orb, v.id, &v.dir) {
             Ok(_) => tracing::info!(volume = v.path, dir = %v.dir.display(), "serving volume"),
@@ -264,6 +270,8 @@ struct ControlService {
     bench: crate::bench::server::BenchServers,
     launcher: Arc<ssi_procmgmt::launch::Launcher>,
     sap: ssi_netsap::sap::SapClient,
+    /// The volume servers' stubs (`ssi status` asks each what it keeps).
+    volumes: ssi_pxfs::holder::Owners,
 }
 
 #[tonic::async_trait]
@@ -314,9 +322,11 @@ impl Control for ControlService {
         for (i, v) in self.cfg.volumes.iter().enumerate() {
             let mut vs = cp::VolumeStatus { path: v.path.clone(), node: v.node, ..Default::default() };
             if self.orb.liveness(v.node) == Liveness::Up {
-                if let Ok(h) = self.orb.resolve(v.node, &ssi_pxfs::server::volume_name(i as u32)).await {
-                    if let Ok(s) = ssi_pxfs::proto::VolumeStub::new(h).map(|s| s.with_options(opts.clone())) {
-                        vs.state = s.state(ssi_orb::proto::Empty {}).await.ok().map(|st| st.into_inner());
+                if let Ok(s) = self.volumes.stub(i as u32).await {
+                    vs.state = s.with_options(opts.clone()).state(ssi_orb::proto::Empty {}).await.ok().map(|st| st.into_inner());
+                    if vs.state.is_none() {
+                        // Its server may have restarted: resolve it again next time.
+                        self.volumes.drop_stub(i as u32);
                     }
                 }
             }

@@ -25,6 +25,15 @@ pub mod wrk;
 
 use control::proto::StatusReply;
 
+/// Whether the program `tool` (a name on PATH, or a path) is installed.
+pub fn installed(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub fn format_uptime(ms: u64) -> String {
     if ms == 0 {
         return "-".into();

@@ -23,10 +23,6 @@ impl Drop for Cluster {
     }
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
 fn free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -38,7 +34,7 @@ fn cli(port: u16, args: &[&str]) -> Result<String, String> {
 
 fn start(masters: u32) -> Result<Cluster, String> {
     for t in ["redis-server", "redis-cli", "redis-benchmark"] {
-        if !have(t) {
+        if !crate::installed(t) {
             return Err(format!("{t} is not installed (scripts/install-deps.sh installs redis-server)"));
         }
     }

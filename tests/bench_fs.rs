@@ -11,17 +11,13 @@ use std::process::Command;
 
 use common::{required, BIN};
 
-fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| !o.stdout.is_empty())
-}
-
 #[test]
 fn every_case_measures_every_figure() {
     if !(required("root", nix::unistd::geteuid().is_root())
         && required("/dev/fuse", Path::new("/dev/fuse").exists())
         && required("a loop device", Path::new("/dev/loop-control").exists())
-        && required("sshfs", have("sshfs"))
-        && required("sshd", have("/usr/sbin/sshd")))
+        && required("sshfs", ssi::installed("sshfs"))
+        && required("sshd", ssi::installed("/usr/sbin/sshd")))
     {
         return;
     }

@@ -194,14 +194,7 @@ fn keys_beyond_a_known_bucket_go_up_the_split_tree() {
 /// (the command fails on a wrong count), and the Redis Cluster baseline runs beside.
 #[test]
 fn the_person_benchmark_runs_and_reports_beside_the_paper() {
-    if !common::required(
-        "redis-server",
-        std::process::Command::new("sh")
-            .args(["-c", "command -v redis-server"])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success()),
-    ) {
+    if !common::required("redis-server", ssi::installed("redis-server")) {
         return;
     }
     let c = Cluster::up("sdds-workload", 3);

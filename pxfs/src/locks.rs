@@ -109,12 +109,12 @@ impl LockTable {
         }
     }
 
-    /// Whether anyone holds a lock on `file`.
     /// How many files have locks here.
     pub fn files(&self) -> usize {
         self.files.lock().len()
     }
 
+    /// Whether anyone holds a lock on `file`.
     pub fn held(&self, file: &[u8]) -> bool {
         self.files.lock().contains_key(file)
     }

@@ -41,7 +41,7 @@ impl OpenFiles {
     /// Closes `fh`: the file, and whether that was its last open on any node.
     pub fn remove(&mut self, fh: u64) -> Option<(OpenFile, bool)> {
         let f = self.by_fh.remove(&fh)?;
-        let last = self.unindex(&f.handle, f.node, 1);
+        let last = self.unindex(&f.handle, f.node);
         Some((f, last))
     }
 
@@ -65,10 +65,11 @@ impl OpenFiles {
         self.by_file.contains_key(file)
     }
 
-    fn unindex(&mut self, file: &[u8], node: u32, n: u32) -> bool {
+    /// One open of `file` by `node` fewer; whether it was the file's last.
+    fn unindex(&mut self, file: &[u8], node: u32) -> bool {
         let Some(nodes) = self.by_file.get_mut(file) else { return true };
         if let Some(c) = nodes.get_mut(&node) {
-            *c = c.saturating_sub(n);
+            *c = c.saturating_sub(1);
             if *c == 0 {
                 nodes.remove(&node);
             }

@@ -8,8 +8,8 @@
 //! root), with paths of the same depth. The workload is ours, the same for all:
 //! file create/stat/delete rates, sequential write (1 MiB blocks, then fsync) and read
 //! (page cache dropped first), 4 KiB random reads, 4 KiB write+fsync, SQLite autocommit
-//! inserts (the sqlite3 CLI). Ratios are to ext4 and to sshfs measured in the same run.
-//! All four keep their files on one fresh ext4 made for the run (`scratch_ext4`).
+//! inserts (the sqlite3 CLI). Ratios are to ext4, sshfs and sshfs_perm measured in the same
+//! run. All cases keep their files on one fresh ext4 made for the run (`scratch_ext4`).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -188,7 +188,7 @@ impl Drop for Sshfs {
 }
 
 fn start_sshfs(dir: &Path) -> anyhow::Result<Sshfs> {
-    if Command::new("sh").arg("-c").arg("command -v sshfs").output()?.stdout.is_empty() {
+    if !crate::installed("sshfs") {
         bail!("sshfs is not installed (apt-get install sshfs)");
     }
     let d = dir.join("sshfs");
@@ -224,19 +224,13 @@ fn mount_sshfs(sshd: &Sshd, export: &Path, at: &Path, extra: Option<&str>) -> an
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
-    super::in_scratch_dir("fs", "FUSE mounts, volume servers, dropping the page cache, a loop device", |dir| {
-        if o.on_temp_dir {
-            return run_in(dir, o);
-        }
-        // Every case on one new disk: the ext4 case's directory, both nodes' volumes, the
-        // sshfs export. Room for the big file several times over, and for the rest.
-        let disk = super::scratch_ext4::ScratchExt4::mount(&dir.join("disk"), (o.file_mib * 4).max(2048))
-            .context("a fresh ext4 for the run (--on-temp-dir uses the temp directory instead)")?;
-        let res = run_in(&disk.path, o);
-        // The cluster keeps its volumes on the disk: down before the disk is unmounted.
-        let _ = local::down(&disk.path.join("cluster"));
-        res
-    })
+    let why = "FUSE mounts, volume servers, dropping the page cache, a loop device";
+    if o.on_temp_dir {
+        return super::in_scratch_dir("fs", why, |dir| run_in(dir, o));
+    }
+    // Every case on one new disk: the ext4 case's directory, both nodes' volumes, the sshfs
+    // export. Room for the big file several times over, and for the rest.
+    super::in_scratch_disk("fs", why, (o.file_mib * 4).max(2048), |dir| run_in(dir, o))
 }
 
 fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {

@@ -14,20 +14,21 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 pub struct ScratchExt4 {
-    pub path: PathBuf,
+    path: PathBuf,
     image: PathBuf,
 }
 
 impl ScratchExt4 {
-    /// Makes an ext4 of `size_mib` (a sparse file beside `at`) and mounts it at `at`.
+    /// Makes an ext4 of `size_mib` (a sparse file beside `at`) and mounts it on the directory
+    /// `at`.
     pub fn mount(at: &Path, size_mib: u64) -> anyhow::Result<ScratchExt4> {
         let image = at.with_extension("img");
         std::fs::File::create(&image)?.set_len(size_mib << 20).with_context(|| format!("sizing {}", image.display()))?;
         let out = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image).output().context("mkfs.ext4 (e2fsprogs)")?;
         if !out.status.success() {
+            let _ = std::fs::remove_file(&image);
             bail!("mkfs.ext4 {}: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim());
         }
-        std::fs::create_dir_all(at)?;
         let out = Command::new("mount").args(["-o", "loop"]).arg(&image).arg(at).output().context("mount")?;
         if !out.status.success() {
             let _ = std::fs::remove_file(&image);

@@ -23,15 +23,11 @@ impl Drop for Sshd {
     }
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| !o.stdout.is_empty())
-}
-
 impl Sshd {
     /// Starts sshd with keys and config under `dir`; returns once it accepts a login.
     pub fn start(dir: &Path) -> anyhow::Result<Sshd> {
         for tool in ["/usr/sbin/sshd", "ssh-keygen", "ssh"] {
-            if !have(tool) {
+            if !crate::installed(tool) {
                 bail!("{tool} is not installed (apt-get install openssh-server openssh-client)");
             }
         }
