@@ -1,7 +1,9 @@
 //! Membership: which nodes are up, as numbered views.
 //!
 //! - The node set is configured. The lower id of a pair dials the higher; a dial refused
-//!   means nothing listens at the peer's address: its process is gone.
+//!   means nothing listens at the peer's address: its process is gone. When a link drops,
+//!   the dialing side dials again at once (not at the next tick), so a dead process is out
+//!   of the view within a round trip.
 //! - Every link carries a heartbeat (a one-way `Membership.Heartbeat`) each `heartbeat`
 //!   interval; any traffic counts as a sign of life. A link silent for `fail_timeout` is
 //!   closed. A peer without a link for `fail_timeout` (or whose dial is refused) is down: its
@@ -77,34 +79,59 @@ impl OrbInner {
             self.node_died(id, "no link for the failure timeout");
         }
         for id in to_dial {
-            let inner = self.clone();
-            tokio::spawn(async move {
-                let res = inner.dial(id).await;
-                let mut died = false;
-                {
-                    let mut peers = inner.peers.lock();
-                    if let Some(ps) = peers.get_mut(&id) {
-                        ps.dialing = false;
-                        if let Err(DialError::Refused(_)) = &res {
-                            if ps.liveness == Liveness::Up && ps.link.is_none() {
-                                ps.liveness = Liveness::Down;
-                                died = true;
-                            } else if ps.liveness == Liveness::Unknown && inner.started.elapsed() > inner.cfg.fail_timeout * 5 {
-                                ps.liveness = Liveness::Down;
-                            }
-                        }
-                    }
-                }
-                if died {
-                    inner.node_died(id, "its address refuses connections");
-                }
-                if let Err(e) = res {
-                    tracing::debug!(peer = id, "dial failed: {e}");
-                }
-            });
+            self.spawn_dial(id);
         }
         self.membership_changed();
         self.send_heartbeats();
+    }
+
+    /// Dials `id` in the background (the caller has set `dialing`). A refused dial means
+    /// nothing listens at the peer's address: a peer that was up is down at once.
+    fn spawn_dial(self: &Arc<Self>, id: u32) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let res = inner.dial(id).await;
+            let mut died = false;
+            {
+                let mut peers = inner.peers.lock();
+                if let Some(ps) = peers.get_mut(&id) {
+                    ps.dialing = false;
+                    if let Err(DialError::Refused(_)) = &res {
+                        if ps.liveness == Liveness::Up && ps.link.is_none() {
+                            ps.liveness = Liveness::Down;
+                            died = true;
+                        } else if ps.liveness == Liveness::Unknown && inner.started.elapsed() > inner.cfg.fail_timeout * 5 {
+                            ps.liveness = Liveness::Down;
+                        }
+                    }
+                }
+            }
+            if died {
+                inner.node_died(id, "its address refuses connections");
+            }
+            if let Err(e) = res {
+                tracing::debug!(peer = id, "dial failed: {e}");
+            }
+        });
+    }
+
+    /// The link to `id` has just closed: the side that dials dials again at once instead of
+    /// at the next heartbeat tick, so a peer whose process died (its port refuses) is down
+    /// within a round trip rather than a heartbeat period later — the window in which callers
+    /// (and the IN coprocessor's EAs) still count on it.
+    pub(crate) fn redial_now(self: &Arc<Self>, id: u32) {
+        if self.cfg.node == TOOL_NODE || self.cfg.node >= id || *self.shutdown.borrow() {
+            return;
+        }
+        {
+            let mut peers = self.peers.lock();
+            let Some(ps) = peers.get_mut(&id) else { return };
+            if ps.dialing || ps.link.is_some() {
+                return;
+            }
+            ps.dialing = true;
+        }
+        self.spawn_dial(id);
     }
 
     /// A peer is declared down: wake callers waiting for its link, drop its references.

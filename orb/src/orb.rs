@@ -289,6 +289,13 @@ impl Orb {
     pub fn unreferenced_log(&self) -> Vec<u64> {
         self.0.unreferenced_log.lock().clone()
     }
+    /// The incarnation of `node` this ORB last linked with (0: never), this node's own for itself.
+    pub fn peer_incarnation(&self, node: u32) -> u64 {
+        if node == self.node() {
+            return self.incarnation();
+        }
+        self.0.peers.lock().get(&node).map(|p| p.incarnation).unwrap_or(0)
+    }
     pub fn liveness(&self, node: u32) -> Liveness {
         if node == self.node() {
             return Liveness::Up;
@@ -442,6 +449,15 @@ impl Orb {
         opts: &CallOptions,
     ) -> Result<(Arc<Link>, WireMsg), OrbError> {
         let link = self.0.link_for(r.node, opts.deadline).await?;
+        // A reference to an earlier incarnation of the node names an object that died with it.
+        // The receiver would refuse it too, but a one-way call gets no answer: say so here.
+        let now = link.peer_incarnation.load(Relaxed);
+        if r.incarnation != 0 && r.incarnation != now {
+            return Err(OrbError::Exception(Exception::new(
+                crate::error::code::STALE_REFERENCE,
+                format!("reference to incarnation {:x} of node {}, now {now:x}", r.incarnation, r.node),
+            )));
+        }
         let proto = self.marshal_refs(&out.refs, r.node).await?;
         link.wait_space().await?;
         Ok((link, WireMsg { header: self.header(r, kind, iface, method, opts), payload: out.payload, proto }))

@@ -341,14 +341,21 @@ impl OrbInner {
             self.tool_links.lock().retain(|l| !Arc::ptr_eq(l, link));
             return;
         }
-        let mut peers = self.peers.lock();
-        if let Some(ps) = peers.get_mut(&peer) {
-            if ps.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
-                ps.link = None;
-                ps.lost_at = Some(std::time::Instant::now());
-                ps.last_seen_request = last_seen;
-                tracing::info!(peer, "link down: {reason}");
+        let lost = {
+            let mut peers = self.peers.lock();
+            match peers.get_mut(&peer) {
+                Some(ps) if ps.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) => {
+                    ps.link = None;
+                    ps.lost_at = Some(std::time::Instant::now());
+                    ps.last_seen_request = last_seen;
+                    tracing::info!(peer, "link down: {reason}");
+                    true
+                }
+                _ => false,
             }
+        };
+        if lost {
+            self.redial_now(peer);
         }
     }
 

@@ -137,6 +137,64 @@ async fn node_down_fails_outstanding_calls_promptly() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_dead_peer_leaves_the_view_without_waiting_for_a_heartbeat() {
+    // Heartbeats far apart: only the dial at the moment the link drops (refused: nothing
+    // listens any more) can take node 2 out of the view within the second asserted here.
+    let net = Net::new(2);
+    let slow = |id| {
+        let mut c = net.config(id, 2000 + id as u64);
+        c.heartbeat = Duration::from_secs(5);
+        c.fail_timeout = Duration::from_secs(30);
+        c
+    };
+    let a = Orb::start(slow(1)).await.unwrap();
+    let b = Orb::start(slow(2)).await.unwrap();
+    wait_view(&a, 2).await;
+    let before = a.view().number;
+    let t0 = Instant::now();
+    b.shutdown();
+    while a.view().members.len() != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(1), "node 2 still in node 1's view after {:?}: {:?}", t0.elapsed(), a.view());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(a.view().number > before);
+    assert_eq!(a.liveness(2), ssi_orb::Liveness::Down);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_reference_to_a_dead_incarnation_fails_at_the_caller_also_one_way() {
+    let net = Net::new(2);
+    let (a, b) = pair(&net).await;
+    let old = diag(&a, 2).await;
+    old.sink(Blob { data: vec![1u8; 8].into() }).await.unwrap();
+    b.shutdown();
+    drop(b);
+    // Node 2 comes back at the same address as a new incarnation (once the old one has let
+    // go of the port).
+    let t0 = Instant::now();
+    let b2 = loop {
+        match Orb::start(net.config(2, 9_999)).await {
+            Ok(o) => break o,
+            Err(e) => assert!(t0.elapsed() < Duration::from_secs(5), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    diagsvc::install(&b2);
+    let t0 = Instant::now();
+    while a.peer_incarnation(2) != 9_999 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "node 1 never linked with the new node 2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A one-way call gets no answer, so the old object's death must be told at the caller.
+    let err = old.sink(Blob { data: vec![1u8; 8].into() }).await.unwrap_err();
+    assert!(err.to_string().contains("StaleReference"), "{err}");
+    assert!(old.echo(Blob { data: vec![2u8; 8].into() }).await.unwrap_err().to_string().contains("StaleReference"));
+    let new = diag(&a, 2).await;
+    new.sink(Blob { data: vec![1u8; 8].into() }).await.unwrap();
+    assert_eq!(new.sink_count(Empty {}).await.unwrap().n, 1, "the new incarnation got only the call made on its own object");
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn deadlines_are_enforced() {
     let net = Net::new(2);
     let a = net.node(1).await;
