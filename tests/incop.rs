@@ -2,7 +2,9 @@
 //! the deadline, masks a QE and an EA killed with SIGKILL, takes in a QE added mid-run (state
 //! transfer, and an update issued while it joins is applied on it), and is back to meeting
 //! every deadline soon after an overload. One cluster, runs in sequence: the figures are
-//! timing, and parallel clusters on two cores would measure each other.
+//! timing, and parallel clusters on two cores would measure each other. The load it holds
+//! against, measured: the (optimized) debug build beside a busy loop on one core, and right
+//! after the demo's test (docs/benchmarks.md, "The EA-kill case under load").
 
 mod common;
 
@@ -69,6 +71,11 @@ fn the_coprocessor_meets_its_deadline_through_crashes_joins_and_overload() {
     assert_eq!(r["faults"]["killed"][0], 4, "{r}");
     assert_eq!(r["missed"], 0, "EA killed: {r}");
     assert_eq!(member(&r, 3).unwrap()["relayed"], calls, "EA1 answered every call: {r}");
+    // QE 13's node was killed in the previous run and restarted as a new incarnation: the
+    // EAs reach its new QE (not the object that died with the old one) and it serves its share.
+    for qe in 10..14 {
+        assert!(member(&r, qe).unwrap()["answered"].as_u64().unwrap() > calls / 8, "QE {qe} serves its share: {r}");
+    }
 
     // A QE added halfway: state transfer, the update issued while it joined applied on it.
     let mut a = common.to_vec();
@@ -87,7 +94,9 @@ fn the_coprocessor_meets_its_deadline_through_crashes_joins_and_overload() {
 
     // Overload far past what this machine does, for one second, then the normal rate again:
     // calls are shed or late during it, and every call from 2 s after it on meets the deadline.
-    let r = run_in(&c, &["--calls", "450000", "--rate", "10000", "--overload", "400000@1..2", "--interval-calls", "50000"]);
+    // 3,000,000/s is about three times what the coprocessor answers in time on this machine
+    // (`ssi bench in`: ≈ 1 M/s with 4 QEs), six times beside a busy core.
+    let r = run_in(&c, &["--calls", "3050000", "--rate", "10000", "--overload", "3000000@1..2", "--interval-calls", "250000"]);
     assert!(r["missed"].as_u64().unwrap() > 0, "the overload was real: {r}");
     let rec = r["recovered_after_overload_s"].as_f64().unwrap();
     assert!(rec <= 2.0, "every call 2 s after the overload met the deadline; the last missed came {rec} s after: {r}");

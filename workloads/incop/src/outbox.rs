@@ -58,6 +58,11 @@ impl Outbox {
 async fn sender(orb: Orb, node: u32, mut rx: mpsc::Receiver<Out>) {
     let mut stub: Option<IncopStub> = None;
     while let Some(msg) = rx.recv().await {
+        // The node came back as a new incarnation: the object this stub names died with the old
+        // one (a one-way call on it would be refused), so find the new node's object first.
+        if stub.as_ref().is_some_and(|s| s.handle().objref().incarnation != orb.peer_incarnation(node)) {
+            stub = None;
+        }
         if stub.is_none() {
             stub = match crate::stub(&orb, node, Duration::from_millis(500)).await {
                 Ok(s) => Some(s),
