@@ -48,11 +48,16 @@ pub fn load(dir: &Path) -> anyhow::Result<Config> {
 /// The network-namespace topology of the local cluster in `dir` (`ssi up --netns`): its
 /// names start with a prefix unique to the directory.
 pub fn topology(dir: &Path, cfg: &Config) -> ssi_netsap::topology::Topology {
-    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    // FNV-1a of the path: short, stable, and distinct for distinct clusters.
-    let h = canon.as_os_str().as_encoded_bytes().iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     let nodes: Vec<u32> = cfg.nodes.keys().copied().collect();
-    ssi_netsap::topology::Topology::new(&format!("ssi{:06x}", h & 0xff_ffff), &nodes, &cfg.gateways)
+    ssi_netsap::topology::Topology::new(&netns_prefix(dir), &nodes, &cfg.gateways)
+}
+
+/// The prefix of the network namespaces of the local cluster in `dir`: `ssi` and six hex
+/// digits of an FNV-1a hash of the path (short, stable, distinct for distinct clusters).
+pub fn netns_prefix(dir: &Path) -> String {
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let h = canon.as_os_str().as_encoded_bytes().iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    format!("ssi{:06x}", h & 0xff_ffff)
 }
 
 /// The external namespace (`ssi ext`) of the `--netns` cluster in `dir`.
@@ -335,6 +340,8 @@ pub fn status(dir: &Path) -> anyhow::Result<crate::control::proto::StatusReply> 
 pub struct DownReport {
     pub stopped: usize,
     pub killed: usize,
+    /// Processes the nodes had started that were still running, killed with their cgroups.
+    pub orphans: usize,
     pub unmounted: usize,
     /// Network namespaces removed (`--netns` clusters).
     pub namespaces: usize,
@@ -373,6 +380,20 @@ pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    // What the nodes started (remote commands, nginx, a build's compilers) lives in their
+    // cgroups and may outlive the daemons: down leaves nothing running.
+    let mut orphans = 0;
+    for nc in cfg.nodes.values() {
+        if let Some(cg) = ssi_netsap::bindguard::cgroup_of(&nc.dir) {
+            match ssi_netsap::bindguard::kill_cgroup(&cg, Duration::from_secs(2)) {
+                Ok(n) => orphans += n,
+                Err(e) => {
+                    abort_fuse_connections(&fuse_conns);
+                    tracing::warn!("node {}: {e}", nc.id);
+                }
+            }
+        }
+    }
     let unmounted = unmount_under(dir)?;
     for nc in cfg.nodes.values() {
         let _ = std::fs::remove_file(&nc.control_socket);
@@ -381,7 +402,7 @@ pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
     // The nodes' bind-guard cgroups (and any a crashed cluster left), once empty.
     ssi_netsap::bindguard::remove_empty_cgroups();
     let namespaces = if uses_netns(&cfg) { topology(dir, &cfg).destroy() } else { 0 };
-    Ok(DownReport { stopped: pids.len(), killed, unmounted, namespaces })
+    Ok(DownReport { stopped: pids.len(), killed, orphans, unmounted, namespaces })
 }
 
 /// One line of /proc/self/mountinfo.

@@ -537,6 +537,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dir = dir_or(dir);
             let r = local::down(&dir)?;
             print!("stopped {} node daemons in {} ({} after SIGKILL), unmounted {}", r.stopped, dir.display(), r.killed, r.unmounted);
+            if r.orphans > 0 {
+                print!(", killed {} processes the nodes had started", r.orphans);
+            }
             if r.namespaces > 0 {
                 print!(", removed {} network namespaces", r.namespaces);
             }

@@ -21,6 +21,7 @@ fn every_case_measures_every_figure() {
     {
         return;
     }
+    common::assert_clean();
     let out = Command::new(BIN).args(["bench", "fs", "--json", "--rounds", "1", "--seconds", "0.2", "--file-mib", "16"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

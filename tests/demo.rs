@@ -16,8 +16,7 @@ fn the_demo_runs_to_the_end_and_leaves_nothing_behind() {
     if !(required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())) {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("ssi-test-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::test_dir("demo");
     let out = Command::new(BIN).args(["demo", "--dir", dir.to_str().unwrap()]).env_remove("SSI_DIR").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -27,8 +27,7 @@ fn nodes_in_namespaces_behind_a_gateway() {
     if !required("root", nix::unistd::geteuid().is_root()) {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("ssi-test-netns-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::test_dir("netns");
     let d = dir.to_str().unwrap();
     let out = ok(&["up", "--netns", "--nodes", "3", "--dir", d]);
     let cfg = ssi::local::load(&dir).unwrap();
@@ -105,8 +104,7 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
     if !required("root", nix::unistd::geteuid().is_root()) {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("ssi-test-netns-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::test_dir("netns-run");
     let d = dir.to_str().unwrap();
     ok(&["up", "--netns", "--nodes", "3", "--dir", d]);
     let result = std::panic::catch_unwind(|| {

@@ -45,6 +45,33 @@ pub fn cgroup_of(node_dir: &Path) -> Option<PathBuf> {
     Some(cgroup2_root()?.join("ssi").join(format!("node-{h:016x}")))
 }
 
+/// The processes in `cgroup` (none when it does not exist).
+pub fn cgroup_procs(cgroup: &Path) -> Vec<i32> {
+    std::fs::read_to_string(cgroup.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Kills every process in `cgroup` at once (`cgroup.kill`, Linux 5.14+) and waits up to
+/// `within` for it to be empty. Returns how many were in it; an error when some outlive the
+/// wait (a process in uninterruptible sleep, such as one blocked on a dead FUSE mount).
+pub fn kill_cgroup(cgroup: &Path, within: std::time::Duration) -> std::io::Result<usize> {
+    let n = cgroup_procs(cgroup).len();
+    if n == 0 {
+        return Ok(0);
+    }
+    std::fs::write(cgroup.join("cgroup.kill"), "1")?;
+    let t0 = std::time::Instant::now();
+    while !cgroup_procs(cgroup).is_empty() {
+        if t0.elapsed() > within {
+            let left = cgroup_procs(cgroup);
+            return Err(std::io::Error::other(format!("{} process(es) outlived cgroup.kill: {left:?}", left.len())));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(n)
+}
+
 /// Removes every node cgroup on the machine that nothing is in any more (their daemons
 /// stopped or died; a live daemon is always in its own, so it is never touched), and `ssi/`
 /// itself when it is empty. Returns how many went.

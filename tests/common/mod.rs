@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ssi");
@@ -27,8 +29,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn up(name: &str, nodes: u32) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("ssi-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = test_dir(name);
         let c = Cluster { dir, nodes };
         ok(&["up", "--nodes", &nodes.to_string(), "--dir", c.dir_str()]);
         c
@@ -76,8 +77,7 @@ pub struct NetCluster {
 
 impl NetCluster {
     pub fn up(name: &str, dispatch: &str) -> NetCluster {
-        let dir = std::env::temp_dir().join(format!("ssi-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = test_dir(name);
         let c = NetCluster { dir };
         ok(&["up", "--netns", "--dispatch", dispatch, "--nodes", "4", "--dir", c.d()]);
         c
@@ -128,4 +128,106 @@ pub fn required(what: &str, present: bool) -> bool {
     }
     eprintln!("SKIPPED: {what} missing (this test runs in CI)");
     false
+}
+
+/// The clusters of this test binary (their directories): whatever runs for them is ours.
+static OURS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// A fresh directory for a test's cluster, `ssi-test-NAME-PID` in the temp dir, after
+/// checking that no earlier test left anything running ([`assert_clean`]).
+pub fn test_dir(name: &str) -> PathBuf {
+    assert_clean();
+    let dir = std::env::temp_dir().join(format!("ssi-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    OURS.lock().unwrap().insert(dir.clone());
+    dir
+}
+
+/// Fails the test when an earlier test (another test binary: they run one after another)
+/// left something behind — a daemon, anything a node started, a mount, a network namespace
+/// — since it would load the machine or hold ports and mounts this test measures or needs.
+pub fn assert_clean() {
+    let left = leftovers();
+    assert!(left.is_empty(), "an earlier test left these behind:\n  {}", left.join("\n  "));
+}
+
+/// The pid in a test's or tool's scratch path (`/tmp/ssi-test-NAME-PID/...`,
+/// `/tmp/ssi-redis-PID`): the process the directory belongs to.
+fn owner_in(text: &str) -> Option<i32> {
+    let tmp = std::env::temp_dir();
+    let at = text.find(&format!("{}/ssi-", tmp.display()))?;
+    let comp = text[at..].split('/').nth(tmp.components().count())?;
+    let pid = comp.rsplit('-').next()?;
+    pid.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// What earlier tests left: processes working in a scratch directory whose owner is gone,
+/// processes in a node cgroup of no cluster of ours, mounts in such directories, and
+/// network namespaces of no cluster of ours.
+pub fn leftovers() -> Vec<String> {
+    let me = std::process::id() as i32;
+    let ours: Vec<PathBuf> = OURS.lock().unwrap().iter().cloned().collect();
+    let orphan = |text: &str| owner_in(text).is_some_and(|o| o != me && !alive(o));
+    let mut left = Vec::new();
+    let proc_text = |pid: i32| {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.display().to_string()).unwrap_or_default();
+        (cmd.trim().to_string(), cwd)
+    };
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let (cmd, cwd) = proc_text(pid);
+        if orphan(&cmd) || orphan(&cwd) {
+            left.push(format!("process {pid} ({cmd}) in {cwd}"));
+        }
+    }
+    // Node cgroups hold what nodes started, whatever its command line says; one is in use
+    // while something in it works for a live owner (a live cluster's daemon always does).
+    if let Some(root) = ssi_netsap::bindguard::cgroup2_root() {
+        for e in std::fs::read_dir(root.join("ssi")).into_iter().flatten().flatten() {
+            let procs = ssi_netsap::bindguard::cgroup_procs(&e.path());
+            let texts: Vec<(i32, String, String)> = procs.iter().map(|p| (*p, proc_text(*p).0, proc_text(*p).1)).collect();
+            let in_use = texts.iter().any(|(_, cmd, cwd)| [cmd, cwd].iter().any(|t| owner_in(t).is_some_and(|o| o == me || alive(o))));
+            if !procs.is_empty() && !in_use {
+                let what: Vec<String> = texts.iter().map(|(p, cmd, _)| format!("{p} ({cmd})")).collect();
+                left.push(format!("cgroup {} holds {}", e.path().display(), what.join(", ")));
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for l in mounts.lines() {
+        if let Some(path) = l.split(' ').nth(4) {
+            if orphan(path) {
+                left.push(format!("mount {path}"));
+            }
+        }
+    }
+    // A cluster's namespaces are in use while one of its processes (a daemon) works for a
+    // live owner; ours count from before their daemons start.
+    let our_prefixes: Vec<String> = ours.iter().map(|d| ssi::local::netns_prefix(d)).collect();
+    for ns in ssi_netsap::topology::list() {
+        let cluster_ns =
+            ns.starts_with("ssi") && ns.get(3..9).is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())) && ns.get(9..10) == Some("-");
+        if !cluster_ns || our_prefixes.iter().any(|p| ns.starts_with(&format!("{p}-"))) {
+            continue;
+        }
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &ns])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let in_use = pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()).any(|p| {
+            let (cmd, cwd) = proc_text(p);
+            [cmd, cwd].iter().any(|t| owner_in(t).is_some_and(|o| o == me || alive(o)))
+        });
+        if !in_use {
+            left.push(format!("network namespace {ns}"));
+        }
+    }
+    left
 }
