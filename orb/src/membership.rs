@@ -126,10 +126,12 @@ impl OrbInner {
         {
             let mut peers = self.peers.lock();
             let Some(ps) = peers.get_mut(&id) else { return };
-            if ps.dialing || ps.link.is_some() {
+            let recent = ps.redialed_at.is_some_and(|t| t.elapsed() < self.cfg.heartbeat);
+            if ps.dialing || ps.link.is_some() || recent {
                 return;
             }
             ps.dialing = true;
+            ps.redialed_at = Some(Instant::now());
         }
         self.spawn_dial(id);
     }

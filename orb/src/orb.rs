@@ -135,6 +135,9 @@ pub(crate) struct PeerState {
     /// Highest request id received from this incarnation (at-most-once across reconnects).
     pub last_seen_request: u64,
     pub dialing: bool,
+    /// The last dial made the moment a link dropped: at most one per heartbeat period, so a
+    /// link that keeps dropping as soon as it is up is redialed at the tick's pace.
+    pub redialed_at: Option<Instant>,
     pub ready: Arc<Notify>,
 }
 
@@ -191,6 +194,7 @@ impl Orb {
                     lost_at: None,
                     last_seen_request: 0,
                     dialing: false,
+                    redialed_at: None,
                     ready: Arc::new(Notify::new()),
                 },
             );
