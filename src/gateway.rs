@@ -20,7 +20,12 @@ fn log(cluster: &Path) -> anyhow::Result<String> {
 /// The mechanism the gateway's dispatcher runs ("ebpf", "nft", "proxy"; "none" if it has none).
 pub fn mechanism(cluster: &Path) -> String {
     let log = log(cluster).unwrap_or_default();
-    log.lines().filter_map(|l| l.split("dispatcher: ").nth(1)).filter_map(|r| r.split(" on ").next()).last().unwrap_or("none").to_string()
+    log.lines()
+        .filter_map(|l| l.split("dispatcher: ").nth(1))
+        .filter_map(|r| r.split(" on ").next())
+        .next_back()
+        .unwrap_or("none")
+        .to_string()
 }
 
 /// Waits (up to 10 s) until the dispatcher's latest table has every one of `steers`, as its
@@ -29,7 +34,7 @@ pub fn wait_steering(cluster: &Path, steers: &[&str]) -> anyhow::Result<()> {
     let t0 = Instant::now();
     loop {
         let log = log(cluster)?;
-        let last = log.lines().filter(|l| l.contains("dispatcher steers")).last().unwrap_or("").to_string();
+        let last = log.lines().rfind(|l| l.contains("dispatcher steers")).unwrap_or("").to_string();
         if steers.iter().all(|s| last.contains(s)) {
             return Ok(());
         }

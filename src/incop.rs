@@ -166,7 +166,7 @@ impl Session {
         let mut order = p.members.clone();
         order.sort_by_key(|m| (m.role != Role::Qe as i32, m.id));
         for m in &order {
-            let req = StartReq { me: Some(m.clone()), roster: p.members.clone(), params: Some(params.clone()), joining: false };
+            let req = StartReq { me: Some(*m), roster: p.members.clone(), params: Some(*params), joining: false };
             self.stub(m.node)?.start(req).await.map_err(|e| anyhow!("starting member {} on node {}: {e}", m.id, m.node))?;
         }
         Ok(())
@@ -259,19 +259,19 @@ pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, fault
             }
             match pending.remove(i) {
                 Fault::KillQe(_) | Fault::KillEa(_) => {
-                    let v = p.victim.clone().expect("placed with a victim");
+                    let v = p.victim.expect("placed with a victim");
                     let nc = s.cfg.node(v.node).map_err(|e| anyhow!(e))?;
                     let pid = crate::local::node_pid(nc).ok_or_else(|| anyhow!("node {} is not running", v.node))?;
                     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
                     log.killed = Some((v.id, v.node, pr.issued, t0.elapsed().as_secs_f64()));
                 }
                 Fault::AddQe(_) => {
-                    let a = p.added.clone().expect("placed with an added QE");
+                    let a = p.added.expect("placed with an added QE");
                     let mut roster = p.members.clone();
                     if let Some(v) = &p.victim {
                         roster.retain(|m| m.node != v.node || log.killed.is_none());
                     }
-                    let req = StartReq { me: Some(a.clone()), roster, params: Some(params.clone()), joining: true };
+                    let req = StartReq { me: Some(a), roster, params: Some(*params), joining: true };
                     s.stub(a.node)?.start(req).await.map_err(|e| anyhow!("adding QE {} on node {}: {e}", a.id, a.node))?;
                     // An update while it joins: it must reach the new QE too.
                     let number = NUMBER_BASE + params.db_entries + 4242;
@@ -289,7 +289,7 @@ pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, fault
                 }
             }
         }
-        if let Some((since, a)) = watch_join.clone() {
+        if let Some((since, a)) = watch_join {
             let st = s.status(a.node).await?;
             if let Some(m) = st.members.iter().find(|m| m.member.as_ref().is_some_and(|x| x.id == a.id && x.ready)) {
                 let l = log.added.as_mut().expect("set with watch_join");

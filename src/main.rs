@@ -584,7 +584,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
         }
         Cmd::Bench { which: BenchCmd::In { json, max_qes, seconds, start_rate, max_rate, svg } } => {
-            if !(2..=64).contains(&max_qes) || !(0.1..=600.0).contains(&seconds) || !(start_rate >= 1.0 && max_rate >= start_rate) {
+            let valid = (2..=64).contains(&max_qes) && (0.1..=600.0).contains(&seconds) && start_rate >= 1.0 && max_rate >= start_rate;
+            if !valid {
                 anyhow::bail!("--max-qes must be 2..=64, --seconds 0.1..=600, and 1 ≤ --start-rate ≤ --max-rate");
             }
             ssi::bench::incop::run_bench(&ssi::bench::incop::Options { json, max_qes, seconds, start_rate, max_rate, svg })?

@@ -254,32 +254,6 @@ fn holds_job_server(makeflags: Option<&str>) -> bool {
     pipe(r) && pipe(w)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::holds_job_server;
-
-    #[test]
-    fn a_command_holds_the_job_server_only_with_its_pipe_open() {
-        let mut fds = [0; 2];
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let flags = format!(" -j8 --jobserver-auth={},{}", fds[0], fds[1]);
-        assert!(holds_job_server(Some(&flags)));
-        assert!(holds_job_server(Some(&format!("j --jobserver-fds={},{} -- X=1", fds[0], fds[1]))));
-        // make 4.3 passes MAKEFLAGS to every command, the pipe only to recursive ones.
-        unsafe { libc::close(fds[0]) };
-        unsafe { libc::close(fds[1]) };
-        assert!(!holds_job_server(Some(&flags)));
-        // Open, but not a pipe (stdin here is not one in every test harness: use a file).
-        let f = std::fs::File::open("/proc/self/status").unwrap();
-        use std::os::fd::AsRawFd;
-        let fd = f.as_raw_fd();
-        assert!(!holds_job_server(Some(&format!("--jobserver-auth={fd},{fd}"))));
-        assert!(!holds_job_server(Some("-j8 --jobserver-auth=fifo:/tmp/GMfifo1")));
-        assert!(!holds_job_server(Some("-j8")));
-        assert!(!holds_job_server(None));
-    }
-}
-
 /// A signal by number, name or SIG-name (`9`, `KILL`, `SIGKILL`).
 pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
     if let Ok(n) = s.parse::<i32>() {
@@ -316,4 +290,30 @@ pub fn kill(dir: PathBuf, args: Vec<String>) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_job_server;
+
+    #[test]
+    fn a_command_holds_the_job_server_only_with_its_pipe_open() {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let flags = format!(" -j8 --jobserver-auth={},{}", fds[0], fds[1]);
+        assert!(holds_job_server(Some(&flags)));
+        assert!(holds_job_server(Some(&format!("j --jobserver-fds={},{} -- X=1", fds[0], fds[1]))));
+        // make 4.3 passes MAKEFLAGS to every command, the pipe only to recursive ones.
+        unsafe { libc::close(fds[0]) };
+        unsafe { libc::close(fds[1]) };
+        assert!(!holds_job_server(Some(&flags)));
+        // Open, but not a pipe (stdin here is not one in every test harness: use a file).
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        assert!(!holds_job_server(Some(&format!("--jobserver-auth={fd},{fd}"))));
+        assert!(!holds_job_server(Some("-j8 --jobserver-auth=fifo:/tmp/GMfifo1")));
+        assert!(!holds_job_server(Some("-j8")));
+        assert!(!holds_job_server(None));
+    }
 }

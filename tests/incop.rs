@@ -18,7 +18,7 @@ fn run_in(c: &Cluster, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-fn member<'a>(r: &'a serde_json::Value, id: u64) -> Option<&'a serde_json::Value> {
+fn member(r: &serde_json::Value, id: u64) -> Option<&serde_json::Value> {
     r["members"].as_array().unwrap().iter().find(|m| m["id"] == id)
 }
 

@@ -52,6 +52,9 @@ pub fn bind_filter() -> Result<Vec<libc::sock_filter>, String> {
         .collect())
 }
 
+/// A granted port: (pid, proto, port).
+type GrantKey = (u32, u32, u32);
+
 /// What is known of a granted port's socket, to tell when it is gone. A TCP socket that is
 /// bound but not yet listening is in no table of `/proc/net`, so the port alone cannot say.
 #[derive(Clone, Copy, Debug)]
@@ -82,7 +85,7 @@ pub struct Supervisor {
     node: u32,
     rt: tokio::runtime::Handle,
     /// Granted: (pid, proto, port), until the socket or the process is gone.
-    granted: Arc<Mutex<BTreeMap<(u32, u32, u32), Grant>>>,
+    granted: Arc<Mutex<BTreeMap<GrantKey, Grant>>>,
     /// The bind guard's map of ports refused on this node (`bindguard`), if it runs: a port
     /// granted here leaves it at once, before the guard's next look at the SAP table.
     refused: Arc<std::sync::OnceLock<libbpf_rs::MapHandle>>,

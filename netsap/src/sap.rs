@@ -82,7 +82,7 @@ impl SapServer {
 
     /// The entry that refuses `b` in this copy, if any.
     fn refusal(table: &BTreeMap<(u32, u32), Entry>, b: &Binding) -> Option<Entry> {
-        let who = b.who.clone().unwrap_or_default();
+        let who = b.who.unwrap_or_default();
         match table.get(&(b.proto, b.port)) {
             Some(e) if !e.listeners.iter().any(|l| same(l, &who)) && (e.service.is_empty() || e.service != b.service) => Some(e.clone()),
             _ => None,
@@ -91,7 +91,7 @@ impl SapServer {
 
     /// Applies a bind to this node's copy: Ok, or the entry that refuses it.
     fn apply_bind(table: &mut BTreeMap<(u32, u32), Entry>, b: &Binding) -> Result<(), Entry> {
-        let who = b.who.clone().unwrap_or_default();
+        let who = b.who.unwrap_or_default();
         let key = (b.proto, b.port);
         match table.get_mut(&key) {
             None => {
@@ -111,7 +111,7 @@ impl SapServer {
     }
 
     fn apply_release(table: &mut BTreeMap<(u32, u32), Entry>, r: &ReleaseReq) {
-        let who = r.who.clone().unwrap_or_default();
+        let who = r.who.unwrap_or_default();
         let key = (r.proto, r.port);
         if let Some(e) = table.get_mut(&key) {
             e.listeners.retain(|l| !same(l, &who));
@@ -265,7 +265,7 @@ impl SapClient {
         let port = b.port;
         match self.serving(port).await?.bind(BindReq { b: Some(b.clone()), replica: false }).await {
             Ok(r) => Ok(r.into_inner()),
-            Err(e) if matches!(e, OrbError::NodeDown { .. }) => {
+            Err(OrbError::NodeDown { .. }) => {
                 let (_, backup) = shard_nodes(&self.nodes, port);
                 self.stub(backup).await?.bind(BindReq { b: Some(b), replica: false }).await.map(|r| r.into_inner())
             }

@@ -328,7 +328,7 @@ async fn an_oversized_message_is_refused_to_its_sender_and_the_link_stays() {
     let (a, _b) = pair(&net).await;
     let d = diag(&a, 2).await;
     let big = vec![1u8; ssi_orb::wire::MAX_MESSAGE + 1];
-    let e = d.echo(Blob { data: big.into() }).await.err().expect("refused");
+    let e = d.echo(Blob { data: big.into() }).await.expect_err("refused");
     assert!(e.to_string().contains("over the ORB's"), "{e}");
     // Nothing went on the wire: the link is up and the next call goes through.
     let r = d.echo(Blob { data: b"still here".to_vec().into() }).await.unwrap();

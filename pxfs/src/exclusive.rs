@@ -43,6 +43,10 @@ impl Grants {
         self.table.lock().len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.table.lock().is_empty()
+    }
+
     pub fn holder(&self, file: &[u8]) -> Option<Grant> {
         self.table.lock().get(file).copied()
     }

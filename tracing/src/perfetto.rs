@@ -23,7 +23,7 @@ pub fn export(dir: &Path, out: &Path, limit: usize) -> anyhow::Result<()> {
     }
     // Stages 0, 1, 9 run at the caller; 3..=7 at the server; 2 and 8 cross the network.
     for (k, t) in a.timelines.iter().enumerate() {
-        let tid = (t.req_id % 1_000_000) as u64;
+        let tid = t.req_id % 1_000_000;
         let name = format!("request {} ({}→{}, method {})", t.req_id, t.caller, t.server, t.method);
         ev.push(json!({"ph": "X", "name": name, "cat": "request", "pid": t.caller, "tid": tid, "ts": us(t.t[0]), "dur": us(t.t[10]) - us(t.t[0])}));
         for (i, stage) in STAGES.iter().enumerate() {

@@ -100,7 +100,7 @@ pub fn text(a: &Analysis) -> String {
 
     // The recorder against the ORB's own counters.
     let _ = writeln!(o, "\nRecorded vs the ORB's own counters (messages / bytes sent, per node pair, inside the window)");
-    let _ = writeln!(o, "{:<7} {:>12} {:>14} {:>12} {:>14}  {}", "pair", "trace msgs", "trace bytes", "ORB msgs", "ORB bytes", "");
+    let _ = writeln!(o, "{:<7} {:>12} {:>14} {:>12} {:>14}  ", "pair", "trace msgs", "trace bytes", "ORB msgs", "ORB bytes");
     for c in a.counter_check().iter().filter(|c| c.orb.messages > 0 || c.trace.messages > 0) {
         let (t, orb) = (c.trace, c.orb);
         let _ = writeln!(

@@ -172,7 +172,9 @@ pub(crate) fn batch_out(node: u32, src: u32, dst: u32, ts: u64, msgs: &[WireMsg]
         descs.clear();
         descs.extend(chunk.iter().map(desc_out));
         let first = (part * record::MAX_DESCS) as u32;
-        take(|b| record::batch(b, record::kind::BATCH_OUT, node, ts, src, dst, msgs.len() as u32, first, bytes as u64, &descs));
+        let h =
+            record::BatchHead { kind: record::kind::BATCH_OUT, node, ts, src, dst, nmsgs: msgs.len() as u32, first, bytes: bytes as u64 };
+        take(|b| record::batch(b, &h, &descs));
     }
     flush_older_than(FLUSH_AGE_NS);
 }
@@ -188,7 +190,8 @@ pub(crate) fn batch_in(node: u32, src: u32, dst: u32, raw: &Bytes) {
     let n = descs.len() as u32;
     for (part, chunk) in descs.chunks(record::MAX_DESCS).enumerate() {
         let first = (part * record::MAX_DESCS) as u32;
-        take(|b| record::batch(b, record::kind::BATCH_IN, node, ts, src, dst, n, first, raw.len() as u64, chunk));
+        let h = record::BatchHead { kind: record::kind::BATCH_IN, node, ts, src, dst, nmsgs: n, first, bytes: raw.len() as u64 };
+        take(|b| record::batch(b, &h, chunk));
     }
 }
 

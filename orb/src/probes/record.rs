@@ -88,18 +88,37 @@ impl Builder<'_> {
     }
 }
 
-/// The batch record's fixed part after the header.
-pub fn batch(b: &mut Builder, kind: u16, node: u32, ts: u64, src: u32, dst: u32, nmsgs: u32, first: u32, bytes: u64, descs: &[MsgDesc]) {
-    b.header(kind, descs.len() as u16, node, ts);
-    b.u32(src);
-    b.u32(dst);
-    b.u32(nmsgs);
-    b.u32(first);
-    b.u64(bytes);
+/// What a batch record says besides its message descriptors.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchHead {
+    /// `kind::BATCH_OUT` or `kind::BATCH_IN`.
+    pub kind: u16,
+    pub node: u32,
+    pub ts: u64,
+    pub src: u32,
+    pub dst: u32,
+    /// Messages in the whole batch (a record carries at most `MAX_DESCS` of them).
+    pub nmsgs: u32,
+    /// Index in the batch of this record's first descriptor.
+    pub first: u32,
+    pub bytes: u64,
+}
+
+/// A batch record: the header, the fixed part, then `descs`.
+pub fn batch(b: &mut Builder, h: &BatchHead, descs: &[MsgDesc]) {
+    b.header(h.kind, descs.len() as u16, h.node, h.ts);
+    b.u32(h.src);
+    b.u32(h.dst);
+    b.u32(h.nmsgs);
+    b.u32(h.first);
+    b.u64(h.bytes);
     for d in descs {
         b.desc(d);
     }
 }
+
+// A record of MAX_DESCS descriptors fits in one probe record.
+const _: () = assert!(BATCH_FIXED + MAX_DESCS * DESC_LEN <= MAX_RECORD);
 
 /// `req_id src dst method ok t_start t_prepared` — ts is completion.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,13 +257,13 @@ mod tests {
         let mut v = Vec::new();
         let mut b = Builder(&mut v);
         let d = MsgDesc { req_id: 7, len: [20, 128, 0], kind: 1, nbufs: 2 };
-        batch(&mut b, kind::BATCH_OUT, 1, 99, 1, 2, 3, 0, 500, &[d, d]);
+        let h = BatchHead { kind: kind::BATCH_OUT, node: 1, ts: 99, src: 1, dst: 2, nmsgs: 3, first: 0, bytes: 500 };
+        batch(&mut b, &h, &[d, d]);
         let r = b.finish().to_vec();
         assert_eq!(r.len(), BATCH_FIXED + 2 * DESC_LEN);
         assert_eq!(u32::from_le_bytes(r[4..8].try_into().unwrap()) as usize, r.len());
         assert_eq!(u64::from_le_bytes(r[16..24].try_into().unwrap()), 99);
         assert_eq!(u64::from_le_bytes(r[BATCH_FIXED..BATCH_FIXED + 8].try_into().unwrap()), 7);
-        assert!(BATCH_FIXED + MAX_DESCS * DESC_LEN <= MAX_RECORD);
         match decode(&r).unwrap() {
             Event::Batch(b) => assert_eq!((b.out, b.ts, b.src, b.dst, b.nmsgs, b.bytes, b.descs), (true, 99, 1, 2, 3, 500, vec![d, d])),
             e => panic!("{e:?}"),

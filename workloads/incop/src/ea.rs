@@ -60,7 +60,7 @@ impl Ea {
                 batches: HashMap::new(),
                 eas_seen: Vec::new(),
                 age: AgeGate::default(),
-                st: MemberStatus { member: Some(me.clone()), ..Default::default() },
+                st: MemberStatus { member: Some(me), ..Default::default() },
             }),
             me,
             group,
@@ -110,7 +110,7 @@ impl Ea {
             let mut sent = false;
             if pick::primary_ea(call.seq, &eas) == Some(self.me.id) {
                 if let Some(i) = pick::primary_qe(call.seq, qes.len()) {
-                    s.batches.entry(qes[i].id).or_default().push(call.clone());
+                    s.batches.entry(qes[i].id).or_default().push(call);
                     s.st.forwarded += 1;
                     sent = true;
                 }

@@ -19,8 +19,8 @@ impl Group {
     /// Takes in a roster: members not known yet are added as given.
     pub fn merge(&mut self, roster: &[Member]) {
         for m in roster {
-            if !self.members.contains_key(&m.id) {
-                self.members.insert(m.id, m.clone());
+            if let std::collections::btree_map::Entry::Vacant(e) = self.members.entry(m.id) {
+                e.insert(*m);
                 self.changes += 1;
             }
         }
@@ -28,7 +28,7 @@ impl Group {
 
     /// A member joining (not ready) or becoming ready.
     pub fn announce(&mut self, m: &Member) {
-        let e = self.members.entry(m.id).or_insert_with(|| m.clone());
+        let e = self.members.entry(m.id).or_insert_with(|| *m);
         e.ready |= m.ready;
         self.changes += 1;
     }

@@ -144,7 +144,7 @@ impl IncopNode {
         self.0.group.lock().announce(&me);
         let nodes = self.0.group.lock().nodes();
         for n in nodes {
-            self.0.out.send(n, Out::Ready(Announce { member: Some(me.clone()) }));
+            self.0.out.send(n, Out::Ready(Announce { member: Some(me) }));
         }
         tracing::info!(qe = me.id, "incop: QE state-ready");
     }
@@ -166,8 +166,8 @@ fn check(p: &Params) -> Result<(), Exception> {
 #[ssi_orb::async_trait]
 impl Incop for IncopNode {
     async fn start(&self, _ctx: &CallCtx, req: StartReq) -> Result<Empty, Exception> {
-        let me = req.me.clone().ok_or_else(|| bad("start without a member"))?;
-        let p = req.params.clone().ok_or_else(|| bad("start without parameters"))?;
+        let me = req.me.ok_or_else(|| bad("start without a member"))?;
+        let p = req.params.ok_or_else(|| bad("start without parameters"))?;
         check(&p)?;
         if me.node != self.0.orb.node() {
             return Err(bad(format!("member {} is for node {}, this is node {}", me.id, me.node, self.0.orb.node())));
@@ -183,13 +183,13 @@ impl Incop for IncopNode {
             Role::Switch => roles.switch = Some(Switch::new(me, self.0.group.clone(), self.0.out.clone(), deadline, p.db_entries)),
             Role::Ui => roles.ui = Some(Ui::new(self.0.group.clone(), self.0.out.clone())),
             Role::Ea => {
-                let ea = Ea::new(me.clone(), self.0.group.clone(), self.0.out.clone(), &p);
+                let ea = Ea::new(me, self.0.group.clone(), self.0.out.clone(), &p);
                 roles.tasks.push(ea.start());
                 roles.eas.insert(me.id, ea);
             }
             Role::Qe => {
-                let qe = Qe::new(me.clone(), self.0.group.clone(), self.0.out.clone(), &p, &self.0.state_dir, req.joining)
-                    .map_err(Exception::app)?;
+                let qe =
+                    Qe::new(me, self.0.group.clone(), self.0.out.clone(), &p, &self.0.state_dir, req.joining).map_err(Exception::app)?;
                 roles.tasks.push(qe.start());
                 if req.joining {
                     roles.tasks.push(self.join(qe.clone()));
@@ -254,9 +254,9 @@ impl Incop for IncopNode {
             let qes = self.0.group.lock().ready_qes();
             let waiting: Vec<&Member> = qes.iter().filter(|q| !confirmed.contains(&q.id)).collect();
             for q in waiting {
-                if !stubs.contains_key(&q.node) {
+                if let std::collections::hash_map::Entry::Vacant(e) = stubs.entry(q.node) {
                     let Ok(s) = crate::stub(&self.0.orb, q.node, Duration::from_millis(500)).await else { continue };
-                    stubs.insert(q.node, s);
+                    e.insert(s);
                 }
                 if let Ok(r) = stubs[&q.node].lookup(LookupReq { qe: q.id, number: 0 }).await {
                     if r.applied_seq >= seq {

@@ -96,7 +96,7 @@ impl State {
             self.db.insert(u.number, u.route);
         }
         self.applied = u.seq;
-        self.log.push(u.clone());
+        self.log.push(*u);
         if let Some(f) = &mut self.log_file {
             let _ = writeln!(f, "{} {} {} {}", u.seq, u.number, u.route, u.remove as u8);
         }
@@ -157,7 +157,7 @@ impl Qe {
                 queue: VecDeque::new(),
                 backlog: 0,
                 gate: Watermark::new(p.qe_high, p.qe_low),
-                st: MemberStatus { member: Some(Member { ready: !joining, ..me.clone() }), ..Default::default() },
+                st: MemberStatus { member: Some(Member { ready: !joining, ..me }), ..Default::default() },
             }),
             me,
             group,
@@ -280,7 +280,7 @@ impl Qe {
         if let Some(m) = &mut s.st.member {
             m.ready = true;
         }
-        Member { ready: true, ..self.me.clone() }
+        Member { ready: true, ..self.me }
     }
 
     pub fn applied(&self) -> u64 {
@@ -306,7 +306,7 @@ impl Qe {
     }
 
     pub fn announce(&self) -> Announce {
-        Announce { member: Some(Member { ready: self.is_ready(), ..self.me.clone() }) }
+        Announce { member: Some(Member { ready: self.is_ready(), ..self.me }) }
     }
 
     pub fn status(&self) -> MemberStatus {

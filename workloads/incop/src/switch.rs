@@ -18,7 +18,7 @@ use crate::outbox::{Out, Outbox};
 use crate::proto::{Answers, Call, Calls, Interval, Member, Progress, Report, RunReq};
 
 /// Numbers in the database are `NUMBER_BASE + i`; the switch asks for these.
-pub const NUMBER_BASE: u64 = 1_800_000_0000;
+pub const NUMBER_BASE: u64 = 18_000_000_000;
 
 struct Slot {
     issued_ns: u64,

@@ -43,7 +43,7 @@ impl Ui {
             }
             s.seq += 1;
             let u = Update { seq: s.seq, number: r.number, route: r.route, remove: r.remove };
-            s.log.push(u.clone());
+            s.log.push(u);
             (u, s.extra.clone())
         };
         {
@@ -51,7 +51,7 @@ impl Ui {
             nodes.extend(g.ready_qes().iter().chain(g.joining_qes().iter()).map(|m| m.node));
         }
         for n in nodes {
-            self.out.send(n, Out::Multicast(Updates { to: 0, updates: vec![u.clone()] }));
+            self.out.send(n, Out::Multicast(Updates { to: 0, updates: vec![u] }));
         }
         u.seq
     }

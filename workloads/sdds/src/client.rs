@@ -123,11 +123,9 @@ impl Client {
             });
         }
         let mut results = Vec::new();
-        for r in futures_util::future::join_all(calls).await {
-            match r {
-                Some(r) => results.extend(r.map_err(err)?.into_inner().results),
-                None => {} // did not answer in time
-            }
+        // None: a bucket that did not answer in time.
+        for r in futures_util::future::join_all(calls).await.into_iter().flatten() {
+            results.extend(r.map_err(err)?.into_inner().results);
         }
         for r in &results {
             if let Some(iam) = &r.iam {

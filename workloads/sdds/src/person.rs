@@ -69,21 +69,6 @@ pub fn sqlite_alone(n: u64, seed: u64, pairs: bool) -> Result<(f64, u64), String
     Ok((t.elapsed().as_secs_f64(), size))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn persons_are_reproducible_and_the_baseline_counts_exactly() {
-        assert_eq!(person(42, 1).value, person(42, 1).value);
-        assert!((1..=50).contains(&person(7, 1).value[0]));
-        let want = expected_pairs(2000, 1);
-        assert_eq!(sqlite_alone(2000, 1, false).unwrap().1, want);
-        assert_eq!(sqlite_alone(2000, 1, true).unwrap().1, want);
-        assert!(want > 2000 * 1999 / 2 / 60 && want < 2000 * 1999 / 2 / 40, "about 1/50 of all pairs: {want}");
-    }
-}
-
 /// One run of the self-join through the SDDS: the probe tuples gathered by a parallel scan,
 /// then shipped in chunks to every bucket (Query 1: the pairs come back; Query 2: counts).
 pub struct JoinRun {
@@ -115,4 +100,19 @@ pub async fn join(c: &mut crate::client::Client, pairs: bool, i_strategy: bool, 
         eval_s += o.results.iter().map(|r| r.eval_us).max().unwrap_or(0) as f64 / 1e6;
     }
     Ok(JoinRun { seconds: t.elapsed().as_secs_f64(), result, complete, eval_s })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persons_are_reproducible_and_the_baseline_counts_exactly() {
+        assert_eq!(person(42, 1).value, person(42, 1).value);
+        assert!((1..=50).contains(&person(7, 1).value[0]));
+        let want = expected_pairs(2000, 1);
+        assert_eq!(sqlite_alone(2000, 1, false).unwrap().1, want);
+        assert_eq!(sqlite_alone(2000, 1, true).unwrap().1, want);
+        assert!(want > 2000 * 1999 / 2 / 60 && want < 2000 * 1999 / 2 / 40, "about 1/50 of all pairs: {want}");
+    }
 }
