@@ -299,12 +299,15 @@ mod tests {
     #[test]
     fn a_command_holds_the_job_server_only_with_its_pipe_open() {
         let mut fds = [0; 2];
+        // SAFETY: pipe(2) writes two descriptors into the two-element array it is given.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         let flags = format!(" -j8 --jobserver-auth={},{}", fds[0], fds[1]);
         assert!(holds_job_server(Some(&flags)));
         assert!(holds_job_server(Some(&format!("j --jobserver-fds={},{} -- X=1", fds[0], fds[1]))));
         // make 4.3 passes MAKEFLAGS to every command, the pipe only to recursive ones.
+        // SAFETY: both descriptors came from pipe(2) above and nothing else owns them.
         unsafe { libc::close(fds[0]) };
+        // SAFETY: as above.
         unsafe { libc::close(fds[1]) };
         assert!(!holds_job_server(Some(&flags)));
         // Open, but not a pipe (stdin here is not one in every test harness: use a file).
