@@ -191,7 +191,13 @@ pub fn leftovers() -> Vec<String> {
     if let Some(root) = ssi_netsap::bindguard::cgroup2_root() {
         for e in std::fs::read_dir(root.join("ssi")).into_iter().flatten().flatten() {
             let procs = ssi_netsap::bindguard::cgroup_procs(&e.path());
-            let texts: Vec<(i32, String, String)> = procs.iter().map(|p| (*p, proc_text(*p).0, proc_text(*p).1)).collect();
+            let texts: Vec<(i32, String, String)> = procs
+                .iter()
+                .map(|p| {
+                    let (cmd, cwd) = proc_text(*p);
+                    (*p, cmd, cwd)
+                })
+                .collect();
             let in_use = texts.iter().any(|(_, cmd, cwd)| [cmd, cwd].iter().any(|t| owner_in(t).is_some_and(|o| o == me || alive(o))));
             if !procs.is_empty() && !in_use {
                 let what: Vec<String> = texts.iter().map(|(p, cmd, _)| format!("{p} ({cmd})")).collect();
