@@ -1,4 +1,4 @@
-//! `ssi`: the single-system-image tool and node daemon (see README.md, DESIGN §9).
+//! `ssi`: the single-system-image tool and node daemon (see README.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use ssi::local::{self, UpOptions, UpOutcome};
+use ssi_node::local::{self, UpOptions, UpOutcome};
 
 #[derive(Parser)]
 #[command(name = "ssi", version, about = "Make a set of Linux machines look like one")]
@@ -54,6 +54,9 @@ enum Cmd {
         config: PathBuf,
         #[arg(long)]
         id: u32,
+        /// Also start these servants (`bench`: the ORB benchmark's; for `ssi bench`).
+        #[arg(long = "with", value_name = "NAME")]
+        with: Vec<String>,
     },
     /// Print node N's mountpoint.
     Mnt {
@@ -429,7 +432,7 @@ enum WorkloadCmd {
         connections: u32,
         /// The documents: the study's one 1,500-byte file, or a SPECweb99-like mix.
         #[arg(long, value_enum, default_value = "paper")]
-        documents: ssi::web::Mix,
+        documents: ssi_web::driver::Mix,
         /// Keep connections open (default: a new connection per request, as HTTP/1.0 in 1997).
         #[arg(long)]
         keepalive: bool,
@@ -527,11 +530,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Up { nodes, dir, netns, dispatch, config } => {
             let dir = dir_or(dir);
-            match local::up(&UpOptions { dir: dir.clone(), nodes, config, pin: false, netns, dispatch })? {
+            match local::up(&UpOptions { config, netns, dispatch, ..UpOptions::new(dir.clone(), nodes) })? {
                 UpOutcome::Started(c) => println!("started {} nodes in {}", c.nodes.len(), dir.display()),
                 UpOutcome::Restarted(_, ids) => println!("cluster in {} was running; restarted node(s) {ids:?}", dir.display()),
             }
-            ssi::print_status(&local::status(&dir)?);
+            ssi_node::status::print_status(&local::status(&dir)?);
         }
         Cmd::Down { dir } => {
             let dir = dir_or(dir);
@@ -548,17 +551,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status { json, dir } => {
             let s = local::status(&dir_or(dir))?;
             if json {
-                println!("{}", ssi::status_json(&s));
+                println!("{}", ssi_node::status::status_json(&s));
             } else {
-                ssi::print_status(&s);
+                ssi_node::status::print_status(&s);
             }
         }
-        Cmd::Node { config, id } => {
+        Cmd::Node { config, id, with } => {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
                 .with_writer(std::io::stderr)
                 .init();
-            ssi::daemon::run(&config, id)?;
+            // Every node serves the workloads' objects; a benchmark's only where asked for.
+            let mut ext: Vec<Box<dyn ssi_node::daemon::Extension>> = vec![Box::new(ssi_incop::Servants), Box::new(ssi_sdds::Servants)];
+            for w in with {
+                match w.as_str() {
+                    ssi_bench::servant::NAME => ext.push(Box::new(ssi_bench::servant::Extension)),
+                    other => anyhow::bail!("unknown servants {other:?} (known: {})", ssi_bench::servant::NAME),
+                }
+            }
+            ssi_node::daemon::run(&config, id, ext)?;
         }
         Cmd::Mnt { node, dir } => {
             let cfg = local::load(&dir_or(dir))?;
@@ -568,13 +579,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !(0.05..=120.0).contains(&seconds) || rounds == 0 {
                 anyhow::bail!("--seconds must be 0.05..=120 and --rounds at least 1");
             }
-            ssi::bench::trace::run(&ssi::bench::trace::Options { json, rounds, duration: Duration::from_secs_f64(seconds) })?
+            ssi_bench::trace::run(&ssi_bench::trace::Options { json, rounds, duration: Duration::from_secs_f64(seconds) })?
         }
         Cmd::Bench { which: BenchCmd::Orb { json, rounds, seconds, payloads, inflight, trace } } => {
             if !(0.05..=120.0).contains(&seconds) || rounds == 0 {
                 anyhow::bail!("--seconds must be 0.05..=120 and --rounds at least 1");
             }
-            ssi::bench::orb::run(&ssi::bench::orb::Options {
+            ssi_bench::orb::run(&ssi_bench::orb::Options {
                 json,
                 rounds,
                 duration: Duration::from_secs_f64(seconds),
@@ -588,34 +599,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !valid {
                 anyhow::bail!("--max-qes must be 2..=64, --seconds 0.1..=600, and 1 ≤ --start-rate ≤ --max-rate");
             }
-            ssi::bench::incop::run_bench(&ssi::bench::incop::Options { json, max_qes, seconds, start_rate, max_rate, svg })?
+            ssi_bench::incop::run_bench(&ssi_bench::incop::Options { json, max_qes, seconds, start_rate, max_rate, svg })?
         }
         Cmd::Bench { which: BenchCmd::Net { json, rounds, seconds, connections, dispatch } } => {
             if !(1.0..=600.0).contains(&seconds) || rounds == 0 || connections == 0 {
                 anyhow::bail!("--seconds must be 1..=600, --rounds and --connections at least 1");
             }
-            ssi::bench::net::run(&ssi::bench::net::Options { json, rounds, seconds, connections, dispatch })?
+            ssi_bench::net::run(&ssi_bench::net::Options { json, rounds, seconds, connections, dispatch })?
         }
         Cmd::Bench { which: BenchCmd::Fs { json, rounds, seconds, file_mib, on_temp_dir } } => {
             if !(0.1..=600.0).contains(&seconds) || file_mib == 0 || rounds == 0 {
                 anyhow::bail!("--seconds must be 0.1..=600, --file-mib and --rounds at least 1");
             }
-            ssi::bench::fs::run(&ssi::bench::fs::Options { json, rounds, seconds, file_mib, on_temp_dir })?;
+            ssi_bench::fs::run(&ssi_bench::fs::Options { json, rounds, seconds, file_mib, on_temp_dir })?;
         }
         Cmd::Bench { which: BenchCmd::Rexec { json, runs, tree, no_build, jobs } } => {
             if runs == 0 || jobs == 0 {
                 anyhow::bail!("--runs and --jobs must be at least 1");
             }
             let tree = if no_build { Some(PathBuf::new()) } else { tree };
-            ssi::bench::rexec::run(&ssi::bench::rexec::Options { json, runs, tree, jobs })?;
+            ssi_bench::rexec::run(&ssi_bench::rexec::Options { json, runs, tree, jobs })?;
         }
         Cmd::Demo { dir, full } => {
             let dir = dir.unwrap_or_else(|| local::default_dir().join("demo"));
-            ssi::demo::run(&dir, full)?;
+            ssi_demo::run(&dir, full)?;
         }
         // The tool's own failures exit 255 (as ssh's), apart from the command's exit codes.
         Cmd::Rexec { node, any: _, tty, what: RemoteCmd { cwd, dir, cmd } } => {
-            let Err(e) = ssi::rexec::rexec(ssi::rexec::RexecOptions { dir: dir_or(dir), node, tty, cwd, argv: cmd, interpose: None });
+            let Err(e) =
+                ssi_node::rexec::rexec(ssi_node::rexec::RexecOptions { dir: dir_or(dir), node, tty, cwd, argv: cmd, interpose: None });
             fail_255(e)
         }
         Cmd::Run { node, service, policy, weight, what: RemoteCmd { cwd, dir, cmd } } => {
@@ -626,23 +638,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--weight must be 1..=1000");
             }
             let interpose = Some(ssi_procmgmt::proto::Interpose { service: service.unwrap_or_default(), policy, weight });
-            let Err(e) = ssi::rexec::rexec(ssi::rexec::RexecOptions { dir: dir_or(dir), node, tty: false, cwd, argv: cmd, interpose });
+            let Err(e) =
+                ssi_node::rexec::rexec(ssi_node::rexec::RexecOptions { dir: dir_or(dir), node, tty: false, cwd, argv: cmd, interpose });
             fail_255(e)
         }
         Cmd::Sh { args } => {
-            let Err(e) = ssi::rexec::sh(dir_or(None), args);
+            let Err(e) = ssi_node::rexec::sh(dir_or(None), args);
             fail_255(e)
         }
-        Cmd::Ps { all, full, json, dir } => ssi::ps::run(&ssi::ps::PsOptions { dir: dir_or(dir), all, full, json })?,
-        Cmd::Kill { dir, args } => ssi::rexec::kill(dir_or(dir), args)?,
-        Cmd::Ports { json, dir, op: None } => ssi::ports::list(&dir_or(dir), json)?,
+        Cmd::Ps { all, full, json, dir } => ssi_node::ps::run(&ssi_node::ps::PsOptions { dir: dir_or(dir), all, full, json })?,
+        Cmd::Kill { dir, args } => ssi_node::rexec::kill(dir_or(dir), args)?,
+        Cmd::Ports { json, dir, op: None } => ssi_node::ports::list(&dir_or(dir), json)?,
         Cmd::Ports { dir, op: Some(op), .. } => {
             let (PortsCmd::Bind { at, .. } | PortsCmd::Release { at }) = &op;
             let (service, policy, release) = match &op {
                 PortsCmd::Bind { service, policy, .. } => (service.clone(), policy.clone(), false),
                 PortsCmd::Release { .. } => (None, "rr".to_string(), true),
             };
-            let o = ssi::ports::BindOptions {
+            let o = ssi_node::ports::BindOptions {
                 dir: dir_or(dir),
                 node: at.node,
                 udp: at.udp,
@@ -652,7 +665,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 policy,
                 release,
             };
-            ssi::ports::change(&o)?
+            ssi_node::ports::change(&o)?
         }
         Cmd::Ext { dir, command } => {
             let ns = local::ext_namespace(&dir_or(dir))?;
@@ -666,7 +679,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if duration.is_some_and(|d| !(d > 0.0 && d < 7.0 * 86400.0)) {
                 anyhow::bail!("--duration must be a positive number of seconds");
             }
-            let r = ssi::trace::record(&ssi::trace::RecordOptions {
+            let r = ssi_node::trace::record(&ssi_node::trace::RecordOptions {
                 dir: dir_or(dir),
                 out,
                 duration: duration.map(Duration::from_secs_f64),
@@ -686,7 +699,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Workload { which } => match which {
             WorkloadCmd::Db { run: WorkloadRun { trace: Some(out), dir, .. }, .. }
             | WorkloadCmd::Make { run: WorkloadRun { trace: Some(out), dir, .. }, .. }
-            | WorkloadCmd::Web { run: WorkloadRun { trace: Some(out), dir, .. }, .. } => ssi::trace::rerun_traced(&out, &dir_or(dir))?,
+            | WorkloadCmd::Web { run: WorkloadRun { trace: Some(out), dir, .. }, .. } => ssi_node::trace::rerun_traced(&out, &dir_or(dir))?,
             WorkloadCmd::Db { seconds, branches, accounts, pgbench, pg_scale, pg_clients, run: WorkloadRun { json, dir, trace: None } } => {
                 if !(0.1..=3600.0).contains(&seconds) || branches == 0 || accounts < branches || pg_scale == 0 || pg_clients == 0 {
                     anyhow::bail!(
@@ -694,26 +707,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
                 if pgbench {
-                    let o = ssi::workload::PgbenchOptions { dir: dir_or(dir), seconds, scale: pg_scale, clients: pg_clients, json };
-                    return ssi::workload::pgbench(&o);
+                    let o = ssi_db::pgbench::PgbenchOptions { dir: dir_or(dir), seconds, scale: pg_scale, clients: pg_clients, json };
+                    return ssi_db::pgbench::pgbench(&o);
                 }
-                let scale = ssi_workloads::db::Scale { branches, accounts };
-                ssi::workload::db(&ssi::workload::DbOptions { dir: dir_or(dir), seconds, scale, json })?
+                let scale = ssi_db::bank::Scale { branches, accounts };
+                ssi_db::driver::db(&ssi_db::driver::DbOptions { dir: dir_or(dir), seconds, scale, json })?
             }
             WorkloadCmd::DbClient { db, node, seconds, branches, accounts } => {
-                ssi::workload::db_client(&db, node, seconds, ssi_workloads::db::Scale { branches, accounts })?
+                ssi_db::driver::db_client(&db, node, seconds, ssi_db::bank::Scale { branches, accounts })?
             }
             WorkloadCmd::Make { jobs, tree, run: WorkloadRun { json, dir, trace: None } } => {
                 if jobs == 0 {
                     anyhow::bail!("--jobs must be at least 1");
                 }
-                ssi::workload::make(&ssi::workload::MakeOptions { dir: dir_or(dir), jobs, tree, json })?
+                ssi_make::driver::make(&ssi_make::driver::MakeOptions { dir: dir_or(dir), jobs, tree, json })?
             }
             WorkloadCmd::Web { seconds, connections, documents, keepalive, run: WorkloadRun { json, dir, trace: None } } => {
                 if !(1.0..=3600.0).contains(&seconds) || connections == 0 {
                     anyhow::bail!("--seconds must be 1..=3600 and --connections at least 1");
                 }
-                ssi::web::web(&ssi::web::WebOptions { dir: dir_or(dir), seconds, connections, mix: documents, close: !keepalive, json })?
+                ssi_web::driver::web(&ssi_web::driver::WebOptions {
+                    dir: dir_or(dir),
+                    seconds,
+                    connections,
+                    mix: documents,
+                    close: !keepalive,
+                    json,
+                })?
             }
             WorkloadCmd::In {
                 qes,
@@ -741,16 +761,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let mut faults = Vec::new();
                 if let Some(k) = kill {
-                    faults.push(ssi::incop::parse_fault(&k, false).map_err(|e| anyhow::anyhow!("--kill {e}"))?);
+                    faults.push(ssi_incop::driver::parse_fault(&k, false).map_err(|e| anyhow::anyhow!("--kill {e}"))?);
                 }
                 if let Some(a) = add {
-                    faults.push(ssi::incop::parse_fault(&a, true).map_err(|e| anyhow::anyhow!("--add {e}"))?);
+                    faults.push(ssi_incop::driver::parse_fault(&a, true).map_err(|e| anyhow::anyhow!("--add {e}"))?);
                 }
                 let overloads = overload
                     .iter()
-                    .map(|o| ssi::incop::parse_overload(o).map_err(|e| anyhow::anyhow!("--overload {e}")))
+                    .map(|o| ssi_incop::driver::parse_overload(o).map_err(|e| anyhow::anyhow!("--overload {e}")))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let d = ssi::incop::default_params();
+                let d = ssi_incop::driver::default_params();
                 let (ea_high, ea_low) = ea_marks.unwrap_or((d.ea_high, d.ea_low));
                 let (qe_high, qe_low) = qe_marks.unwrap_or((d.qe_high, d.qe_low));
                 let params = ssi_incop::proto::Params {
@@ -763,11 +783,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     qe_high,
                     qe_low,
                 };
-                let o = ssi::incop::InOptions { dir: dir_or(dir), qes, rate, calls, params, faults, overloads, interval_calls, svg, json };
-                ssi::incop::workload(&o)?
+                let o = ssi_incop::driver::InOptions {
+                    dir: dir_or(dir),
+                    qes,
+                    rate,
+                    calls,
+                    params,
+                    faults,
+                    overloads,
+                    interval_calls,
+                    svg,
+                    json,
+                };
+                ssi_incop::driver::workload(&o)?
             }
             WorkloadCmd::Sdds { cases, strategy, q1_max, i_max, baseline_max, chunk, searches, svg_prefix, redis_masters, json, dir } => {
-                let cases = ssi::sdds::parse_cases(&cases).map_err(|e| anyhow::anyhow!("--cases {e}"))?;
+                let cases = ssi_sdds::driver::parse_cases(&cases).map_err(|e| anyhow::anyhow!("--cases {e}"))?;
                 let strategies = strategy
                     .iter()
                     .map(|s| match s.as_str() {
@@ -779,7 +810,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if chunk == 0 {
                     anyhow::bail!("--chunk must be at least 1");
                 }
-                let o = ssi::sdds::SddsOptions {
+                let o = ssi_sdds::driver::SddsOptions {
                     dir: dir_or(dir),
                     cases,
                     strategies,
@@ -792,7 +823,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     redis_masters,
                     json,
                 };
-                ssi::sdds::workload(&o)?
+                ssi_sdds::driver::workload(&o)?
             }
         },
     }

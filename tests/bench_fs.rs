@@ -4,27 +4,27 @@
 //! Needs root, /dev/fuse, a loop device, sshfs and sshd. The figures themselves are for
 //! docs/benchmarks.md, not for a test on a shared machine.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{required, BIN};
+use ssi_testkit::{bin, required};
 
 #[test]
 fn every_case_measures_every_figure() {
     if !(required("root", nix::unistd::geteuid().is_root())
         && required("/dev/fuse", Path::new("/dev/fuse").exists())
         && required("a loop device", Path::new("/dev/loop-control").exists())
-        && required("sshfs", ssi::installed("sshfs"))
-        && required("sshd", ssi::installed("/usr/sbin/sshd")))
+        && required("sshfs", ssi_node::installed("sshfs"))
+        && required("sshd", ssi_node::installed("/usr/sbin/sshd")))
     {
         return;
     }
-    common::assert_clean();
-    let out = Command::new(BIN).args(["bench", "fs", "--json", "--rounds", "1", "--seconds", "0.2", "--file-mib", "16"]).output().unwrap();
+    ssi_testkit::assert_clean();
+    let out =
+        Command::new(bin()).args(["bench", "fs", "--json", "--rounds", "1", "--seconds", "0.2", "--file-mib", "16"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ssi_testkit::golden::assert_shape("bench-fs", std::slice::from_ref(&r));
     assert_eq!(r["disk"], "a fresh ext4 (loop device)", "{r}");
     let results = r["results"].as_array().unwrap();
     for case in ["ext4", "pxfs_owner", "pxfs_remote", "sshfs", "sshfs_perm"] {

@@ -1,10 +1,8 @@
 //! `ssi up`, `ssi down`, `ssi status`, config errors: the command-line contract.
 
-mod common;
-
 use std::path::Path;
 
-use common::{ok, required, ssi, Cluster};
+use ssi_testkit::{ok, required, ssi, Cluster};
 
 fn sockets_under(dir: &Path) -> Vec<String> {
     use std::os::unix::fs::FileTypeExt;
@@ -25,7 +23,7 @@ fn sockets_under(dir: &Path) -> Vec<String> {
 
 /// The running daemons of the cluster in `dir`.
 fn daemons_with(dir: &Path) -> Vec<i32> {
-    ssi::local::daemons_of(&ssi::local::config_path(dir))
+    ssi_node::local::daemons_of(&ssi_node::local::config_path(dir))
 }
 
 #[test]
@@ -62,7 +60,7 @@ fn up_status_down_leaves_nothing_behind() {
     assert!(out.contains("stopped 4 node daemons"), "{out}");
     assert!(daemons_with(&c.dir).is_empty(), "no daemon left");
     assert!(sockets_under(&c.dir).is_empty(), "no socket left");
-    assert!(ssi::local::mounts_under(&c.dir).is_empty(), "nothing mounted");
+    assert!(ssi_node::local::mounts_under(&c.dir).is_empty(), "nothing mounted");
     let st = ssi(&["status", "--dir", c.dir_str()]);
     assert!(!st.status.success(), "status of a stopped cluster fails");
     let err = String::from_utf8_lossy(&st.stderr);
@@ -102,17 +100,22 @@ fn malformed_configs_are_refused_with_file_line_and_reason() {
 #[test]
 #[ignore = "helper: runs as an unprivileged user, started by control_socket_checks_the_callers_uid"]
 fn peercred_child() {
-    use ssi::control::proto::{Empty, StatusRequest};
+    use ssi_node::control::proto::{Empty, PortsRequest, StatusRequest};
     let sock = std::env::var("SSI_TEST_SOCK").expect("SSI_TEST_SOCK");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut c = ssi::control::connect(Path::new(&sock)).await.unwrap();
+        let mut c = ssi_node::control::connect(Path::new(&sock)).await.unwrap();
         c.status(StatusRequest {}).await.expect("status is open to every user");
         let e = c.shutdown(Empty {}).await.expect_err("an ordinary user may not stop the daemon");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().contains("uid 65534"), "{}", e.message());
-        let e = c.bench_serve(Empty {}).await.expect_err("nor start servers in it");
+        let bind = PortsRequest { op: "bind".into(), proto: 6, port: 4444, ..Default::default() };
+        let e = c.ports(bind).await.expect_err("nor reserve a port");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        // A production daemon serves no benchmark: that is only in daemons started for one.
+        let mut b = ssi_bench::servant::connect(Path::new(&sock)).await.unwrap();
+        let e = b.serve(ssi_bench::servant::proto::Empty {}).await.expect_err("no benchmark servants here");
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{}", e.message());
     });
 }
 
@@ -149,16 +152,16 @@ fn down_after_a_crash_leaves_no_mount() {
         return;
     }
     let c = Cluster::up("crash", 3);
-    assert_eq!(ssi::local::mounts_under(&c.dir).len(), 3, "every node mounts the namespace");
+    assert_eq!(ssi_node::local::mounts_under(&c.dir).len(), 3, "every node mounts the namespace");
     // `down`'s last resort for a daemon wedged on a FUSE request: aborting its connection.
     // Shown here on node 3's live connection: its mount dies at once, fusectl is left as found.
-    let conns = ssi::local::fuse_connections_under(&c.dir);
+    let conns = ssi_node::local::fuse_connections_under(&c.dir);
     assert_eq!(conns.len(), 3, "{conns:?}");
     let m3 = c.config().node(3).unwrap().mountpoint.clone();
     let dev3 = std::fs::metadata(&m3).unwrap();
     let id3 = conns.iter().find(|id| **id == libc::minor(std::os::unix::fs::MetadataExt::dev(&dev3)).to_string()).cloned().unwrap();
     let fusectl_before = std::fs::read_to_string("/proc/mounts").unwrap().contains("fusectl");
-    ssi::local::abort_fuse_connections(&[id3]);
+    ssi_node::local::abort_fuse_connections(&[id3]);
     // (A create must reach the daemon; a stat could be answered from the attribute cache.)
     let e = std::fs::write(m3.join("probe"), b"").unwrap_err().raw_os_error();
     assert!(matches!(e, Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)), "aborted: {e:?}");
@@ -169,6 +172,6 @@ fn down_after_a_crash_leaves_no_mount() {
     let e = std::fs::write(m2.join("probe"), b"").unwrap_err().raw_os_error();
     assert!(matches!(e, Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)), "a dead FUSE mount: {e:?}");
     ok(&["down", "--dir", c.dir_str()]);
-    assert!(ssi::local::mounts_under(&c.dir).is_empty(), "ssi down removes the dead mount too");
+    assert!(ssi_node::local::mounts_under(&c.dir).is_empty(), "ssi down removes the dead mount too");
     assert!(daemons_with(&c.dir).is_empty());
 }

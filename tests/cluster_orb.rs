@@ -2,15 +2,13 @@
 //! process joins as an authenticated cluster tool and drives the daemons' `diag` objects;
 //! the invocations under test go from daemon to daemon.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{eventually, Cluster};
 use ssi_orb::proto::diag::{Blob, DiagStub, GiveRequest, RefMsg, SleepRequest};
 use ssi_orb::proto::{Empty, Kind};
 use ssi_orb::rawpeer::{self, RawPeer};
 use ssi_orb::{ClusterKey, Orb, OrbError};
+use ssi_testkit::{eventually, Cluster};
 
 async fn diag(orb: &Orb, node: u32) -> DiagStub {
     ssi_orb::diag::stub(orb, node).await.unwrap()
@@ -23,7 +21,7 @@ fn refmsg(r: &ssi_orb::ObjRef) -> RefMsg {
 #[tokio::test(flavor = "current_thread")]
 async fn invocations_references_and_unreferenced_between_daemons() {
     let c = Cluster::up("refs", 4);
-    let orb = ssi::tool::connect(&c.config()).await.unwrap();
+    let orb = ssi_node::tool::connect(&c.config()).await.unwrap();
     let (d1, d2, d3) = (diag(&orb, 1).await, diag(&orb, 2).await, diag(&orb, 3).await);
 
     // Two-way across nodes, both payload sizes; one-way delivery, counted by the receiver.
@@ -73,7 +71,7 @@ async fn invocations_references_and_unreferenced_between_daemons() {
 #[tokio::test(flavor = "current_thread")]
 async fn node_down_is_prompt_and_a_killed_node_rejoins_as_a_new_incarnation() {
     let c = Cluster::up("down", 3);
-    let orb = ssi::tool::connect(&c.config()).await.unwrap();
+    let orb = ssi_node::tool::connect(&c.config()).await.unwrap();
     let d1 = diag(&orb, 1).await;
     let d3 = diag(&orb, 3).await;
     let view_before = orb.view();
@@ -101,7 +99,7 @@ async fn node_down_is_prompt_and_a_killed_node_rejoins_as_a_new_incarnation() {
     eventually(Duration::from_secs(5), "a view without node 3", async || orb.view().members.iter().all(|m| m.node != 3)).await;
     let view_without = orb.view().number;
     assert!(view_without > view_before.number);
-    let out = common::ok(&["up", "--dir", c.dir_str()]);
+    let out = ssi_testkit::ok(&["up", "--dir", c.dir_str()]);
     assert!(out.contains("restarted node(s) [3]"), "{out}");
     eventually(Duration::from_secs(5), "node 3 back in the view", async || orb.view().members.iter().any(|m| m.node == 3)).await;
     let v = orb.view();
@@ -122,7 +120,7 @@ async fn unauthenticated_peers_invoke_nothing_and_malformed_frames_get_an_error(
     let c = Cluster::up("auth", 2);
     let addr = c.addr(1);
     let key = c.key();
-    let orb = ssi::tool::connect(&c.config()).await.unwrap();
+    let orb = ssi_node::tool::connect(&c.config()).await.unwrap();
     let d1 = diag(&orb, 1).await;
     let sink = orb.resolve(1, "diag").await.unwrap().objref().object;
 
@@ -153,8 +151,9 @@ async fn unauthenticated_peers_invoke_nothing_and_malformed_frames_get_an_error(
 
     // The daemon still serves, over the ORB and its control socket.
     assert_eq!(d1.echo(Blob { data: b"still here".to_vec().into() }).await.unwrap().data.as_ref(), b"still here");
-    let st = common::ok(&["status", "--json", "--dir", c.dir_str()]);
+    let st = ssi_testkit::ok(&["status", "--json", "--dir", c.dir_str()]);
     let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    ssi_testkit::golden::assert_shape("status", std::slice::from_ref(&v));
     assert_eq!(v["nodes"][0]["state"], "up");
     assert_eq!(v["nodes"][1]["state"], "up");
 }

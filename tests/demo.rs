@@ -4,23 +4,21 @@
 //! (scripts/fetch-redis.sh); in CI all must be there. Takes a few minutes (the make workload
 //! builds the redis tree).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{required, BIN};
+use ssi_testkit::{bin, required};
 
 #[test]
 fn the_demo_runs_to_the_end_and_leaves_nothing_behind() {
     if !(required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())) {
         return;
     }
-    let dir = common::test_dir("demo");
-    let out = Command::new(BIN).args(["demo", "--dir", dir.to_str().unwrap()]).env_remove("SSI_DIR").output().unwrap();
+    let dir = ssi_testkit::test_dir("demo");
+    let out = Command::new(bin()).args(["demo", "--dir", dir.to_str().unwrap()]).env_remove("SSI_DIR").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let cfg = ssi::local::load(&dir).ok();
+    let cfg = ssi_node::local::load(&dir).ok();
     let result = std::panic::catch_unwind(|| {
         assert!(out.status.success(), "ssi demo failed:\n{text}\n{err}");
         for step in [
@@ -49,12 +47,12 @@ fn the_demo_runs_to_the_end_and_leaves_nothing_behind() {
     // Nothing left: no daemon, no mount under the directory, no namespace of its cluster.
     if let Some(cfg) = &cfg {
         for n in cfg.nodes.values() {
-            assert!(ssi::local::node_pid(n).is_none(), "node {} still runs", n.id);
+            assert!(ssi_node::pidfile::node_pid(n).is_none(), "node {} still runs", n.id);
         }
-        let prefix = ssi::local::topology(&dir, cfg).prefix;
+        let prefix = ssi_node::local::topology(&dir, cfg).prefix;
         assert!(ssi_netsap::topology::list().iter().all(|ns| !ns.starts_with(&prefix)), "a namespace of the demo is left");
     }
-    assert!(ssi::local::mounts_under(&dir).is_empty(), "a mount under the demo's directory is left");
+    assert!(ssi_node::local::mounts_under(&dir).is_empty(), "a mount under the demo's directory is left");
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = result {
         std::panic::resume_unwind(e);

@@ -3,15 +3,13 @@
 //! servers started with `ssi run`, clients in `ext` that reach the cluster only at its global
 //! address. Needs root; in CI (`CI=true`) its absence fails the tests.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{ok, required, ssi, NetCluster, BIN};
-use ssi::nginx::{Nginx, Site};
+use ssi_testkit::{bin, ok, required, ssi, NetCluster};
+use ssi_web::nginx::{Nginx, Site};
 
 /// HTTP clients in `ext`, one new connection per request to the global address: `count N`
 /// requests, or `for SECONDS` (to port 80, or the third argument). One line per request: `unix-time status node` or
@@ -70,12 +68,13 @@ fn wait_for_line(path: &Path, what: &str) -> String {
 
 /// nginx on node `n` as a member of the service "web" on port 80, serving `root`.
 fn web_member(c: &NetCluster, n: u32, root: &Path) -> Nginx {
-    Nginx::start(Path::new(BIN), &c.dir, &c.dir.join(format!("nginx{n}")), &Site { node: n, port: 80, root, service: Some("web") }).unwrap()
+    Nginx::start(Path::new(bin()), &c.dir, &c.dir.join(format!("nginx{n}")), &Site { node: n, port: 80, root, service: Some("web") })
+        .unwrap()
 }
 
 fn doc_root(dir: &Path) -> PathBuf {
     let root = dir.join("www");
-    ssi::nginx::paper_document(&root).unwrap();
+    ssi_web::nginx::paper_document(&root).unwrap();
     root
 }
 
@@ -110,8 +109,11 @@ fn connections_to_the_global_address_spread_over_a_service_and_follow_its_listen
     }
 
     // Kill node 4's nginx while clients keep connecting.
-    let client =
-        Command::new(BIN).args(["ext", "--dir", c.d(), "--", "python3", "-c", CLIENT, "for", "5"]).stdout(Stdio::piped()).spawn().unwrap();
+    let client = Command::new(bin())
+        .args(["ext", "--dir", c.d(), "--", "python3", "-c", CLIENT, "for", "5"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let killed_at = unix_now();
     servers.get_mut(&4).unwrap().kill().unwrap();
@@ -148,14 +150,14 @@ fn the_global_address_reaches_listeners_on_any_node_and_nodes_speak_from_it() {
     let c = NetCluster::up("dispatch-dsr", "ebpf");
     assert_eq!(c.mechanism(), "ebpf");
     let log = c.dir.join("http.log");
-    let mut server = Command::new(BIN)
+    let mut server = Command::new(bin())
         .args(["run", "--dir", c.d(), "-n", "3", "--cwd", "/", "--", "python3", "-m", "http.server", "8080"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let udp = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 5300))\nwhile True:\n d,a=s.recvfrom(100)\n s.sendto(b'node4 '+d, a)";
-    let mut echo = Command::new(BIN)
+    let mut echo = Command::new(bin())
         .args(["run", "--dir", c.d(), "-n", "4", "--cwd", "/", "--", "python3", "-c", udp])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -177,7 +179,7 @@ fn the_global_address_reaches_listeners_on_any_node_and_nodes_speak_from_it() {
 
     // Outgoing: node 1 fetches from a server in ext, which sees the global address.
     let ext_log = c.dir.join("ext-http.log");
-    let mut ext_server = Command::new(BIN)
+    let mut ext_server = Command::new(bin())
         .args(["ext", "--dir", c.d(), "--", "python3", "-m", "http.server", "9000"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&ext_log).unwrap())
@@ -283,7 +285,7 @@ fn weighted_and_sticky_services() {
             "-c",
             code.as_str(),
         ];
-        servers.push(Command::new(BIN).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        servers.push(Command::new(bin()).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     }
     c.wait_steering("tcp/81 rr [10.99.0.1 10.99.0.1 10.99.0.3 10.99.0.1]");
     c.wait_steering("tcp/82 sticky [10.99.0.1 10.99.0.3 10.99.0.4]");

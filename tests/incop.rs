@@ -6,17 +6,21 @@
 //! against, measured: the (optimized) debug build beside a busy loop on one core, and right
 //! after the demo's test (docs/benchmarks.md, "The EA-kill case under load").
 
-mod common;
-
-use common::{ssi, Cluster};
+use ssi_testkit::{ssi, Cluster};
 
 fn run_in(c: &Cluster, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["workload", "in", "--json", "--dir", c.dir_str()];
     args.extend_from_slice(extra);
     let out = ssi(&args);
     assert!(out.status.success(), "ssi {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    RUNS.lock().unwrap().push(r.clone());
+    r
 }
+
+/// Every run's report, for the shape check at the end (each case adds keys of its own).
+static RUNS: std::sync::Mutex<Vec<serde_json::Value>> = std::sync::Mutex::new(Vec::new());
 
 fn member(r: &serde_json::Value, id: u64) -> Option<&serde_json::Value> {
     r["members"].as_array().unwrap().iter().find(|m| m["id"] == id)
@@ -100,4 +104,5 @@ fn the_coprocessor_meets_its_deadline_through_crashes_joins_and_overload() {
     assert!(r["missed"].as_u64().unwrap() > 0, "the overload was real: {r}");
     let rec = r["recovered_after_overload_s"].as_f64().unwrap();
     assert!(rec <= 2.0, "every call 2 s after the overload met the deadline; the last missed came {rec} s after: {r}");
+    ssi_testkit::golden::assert_shape("workload-in", &RUNS.lock().unwrap());
 }

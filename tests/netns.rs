@@ -3,12 +3,10 @@
 //! leaving no namespace behind. Real namespaces, veths and a bridge (iproute2); needs root:
 //! in CI (`CI=true`) its absence fails the test.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ok, required, ssi, BIN};
+use ssi_testkit::{bin, ok, required, ssi};
 
 fn namespaces_with(prefix: &str) -> Vec<String> {
     ssi_netsap::topology::list().into_iter().filter(|n| n.starts_with(prefix)).collect()
@@ -27,11 +25,11 @@ fn nodes_in_namespaces_behind_a_gateway() {
     if !required("root", nix::unistd::geteuid().is_root()) {
         return;
     }
-    let dir = common::test_dir("netns");
+    let dir = ssi_testkit::test_dir("netns");
     let d = dir.to_str().unwrap();
     let out = ok(&["up", "--netns", "--nodes", "3", "--dir", d]);
-    let cfg = ssi::local::load(&dir).unwrap();
-    let prefix = ssi::local::topology(&dir, &cfg).prefix;
+    let cfg = ssi_node::local::load(&dir).unwrap();
+    let prefix = ssi_node::local::topology(&dir, &cfg).prefix;
     let result = std::panic::catch_unwind(|| {
         for n in 1..=3 {
             assert!(out.contains(&format!("10.99.0.{n}:7100")), "node {n} on the interconnect:\n{out}");
@@ -50,7 +48,7 @@ fn nodes_in_namespaces_behind_a_gateway() {
 
         // A web server on the gateway answers ext at the global address; node 1 is out of
         // ext's reach (the gateway does not forward).
-        let mut server = Command::new(BIN)
+        let mut server = Command::new(bin())
             .args(["rexec", "--dir", d, "-n", "2", "--cwd", "/", "--", "python3", "-m", "http.server", "8080"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -104,14 +102,14 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
     if !required("root", nix::unistd::geteuid().is_root()) {
         return;
     }
-    let dir = common::test_dir("netns-run");
+    let dir = ssi_testkit::test_dir("netns-run");
     let d = dir.to_str().unwrap();
     ok(&["up", "--netns", "--nodes", "3", "--dir", d]);
     let result = std::panic::catch_unwind(|| {
         // An unmodified server on node 3 holds 8080 (each node has its own network: only the
         // SAP can tell node 2 that the port is taken).
         let log = dir.join("server.log");
-        let mut server = Command::new(BIN)
+        let mut server = Command::new(bin())
             .args(["run", "--dir", d, "-n", "3", "--cwd", "/", "--", "python3", "-m", "http.server", "8080"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -135,9 +133,9 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
         assert!(err.contains("[Errno 98] Address already in use"), "EADDRINUSE on node 2: {err}");
         // nginx likewise.
         let root = dir.join("www");
-        ssi::nginx::paper_document(&root).unwrap();
-        let site = ssi::nginx::Site { node: 2, port: 8080, root: &root, service: None };
-        let refused = ssi::nginx::Nginx::start(std::path::Path::new(BIN), &dir, &dir.join("nginx2"), &site)
+        ssi_web::nginx::paper_document(&root).unwrap();
+        let site = ssi_web::nginx::Site { node: 2, port: 8080, root: &root, service: None };
+        let refused = ssi_web::nginx::Nginx::start(std::path::Path::new(bin()), &dir, &dir.join("nginx2"), &site)
             .err()
             .expect("nginx on node 2 must not get 8080");
         assert!(refused.to_string().contains("(98: Address already in use)"), "{refused}");
@@ -157,7 +155,7 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
         assert!(!out.status.success() && err.contains("[Errno 98] Address already in use"), "a bind outside ssi run is refused: {err}");
         // ... and its binds of free ports are entered in the SAP, and given back when it exits.
         let hold = format!("{}\nimport time; time.sleep(2)", bind_script("SOCK_STREAM", 8090));
-        let mut outside = Command::new(BIN)
+        let mut outside = Command::new(bin())
             .args(["rexec", "--dir", d, "-n", "1", "--cwd", "/", "--", "python3", "-c", &hold])
             .stdout(Stdio::null())
             .spawn()

@@ -2,16 +2,14 @@
 //! the control socket and the ORB. Needs root (a test runs as another user) and /dev/fuse
 //! (working directories move between the nodes' mountpoints); CI fails without them.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{required, Cluster, BIN};
 use sha2::Digest;
+use ssi_testkit::{bin, required, Cluster};
 
 const STRIDE: u64 = 4_194_304;
 
@@ -25,7 +23,7 @@ fn mnt(c: &Cluster, node: u32) -> PathBuf {
 
 /// `ssi ARGS` as a tool on node 1, in node 1's mount.
 fn ssi(c: &Cluster, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args).env("SSI_DIR", c.dir_str()).env_remove("SSI_NODE").current_dir(mnt(c, 1));
     cmd
 }
@@ -76,8 +74,9 @@ fn exit_codes_and_deaths_come_back() {
     let out = ssi(&c, &["rexec", "-n", "3", "--", "sh", "-c", "echo $SSI_NODE; pwd"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("3\n{}\n", mnt(&c, 3).display()));
     // The caller's environment and umask come along.
+    let bin = bin();
     let out = Command::new("sh")
-        .args(["-c", &format!("umask 027; exec {BIN} rexec -n 2 -- sh -c 'umask; echo $SSI_TEST_VAR'")])
+        .args(["-c", &format!("umask 027; exec {bin} rexec -n 2 -- sh -c 'umask; echo $SSI_TEST_VAR'")])
         .env("SSI_DIR", c.dir_str())
         .env("SSI_TEST_VAR", "carried")
         .current_dir(mnt(&c, 1))
@@ -91,7 +90,7 @@ fn exit_codes_and_deaths_come_back() {
     assert!(st.success());
     // -t: the remote side gets a terminal (here under `script`, which gives the tool one).
     if required("script (util-linux)", Command::new("script").arg("--version").output().is_ok()) {
-        let inner = format!("{BIN} rexec -n 2 -t -- sh -c 'tty; echo node $SSI_NODE'");
+        let inner = format!("{bin} rexec -n 2 -t -- sh -c 'tty; echo node $SSI_NODE'");
         let out = Command::new("script")
             .args(["-qec", &inner, "/dev/null"])
             .env("SSI_DIR", c.dir_str())
@@ -155,7 +154,7 @@ fn signals_reach_the_remote_process_and_orphans_die() {
     c.kill9(2);
     wait_until(Duration::from_secs(5), "no orphan 5 s after its node died", || !Path::new(&format!("/proc/{remote}")).exists());
     let _ = child.wait();
-    common::ok(&["up", "--dir", c.dir_str()]);
+    ssi_testkit::ok(&["up", "--dir", c.dir_str()]);
     // The launching node dies: its remote processes are hung up too.
     let argv = ["sleep", "1002.75"];
     let mut child = ssi(&c, &["rexec", "-n", "2", "--", "sleep", "1002.75"]).spawn().unwrap();
@@ -175,7 +174,7 @@ fn users_stay_themselves_on_every_node() {
     let bin_dir = c.dir.join("bin");
     std::fs::create_dir_all(&bin_dir).unwrap();
     let bin = bin_dir.join("ssi");
-    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::copy(ssi_testkit::bin(), &bin).unwrap();
     let as_nobody = |args: &[&str]| {
         Command::new(&bin).args(args).env("SSI_DIR", c.dir_str()).current_dir(mnt(&c, 1)).uid(65534).gid(65534).output().unwrap()
     };
@@ -216,7 +215,8 @@ fn make_spreads_compiles_over_the_nodes() {
         "OBJS := $(patsubst %.c,%.o,$(wildcard *.c))\nall: $(OBJS)\n%.o: %.c\n\tcc -O2 -c $< -o $@ && echo $$SSI_NODE > $@.node\n",
     )
     .unwrap();
-    let shell = format!("SHELL={BIN} sh");
+    let bin = bin();
+    let shell = format!("SHELL={bin} sh");
     let out = Command::new("make").args(["-j8", &shell]).env("SSI_DIR", c.dir_str()).current_dir(&top).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -233,7 +233,9 @@ fn make_spreads_compiles_over_the_nodes() {
 fn ps_json(c: &Cluster) -> Vec<serde_json::Value> {
     let out = ssi(c, &["ps", "-e", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ssi_testkit::golden::assert_shape("ps", std::slice::from_ref(&v));
+    v.as_array().unwrap().clone()
 }
 
 fn host_pids() -> std::collections::BTreeSet<u64> {

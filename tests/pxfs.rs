@@ -2,8 +2,6 @@
 //! node, files on the owner's disk, coherence, cluster-wide locks, SQLite from two nodes,
 //! fsync durability across a killed owner. Needs root and /dev/fuse (CI fails without).
 
-mod common;
-
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -11,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ok, required, Cluster};
+use ssi_testkit::{ok, required, Cluster};
 
 fn fuse_ok() -> bool {
     required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())
@@ -28,6 +26,7 @@ fn disk(c: &Cluster, node: u32, vol: &str) -> PathBuf {
 /// fcntl lock on the whole file: `Ok` when granted, the errno otherwise.
 fn lock(f: &fs::File, typ: libc::c_short, wait: bool) -> Result<(), i32> {
     let fl = libc::flock { l_type: typ, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
+    // SAFETY: F_SETLK(W) reads one flock from fl, a live local; f is open.
     let r = unsafe { libc::fcntl(f.as_raw_fd(), if wait { libc::F_SETLKW } else { libc::F_SETLK }, &fl) };
     if r == 0 {
         Ok(())
@@ -155,6 +154,7 @@ fn locks_are_cluster_wide() {
     assert_eq!(lock(&b, libc::F_RDLCK as i16, false), Err(libc::EAGAIN));
     // F_GETLK on node 2 names the holder's range.
     let mut fl = libc::flock { l_type: libc::F_WRLCK as i16, l_whence: 0, l_start: 0, l_len: 0, l_pid: 0 };
+    // SAFETY: F_GETLK writes one flock into fl, a live local; b is open.
     assert_eq!(unsafe { libc::fcntl(b.as_raw_fd(), libc::F_GETLK, &mut fl) }, 0);
     assert_eq!(fl.l_type, libc::F_WRLCK as i16);
     // A blocking request on node 2 is granted when node 1 lets go.

@@ -2,13 +2,11 @@
 //! node is refused on another, UDP apart, scalable services joined), concurrent binds from
 //! two nodes never both granted, and a shard's primary killed without losing a binding.
 
-mod common;
-
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{ok, ssi, Cluster};
-use ssi::control::proto::PortsRequest;
+use ssi_node::control::proto::PortsRequest;
+use ssi_testkit::{ok, ssi, Cluster};
 
 fn bind(c: &Cluster, node: u32, port: u32, pid: u32) -> i32 {
     let out = ssi(&["ports", "bind", &port.to_string(), "-n", &node.to_string(), "--pid", &pid.to_string(), "--dir", c.dir_str()]);
@@ -19,7 +17,7 @@ fn bind(c: &Cluster, node: u32, port: u32, pid: u32) -> i32 {
 fn bind_rpc(sock: &std::path::Path, port: u32, pid: u32, start: &Barrier) -> bool {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut c = ssi::control::connect(sock).await.unwrap();
+        let mut c = ssi_node::control::connect(sock).await.unwrap();
         start.wait();
         let r = c.ports(PortsRequest { op: "bind".into(), proto: 6, port, pid, ..Default::default() }).await.unwrap().into_inner();
         r.ok
@@ -38,6 +36,7 @@ fn one_port_namespace_for_the_cluster() {
         ok(&["ports", "bind", "80", "-n", &n.to_string(), "--service", "web", "--dir", c.dir_str()]);
     }
     let list: serde_json::Value = serde_json::from_str(&ok(&["ports", "--json", "--dir", c.dir_str()])).unwrap();
+    ssi_testkit::golden::assert_shape("ports", std::slice::from_ref(&list));
     let ports = list["ports"].as_array().unwrap();
     let web = ports.iter().find(|p| p["port"] == 80).unwrap();
     assert_eq!(web["service"], "web");
@@ -93,7 +92,7 @@ fn followers_hear_of_each_change_at_once() {
     let c = Cluster::up("sap-follow", 3);
     let cfg = c.config();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let orb = rt.block_on(ssi::tool::connect(&cfg)).unwrap();
+    let orb = rt.block_on(ssi_node::tool::connect(&cfg)).unwrap();
     let sap = ssi_netsap::sap::SapClient::new(&orb, cfg.nodes.keys().copied().collect());
     let mut table = sap.follow(rt.handle());
     let mut until = |what: &str, want: &dyn Fn(&[ssi_netsap::proto::Entry]) -> bool| {

@@ -4,21 +4,19 @@
 //! after few IAMs, and range searches and parallel scans return exactly the matching records
 //! with deterministic termination while other inserts split the buckets under them.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::Cluster;
 use ssi_sdds::addr::mix;
 use ssi_sdds::client::Client;
 use ssi_sdds::proto::{function::Op, FileSpec, Function, Kind, Record};
+use ssi_testkit::Cluster;
 
 /// Runs `body` with a cluster tool ORB on a fresh local cluster of `nodes` nodes.
 fn on_cluster<F: std::future::Future<Output = ()>>(name: &str, nodes: u32, body: impl FnOnce(ssi_orb::Orb) -> F) {
     let c = Cluster::up(name, nodes);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let orb = ssi::tool::connect(&c.config()).await.unwrap();
+        let orb = ssi_node::tool::connect(&c.config()).await.unwrap();
         body(orb).await
     });
 }
@@ -194,13 +192,14 @@ fn keys_beyond_a_known_bucket_go_up_the_split_tree() {
 /// (the command fails on a wrong count), and the Redis Cluster baseline runs beside.
 #[test]
 fn the_person_benchmark_runs_and_reports_beside_the_paper() {
-    if !common::required("redis-server", ssi::installed("redis-server")) {
+    if !ssi_testkit::required("redis-server", ssi_node::installed("redis-server")) {
         return;
     }
     let c = Cluster::up("sdds-workload", 3);
-    let out = common::ssi(&["workload", "sdds", "--cases", "2000:1,2000:3", "--searches", "5000", "--json", "--dir", c.dir_str()]);
+    let out = ssi_testkit::ssi(&["workload", "sdds", "--cases", "2000:1,2000:3", "--searches", "5000", "--json", "--dir", c.dir_str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ssi_testkit::golden::assert_shape("workload-sdds", std::slice::from_ref(&r));
     let cases = r["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 2);
     for k in ["q2_e_s", "q2_i_s", "q1_e_s", "q1_i_s", "sqlite_alone_q2_s"] {

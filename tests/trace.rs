@@ -2,22 +2,23 @@
 //! (a real EPERM: the recorder runs without CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN), the report and
 //! the Perfetto export. Needs root (and so BPF): in CI (`CI=true`) its absence fails the tests.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{ok, required, Cluster, BIN};
 use ssi_orb::proto::diag::{GiveRequest, RefMsg};
 use ssi_orb::proto::Empty;
+use ssi_testkit::{bin, ok, required, Cluster};
 
 fn environment_ok() -> bool {
     required("root", nix::unistd::geteuid().is_root())
 }
 
 fn report_json(trace: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(&["trace", "report", trace.to_str().unwrap(), "--json"])).expect("report --json is JSON")
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["trace", "report", trace.to_str().unwrap(), "--json"])).expect("report --json is JSON");
+    ssi_testkit::golden::assert_shape("trace-report", std::slice::from_ref(&v));
+    v
 }
 
 /// Asserts every node pair's recorded messages and bytes equal the ORB's own counters;
@@ -40,7 +41,7 @@ fn check_counters(r: &serde_json::Value, a: u64, b: u64) -> u64 {
 /// `ssi trace record` in the background (through `wrap` when given); returns once it records.
 fn start_recorder(c: &Cluster, out: &Path, seconds: &str, wrap: &[&str]) -> (Child, String) {
     let mut args: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
-    args.push(BIN.into());
+    args.push(bin().into());
     args.extend(["trace", "record", "--dir", c.dir_str(), "-o", out.to_str().unwrap(), "--duration", seconds].map(String::from));
     let mut child = Command::new(&args[0]).args(&args[1..]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -60,7 +61,7 @@ fn start_recorder(c: &Cluster, out: &Path, seconds: &str, wrap: &[&str]) -> (Chi
 
 /// Node 3 invokes an object of node 2 `n` times (daemon to daemon traffic).
 async fn invoke_between_daemons(c: &Cluster, n: usize) {
-    let orb = ssi::tool::connect(&c.config()).await.unwrap();
+    let orb = ssi_node::tool::connect(&c.config()).await.unwrap();
     let d2 = ssi_orb::diag::stub(&orb, 2).await.unwrap();
     let d3 = ssi_orb::diag::stub(&orb, 3).await.unwrap();
     let r = d2.spawn(Empty {}).await.unwrap().obj.unwrap();
@@ -128,9 +129,10 @@ fn a_traced_command_gets_every_table_figure_and_export() {
     let t = dir.join("t");
     let m2 = ok(&["mnt", "2", "--dir", c.dir_str()]).trim().to_string();
     // Files on node 1's volume written and read from node 2, a remote command, `ps -ef`.
+    let bin = bin();
     let script = format!(
         "for i in $(seq 50); do echo line $i > {m2}/tr$i; cat {m2}/tr$i > /dev/null; done; \
-         {BIN} rexec --dir {d} -n 3 -- true; {BIN} ps -ef --dir {d} > /dev/null",
+         {bin} rexec --dir {d} -n 3 -- true; {bin} ps -ef --dir {d} > /dev/null",
         d = c.dir_str()
     );
     ok(&["trace", "record", "--syscalls", "--dir", c.dir_str(), "-o", t.to_str().unwrap(), "--", "sh", "-c", &script]);
@@ -166,7 +168,7 @@ fn a_traced_command_gets_every_table_figure_and_export() {
     assert!(evs.iter().any(|e| e["ph"] == "s") && evs.iter().any(|e| e["ph"] == "f"), "flows between nodes");
 
     // Bad input: not a trace directory, and a non-root user may not record.
-    let bad = common::ssi(&["trace", "report", dir.to_str().unwrap()]);
+    let bad = ssi_testkit::ssi(&["trace", "report", dir.to_str().unwrap()]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a trace directory"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -178,7 +180,7 @@ fn only_root_may_record() {
         return;
     }
     let out = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", BIN, "trace", "record", "--duration", "1", "-o", "/tmp/x-never"])
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", bin(), "trace", "record", "--duration", "1", "-o", "/tmp/x-never"])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -4,15 +4,13 @@
 //! the ORB's counters exactly (tests/trace.rs). Needs root and bpftrace: in CI (`CI=true`) their
 //! absence fails the test; elsewhere the test says why it did not run.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{required, Cluster, BIN};
 use ssi_orb::proto::diag::{GiveRequest, RefMsg};
 use ssi_orb::proto::Empty;
+use ssi_testkit::{bin, required, Cluster};
 
 const PROBES: &[&str] = &["records"];
 
@@ -26,7 +24,8 @@ fn bpftrace_lists_the_probes() {
     if !environment_ok() {
         return;
     }
-    let out = Command::new("bpftrace").args(["-l", &format!("usdt:{BIN}:ssi:*")]).output().unwrap();
+    let bin = bin();
+    let out = Command::new("bpftrace").args(["-l", &format!("usdt:{bin}:ssi:*")]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for p in PROBES {
         assert!(text.lines().any(|l| l.ends_with(&format!(":ssi:{p}"))), "probe {p} not listed:\n{text}");
@@ -39,9 +38,10 @@ async fn bpftrace_receives_record_bundles_from_every_daemon() {
     if !environment_ok() {
         return;
     }
+    let bin = bin();
     let mut bt = Command::new("bpftrace")
         // BEGIN runs once every probe is attached ("Attaching..." is printed before that).
-        .args(["-e", &format!("BEGIN {{ printf(\"ready\\n\"); }} usdt:{BIN}:ssi:records {{ @n[pid] = count(); @b[pid] = sum(arg1); }}")])
+        .args(["-e", &format!("BEGIN {{ printf(\"ready\\n\"); }} usdt:{bin}:ssi:records {{ @n[pid] = count(); @b[pid] = sum(arg1); }}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -57,7 +57,7 @@ async fn bpftrace_receives_record_bundles_from_every_daemon() {
     }
     let (pids, finals) = {
         let c = Cluster::up("usdt", 3);
-        let orb = ssi::tool::connect(&c.config()).await.unwrap();
+        let orb = ssi_node::tool::connect(&c.config()).await.unwrap();
         // Daemon-to-daemon traffic: node 3 invokes an object of node 2 many times.
         let d2 = ssi_orb::diag::stub(&orb, 2).await.unwrap();
         let d3 = ssi_orb::diag::stub(&orb, 3).await.unwrap();
@@ -69,11 +69,11 @@ async fn bpftrace_receives_record_bundles_from_every_daemon() {
         orb.shutdown();
         let cfg = c.config();
         let pids: Vec<(u32, i32)> = (1..=3).map(|n| (n, c.pid(n))).collect();
-        common::ok(&["down", "--dir", c.dir_str()]);
+        ssi_testkit::ok(&["down", "--dir", c.dir_str()]);
         let finals: Vec<(u64, u64)> = (1..=3)
             .map(|n| {
                 let nc = cfg.node(n).unwrap();
-                let get = |name| ssi::local::final_counter(nc, name).expect("final counters logged");
+                let get = |name| ssi_node::local::final_counter(nc, name).expect("final counters logged");
                 (get("messages_sent"), get("bytes_sent"))
             })
             .collect();

@@ -1,12 +1,10 @@
 //! `ssi workload db` on a real 4-node cluster: clients on every node (through `ssi rexec`),
 //! one SQLite database on `/db`, the books balanced at the end. Needs root and /dev/fuse.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{required, Cluster, BIN};
+use ssi_testkit::{bin, required, Cluster};
 
 #[test]
 fn debit_credit_from_every_node_keeps_the_books() {
@@ -14,12 +12,13 @@ fn debit_credit_from_every_node_keeps_the_books() {
         return;
     }
     let c = Cluster::up("workload-db", 4);
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["workload", "db", "--seconds", "2", "--accounts", "1000", "--json", "--dir", c.dir_str()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ssi_testkit::golden::assert_shape("workload-db", std::slice::from_ref(&r));
     assert_eq!(r["invariant_holds"], true, "{r}");
     assert_eq!(r["invariant"]["integrity"], "ok");
     assert_eq!(r["invariant"]["history_rows"], r["committed"]);

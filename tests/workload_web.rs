@@ -2,12 +2,10 @@
 //! serving `/www` from PXFS, wrk in `ext` through the gateway's dispatcher, beside nginx on
 //! node 3 reached directly. Needs root, /dev/fuse, nginx and wrk (in CI all must be there).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{required, NetCluster, BIN};
+use ssi_testkit::{bin, required, NetCluster};
 
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("-v").output().is_ok()
@@ -25,12 +23,13 @@ fn web_requests_through_the_gateway_spread_over_every_node() {
     let c = NetCluster::up("workload-web", "auto");
     let d = c.d();
     for documents in ["paper", "mix"] {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(["workload", "web", "--seconds", "3", "--connections", "16", "--documents", documents, "--json", "--dir", d])
             .output()
             .unwrap();
         assert!(out.status.success(), "{documents}: {}", String::from_utf8_lossy(&out.stderr));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ssi_testkit::golden::assert_shape(&format!("workload-web-{documents}"), std::slice::from_ref(&r));
         eprintln!(
             "{documents}: cluster {} req/s, node 3 direct {} req/s, per node {}",
             r["cluster"]["per_sec"], r["baseline_node3_direct"]["per_sec"], r["per_node"]

@@ -1,4 +1,4 @@
-//! Bind interposition for unmodified programs (DESIGN §6): a process started with `ssi run`
+//! Bind interposition for unmodified programs: a process started with `ssi run`
 //! carries a seccomp filter that sends each `bind()` to this node's daemon (seccomp user
 //! notification). The supervisor reads the address from the process, asks the SAP server,
 //! and answers EADDRINUSE when another node holds the port, or lets the call go on. Ports it

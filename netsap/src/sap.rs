@@ -1,5 +1,5 @@
 //! The SAP server: the cluster-wide port namespace (protocol, port) → listeners, sharded
-//! over the configured nodes by port, each shard on two nodes (DESIGN §6; the paper's §4.1
+//! over the configured nodes by port, each shard on two nodes (the paper's §4.1
 //! found one SAP server a hot spot).
 //!
 //! Shard `port mod N` (N configured nodes, in id order) has node `i` as primary and node

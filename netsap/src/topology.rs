@@ -1,4 +1,4 @@
-//! The network of a local cluster under `ssi up --netns` (DESIGN §6): each node in its own
+//! The network of a local cluster under `ssi up --netns`: each node in its own
 //! network namespace, all of them on one bridge (the interconnect), and an `ext` namespace
 //! for external clients that reaches the cluster only through the gateway node — the paper's
 //! Figure 2.1 web setup.

@@ -31,7 +31,7 @@ pub mod well_known {
     pub const FIRST_DYNAMIC: u64 = 16;
 }
 
-/// Node ids run 1..=511 (DESIGN: gpid = node × 4194304 + pid must fit a pid_t); 0 is a
+/// Node ids run 1..=511 (a gpid, node × 4194304 + pid, must fit a pid_t); 0 is a
 /// cluster tool: authenticated, may invoke, never a member.
 pub const MAX_NODE: u32 = 511;
 pub const TOOL_NODE: u32 = 0;

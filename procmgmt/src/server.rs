@@ -107,6 +107,7 @@ impl ProcServer {
 
 fn hang_up(g: u64) {
     let pid = local_pid(g) as i32;
+    // SAFETY: kill takes integers only.
     unsafe {
         libc::kill(-pid, libc::SIGHUP);
         libc::kill(-pid, libc::SIGCONT);
@@ -238,6 +239,7 @@ impl ProcMgr for ProcServer {
             return Err(Exception::errno(libc::EPERM, "not the process's launcher"));
         }
         // The whole process group, as a terminal does (the process leads its own session).
+        // SAFETY: kill takes integers only.
         if unsafe { libc::kill(-(local_pid(req.gpid) as i32), req.signal) } < 0 {
             return Err(Exception::from_io(std::io::Error::last_os_error()));
         }

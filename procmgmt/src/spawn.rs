@@ -153,9 +153,9 @@ pub fn spawn(spec: &Spec) -> io::Result<Spawned> {
 /// filter with a notification listener and sends the listener over `end`.
 fn install_filter(f: &[libc::sock_filter], end: RawFd) -> io::Result<()> {
     let prog = libc::sock_fprog { len: f.len() as u16, filter: f.as_ptr() as *mut libc::sock_filter };
-    // SAFETY: the program outlives the call; the kernel copies it.
     // Every argument as a full register: syscall() is variadic.
     let (mode, flags) = (1 as libc::c_ulong /* SECCOMP_SET_MODE_FILTER */, (1 << 3) as libc::c_ulong /* FLAG_NEW_LISTENER */);
+    // SAFETY: the program outlives the call; the kernel copies it.
     let fd = unsafe { libc::syscall(libc::SYS_seccomp, mode, flags, &prog as *const libc::sock_fprog) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -233,6 +233,7 @@ impl Spawner {
 /// Sets a terminal's window size.
 pub fn resize(master: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
     let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize from ws, a live local.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -251,6 +252,7 @@ pub fn groups_of(pid: u32) -> io::Result<Vec<u32>> {
 /// own, whose uids alone are changed (a raw syscall: glibc's would change every thread's).
 pub fn kill_as(uid: u32, pid: i32, signal: i32) -> io::Result<()> {
     let kill = move || -> io::Result<()> {
+        // SAFETY: kill takes integers only.
         if unsafe { libc::kill(pid, signal) } < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -261,6 +263,7 @@ pub fn kill_as(uid: u32, pid: i32, signal: i32) -> io::Result<()> {
     }
     std::thread::spawn(move || {
         // Saved uid stays 0 so the thread could return; it ends instead.
+        // SAFETY: setresuid takes integers; the raw system call changes this thread only, which ends after the kill.
         if unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, 0) } < 0 {
             return Err(io::Error::last_os_error());
         }

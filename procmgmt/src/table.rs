@@ -102,6 +102,7 @@ impl Claims {
 
 /// Clock ticks per second (the unit of /proc's times).
 pub fn ticks_per_s() -> u64 {
+    // SAFETY: sysconf takes an integer and reads a constant.
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64
 }
 

@@ -39,6 +39,8 @@ pub fn handle_at(dir: RawFd, name: &str) -> io::Result<Vec<u8>> {
     let mut mount_id: libc::c_int = 0;
     let c = cstr(name)?;
     let flags = if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
+    // SAFETY: c is NUL-terminated and outlives the call; fh and mount_id are live locals, fh laid out as
+    // struct file_handle with handle_bytes = the size of f_handle.
     let r = unsafe {
         libc::syscall(libc::SYS_name_to_handle_at, dir, c.as_ptr(), &mut fh as *mut FileHandle, &mut mount_id as *mut libc::c_int, flags)
     };
@@ -69,10 +71,13 @@ pub fn open_handle(mount_fd: RawFd, handle: &[u8], flags: libc::c_int) -> io::Re
         f_handle: [0; MAX_HANDLE_SZ],
     };
     fh.f_handle[..handle.len() - 4].copy_from_slice(&handle[4..]);
+    // SAFETY: fh is a live local laid out as struct file_handle; handle_bytes is at most the size of
+    // f_handle.
     let r = unsafe { libc::syscall(libc::SYS_open_by_handle_at, mount_fd, &mut fh as *mut FileHandle, flags | libc::O_CLOEXEC) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
@@ -86,6 +91,8 @@ impl AsUser {
         if uid == 0 {
             return Ok(AsUser { switched: false });
         }
+        // SAFETY: setgroups reads gs.len() gids from gs, which lives across the call; setfsgid and setfsuid
+        // take integers and change only this thread.
         unsafe {
             let gs: Vec<libc::gid_t> = groups.to_vec();
             if libc::syscall(libc::SYS_setgroups, gs.len(), gs.as_ptr()) < 0 {
@@ -101,6 +108,8 @@ impl AsUser {
 impl Drop for AsUser {
     fn drop(&mut self) {
         if self.switched {
+            // SAFETY: integer-only system calls giving this thread back root's fs ids; setgroups with no
+            // entries reads nothing.
             unsafe {
                 libc::syscall(libc::SYS_setfsuid, 0);
                 libc::syscall(libc::SYS_setfsgid, 0);
@@ -116,22 +125,28 @@ pub fn fd_path(fd: RawFd) -> String {
 }
 
 pub fn stat_fd(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: a plain C struct of integers, for which all zeros is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     let empty = cstr("")?;
+    // SAFETY: the name is a NUL-terminated CString that outlives the call; st is a live, writable stat.
     check(unsafe { libc::fstatat(fd, empty.as_ptr(), &mut st, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) })?;
     Ok(st)
 }
 
 pub fn stat_at(dir: RawFd, name: &str) -> io::Result<libc::stat> {
+    // SAFETY: a plain C struct of integers, for which all zeros is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     let c = cstr(name)?;
+    // SAFETY: the name is a NUL-terminated CString that outlives the call; st is a live, writable stat.
     check(unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
     Ok(st)
 }
 
 pub fn open_path(p: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     let c = cstr(p.to_str().ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?)?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     let fd = check(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -141,44 +156,60 @@ pub fn open_path(p: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
 pub fn reopen(fd: RawFd, flags: libc::c_int) -> io::Result<OwnedFd> {
     let c = cstr(&fd_path(fd))?;
     let drop = libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     let r = check(unsafe { libc::open(c.as_ptr(), (flags & !drop) | libc::O_CLOEXEC) })?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
 pub fn open_at(dir: RawFd, name: &str, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     let r = check(unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
 pub fn mkdir_at(dir: RawFd, name: &str, mode: u32) -> io::Result<()> {
     let c = cstr(name)?;
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::mkdirat(dir, c.as_ptr(), mode) }).map(|_| ())
 }
 
 pub fn mknod_at(dir: RawFd, name: &str, mode: u32, rdev: u32) -> io::Result<()> {
     let c = cstr(name)?;
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::mknodat(dir, c.as_ptr(), mode, rdev as libc::dev_t) }).map(|_| ())
 }
 
 pub fn symlink_at(target: &str, dir: RawFd, name: &str) -> io::Result<()> {
     let (t, c) = (cstr(target)?, cstr(name)?);
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::symlinkat(t.as_ptr(), dir, c.as_ptr()) }).map(|_| ())
 }
 
 /// A hard link to the file behind `fd`, without CAP_DAC_READ_SEARCH (through /proc).
 pub fn link_fd(fd: RawFd, dir: RawFd, name: &str) -> io::Result<()> {
     let (p, c) = (cstr(&fd_path(fd))?, cstr(name)?);
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::linkat(libc::AT_FDCWD, p.as_ptr(), dir, c.as_ptr(), libc::AT_SYMLINK_FOLLOW) }).map(|_| ())
 }
 
 pub fn unlink_at(dir: RawFd, name: &str, rmdir: bool) -> io::Result<()> {
     let c = cstr(name)?;
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::unlinkat(dir, c.as_ptr(), if rmdir { libc::AT_REMOVEDIR } else { 0 }) }).map(|_| ())
 }
 
 pub fn rename_at(d1: RawFd, n1: &str, d2: RawFd, n2: &str, flags: u32) -> io::Result<()> {
     let (a, b) = (cstr(n1)?, cstr(n2)?);
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     let r = unsafe { libc::syscall(libc::SYS_renameat2, d1, a.as_ptr(), d2, b.as_ptr(), flags) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -190,6 +221,7 @@ pub fn rename_at(d1: RawFd, n1: &str, d2: RawFd, n2: &str, flags: u32) -> io::Re
 pub fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize];
     let empty = cstr("")?;
+    // SAFETY: the kernel writes at most buf.len() bytes into buf, which lives across the call.
     let n = unsafe { libc::readlinkat(fd, empty.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     if n < 0 {
         return Err(io::Error::last_os_error());
@@ -200,21 +232,28 @@ pub fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
 
 pub fn chmod_fd(fd: RawFd, mode: u32) -> io::Result<()> {
     let p = cstr(&fd_path(fd))?;
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode, 0) }).map(|_| ())
 }
 
 pub fn chown_fd(fd: RawFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
     let empty = cstr("")?;
     let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::fchownat(fd, empty.as_ptr(), u, g, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) }).map(|_| ())
 }
 
 pub fn truncate_fd(fd: RawFd, size: u64) -> io::Result<()> {
     let p = cstr(&fd_path(fd))?;
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::truncate(p.as_ptr(), size as libc::off_t) }).map(|_| ())
 }
 
 pub fn ftruncate(fd: RawFd, size: u64) -> io::Result<()> {
+    // SAFETY: ftruncate takes a descriptor number and a length only.
     check(unsafe { libc::ftruncate(fd, size as libc::off_t) }).map(|_| ())
 }
 
@@ -227,6 +266,7 @@ pub fn utimens_fd(fd: RawFd, atime: Option<Option<i64>>, mtime: Option<Option<i6
     };
     let times = [ts(atime), ts(mtime)];
     let p = cstr(&fd_path(fd))?;
+    // SAFETY: p is a NUL-terminated CString and times an array of two timespecs, both live for the call.
     check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) }).map(|_| ())
 }
 
@@ -234,6 +274,8 @@ pub fn access_fd(fd: RawFd, mask: i32) -> io::Result<()> {
     let p = cstr(&fd_path(fd))?;
     // Checked against the fsuid/fsgid this thread runs with (faccessat without AT_EACCESS
     // would use the real uid, which stays root).
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::faccessat(libc::AT_FDCWD, p.as_ptr(), mask, libc::AT_EACCESS) }).map(|_| ())
 }
 
@@ -242,6 +284,7 @@ pub fn pread(fd: RawFd, size: usize, offset: u64) -> io::Result<Vec<u8>> {
     let mut done = 0;
     while done < size {
         let n =
+            // SAFETY: the pointer and length stay within buf[done..], which lives across the call.
             unsafe { libc::pread(fd, buf[done..].as_mut_ptr() as *mut libc::c_void, size - done, (offset + done as u64) as libc::off_t) };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -262,6 +305,7 @@ pub fn pread(fd: RawFd, size: usize, offset: u64) -> io::Result<Vec<u8>> {
 pub fn pwrite(fd: RawFd, data: &[u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < data.len() {
+        // SAFETY: the pointer and length stay within data[done..], which lives across the call.
         let n = unsafe {
             libc::pwrite(fd, data[done..].as_ptr() as *const libc::c_void, data.len() - done, (offset + done as u64) as libc::off_t)
         };
@@ -278,6 +322,7 @@ pub fn pwrite(fd: RawFd, data: &[u8], offset: u64) -> io::Result<usize> {
 }
 
 pub fn fsync(fd: RawFd, datasync: bool) -> io::Result<()> {
+    // SAFETY: fsync and fdatasync take a descriptor number only.
     check(unsafe {
         if datasync {
             libc::fdatasync(fd)
@@ -289,7 +334,9 @@ pub fn fsync(fd: RawFd, datasync: bool) -> io::Result<()> {
 }
 
 pub fn statvfs_fd(fd: RawFd) -> io::Result<libc::statvfs> {
+    // SAFETY: a plain C struct of integers, for which all zeros is a valid value.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: s is a live, writable statvfs.
     check(unsafe { libc::fstatvfs(fd, &mut s) })?;
     Ok(s)
 }
@@ -297,6 +344,7 @@ pub fn statvfs_fd(fd: RawFd) -> io::Result<libc::statvfs> {
 /// Directory entries of the directory behind `fd` (opened for reading as the caller).
 pub fn read_dir(fd: RawFd) -> io::Result<Vec<(String, u8, u64)>> {
     let dfd = reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    // SAFETY: dfd is an open directory descriptor; on success the DIR stream owns it (forgotten below).
     let dir = unsafe { libc::fdopendir(dfd.as_raw_fd()) };
     if dir.is_null() {
         return Err(io::Error::last_os_error());
@@ -304,17 +352,23 @@ pub fn read_dir(fd: RawFd) -> io::Result<Vec<(String, u8, u64)>> {
     std::mem::forget(dfd); // owned by the DIR stream now
     let mut out = Vec::new();
     loop {
+        // SAFETY: errno is this thread's; readdir reports an error only through it.
         unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: dir is the open DIR stream from fdopendir above, used by this thread only.
         let ent = unsafe { libc::readdir64(dir) };
         if ent.is_null() {
+            // SAFETY: errno is this thread's, set by the readdir just above.
             let err = unsafe { *libc::__errno_location() };
+            // SAFETY: dir is open and closed once, here; nothing uses it afterwards.
             unsafe { libc::closedir(dir) };
             if err != 0 {
                 return Err(io::Error::from_raw_os_error(err));
             }
             return Ok(out);
         }
+        // SAFETY: a non-null entry from readdir stays valid until the next readdir or closedir on dir.
         let e = unsafe { &*ent };
+        // SAFETY: d_name is NUL-terminated within the entry, which is valid here.
         let name = unsafe { std::ffi::CStr::from_ptr(e.d_name.as_ptr()) }.to_string_lossy().into_owned();
         out.push((name, e.d_type, e.d_ino));
     }
@@ -332,6 +386,8 @@ fn xattr_result(n: isize) -> io::Result<usize> {
 pub fn getxattr_fd(fd: RawFd, name: &str, size: usize) -> io::Result<(Vec<u8>, usize)> {
     let (p, n) = (cstr(&fd_path(fd))?, cstr(name)?);
     let mut buf = vec![0u8; size];
+    // SAFETY: the names are NUL-terminated CStrings; the kernel writes at most `size` bytes into buf, which
+    // has that many.
     let r = xattr_result(unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, size) })?;
     buf.truncate(if size == 0 { 0 } else { r });
     Ok((buf, r))
@@ -340,6 +396,8 @@ pub fn getxattr_fd(fd: RawFd, name: &str, size: usize) -> io::Result<(Vec<u8>, u
 pub fn listxattr_fd(fd: RawFd, size: usize) -> io::Result<(Vec<u8>, usize)> {
     let p = cstr(&fd_path(fd))?;
     let mut buf = vec![0u8; size];
+    // SAFETY: p is a NUL-terminated CString; the kernel writes at most `size` bytes into buf, which has that
+    // many.
     let r = xattr_result(unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, size) })?;
     buf.truncate(if size == 0 { 0 } else { r });
     Ok((buf, r))
@@ -347,10 +405,14 @@ pub fn listxattr_fd(fd: RawFd, size: usize) -> io::Result<(Vec<u8>, usize)> {
 
 pub fn setxattr_fd(fd: RawFd, name: &str, value: &[u8], flags: i32) -> io::Result<()> {
     let (p, n) = (cstr(&fd_path(fd))?, cstr(name)?);
+    // SAFETY: the names are NUL-terminated CStrings; the value pointer and length describe `value`, live for
+    // the call.
     check(unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), flags) }).map(|_| ())
 }
 
 pub fn removexattr_fd(fd: RawFd, name: &str) -> io::Result<()> {
     let (p, n) = (cstr(&fd_path(fd))?, cstr(name)?);
+    // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
+    // integers.
     check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) }).map(|_| ())
 }

@@ -1,4 +1,4 @@
-//! The Solaris MC study's own figures (seed 003; `reference/solaris-mc-1997.toml`, copied
+//! The 1997 Solaris MC communication study's own figures (`reference/solaris-mc-1997.toml`, copied
 //! from the project's shared reference data), for printing ours beside theirs.
 
 use toml::Value;

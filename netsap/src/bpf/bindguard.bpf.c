@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The second layer of bind interposition (DESIGN §6): cgroup programs on the cgroup of a node's
+// The second layer of bind interposition: cgroup programs on the cgroup of a node's
 // daemon, and so of every process it starts, whatever way they bind (seccomp sees `bind()`
 // only; io_uring's bind and programs started without `ssi run` pass it by).
 //

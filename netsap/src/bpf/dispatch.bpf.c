@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The gateway's packet dispatcher (DESIGN §6), a TC program on the ingress of the interface
+// The gateway's packet dispatcher, a TC program on the ingress of the interface
 // that carries the cluster's global address.
 //
 // A packet for the global address whose (protocol, port) is a service in `services` goes to a

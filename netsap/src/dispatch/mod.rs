@@ -1,4 +1,4 @@
-//! The packet dispatcher of gateway nodes (DESIGN §6; the paper's §2.1 packet filter): the
+//! The packet dispatcher of gateway nodes(the paper's §2.1 packet filter): the
 //! gateway owns the cluster's global address, and each connection (or UDP flow) that arrives
 //! for it is steered to a node listening on its port, as the SAP table says.
 //!

@@ -1,11 +1,44 @@
 //! ssi-sdds: Litwin's scalable distributed data structures on the ssi ORB — RP* (range
-//! partitioning, the AMOS-SDDS paper's choice, seed 004) and LH* (linear hashing) — with
+//! partitioning, the AMOS-SDDS paper's choice) and LH* (linear hashing) — with
 //! parallel scans that ship a function to the data.
 //!
-//! `addr` is the addressing (images, forwarding, IAMs: pure), `bucket` a bucket's records,
-//! splits and E-strategy evaluation, `isql` the I-strategy (SQLite in memory), `server` a
-//! node's buckets and the files' coordinators, `client` a client with its image, `person`
-//! the benchmark's table and its one-node SQLite baseline.
+//! # Modules
+//!
+//! Scalable distributed data structures (seed 004): every daemon serves one `Sdds` object
+//! (name `sdds`, `proto/sdds.proto`) holding the buckets of any file placed on its node
+//! (bucket b on `nodes[b mod N]`); the node of bucket 0 coordinates the file (hands out split
+//! tokens), never on the access path.
+//! - `addr.rs` — pure addressing: LH* (h_j, the client's (i', n') image, Litwin's forwarding —
+//!   at most two hops —, the IAM adjustment, safe for any bucket's (m, j)); RP* (images keyed
+//!   by known lower bounds, which never change; forwarding down to the child that took a key
+//!   or up to the parent for keys above all the bucket ever held; the gaps a range's answers
+//!   leave).
+//! - `bucket.rs` — records (BTreeMap), the bucket's place and its split children, splits (RP*
+//!   at the median, LH* by the next level's hash), the E-strategy evaluation of shipped
+//!   functions (records in a range, count by city, the Person self-join as pairs or counts via
+//!   a per-city sorted index).
+//! - `isql.rs` — the I-strategy: bucket and probe tuples into SQLite in memory with an index on
+//!   the join attribute.
+//! - `server.rs` — the servant: key batches (own keys stored, the rest forwarded per target, IAMs
+//!   back), overflow reports (rate-limited; stale ones ignored), the coordinator's split token
+//!   (RP*: the full bucket; LH*: the split pointer), splits that keep the bucket locked until
+//!   the new bucket holds its records, scans evaluated on the blocking pool and forwarded to
+//!   the children (as of the evaluation) the client did not address.
+//! - `lib.rs` — `KeyOp` (insert, search, delete: one request type, one dispatch for servers
+//!   and clients) and `Stubs` (every node's `Sdds` resolved once).
+//! - `client.rs` — a client with its image: key operations batched per bucket and issued
+//!   together; scans with deterministic termination (every child reported has answered; for
+//!   RP* ranges, the answers' ranges cover the range, gaps asked again from bucket 0) or
+//!   probabilistic (a time-out).
+//! - `person.rs` — the benchmark's Person table, the join through the SDDS, and the one-node
+//!   SQLite baseline (the paper's "AMOS-II alone").
+//!
+//! # Invariants
+//!
+//! - **An SDDS has no directory on the access path.** A client's image only ever names buckets
+//!   that exist; a wrong guess costs forwards (LH* at most two) and is answered with IAMs; a
+//!   record is in exactly one bucket at every moment (a splitting bucket stays locked until the
+//!   new one holds the moved records), so a scan sees each record once.
 
 pub mod proto {
     #![allow(clippy::all)]
@@ -14,9 +47,11 @@ pub mod proto {
 pub mod addr;
 pub mod bucket;
 pub mod client;
+pub mod driver;
 pub mod isql;
 pub mod person;
 pub mod plot;
+pub mod redis_cluster;
 pub mod server;
 
 /// The name every node's `Sdds` object is registered under.
@@ -64,3 +99,13 @@ impl Stubs {
 }
 
 pub use server::serve;
+
+/// The SDDS object on every node: what the binary hands each daemon
+/// (`ssi_node::daemon::Extension`).
+pub struct Servants;
+
+impl ssi_node::daemon::Extension for Servants {
+    fn start(self: Box<Self>, orb: &ssi_orb::Orb, _: &ssi_node::config::NodeConfig, _: &mut tonic::service::RoutesBuilder) {
+        server::serve(orb);
+    }
+}

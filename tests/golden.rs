@@ -1,0 +1,53 @@
+//! The `--json` shapes of the benchmarks and workloads no other test runs with `--json`,
+//! each run briefly and its output held to `tests/golden/NAME.json` (see
+//! `ssi_testkit::golden`). The other commands' shapes are checked where their tests already
+//! read their JSON (status, ps, ports, bench fs, workload db/web/in/sdds, trace report).
+//!
+//! Sequential on purpose: each starts a cluster, and two on two CPUs would slow each other
+//! past the benchmarks' own bounds.
+
+use std::path::Path;
+use std::process::Command;
+
+use ssi_testkit::golden::{assert_shape, documents};
+use ssi_testkit::{bin, required, Cluster};
+
+/// Runs `ssi args...`, which must succeed; its `--json` documents.
+fn json_of(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(bin()).args(args).env_remove("SSI_DIR").output().expect("run ssi");
+    assert!(out.status.success(), "ssi {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let docs = documents(&out.stdout);
+    assert!(!docs.is_empty(), "ssi {args:?} printed no JSON: {}", String::from_utf8_lossy(&out.stdout));
+    docs
+}
+
+fn root_and_fuse() -> bool {
+    required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())
+}
+
+#[test]
+fn bench_shapes() {
+    if !root_and_fuse() {
+        return;
+    }
+    ssi_testkit::assert_clean();
+    assert_shape("bench-orb", &json_of(&["bench", "orb", "--json", "--rounds", "1", "--seconds", "0.05", "--payloads", "64"]));
+    assert_shape("bench-rexec", &json_of(&["bench", "rexec", "--json", "--runs", "3", "--no-build"]));
+    let in_args = ["bench", "in", "--json", "--max-qes", "2", "--seconds", "0.3", "--start-rate", "20000", "--max-rate", "40000"];
+    assert_shape("bench-in", &json_of(&in_args));
+    if required("bpftrace's kernel support (eBPF)", Path::new("/sys/kernel/btf/vmlinux").exists()) {
+        assert_shape("bench-trace", &json_of(&["bench", "trace", "--json", "--rounds", "1", "--seconds", "0.1"]));
+    }
+    if required("nginx", ssi_node::installed("nginx")) && required("wrk", ssi_node::installed("wrk")) {
+        assert_shape("bench-net", &json_of(&["bench", "net", "--json", "--rounds", "1", "--seconds", "1", "--connections", "4"]));
+    }
+}
+
+#[test]
+fn workload_make_shape() {
+    if !root_and_fuse() {
+        return;
+    }
+    let c = Cluster::up("golden-make", 4);
+    assert_shape("workload-make", &json_of(&["workload", "make", "--json", "--dir", c.dir_str()]));
+}
