@@ -86,13 +86,30 @@ pub fn remove_empty_cgroups() -> usize {
     removed
 }
 
+/// Why the bind guard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("{step} {}: {source}", cgroup.display())]
+    Cgroup { step: &'static str, cgroup: std::path::PathBuf, source: std::io::Error },
+    #[error("{step}: {source}")]
+    Bpf { step: String, source: libbpf_rs::Error },
+    #[error("bind guard thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the bind guard thread died")]
+    Died,
+}
+
 /// Moves this process into `cgroup` (made if missing), loads and attaches the programs there,
 /// and runs the guard on a thread of its own for the life of the process.
-pub fn start(cgroup: &Path, node: u32, sap: SapClient, sup: Supervisor, rt: tokio::runtime::Handle) -> Result<(), String> {
-    std::fs::create_dir_all(cgroup).map_err(|e| format!("cgroup {}: {e}", cgroup.display()))?;
-    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
-        .map_err(|e| format!("joining cgroup {}: {e}", cgroup.display()))?;
-    let cg = std::fs::File::open(cgroup).map_err(|e| format!("cgroup {}: {e}", cgroup.display()))?;
+pub fn start(cgroup: &Path, node: u32, sap: SapClient, sup: Supervisor, rt: tokio::runtime::Handle) -> Result<(), GuardError> {
+    let cg_err = |step| move |source| GuardError::Cgroup { step, cgroup: cgroup.to_path_buf(), source };
+    std::fs::create_dir_all(cgroup).map_err(cg_err("cgroup"))?;
+    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string()).map_err(cg_err("joining cgroup"))?;
+    let cg = std::fs::File::open(cgroup).map_err(cg_err("cgroup"))?;
+    let bpf = |step: &str| {
+        let step = step.to_string();
+        move |source| GuardError::Bpf { step, source }
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("netsap-bindguard".into())
@@ -104,17 +121,17 @@ pub fn start(cgroup: &Path, node: u32, sap: SapClient, sup: Supervisor, rt: toki
             let storage = Box::leak(Box::new(MaybeUninit::uninit()));
             let loaded = BindguardSkelBuilder::default()
                 .open(storage)
-                .map_err(|e| format!("cannot open the BPF object: {e}"))
-                .and_then(|o| o.load().map_err(|e| format!("cannot load the cgroup programs: {e}")));
+                .map_err(bpf("cannot open the BPF object"))
+                .and_then(|o| o.load().map_err(bpf("cannot load the cgroup programs")));
             let skel = match loaded {
                 Ok(s) => s,
                 Err(e) => return drop(tx.send(Err(e))),
             };
-            let setup = || -> Result<Vec<libbpf_rs::Link>, String> {
+            let setup = || -> Result<Vec<libbpf_rs::Link>, GuardError> {
                 skel.maps
                     .daemon
                     .update(&0u32.to_ne_bytes(), &std::process::id().to_ne_bytes(), MapFlags::ANY)
-                    .map_err(|e| format!("daemon map: {e}"))?;
+                    .map_err(bpf("daemon map"))?;
                 let p = &skel.progs;
                 let mut links = Vec::new();
                 for (name, prog) in [
@@ -124,7 +141,7 @@ pub fn start(cgroup: &Path, node: u32, sap: SapClient, sup: Supervisor, rt: toki
                     ("post_bind6", &p.post_bind6),
                     ("sock_release", &p.release),
                 ] {
-                    links.push(prog.attach_cgroup(cg.as_raw_fd()).map_err(|e| format!("attaching {name}: {e}"))?);
+                    links.push(prog.attach_cgroup(cg.as_raw_fd()).map_err(bpf(&format!("attaching {name}")))?);
                 }
                 Ok(links)
             };
@@ -134,7 +151,7 @@ pub fn start(cgroup: &Path, node: u32, sap: SapClient, sup: Supervisor, rt: toki
             };
             let refused = match MapHandle::try_from(&skel.maps.refused) {
                 Ok(m) => m,
-                Err(e) => return drop(tx.send(Err(format!("refused map: {e}")))),
+                Err(e) => return drop(tx.send(Err(bpf("refused map")(e)))),
             };
             if let Ok(m) = MapHandle::try_from(&skel.maps.refused) {
                 sup.set_refused_map(m);
@@ -142,8 +159,8 @@ pub fn start(cgroup: &Path, node: u32, sap: SapClient, sup: Supervisor, rt: toki
             let _ = tx.send(Ok(()));
             run(&skel.maps.events, &refused, node, &sap, &sup, &rt);
         })
-        .map_err(|e| format!("bind guard thread: {e}"))?;
-    rx.recv().map_err(|_| "the bind guard thread died".to_string())?
+        .map_err(GuardError::Thread)?;
+    rx.recv().map_err(|_| GuardError::Died)?
 }
 
 /// An implicit bind's port (connect, or bind to port 0): the node's own range, no SAP entry.

@@ -21,24 +21,34 @@ use parking_lot::Mutex;
 use crate::proto::{Binding, Listener};
 use crate::sap::{SapClient, TCP, UDP};
 
+/// Why bind interposition cannot run on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum InterposeError {
+    #[error("seccomp {step}: {source}")]
+    Seccomp { step: &'static str, source: libseccomp::error::SeccompError },
+    #[error("{step}: {source}")]
+    Io { step: &'static str, source: std::io::Error },
+}
+
 /// The classic BPF program of the filter: notify on bind, allow everything else.
-pub fn bind_filter() -> Result<Vec<libc::sock_filter>, String> {
-    let mut f = ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| format!("seccomp filter: {e}"))?;
-    let bind = ScmpSyscall::from_name("bind").map_err(|e| format!("seccomp: {e}"))?;
-    f.add_rule(ScmpAction::Notify, bind).map_err(|e| format!("seccomp rule: {e}"))?;
+pub fn bind_filter() -> Result<Vec<libc::sock_filter>, InterposeError> {
+    let seccomp = |step| move |source| InterposeError::Seccomp { step, source };
+    let mut f = ScmpFilterContext::new(ScmpAction::Allow).map_err(seccomp("filter"))?;
+    let bind = ScmpSyscall::from_name("bind").map_err(seccomp("syscall name"))?;
+    f.add_rule(ScmpAction::Notify, bind).map_err(seccomp("rule"))?;
     // Exported through a memory file (libseccomp 2.5 writes the program to an fd).
     let bytes = {
         use std::io::{Read, Seek};
         // SAFETY: memfd_create returns a new fd we own.
         let fd = unsafe { libc::memfd_create(c"ssi-bind-filter".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
-            return Err(format!("memfd: {}", std::io::Error::last_os_error()));
+            return Err(InterposeError::Io { step: "memfd", source: std::io::Error::last_os_error() });
         }
         // SAFETY: fd is ours (just created).
         let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        f.export_bpf(&file).map_err(|e| format!("seccomp export: {e}"))?;
+        f.export_bpf(&file).map_err(seccomp("export"))?;
         let mut v = Vec::new();
-        file.rewind().and_then(|_| file.read_to_end(&mut v)).map_err(|e| format!("seccomp export: {e}"))?;
+        file.rewind().and_then(|_| file.read_to_end(&mut v)).map_err(|source| InterposeError::Io { step: "seccomp export", source })?;
         v
     };
     Ok(bytes
@@ -92,10 +102,13 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn start(sap: SapClient, node: u32, rt: tokio::runtime::Handle) -> Result<Supervisor, String> {
+    pub fn start(sap: SapClient, node: u32, rt: tokio::runtime::Handle) -> Result<Supervisor, InterposeError> {
         let s = Supervisor { filter: Arc::new(bind_filter()?), sap, node, rt, granted: Default::default(), refused: Default::default() };
         let s2 = s.clone();
-        std::thread::Builder::new().name("netsap-release".into()).spawn(move || s2.release_loop()).map_err(|e| e.to_string())?;
+        std::thread::Builder::new()
+            .name("netsap-release".into())
+            .spawn(move || s2.release_loop())
+            .map_err(|source| InterposeError::Io { step: "release thread", source })?;
         Ok(s)
     }
 

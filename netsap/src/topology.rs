@@ -25,6 +25,23 @@ pub const INTERCONNECT: [u8; 3] = [10, 99, 0];
 pub const GLOBAL_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 pub const EXT_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 
+/// Why the network of a `--netns` cluster could not be made, changed or joined.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("--netns numbers nodes 1..=254 on its interconnect")]
+    NodeRange,
+    #[error("no gateway")]
+    NoGateway,
+    #[error("{cmd}: {source} (iproute2 is needed for --netns)")]
+    NoIp { cmd: String, source: std::io::Error },
+    #[error("{cmd}: {stderr}")]
+    Failed { cmd: String, stderr: String },
+    #[error("network namespace {path}: {source}")]
+    Namespace { path: String, source: std::io::Error },
+    #[error("joining {path}: {errno}")]
+    Join { path: String, errno: nix::Error },
+}
+
 /// The namespaces of one local cluster, named after a prefix unique to its directory.
 #[derive(Clone, Debug)]
 pub struct Topology {
@@ -58,9 +75,9 @@ impl Topology {
     }
 
     /// Makes the namespaces, links and addresses. On failure, what was made is removed.
-    pub fn create(&self) -> Result<(), String> {
+    pub fn create(&self) -> Result<(), TopologyError> {
         if self.nodes.iter().any(|&n| n == 0 || n > 254) {
-            return Err("--netns numbers nodes 1..=254 on its interconnect".into());
+            return Err(TopologyError::NodeRange);
         }
         let r = self.create_inner();
         if r.is_err() {
@@ -69,7 +86,7 @@ impl Topology {
         r
     }
 
-    fn create_inner(&self) -> Result<(), String> {
+    fn create_inner(&self) -> Result<(), TopologyError> {
         let lan = self.lan_ns();
         for ns in self.namespaces() {
             ip(&["netns", "add", &ns])?;
@@ -108,7 +125,7 @@ impl Topology {
     /// whose source is the gateway's own global address, hence `accept_local`. Forwarding is
     /// only for those replies and for what the dispatcher steers: `ext` may not reach the
     /// interconnect by routing (except packets nftables DNATed, which it marks).
-    fn direct_server_return(&self, g: u32) -> Result<(), String> {
+    fn direct_server_return(&self, g: u32) -> Result<(), TopologyError> {
         let gw = self.node_ns(g);
         for &n in self.nodes.iter().filter(|&&n| n != g) {
             let ns = self.node_ns(n);
@@ -134,8 +151,8 @@ impl Topology {
     /// Lets `ext` reach node `n`'s own interconnect address through the gateway as a plain
     /// router (`open`), or not any more — the baseline of `ssi bench net`: the same path,
     /// without the dispatcher.
-    pub fn route_ext_to(&self, n: u32, open: bool) -> Result<(), String> {
-        let Some(&g) = self.gateways.first() else { return Err("no gateway".into()) };
+    pub fn route_ext_to(&self, n: u32, open: bool) -> Result<(), TopologyError> {
+        let Some(&g) = self.gateways.first() else { return Err(TopologyError::NoGateway) };
         ip(&[
             "-n",
             &self.node_ns(g),
@@ -192,31 +209,35 @@ pub fn list() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {}: {e} (iproute2 is needed for --netns)", args.join(" ")))?;
+fn ip(args: &[&str]) -> Result<(), TopologyError> {
+    let cmd = || format!("ip {}", args.join(" "));
+    let out = Command::new("ip").args(args).output().map_err(|source| TopologyError::NoIp { cmd: cmd(), source })?;
     if !out.status.success() {
-        return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(TopologyError::Failed { cmd: cmd(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
     Ok(())
 }
 
 /// Sets `/proc/sys/KEY` (e.g. `net/ipv4/ip_forward`) inside namespace `ns`: the net sysctls
 /// are those of the namespace of the process that writes them.
-fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), String> {
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), TopologyError> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "sh", "-c", &format!("echo {value} > /proc/sys/{key}")])
         .output()
-        .map_err(|e| format!("sysctl {key} in {ns}: {e}"))?;
+        .map_err(|source| TopologyError::NoIp { cmd: format!("sysctl {key} in {ns}"), source })?;
     if !out.status.success() {
-        return Err(format!("sysctl {key} in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(TopologyError::Failed {
+            cmd: format!("sysctl {key} in {ns}"),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
 
 /// Joins network namespace `name` (`/run/netns/NAME`) for the calling thread — and so for
 /// every thread it starts afterwards. The daemon calls it before it starts any.
-pub fn enter(name: &str) -> Result<(), String> {
+pub fn enter(name: &str) -> Result<(), TopologyError> {
     let path = format!("/run/netns/{name}");
-    let f = std::fs::File::open(&path).map_err(|e| format!("network namespace {path}: {e}"))?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining {path}: {e}"))
+    let f = std::fs::File::open(&path).map_err(|source| TopologyError::Namespace { path: path.clone(), source })?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| TopologyError::Join { path, errno: e })
 }

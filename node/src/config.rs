@@ -261,7 +261,7 @@ impl Config {
         };
         let dispatch = match &raw.cluster.dispatch {
             None => ssi_netsap::dispatch::Mode::Auto,
-            Some(d) => d.get_ref().parse().map_err(|e| err_at(d.span(), e))?,
+            Some(d) => d.get_ref().parse().map_err(|e: ssi_netsap::dispatch::UnknownMode| err_at(d.span(), e.to_string()))?,
         };
         let mut volumes: Vec<Volume> = Vec::new();
         for v in &raw.volumes {

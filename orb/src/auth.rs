@@ -30,17 +30,26 @@ impl std::fmt::Debug for ClusterKey {
     }
 }
 
+/// Why a key file's text is not a cluster key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("a cluster key is an even number (at least 32) of hex digits, found {0} characters")]
+    Length(usize),
+    #[error("not a hex digit pair at offset {offset}: {pair:?}")]
+    NotHex { offset: usize, pair: String },
+}
+
 impl ClusterKey {
     /// A key file holds at least 32 hex digits (whitespace ignored).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
         let hex: String = text.chars().filter(|c| !c.is_whitespace()).collect();
         if hex.len() < 32 || hex.len() % 2 != 0 {
-            return Err(format!("a cluster key is an even number (at least 32) of hex digits, found {} characters", hex.len()));
+            return Err(KeyError::Length(hex.len()));
         }
         let mut out = Vec::with_capacity(hex.len() / 2);
         for i in (0..hex.len()).step_by(2) {
-            let b =
-                u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| format!("not a hex digit pair at offset {i}: {:?}", &hex[i..i + 2]))?;
+            let pair = hex.get(i..i + 2).ok_or_else(|| KeyError::NotHex { offset: i, pair: hex[i..].chars().take(2).collect() })?;
+            let b = u8::from_str_radix(pair, 16).map_err(|_| KeyError::NotHex { offset: i, pair: pair.to_string() })?;
             out.push(b);
         }
         Ok(ClusterKey(out))
@@ -120,8 +129,8 @@ mod tests {
 
     #[test]
     fn key_files_are_checked() {
-        assert!(ClusterKey::parse("abcd").is_err());
-        assert!(ClusterKey::parse(&"zz".repeat(20)).is_err());
+        assert_eq!(ClusterKey::parse("abcd").unwrap_err(), KeyError::Length(4));
+        assert_eq!(ClusterKey::parse(&"zz".repeat(20)).unwrap_err(), KeyError::NotHex { offset: 0, pair: "zz".into() });
         assert!(ClusterKey::parse(&format!("{}\n", "ab".repeat(16))).is_ok());
     }
 }

@@ -113,10 +113,11 @@ pub mod proto {
 }
 
 pub use async_trait::async_trait;
-pub use auth::ClusterKey;
+pub use auth::{ClusterKey, KeyError};
 pub use bytes::Bytes;
 pub use error::{Exception, OrbError};
 pub use object::{decode_request, CallCtx, DispatchFuture, Incoming, ObjHandle, Outgoing, Received, RefCarrier, RefKey, Refs, Servant};
 pub use orb::{well_known, CallOptions, Liveness, Orb, OrbConfig, MAX_NODE, TOOL_NODE};
 pub use proto::svc::View;
 pub use proto::ObjRef;
+pub use transport::{LinkError, StartError};

@@ -23,7 +23,7 @@ use crate::error::OrbError;
 use crate::link::Link;
 use crate::orb::{well_known, CallOptions, Liveness, Orb, OrbInner, TOOL_NODE};
 use crate::proto::svc::{self, Member, View};
-use crate::transport::DialError;
+use crate::transport::LinkError;
 
 pub(crate) fn spawn(orb: &Orb) {
     let weak = Arc::downgrade(&orb.0);
@@ -96,7 +96,7 @@ impl OrbInner {
                 let mut peers = inner.peers.lock();
                 if let Some(ps) = peers.get_mut(&id) {
                     ps.dialing = false;
-                    if let Err(DialError::Refused(_)) = &res {
+                    if let Err(LinkError::Refused(_)) = &res {
                         if ps.liveness == Liveness::Up && ps.link.is_none() {
                             ps.liveness = Liveness::Down;
                             died = true;

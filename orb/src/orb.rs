@@ -20,6 +20,7 @@ use crate::object::{CallCtx, HandleInner, Incoming, ObjHandle, Outgoing, RefKey,
 use crate::probes::{self, Counters};
 use crate::proto::svc::{self, View};
 use crate::proto::{Creds, Header, Kind, ObjProto, ObjRef};
+use crate::transport::StartError;
 use crate::wire::WireMsg;
 
 /// Object ids of the well-known objects every node serves.
@@ -175,9 +176,9 @@ impl Orb {
 
     /// Starts the ORB: accepts links (if `listen` is set), dials peers, runs membership.
     /// Must run inside a tokio runtime.
-    pub async fn start(cfg: OrbConfig) -> Result<Orb, String> {
+    pub async fn start(cfg: OrbConfig) -> Result<Orb, StartError> {
         if cfg.node > MAX_NODE {
-            return Err(format!("node id {} out of range 0..={MAX_NODE}", cfg.node));
+            return Err(StartError::NodeId(cfg.node));
         }
         let mut peers = BTreeMap::new();
         for (id, addr) in &cfg.peers {

@@ -11,7 +11,7 @@ use crate::auth::ClusterKey;
 use crate::link::Link;
 use crate::probes::Counters;
 use crate::proto::{Header, Kind};
-use crate::transport::{dial_link, Inbound};
+use crate::transport::{dial_link, Inbound, LinkError};
 use crate::wire::{Frames, InMsg, WireMsg};
 
 pub struct RawPeer {
@@ -22,27 +22,27 @@ pub struct RawPeer {
 
 impl RawPeer {
     /// Dials `addr` as cluster tool (node 0) and completes the handshake with `key`.
-    pub async fn connect(addr: &str, cluster: &str, key: &ClusterKey) -> Result<RawPeer, String> {
+    pub async fn connect(addr: &str, cluster: &str, key: &ClusterKey) -> Result<RawPeer, LinkError> {
         Self::connect_with(addr, cluster, key, true).await
     }
 
     /// Like `connect`, but goes on even when the daemon's CHALLENGE does not verify (as an
     /// impostor would), sending a PROOF made with `key`.
-    pub async fn connect_unverified(addr: &str, cluster: &str, key: &ClusterKey) -> Result<RawPeer, String> {
+    pub async fn connect_unverified(addr: &str, cluster: &str, key: &ClusterKey) -> Result<RawPeer, LinkError> {
         Self::connect_with(addr, cluster, key, false).await
     }
 
-    async fn connect_with(addr: &str, cluster: &str, key: &ClusterKey, verify: bool) -> Result<RawPeer, String> {
+    async fn connect_with(addr: &str, cluster: &str, key: &ClusterKey, verify: bool) -> Result<RawPeer, LinkError> {
         let link = Link::new(0, 0, 0, Arc::new(Counters::default()));
         let (tx, rx) = mpsc::channel(16);
-        let (inbound, node, inc) = dial_link(cluster, key, 0, 1, None, addr, &link, Some(rx), verify).await.map_err(|e| e.to_string())?;
+        let (inbound, node, inc) = dial_link(cluster, key, 0, 1, None, addr, &link, Some(rx), verify).await?;
         link.set_peer(node, inc);
         Ok(RawPeer { link, raw: tx, inbound })
     }
 
     /// Sends bytes as one batch, exactly as given.
-    pub async fn send_raw(&self, bytes: Bytes) -> Result<(), String> {
-        self.raw.send(Frames::In(bytes)).await.map_err(|_| "stream closed".to_string())
+    pub async fn send_raw(&self, bytes: Bytes) -> Result<(), LinkError> {
+        self.raw.send(Frames::In(bytes)).await.map_err(|_| LinkError::Closed)
     }
 
     /// Sends a well-formed message (request ids are the caller's business).
@@ -51,8 +51,8 @@ impl RawPeer {
     }
 
     /// The next message from the daemon, `Err` when the stream ended or nothing came in time.
-    pub async fn recv(&mut self, within: Duration) -> Result<InMsg, String> {
-        tokio::time::timeout(within, self.inbound.next_msg()).await.map_err(|_| "nothing received in time".to_string())?
+    pub async fn recv(&mut self, within: Duration) -> Result<InMsg, LinkError> {
+        tokio::time::timeout(within, self.inbound.next_msg()).await.map_err(|_| LinkError::Timeout)?
     }
 }
 

@@ -45,7 +45,7 @@ impl Inbound {
         Inbound { stream, buffered: VecDeque::new() }
     }
     /// The next message, or why there is none.
-    pub async fn next_msg(&mut self) -> Result<InMsg, String> {
+    pub async fn next_msg(&mut self) -> Result<InMsg, LinkError> {
         loop {
             if let Some(m) = self.buffered.pop_front() {
                 return Ok(m);
@@ -53,12 +53,12 @@ impl Inbound {
             match self.stream.message().await {
                 Ok(Some(Frames::In(b))) => {
                     for r in parse_batch(b) {
-                        self.buffered.push_back(r.map_err(|e| format!("malformed frame: {e}"))?);
+                        self.buffered.push_back(r?);
                     }
                 }
-                Ok(Some(Frames::Out(_))) => return Err("decoder produced an outgoing batch".into()),
-                Ok(None) => return Err("peer closed the stream".into()),
-                Err(s) => return Err(format!("transport error: {}", s.message())),
+                Ok(Some(Frames::Out(_))) => return Err(LinkError::OutgoingBatch),
+                Ok(None) => return Err(LinkError::Closed),
+                Err(s) => return Err(LinkError::Transport(s.message().to_string())),
             }
         }
     }
@@ -76,14 +76,14 @@ fn error_frame(src: u32, dst: u32, message: &str) -> WireMsg {
     control(Kind::Error, src, dst, Bytes::new(), message)
 }
 
-fn handshake_of(m: &InMsg, want: Kind) -> Result<Handshake, String> {
+fn handshake_of(m: &InMsg, want: Kind) -> Result<Handshake, LinkError> {
     if m.header.kind == Kind::Error as i32 {
-        return Err(format!("peer refused: {}", m.header.message));
+        return Err(LinkError::PeerRefused(m.header.message.clone()));
     }
     if m.header.kind != want as i32 {
-        return Err(format!("expected {:?} during the handshake, got kind {}", want, m.header.kind));
+        return Err(LinkError::OutOfTurn { want, got: m.header.kind });
     }
-    Handshake::decode(m.payload.clone()).map_err(|e| format!("undecodable {want:?}: {e}"))
+    Handshake::decode(m.payload.clone()).map_err(|source| LinkError::Undecodable { want, source })
 }
 
 struct TransportService {
@@ -112,10 +112,10 @@ async fn accept(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound) {
     let res = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let hello = handshake_of(&inbound.next_msg().await?, Kind::Hello)?;
         if hello.cluster != inner.cfg.cluster {
-            return Err(format!("peer belongs to cluster {:?}, not {:?}", hello.cluster, inner.cfg.cluster));
+            return Err(LinkError::WrongCluster { theirs: hello.cluster, ours: inner.cfg.cluster.clone() });
         }
         if hello.node != TOOL_NODE && !inner.peers.lock().contains_key(&hello.node) {
-            return Err(format!("node {} is not in this cluster's configuration", hello.node));
+            return Err(LinkError::NotConfigured(hello.node));
         }
         let nonce_a = auth::nonce();
         let t = Transcript {
@@ -137,12 +137,12 @@ async fn accept(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound) {
         link.enqueue(control(Kind::Challenge, me, hello.node, Bytes::from(ch.encode_to_vec()), ""));
         let proof = handshake_of(&inbound.next_msg().await?, Kind::Proof)?;
         if !inner.cfg.key.verify_dial(&t, &proof.mac) {
-            return Err("authentication failed: wrong cluster key".to_string());
+            return Err(LinkError::BadProof);
         }
         Ok((hello.node, hello.incarnation))
     })
     .await
-    .unwrap_or_else(|_| Err("handshake timed out".to_string()));
+    .unwrap_or(Err(LinkError::HandshakeTimeout));
     match res {
         Ok((peer, inc)) => {
             link.set_peer(peer, inc);
@@ -151,16 +151,17 @@ async fn accept(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound) {
         Err(why) => {
             Counters::add(&inner.counters.auth_failures, 1);
             tracing::warn!("refused a link: {why}");
-            link.enqueue(error_frame(me, 0, &why));
+            link.enqueue(error_frame(me, 0, &why.to_string()));
             link.finish();
         }
     }
 }
 
 /// Binds `addr` and serves links on it. Returns the bound address.
-pub(crate) async fn serve(orb: &Orb, addr: SocketAddr) -> Result<SocketAddr, String> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+pub(crate) async fn serve(orb: &Orb, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    let listen = |source| StartError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
     // Server::tcp_nodelay applies only to listeners tonic binds itself: set it here, or
     // Nagle and delayed ACKs add 40 ms to replies.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -185,20 +186,58 @@ pub(crate) async fn serve(orb: &Orb, addr: SocketAddr) -> Result<SocketAddr, Str
     Ok(bound)
 }
 
-/// Why a dial failed.
-#[derive(Debug)]
-pub(crate) enum DialError {
+/// Why a link could not be set up, or why it ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
     /// Nothing listens there: the node's process is gone.
+    #[error("connection refused by {0}")]
     Refused(String),
-    Other(String),
+    #[error("bad address {addr}: {why}")]
+    BadAddress { addr: String, why: String },
+    #[error("cannot connect to {addr}: {why}")]
+    Connect { addr: String, why: String },
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The acceptor's gRPC layer refused the stream (its status message).
+    #[error("link refused: {0}")]
+    Rejected(String),
+    /// The peer answered the handshake with an ERROR frame (its message).
+    #[error("peer refused: {0}")]
+    PeerRefused(String),
+    #[error("expected {want:?} during the handshake, got kind {got}")]
+    OutOfTurn { want: Kind, got: i32 },
+    #[error("undecodable {want:?}: {source}")]
+    Undecodable { want: Kind, source: prost::DecodeError },
+    #[error("{addr} is node {got}, not node {want}")]
+    WrongNode { addr: String, got: u32, want: u32 },
+    #[error("{0} failed authentication (wrong cluster key or cluster name)")]
+    Unverified(String),
+    #[error("peer belongs to cluster {theirs:?}, not {ours:?}")]
+    WrongCluster { theirs: String, ours: String },
+    #[error("node {0} is not in this cluster's configuration")]
+    NotConfigured(u32),
+    #[error("authentication failed: wrong cluster key")]
+    BadProof,
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] crate::wire::WireError),
+    #[error("decoder produced an outgoing batch")]
+    OutgoingBatch,
+    #[error("peer closed the stream")]
+    Closed,
+    /// The gRPC stream failed (its status message).
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("nothing received in time")]
+    Timeout,
 }
 
-impl std::fmt::Display for DialError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DialError::Refused(s) | DialError::Other(s) => f.write_str(s),
-        }
-    }
+/// Why an ORB could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("node id {0} out of range 0..={max}", max = crate::orb::MAX_NODE)]
+    NodeId(u32),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Dials `addr`, runs the dialer side of the handshake. The link is not installed.
@@ -213,9 +252,9 @@ pub(crate) async fn dial_link(
     link: &Arc<Link>,
     extra: Option<tokio::sync::mpsc::Receiver<Frames>>,
     verify_acceptor: bool,
-) -> Result<(Inbound, u32, u64), DialError> {
+) -> Result<(Inbound, u32, u64), LinkError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| DialError::Other(format!("bad address {addr}: {e}")))?
+        .map_err(|e| LinkError::BadAddress { addr: addr.to_string(), why: e.to_string() })?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(1))
         .initial_stream_window_size(STREAM_WINDOW)
@@ -223,9 +262,9 @@ pub(crate) async fn dial_link(
     let channel = endpoint.connect().await.map_err(|e| {
         let text = format!("{e:?}");
         if text.contains("ConnectionRefused") || text.contains("Connection refused") {
-            DialError::Refused(format!("connection refused by {addr}"))
+            LinkError::Refused(addr.to_string())
         } else {
-            DialError::Other(format!("cannot connect to {addr}: {e}"))
+            LinkError::Connect { addr: addr.to_string(), why: e.to_string() }
         }
     })?;
     let nonce_d = auth::nonce();
@@ -241,17 +280,16 @@ pub(crate) async fn dial_link(
     };
     let resp = tokio::time::timeout(HANDSHAKE_TIMEOUT, call)
         .await
-        .map_err(|_| DialError::Other("handshake timed out".into()))?
-        .map_err(|s| DialError::Other(format!("link refused: {}", s.message())))?;
+        .map_err(|_| LinkError::HandshakeTimeout)?
+        .map_err(|s| LinkError::Rejected(s.message().to_string()))?;
     let mut inbound = Inbound::new(resp.into_inner());
     let ch = tokio::time::timeout(HANDSHAKE_TIMEOUT, inbound.next_msg())
         .await
-        .map_err(|_| DialError::Other("handshake timed out".into()))?
-        .and_then(|m| handshake_of(&m, Kind::Challenge))
-        .map_err(DialError::Other)?;
+        .map_err(|_| LinkError::HandshakeTimeout)?
+        .and_then(|m| handshake_of(&m, Kind::Challenge))?;
     if let Some(p) = peer {
         if ch.node != p {
-            return Err(DialError::Other(format!("{addr} is node {}, not node {p}", ch.node)));
+            return Err(LinkError::WrongNode { addr: addr.to_string(), got: ch.node, want: p });
         }
     }
     let t = Transcript {
@@ -264,7 +302,7 @@ pub(crate) async fn dial_link(
         accept_inc: ch.incarnation,
     };
     if verify_acceptor && (ch.cluster != cluster || !key.verify_accept(&t, &ch.mac)) {
-        return Err(DialError::Other(format!("{addr} failed authentication (wrong cluster key or cluster name)")));
+        return Err(LinkError::Unverified(addr.to_string()));
     }
     let proof = Handshake { mac: key.dial_mac(&t).into(), ..Default::default() };
     link.enqueue(control(Kind::Proof, me, ch.node, Bytes::from(proof.encode_to_vec()), ""));
@@ -273,10 +311,10 @@ pub(crate) async fn dial_link(
 
 impl OrbInner {
     /// Dials a configured peer and installs the link.
-    pub(crate) async fn dial(self: &Arc<Self>, peer: u32) -> Result<(), DialError> {
+    pub(crate) async fn dial(self: &Arc<Self>, peer: u32) -> Result<(), LinkError> {
         let addr = match self.peers.lock().get(&peer) {
             Some(p) => p.addr.clone(),
-            None => return Err(DialError::Other(format!("node {peer} is not configured"))),
+            None => return Err(LinkError::NotConfigured(peer)),
         };
         let link = Link::new(self.cfg.node, peer, self.next_link_serial(), self.counters.clone());
         let res =

@@ -75,18 +75,31 @@ pub struct Launcher {
     procmgrs: Arc<crate::ProcMgrs>,
 }
 
+/// Why a remote command could not run, or could not be followed to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("node {0} is not in the cluster config")]
+    UnknownNode(u32),
+    #[error("the working directory {} is not in the global namespace (under {}); give --cwd DIR for the remote side", cwd.display(), root.display())]
+    OutsideNamespace { cwd: PathBuf, root: PathBuf },
+    #[error("no node answered a load query")]
+    NoCandidate,
+    #[error("node {node}: {}", orb_text(source))]
+    Node { node: u32, source: OrbError },
+    #[error("node {0} went down while running the command")]
+    WentDown(u32),
+    #[error("gpid {gpid} (node {node}, pid {pid}): {}", orb_text(source))]
+    Kill { gpid: u64, node: u32, pid: u32, source: OrbError },
+}
+
 /// The working directory `cwd` of a tool on node `from`, as a path on node `to`.
-pub fn translate_cwd(mountpoints: &BTreeMap<u32, PathBuf>, cwd: &Path, from: u32, to: u32) -> Result<PathBuf, String> {
+pub fn translate_cwd(mountpoints: &BTreeMap<u32, PathBuf>, cwd: &Path, from: u32, to: u32) -> Result<PathBuf, LaunchError> {
     let (Some(mf), Some(mt)) = (mountpoints.get(&from), mountpoints.get(&to)) else {
-        return Err(format!("node {to} is not in the cluster config"));
+        return Err(LaunchError::UnknownNode(to));
     };
     match cwd.strip_prefix(mf) {
         Ok(rel) => Ok(mt.join(rel)),
-        Err(_) => Err(format!(
-            "the working directory {} is not in the global namespace (under {}); give --cwd DIR for the remote side",
-            cwd.display(),
-            mf.display()
-        )),
+        Err(_) => Err(LaunchError::OutsideNamespace { cwd: cwd.to_path_buf(), root: mf.clone() }),
     }
 }
 
@@ -104,7 +117,7 @@ impl Drop for Placed {
     }
 }
 
-fn orb_err(e: OrbError) -> String {
+fn orb_text(e: &OrbError) -> String {
     match e.os_errno() {
         Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
         None => e.to_string(),
@@ -134,8 +147,8 @@ impl Launcher {
         self.policy.name()
     }
 
-    async fn stub(&self, node: u32) -> Result<ProcMgrStub, String> {
-        self.procmgrs.get(node).await.map_err(|e| format!("node {node}: {}", orb_err(e)))
+    async fn stub(&self, node: u32) -> Result<ProcMgrStub, LaunchError> {
+        self.procmgrs.get(node).await.map_err(|source| LaunchError::Node { node, source })
     }
 
     /// The members' loads, sampled again where older than LOAD_TTL.
@@ -172,20 +185,20 @@ impl Launcher {
         spec: ExecSpec,
         to_tool: mpsc::Sender<FromProcess>,
         mut from_tool: mpsc::Receiver<ToProcess>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LaunchError> {
         let me = self.orb.node();
         let node = match spec.node {
             Some(n) => n,
             None => {
                 let c = self.candidates().await;
                 if c.is_empty() {
-                    return Err("no node answered a load query".into());
+                    return Err(LaunchError::NoCandidate);
                 }
                 self.policy.pick(&c)
             }
         };
         if !self.mountpoints.contains_key(&node) {
-            return Err(format!("node {node} is not in the cluster config"));
+            return Err(LaunchError::UnknownNode(node));
         }
         let cwd_path = Path::new(std::ffi::OsStr::from_bytes(&spec.cwd));
         let cwd = if spec.cwd_given { cwd_path.to_path_buf() } else { translate_cwd(&self.mountpoints, cwd_path, me, node)? };
@@ -217,7 +230,7 @@ impl Launcher {
                     self.procmgrs.failed(node, &e);
                     attempt += 1;
                     if attempt == 2 || e.is_node_down() || e.os_errno().is_some() {
-                        return Err(format!("node {node}: {}", orb_err(e)));
+                        return Err(LaunchError::Node { node, source: e });
                     }
                 }
             }
@@ -237,7 +250,7 @@ impl Launcher {
                 }
                 changed = views.changed() => {
                     if changed.is_err() || !views.borrow().members.iter().any(|m| m.node == node) {
-                        return Err(format!("node {node} went down while running the command"));
+                        return Err(LaunchError::WentDown(node));
                     }
                 }
                 msg = from_tool.recv(), if !tool_gone => {
@@ -255,7 +268,7 @@ impl Launcher {
                     if let Err(e) = r {
                         if e.is_node_down() {
                             let _ = to_tool.send(FromProcess::Exited { code: 255, signal: 0 }).await;
-                            return Err(format!("node {node} went down"));
+                            return Err(LaunchError::WentDown(node));
                         }
                     }
                 }
@@ -264,13 +277,13 @@ impl Launcher {
     }
 
     /// `ssi kill`: signal `gpid` as `creds` would.
-    pub async fn kill(&self, creds: &Creds, gpid: u64, signal: i32) -> Result<(), String> {
+    pub async fn kill(&self, creds: &Creds, gpid: u64, signal: i32) -> Result<(), LaunchError> {
         let node = crate::node_of(gpid);
         let s = self.stub(node).await?;
         let s = s.with_options(CallOptions::default().creds(OrbCreds { uid: creds.uid, gid: creds.gid, groups: creds.groups.clone() }));
         s.kill(KillReq { gpid, signal }).await.map(|_| ()).map_err(|e| {
             self.procmgrs.failed(node, &e);
-            format!("gpid {gpid} (node {node}, pid {}): {}", crate::local_pid(gpid), orb_err(e))
+            LaunchError::Kill { gpid, node, pid: crate::local_pid(gpid), source: e }
         })
     }
 }
@@ -306,7 +319,7 @@ mod tests {
         let m: BTreeMap<u32, PathBuf> = [(1, PathBuf::from("/c/node1/mnt")), (2, PathBuf::from("/c/node2/mnt"))].into();
         assert_eq!(translate_cwd(&m, Path::new("/c/node1/mnt/src/a"), 1, 2).unwrap(), PathBuf::from("/c/node2/mnt/src/a"));
         assert_eq!(translate_cwd(&m, Path::new("/c/node1/mnt"), 1, 2).unwrap(), PathBuf::from("/c/node2/mnt"));
-        assert!(translate_cwd(&m, Path::new("/home/x"), 1, 2).unwrap_err().contains("--cwd"));
+        assert!(translate_cwd(&m, Path::new("/home/x"), 1, 2).unwrap_err().to_string().contains("--cwd"));
         assert!(translate_cwd(&m, Path::new("/c/node1/mnt"), 1, 9).is_err());
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! A shape keeps a value's keys and types, not its figures: objects by key, arrays by the
 //! union of their elements' shapes (a key some elements lack is optional: `"key?"`), scalars
-//! by type, and several types joined with `|` (`"number|null"`). A run passes when every key
+//! by type, and several types joined with `|` (`"number|null"`). An object whose keys are all
+//! numbers (node ids, message sizes) is a map: its shape is `{"<number>": shape of every
+//! value}`, whatever numbers a run has. A run passes when every key
 //! it prints is in the golden shape with one of the types there, and every key not marked
 //! optional is present. `SSI_BLESS=1` writes the shape of this run as the new golden file:
 //! a shape that must change is changed on purpose, and the diff shows it.
@@ -17,6 +19,9 @@ use serde_json::{Map, Value};
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden")
 }
+
+/// The key standing for every key of a map keyed by numbers.
+const NUMBER_KEY: &str = "<number>";
 
 /// A value's shape.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -48,6 +53,11 @@ impl Shape {
             Value::Array(a) => {
                 s.types.insert("array");
                 s.items = a.iter().map(Shape::of).reduce(Shape::union).map(Box::new);
+            }
+            Value::Object(o) if !o.is_empty() && o.keys().all(|k| k.parse::<i64>().is_ok()) => {
+                s.types.insert("object");
+                let values = o.values().map(Shape::of).reduce(Shape::union).expect("not empty");
+                s.fields.insert(NUMBER_KEY.to_string(), (values, false));
             }
             Value::Object(o) => {
                 s.types.insert("object");
@@ -90,7 +100,7 @@ impl Shape {
         if self.types.contains("object") {
             let mut m = Map::new();
             for (k, (s, required)) in &self.fields {
-                m.insert(if *required { k.clone() } else { format!("{k}?") }, s.to_json());
+                m.insert(if *required || k == NUMBER_KEY { k.clone() } else { format!("{k}?") }, s.to_json());
             }
             parts.push(Value::Object(m));
         }
@@ -122,11 +132,15 @@ fn fits(v: &Value, g: &Value, path: &str) -> Result<(), String> {
     match (v, g) {
         (Value::Object(o), Value::Object(gm)) => {
             for (k, x) in o {
-                let gs =
-                    gm.get(k).or_else(|| gm.get(&format!("{k}?"))).ok_or_else(|| format!("{path}.{k}: a key the golden shape lacks"))?;
+                let numbered = || k.parse::<i64>().is_ok().then(|| gm.get(NUMBER_KEY)).flatten();
+                let gs = gm
+                    .get(k)
+                    .or_else(|| gm.get(&format!("{k}?")))
+                    .or_else(numbered)
+                    .ok_or_else(|| format!("{path}.{k}: a key the golden shape lacks"))?;
                 fits(x, gs, &format!("{path}.{k}"))?;
             }
-            for k in gm.keys().filter(|k| !k.ends_with('?')) {
+            for k in gm.keys().filter(|k| !k.ends_with('?') && *k != NUMBER_KEY) {
                 if !o.contains_key(k) {
                     return Err(format!("{path}.{k}: missing"));
                 }
@@ -221,6 +235,15 @@ mod tests {
         assert!(fits(&json!({"a": 1, "c": "x"}), &g, "t").unwrap_err().contains("t.c"));
         assert!(fits(&json!({"a": 1}), &g, "t").unwrap_err().contains("t.b: missing"));
         assert!(fits(&json!({"a": "1", "b": "x"}), &g, "t").unwrap_err().contains("t.a: string"));
+    }
+
+    #[test]
+    fn objects_keyed_by_numbers_are_maps() {
+        let g = golden_of(&[json!({"per_node": {"1": 5, "3": 7}})]);
+        assert_eq!(g, json!({"per_node": {"<number>": "number"}}));
+        assert_eq!(fits(&json!({"per_node": {"2": 1}}), &g, "t"), Ok(()));
+        assert!(fits(&json!({"per_node": {"2": "x"}}), &g, "t").is_err());
+        assert!(fits(&json!({"per_node": {"two": 1}}), &g, "t").is_err());
     }
 
     #[test]

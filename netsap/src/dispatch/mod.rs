@@ -135,17 +135,17 @@ pub struct Interface {
 
 impl Site {
     /// Finds the interfaces that carry `global` and `self_addr` in this network namespace.
-    pub fn discover(global: Ipv4Addr, self_addr: Ipv4Addr, nodes: BTreeMap<u32, Ipv4Addr>) -> Result<Site, String> {
-        let find = |a: Ipv4Addr, what: &str| -> Result<Interface, String> {
-            let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("getifaddrs: {e}"))?;
+    pub fn discover(global: Ipv4Addr, self_addr: Ipv4Addr, nodes: BTreeMap<u32, Ipv4Addr>) -> Result<Site, DispatchError> {
+        let find = |a: Ipv4Addr, what: &'static str| -> Result<Interface, DispatchError> {
+            let addrs = nix::ifaddrs::getifaddrs().map_err(|errno| DispatchError::Interfaces { what: "getifaddrs".into(), errno })?;
             for i in addrs {
                 if i.address.as_ref().and_then(|s| s.as_sockaddr_in()).is_some_and(|s| s.ip() == a) {
-                    let index =
-                        nix::net::if_::if_nametoindex(i.interface_name.as_str()).map_err(|e| format!("{}: {e}", i.interface_name))?;
+                    let index = nix::net::if_::if_nametoindex(i.interface_name.as_str())
+                        .map_err(|errno| DispatchError::Interfaces { what: i.interface_name.clone(), errno })?;
                     return Ok(Interface { name: i.interface_name, index });
                 }
             }
-            Err(format!("no interface of this node has the {what} {a}"))
+            Err(DispatchError::NoInterface { what, addr: a })
         };
         Ok(Site {
             global,
@@ -162,7 +162,7 @@ pub trait Steering {
     /// "ebpf", "nft" or "proxy".
     fn name(&self) -> &'static str;
     /// Steers by `table` from now on (the whole table each time).
-    fn apply(&mut self, table: &Table) -> Result<(), String>;
+    fn apply(&mut self, table: &Table) -> Result<(), DispatchError>;
 }
 
 /// Which mechanism a gateway uses (`[cluster] dispatch` in the config).
@@ -188,21 +188,43 @@ impl Mode {
 }
 
 impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Mode, String> {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Mode, UnknownMode> {
         match s {
             "auto" => Ok(Mode::Auto),
             "ebpf" => Ok(Mode::Ebpf),
             "nft" => Ok(Mode::Nft),
             "proxy" => Ok(Mode::Proxy),
-            _ => Err(format!("dispatch {s:?}: expected auto, ebpf, nft or proxy")),
+            _ => Err(UnknownMode(s.to_string())),
         }
     }
 }
 
+/// A dispatcher name that is none of them.
+#[derive(Debug, thiserror::Error)]
+#[error("dispatch {0:?}: expected auto, ebpf, nft or proxy")]
+pub struct UnknownMode(pub String);
+
+/// Why a dispatcher could not start or steer.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no interface of this node has the {what} {addr}")]
+    NoInterface { what: &'static str, addr: Ipv4Addr },
+    #[error("{what}: {errno}")]
+    Interfaces { what: String, errno: nix::Error },
+    #[error("{what}: {source}")]
+    Bpf { what: String, source: libbpf_rs::Error },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("nft: {0}")]
+    Nft(String),
+    #[error("the {0} thread is gone")]
+    ThreadDied(&'static str),
+}
+
 /// Starts the mechanism `mode` asks for on `site`; in `Auto`, says in `fallbacks` why each
 /// better one could not be used.
-pub fn start(mode: Mode, site: &Site, fallbacks: &mut Vec<String>) -> Result<Box<dyn Steering>, String> {
+pub fn start(mode: Mode, site: &Site, fallbacks: &mut Vec<String>) -> Result<Box<dyn Steering>, DispatchError> {
     if matches!(mode, Mode::Auto | Mode::Ebpf) {
         match ebpf::Ebpf::attach(site) {
             Ok(s) => return Ok(Box::new(s)),
@@ -241,7 +263,7 @@ impl Dispatcher {
 /// Runs the dispatcher of this gateway on a thread of its own (the BPF skeleton is not
 /// `Send`): starts the mechanism `mode` asks for, then keeps it in step with the SAP table
 /// until stopped, asking the SAP through the daemon's runtime `rt`.
-pub fn spawn(mode: Mode, site: Site, sap: SapClient, rt: tokio::runtime::Handle) -> Result<Dispatcher, String> {
+pub fn spawn(mode: Mode, site: Site, sap: SapClient, rt: tokio::runtime::Handle) -> Result<Dispatcher, DispatchError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done) = std::sync::mpsc::channel();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -261,8 +283,8 @@ pub fn spawn(mode: Mode, site: Site, sap: SapClient, rt: tokio::runtime::Handle)
                 }
             }
         })
-        .map_err(|e| format!("dispatcher thread: {e}"))?;
-    let (mechanism, passed_over) = rx.recv().map_err(|_| "the dispatcher thread died".to_string())??;
+        .map_err(|source| DispatchError::Io { what: "dispatcher thread".into(), source })?;
+    let (mechanism, passed_over) = rx.recv().map_err(|_| DispatchError::ThreadDied("dispatcher"))??;
     Ok(Dispatcher { mechanism, passed_over, stop, done })
 }
 
@@ -364,6 +386,6 @@ mod tests {
     #[test]
     fn modes_parse() {
         assert_eq!("ebpf".parse::<Mode>().unwrap(), Mode::Ebpf);
-        assert!("ipvs".parse::<Mode>().unwrap_err().contains("expected auto"));
+        assert!("ipvs".parse::<Mode>().unwrap_err().to_string().contains("expected auto"));
     }
 }

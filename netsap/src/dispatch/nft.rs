@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::{Policy, Site, Steering, Table};
+use super::{DispatchError, Policy, Site, Steering, Table};
 
 const TABLE: &str = "ssi_dispatch";
 /// The mark of DNATed packets (`ip rule ... fwmark` lets them onto the interconnect).
@@ -19,7 +19,7 @@ pub struct Nft {
 }
 
 impl Nft {
-    pub fn install(site: &Site) -> Result<Nft, String> {
+    pub fn install(site: &Site) -> Result<Nft, DispatchError> {
         let n = Nft { site: site.clone() };
         n.apply_text(&n.ruleset(&Table::new()))?;
         Ok(n)
@@ -42,18 +42,18 @@ impl Nft {
         )
     }
 
-    fn apply_text(&self, text: &str) -> Result<(), String> {
+    fn apply_text(&self, text: &str) -> Result<(), DispatchError> {
         let mut child = Command::new("nft")
             .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| format!("nft: {e} (apt: nftables)"))?;
-        child.stdin.take().expect("piped").write_all(text.as_bytes()).map_err(|e| format!("nft: {e}"))?;
-        let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+            .map_err(|source| DispatchError::Io { what: "nft (apt: nftables)".into(), source })?;
+        child.stdin.take().expect("piped").write_all(text.as_bytes()).map_err(|source| DispatchError::Io { what: "nft".into(), source })?;
+        let out = child.wait_with_output().map_err(|source| DispatchError::Io { what: "nft".into(), source })?;
         if !out.status.success() {
-            return Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("failed")));
+            return Err(DispatchError::Nft(String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("failed").to_string()));
         }
         Ok(())
     }
@@ -63,7 +63,7 @@ impl Steering for Nft {
     fn name(&self) -> &'static str {
         "nft"
     }
-    fn apply(&mut self, table: &Table) -> Result<(), String> {
+    fn apply(&mut self, table: &Table) -> Result<(), DispatchError> {
         self.apply_text(&self.ruleset(table))
     }
 }

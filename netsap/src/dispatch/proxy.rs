@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::{Policy, Site, Steer, Steering, Table};
+use super::{DispatchError, Policy, Site, Steer, Steering, Table};
 use crate::sap::TCP;
 
 pub struct Proxy {
@@ -22,14 +22,17 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn start(site: &Site) -> Result<Proxy, String> {
+    pub fn start(site: &Site) -> Result<Proxy, DispatchError> {
         let (tx, rx) = watch::channel(Table::new());
         let global = site.global;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("proxy runtime: {e}"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| DispatchError::Io { what: "proxy runtime".into(), source })?;
         std::thread::Builder::new()
             .name("netsap-proxy".into())
             .spawn(move || rt.block_on(manage(global, rx)))
-            .map_err(|e| format!("proxy thread: {e}"))?;
+            .map_err(|source| DispatchError::Io { what: "proxy thread".into(), source })?;
         Ok(Proxy { tx })
     }
 }
@@ -38,8 +41,8 @@ impl Steering for Proxy {
     fn name(&self) -> &'static str {
         "proxy"
     }
-    fn apply(&mut self, table: &Table) -> Result<(), String> {
-        self.tx.send(table.clone()).map_err(|_| "the proxy thread is gone".to_string())
+    fn apply(&mut self, table: &Table) -> Result<(), DispatchError> {
+        self.tx.send(table.clone()).map_err(|_| DispatchError::ThreadDied("proxy"))
     }
 }
 

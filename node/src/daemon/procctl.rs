@@ -96,7 +96,7 @@ pub async fn exec(launcher: Arc<Launcher>, node: u32, req: Request<Streaming<Exe
             let _ = tx.send(forward(ev)).await;
         }
         if let Err(e) = result {
-            let _ = tx.send(out(exec_out::Msg::Error(e))).await;
+            let _ = tx.send(out(exec_out::Msg::Error(e.to_string()))).await;
         }
     });
     Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as ExecStream))
@@ -105,6 +105,6 @@ pub async fn exec(launcher: Arc<Launcher>, node: u32, req: Request<Streaming<Exe
 pub async fn kill(launcher: &Launcher, req: Request<KillRequest>) -> Result<Response<crate::control::proto::Empty>, Status> {
     let (creds, _) = caller(&req)?;
     let r = req.into_inner();
-    launcher.kill(&creds, r.gpid, r.signal).await.map_err(Status::failed_precondition)?;
+    launcher.kill(&creds, r.gpid, r.signal).await.map_err(|e| Status::failed_precondition(e.to_string()))?;
     Ok(Response::new(crate::control::proto::Empty {}))
 }

@@ -48,6 +48,25 @@ pub fn protoc() -> PathBuf {
 }
 
 /// Builder for one IDL compilation.
+/// Why an IDL compilation failed (a build script prints it and stops).
+#[derive(Debug, thiserror::Error)]
+pub enum IdlError {
+    #[error("ssi-idl: OUT_DIR not set (run from a build script)")]
+    NoOutDir,
+    #[error("ssi-idl: cannot run protoc ({}): {source}", protoc.display())]
+    Protoc { protoc: PathBuf, source: std::io::Error },
+    #[error("ssi-idl: protoc failed: {0}")]
+    ProtocFailed(String),
+    #[error("ssi-idl: {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("ssi-idl: protoc's descriptor set: {0}")]
+    Descriptors(#[from] prost::DecodeError),
+    #[error("ssi-idl: prost-build: {0}")]
+    ProstBuild(std::io::Error),
+    #[error("ssi-idl: {field}: object references inside {place} are not supported")]
+    RefsIn { field: String, place: &'static str },
+}
+
 pub struct Idl {
     protos: Vec<PathBuf>,
     includes: Vec<PathBuf>,
@@ -76,8 +95,8 @@ impl Idl {
     }
 
     /// Runs protoc and writes `<package>.rs` files into `OUT_DIR`.
-    pub fn compile(self) -> Result<(), String> {
-        let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|_| "OUT_DIR not set")?);
+    pub fn compile(self) -> Result<(), IdlError> {
+        let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|_| IdlError::NoOutDir)?);
         let fds_path = out_dir.join("ssi-idl-descriptors.bin");
         let protoc = protoc();
         let mut cmd = std::process::Command::new(&protoc);
@@ -89,12 +108,12 @@ impl Idl {
             cmd.arg(p);
             println!("cargo:rerun-if-changed={}", p.display());
         }
-        let out = cmd.output().map_err(|e| format!("ssi-idl: cannot run protoc ({}): {e}", protoc.display()))?;
+        let out = cmd.output().map_err(|source| IdlError::Protoc { protoc: protoc.clone(), source })?;
         if !out.status.success() {
-            return Err(format!("ssi-idl: protoc failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(IdlError::ProtocFailed(String::from_utf8_lossy(&out.stderr).into_owned()));
         }
-        let bytes = std::fs::read(&fds_path).map_err(|e| e.to_string())?;
-        let fds = FileDescriptorSet::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+        let bytes = std::fs::read(&fds_path).map_err(|source| IdlError::Io { path: fds_path.clone(), source })?;
+        let fds = FileDescriptorSet::decode(bytes.as_slice())?;
 
         let analysis = RefAnalysis::new(&fds)?;
         let mut config = prost_build::Config::new();
@@ -107,7 +126,7 @@ impl Idl {
         let extern_pkgs: HashSet<String> = self.extern_paths.iter().map(|(p, _)| p.trim_start_matches('.').to_string()).collect();
         let mut own = fds.clone();
         own.file.retain(|f| !extern_pkgs.iter().any(|e| f.package() == e || f.package().starts_with(&format!("{e}."))));
-        config.compile_fds(own.clone()).map_err(|e| format!("ssi-idl: prost-build: {e}"))?;
+        config.compile_fds(own.clone()).map_err(IdlError::ProstBuild)?;
 
         // Append RefCarrier implementations to each generated package file.
         for file in &own.file {
@@ -117,10 +136,10 @@ impl Idl {
             for m in &file.message_type {
                 analysis.emit_impls(&mut code, &self.orb_path, &format!(".{pkg}"), "", m)?;
             }
-            let mut existing = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut existing = std::fs::read_to_string(&path).map_err(|source| IdlError::Io { path: path.clone(), source })?;
             existing.push_str("\n// ---- ssi-idl: object references carried by each message ----\n");
             existing.push_str(&code);
-            std::fs::write(&path, existing).map_err(|e| e.to_string())?;
+            std::fs::write(&path, &existing).map_err(|source| IdlError::Io { path: path.clone(), source })?;
         }
         Ok(())
     }
@@ -133,7 +152,7 @@ struct RefAnalysis {
 }
 
 impl RefAnalysis {
-    fn new(fds: &FileDescriptorSet) -> Result<Self, String> {
+    fn new(fds: &FileDescriptorSet) -> Result<Self, IdlError> {
         let mut messages = HashMap::new();
         fn walk(prefix: &str, m: &DescriptorProto, out: &mut HashMap<String, DescriptorProto>) {
             let name = format!("{prefix}.{}", m.name());
@@ -168,7 +187,7 @@ impl RefAnalysis {
         Ok(RefAnalysis { messages, carries })
     }
 
-    fn emit_impls(&self, out: &mut String, orb: &str, scope: &str, rust_mod: &str, m: &DescriptorProto) -> Result<(), String> {
+    fn emit_impls(&self, out: &mut String, orb: &str, scope: &str, rust_mod: &str, m: &DescriptorProto) -> Result<(), IdlError> {
         let full = format!("{scope}.{}", m.name());
         let rust_ty = format!("{rust_mod}{}", m.name());
         let is_map_entry = m.options.as_ref().map(|o| o.map_entry()).unwrap_or(false);
@@ -185,10 +204,10 @@ impl RefAnalysis {
                     }
                     let target = &self.messages[f.type_name()];
                     if target.options.as_ref().map(|o| o.map_entry()).unwrap_or(false) {
-                        return Err(format!("ssi-idl: {full}.{}: object references inside a map are not supported", f.name()));
+                        return Err(IdlError::RefsIn { field: format!("{full}.{}", f.name()), place: "a map" });
                     }
                     if f.oneof_index.is_some() && !f.proto3_optional() {
-                        return Err(format!("ssi-idl: {full}.{}: object references inside a oneof are not supported", f.name()));
+                        return Err(IdlError::RefsIn { field: format!("{full}.{}", f.name()), place: "a oneof" });
                     }
                     let field = rust_field(f.name());
                     if f.label() == Label::Repeated {

@@ -186,45 +186,58 @@ pub struct Batch {
     pub descs: Vec<MsgDesc>,
 }
 
+/// Why a trace record does not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record truncated at byte {0}")]
+    Truncated(usize),
+    #[error("record says {says} bytes, has {has}")]
+    Length { says: usize, has: usize },
+    #[error("batch record of {len} bytes for {ndesc} descriptors")]
+    Descriptors { len: usize, ndesc: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u16),
+}
+
 /// Reads little-endian fields in order; running out is an error, never a panic.
 struct Cursor<'a>(&'a [u8], usize);
 
 impl Cursor<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let b = self.0.get(self.1..self.1 + N).ok_or_else(|| format!("record truncated at byte {}", self.1))?;
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let b = self.0.get(self.1..self.1 + N).ok_or(DecodeError::Truncated(self.1))?;
         self.1 += N;
         Ok(b.try_into().expect("N bytes"))
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take::<1>()?[0])
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.take()?))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.take()?))
     }
     /// `req_id src dst method ok`, the start of both request-response records.
-    fn rr_head(&mut self) -> Result<(u64, u32, u32, u32, bool), String> {
+    fn rr_head(&mut self) -> Result<(u64, u32, u32, u32, bool), DecodeError> {
         Ok((self.u64()?, self.u32()?, self.u32()?, self.u32()?, self.u32()? != 0))
     }
 }
 
 /// Decodes one record (as `Builder` made it); a malformed one is an error with the reason.
-pub fn decode(rec: &[u8]) -> Result<Event, String> {
+pub fn decode(rec: &[u8]) -> Result<Event, DecodeError> {
     let mut c = Cursor(rec, 0);
     let k = u16::from_le_bytes(c.take()?);
     let ndesc = u16::from_le_bytes(c.take()?) as usize;
     let len = c.u32()? as usize;
     if len != rec.len() {
-        return Err(format!("record says {len} bytes, has {}", rec.len()));
+        return Err(DecodeError::Length { says: len, has: rec.len() });
     }
     let (pid, node, ts) = (c.u32()?, c.u32()?, c.u64()?);
     Ok(match k {
         kind::BATCH_OUT | kind::BATCH_IN => {
             let (src, dst, nmsgs, first, bytes) = (c.u32()?, c.u32()?, c.u32()?, c.u32()?, c.u64()?);
             if rec.len() != BATCH_FIXED + ndesc * DESC_LEN {
-                return Err(format!("batch record of {} bytes for {ndesc} descriptors", rec.len()));
+                return Err(DecodeError::Descriptors { len: rec.len(), ndesc });
             }
             let mut descs = Vec::with_capacity(ndesc);
             for _ in 0..ndesc {
@@ -244,7 +257,7 @@ pub fn decode(rec: &[u8]) -> Result<Event, String> {
             let (req_id, src, dst, method, ok) = c.rr_head()?;
             Event::RrServer(ts, RrServer { req_id, src, dst, method, ok, t_dispatch: c.u64()?, t_start: c.u64()?, t_end: c.u64()? })
         }
-        other => return Err(format!("unknown record kind {other}")),
+        other => return Err(DecodeError::UnknownKind(other)),
     })
 }
 
