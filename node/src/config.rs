@@ -150,17 +150,34 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// A node id the config does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("node {id} is not in {}", config.display())]
+pub struct UnknownNode {
+    pub id: u32,
+    pub config: PathBuf,
+}
+
+/// Why a volume's path in the namespace is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumePathError {
+    #[error("volume path {0:?} must be absolute")]
+    Relative(String),
+    #[error("volume path {0:?} may not contain '.' or '..'")]
+    Dots(String),
+}
+
 /// Normalises a global-namespace path: absolute, no `.`/`..`, no trailing slash.
-pub fn normalize_volume_path(p: &str) -> Result<String, String> {
+pub fn normalize_volume_path(p: &str) -> Result<String, VolumePathError> {
     if !p.starts_with('/') {
-        return Err(format!("volume path {p:?} must be absolute"));
+        return Err(VolumePathError::Relative(p.to_string()));
     }
     let mut parts = Vec::new();
     for c in Path::new(p).components() {
         match c {
             Component::RootDir => {}
             Component::Normal(s) => parts.push(s.to_string_lossy().to_string()),
-            _ => return Err(format!("volume path {p:?} may not contain '.' or '..'")),
+            _ => return Err(VolumePathError::Dots(p.to_string())),
         }
     }
     Ok(format!("/{}", parts.join("/")))
@@ -266,7 +283,7 @@ impl Config {
         let mut volumes: Vec<Volume> = Vec::new();
         for v in &raw.volumes {
             let v = v.get_ref();
-            let p = normalize_volume_path(v.path.get_ref()).map_err(|e| err_at(v.path.span(), e))?;
+            let p = normalize_volume_path(v.path.get_ref()).map_err(|e| err_at(v.path.span(), e.to_string()))?;
             if volumes.iter().any(|x| x.path == p) {
                 return Err(err_at(v.path.span(), format!("volume {p} is defined twice")));
             }
@@ -314,8 +331,8 @@ impl Config {
         })
     }
 
-    pub fn node(&self, id: u32) -> Result<&NodeConfig, String> {
-        self.nodes.get(&id).ok_or_else(|| format!("node {id} is not in {}", self.path.display()))
+    pub fn node(&self, id: u32) -> Result<&NodeConfig, UnknownNode> {
+        self.nodes.get(&id).ok_or_else(|| UnknownNode { id, config: self.path.clone() })
     }
 }
 

@@ -16,22 +16,34 @@ pub mod proto {
 }
 pub use proto::control_client::ControlClient;
 
+/// Why the tool got no answer from a daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Nothing (or no daemon) listens on the socket; `why` is the connection's error chain.
+    #[error("no daemon answers at {}: {why}", path.display())]
+    NoDaemon { path: PathBuf, why: String },
+    /// The daemon refused or failed the request (its status message).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Connects to the daemon listening on `path`.
-pub async fn connect(path: &Path) -> Result<ControlClient<Channel>, String> {
+pub async fn connect(path: &Path) -> Result<ControlClient<Channel>, ControlError> {
     Ok(ControlClient::new(channel(path).await?))
 }
 
 /// A channel to the daemon listening on `path`, for any service on its control socket.
-pub async fn channel(path: &Path) -> Result<Channel, String> {
+pub async fn channel(path: &Path) -> Result<Channel, ControlError> {
     let p: PathBuf = path.to_path_buf();
+    let no_daemon = |why: String| ControlError::NoDaemon { path: path.to_path_buf(), why };
     let channel = Endpoint::try_from("http://ssi.local")
-        .map_err(|e| e.to_string())?
+        .map_err(|e| no_daemon(e.to_string()))?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let p = p.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
         }))
         .await
-        .map_err(|e| format!("no daemon answers at {}: {}", path.display(), source_text(&e)))?;
+        .map_err(|e| no_daemon(source_text(&e)))?;
     Ok(channel)
 }
 

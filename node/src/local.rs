@@ -311,9 +311,9 @@ pub fn wait_members(cfg: &Config, timeout: Duration) -> anyhow::Result<()> {
     })
 }
 
-pub async fn status_of(sock: &Path) -> Result<crate::control::proto::StatusReply, String> {
+pub async fn status_of(sock: &Path) -> Result<crate::control::proto::StatusReply, crate::control::ControlError> {
     let mut c = crate::control::connect(sock).await?;
-    c.status(StatusRequest {}).await.map(|r| r.into_inner()).map_err(|s| s.message().to_string())
+    c.status(StatusRequest {}).await.map(|r| r.into_inner()).map_err(|s| crate::control::ControlError::Refused(s.message().to_string()))
 }
 
 /// Status from the first node that answers.
@@ -324,7 +324,7 @@ pub fn status(dir: &Path) -> anyhow::Result<crate::control::proto::StatusReply> 
         for nc in cfg.nodes.values() {
             match status_of(&nc.control_socket).await {
                 Ok(s) => return Ok(s),
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
             }
         }
         Err(anyhow!("no node of the cluster in {} answers ({last})", dir.display()))

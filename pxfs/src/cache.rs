@@ -147,3 +147,81 @@ impl Tokens {
         futures_util::future::join_all(calls).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::proto::{export_cache_manager, CacheManager, InvalidateReq};
+    use ssi_orb::proto::Empty;
+    use ssi_orb::{ClusterKey, OrbConfig};
+
+    /// When each revocation was answered, and the files it named.
+    type Log = Arc<Mutex<Vec<(Instant, Vec<Bytes>)>>>;
+
+    /// Node 2's cache manager: records each revocation, answering only after 50 ms.
+    struct Recorder(Log);
+
+    #[ssi_orb::async_trait]
+    impl CacheManager for Recorder {
+        async fn invalidate(&self, _ctx: &ssi_orb::CallCtx, req: InvalidateReq) -> Result<Empty, ssi_orb::Exception> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.0.lock().push((Instant::now(), req.inodes));
+            Ok(Empty {})
+        }
+        async fn recall(&self, _ctx: &ssi_orb::CallCtx, _req: RecallReq) -> Result<HeldLocks, ssi_orb::Exception> {
+            Ok(HeldLocks::default())
+        }
+    }
+
+    /// Two ORBs on loopback that see each other.
+    async fn pair() -> (Orb, Orb) {
+        let key = ClusterKey::parse(&ClusterKey::generate_hex()).unwrap();
+        let mut taken = BTreeSet::new();
+        let mut addrs = std::collections::BTreeMap::new();
+        for i in 1..=2u32 {
+            let p = ssi_orb::ports::pick(std::net::Ipv4Addr::LOCALHOST.into(), &taken).unwrap();
+            taken.insert(p);
+            addrs.insert(i, format!("127.0.0.1:{p}"));
+        }
+        let start = |id: u32| {
+            let mut c = OrbConfig::new("t", id, 1, key.clone());
+            c.listen = Some(addrs[&id].parse().unwrap());
+            c.peers = addrs.clone();
+            Orb::start(c)
+        };
+        let (a, b) = (start(1).await.unwrap(), start(2).await.unwrap());
+        let t0 = Instant::now();
+        while a.view().members.len() < 2 || b.view().members.len() < 2 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the two ORBs never saw each other");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn a_change_completes_only_after_every_other_holder_dropped_its_cache() {
+        let (a, b) = pair().await;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let cm = export_cache_manager(&b, Recorder(log.clone()));
+        b.register_name(CACHE_MANAGER_NAME, &cm);
+        let t = Tokens::new(a.clone(), 0);
+        t.grant(1, b"f");
+        t.grant(2, b"f");
+        t.grant(2, b"other");
+        t.revoke(1, vec![b"f".to_vec()], vec![]).await;
+        let done = Instant::now();
+        let seen = log.lock().clone();
+        assert_eq!(seen.len(), 1, "node 2 was called back once");
+        assert_eq!(seen[0].1, vec![Bytes::from_static(b"f")]);
+        assert!(seen[0].0 <= done, "the revocation was answered before the change went on");
+        assert_eq!(t.counts().0, 2, "node 1 (the changer) still holds f; node 2 still holds the other file");
+        // Node 2 holds f no more: the next change calls nobody.
+        t.revoke(1, vec![b"f".to_vec()], vec![]).await;
+        assert_eq!(log.lock().len(), 1);
+        a.shutdown();
+        b.shutdown();
+    }
+}

@@ -107,4 +107,23 @@ mod tests {
         assert_eq!(g.node_gone(2), 1);
         assert_eq!(g.holder(b"f"), None);
     }
+
+    #[test]
+    fn a_grant_checks_for_other_openers_under_the_table_lock() {
+        let g = Grants::default();
+        // An opener registered elsewhere: the check says the file is not free.
+        let mut asked = 0;
+        assert_eq!(
+            g.grant(b"f", 1, || {
+                asked += 1;
+                false
+            }),
+            None
+        );
+        assert_eq!(asked, 1);
+        assert!(g.is_empty(), "no token when another node has the file open");
+        // The holder asking again does not need the file free (it is the one opener).
+        let e = g.grant(b"f", 1, || true).unwrap();
+        assert_eq!(g.grant(b"f", 1, || panic!("not asked for the holder itself")), Some(e));
+    }
 }

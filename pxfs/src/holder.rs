@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use ssi_orb::{CallOptions, Orb, OrbError};
+use ssi_orb::{CallOptions, OrbError};
 
 use crate::locks::{Lock, LockTable};
-use crate::proto::{Attr, Extent, Fid, HeldLock, HeldLocks, SurrenderReq, VolumeStub, WriteBackReq};
-use crate::server::volume_name;
+use crate::owners::Owners;
+use crate::proto::{Attr, Extent, Fid, HeldLock, HeldLocks, SurrenderReq, WriteBackReq};
 
 /// Writes up to this size are buffered under a token; larger ones go through (after what is
 /// buffered), as they gain nothing from waiting.
@@ -39,36 +39,6 @@ pub struct Held {
 
 pub type Slot = Arc<tokio::sync::Mutex<Option<Held>>>;
 type FileKey = (u32, Bytes);
-
-/// The volume servers' stubs, resolved once per volume (shared by the FUSE handlers and the
-/// cache manager).
-pub struct Owners {
-    orb: Orb,
-    nodes: HashMap<u32, u32>,
-    stubs: Mutex<HashMap<u32, VolumeStub>>,
-}
-
-impl Owners {
-    pub fn new(orb: Orb, nodes: HashMap<u32, u32>) -> Self {
-        Owners { orb, nodes, stubs: Mutex::new(HashMap::new()) }
-    }
-
-    pub async fn stub(&self, vol: u32) -> Result<VolumeStub, OrbError> {
-        if let Some(s) = self.stubs.lock().get(&vol) {
-            return Ok(s.clone());
-        }
-        let node = self.nodes.get(&vol).copied().ok_or(OrbError::UnknownNode(0))?;
-        let h = self.orb.resolve(node, &volume_name(vol)).await?;
-        let s = VolumeStub::new(h)?;
-        self.stubs.lock().insert(vol, s.clone());
-        Ok(s)
-    }
-
-    /// Forgets a stub whose server restarted or went down.
-    pub fn drop_stub(&self, vol: u32) {
-        self.stubs.lock().remove(&vol);
-    }
-}
 
 /// Given-up tokens, (file, epoch), each kept for `TOMBSTONE`. Buried in time order, so the
 /// expired ones are at the front of `order`: every node gives up a token per file it closes,
@@ -353,7 +323,7 @@ impl Holder {
     pub async fn owner_gone(&self, node: u32) {
         let slots: Vec<(FileKey, Slot)> = {
             let all = self.slots.lock();
-            all.iter().filter(|((vol, _), _)| self.owners.nodes.get(vol) == Some(&node)).map(|(k, s)| (k.clone(), s.clone())).collect()
+            all.iter().filter(|((vol, _), _)| self.owners.node_of(*vol) == Some(node)).map(|(k, s)| (k.clone(), s.clone())).collect()
         };
         for ((vol, handle), slot) in slots {
             let mut g = slot.lock().await;
@@ -410,5 +380,42 @@ mod tests {
         t.bury(key(4, 1), t0 + TOMBSTONE + Duration::from_secs(101));
         assert!(!t.at.contains_key(&key(2, 1)));
         assert_eq!(t.at.len(), 2);
+    }
+
+    /// A holder for node 1 whose volume 0 is owned by node 2 (never reached in these tests).
+    async fn holder() -> Holder {
+        let key = ssi_orb::ClusterKey::parse(&ssi_orb::ClusterKey::generate_hex()).unwrap();
+        let orb = ssi_orb::Orb::start(ssi_orb::OrbConfig::new("t", 1, 1, key)).await.unwrap();
+        Holder::new(1, Arc::new(Owners::new(orb, HashMap::from([(0, 2)]))))
+    }
+
+    fn held(h: &Holder, f: &Bytes) -> Option<u64> {
+        h.slot(0, f).and_then(|s| s.try_lock().ok().and_then(|g| g.as_ref().map(|x| x.epoch)))
+    }
+
+    #[tokio::test]
+    async fn a_recall_takes_the_token_and_a_late_reply_of_its_grant_is_ignored() {
+        let h = holder().await;
+        let f = Bytes::from_static(b"f");
+        h.opened(0, &f, 5).await;
+        assert_eq!(held(&h, &f), Some(5));
+        let r = h.recall(0, f.clone(), 5).await;
+        assert!(!r.not_held && r.locks.is_empty());
+        assert_eq!(held(&h, &f), None, "the token is the owner's again");
+        // The same grant's reply, arriving after its recall (a reordered duplicate).
+        h.opened(0, &f, 5).await;
+        assert_eq!(held(&h, &f), None, "a given-up epoch never comes back");
+    }
+
+    #[tokio::test]
+    async fn a_recall_that_overtakes_its_grant_voids_the_grant() {
+        let h = holder().await;
+        let f = Bytes::from_static(b"g");
+        let r = h.recall(0, f.clone(), 9).await;
+        assert!(r.not_held, "nothing held yet: the grant's reply is still on its way");
+        h.opened(0, &f, 9).await;
+        assert_eq!(held(&h, &f), None, "the grant that reply carries is void");
+        h.opened(0, &f, 10).await;
+        assert_eq!(held(&h, &f), Some(10), "a later grant holds");
     }
 }

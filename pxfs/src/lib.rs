@@ -14,7 +14,8 @@
 //!   on the runtime thread, data I/O (read, write, fsync, truncation, listings) on the
 //!   blocking pool. Keeps open files (per client node; `openfiles.rs` indexes them per file
 //!   too), locks and cache tokens; drops a departed node's on a view change. Namespace operations return the directory's post-operation attributes.
-//!   `read_local`: the owner node's own client reads through the server's descriptor.
+//!   `LocalVolumes`: the servers of this process, handed to its client, which reads through
+//!   their descriptors without an invocation.
 //! - `cache.rs` — cache tokens, server side: holders per file handle, revocation callbacks,
 //!   recalls of exclusive tokens; a file's entry goes when its last name and last open do.
 //! - `openfiles.rs` — the files a volume server holds open for nodes, by number and per file
@@ -26,15 +27,20 @@
 //! - `locks.rs` — POSIX byte-range locks per file, owner = (node, kernel lock owner);
 //!   F_SETLKW waits on the server, bounded by the call's deadline. The same table arbitrates
 //!   on an exclusive holder.
-//! - `client.rs` — the fuser file system mounted at every node's mountpoint: kernel inode ↔
-//!   (volume, handle), global paths of directories for namespace crossings (`/www` → the
-//!   `/www` volume's root), one ORB invocation per operation with the caller's creds, most of
-//!   them answered to the kernel from the runtime (`answer`); serves the node's
-//!   `CacheManager` (`pxfs.cache`: invalidate, recall) and its invalidation thread.
+//! - `client/` — the fuser file system mounted at every node's mountpoint: `kernel.rs` the
+//!   `Filesystem` trait, handing requests to `names.rs` (lookups, listings, create, link,
+//!   unlink, rename), `files.rs` (open, read, write, close, locks) and `meta.rs` (attributes,
+//!   xattrs); `inodes.rs` kernel inode ↔ (volume, handle); `namespace.rs` the crossings
+//!   (`/www` → the `/www` volume's root); `convert.rs` messages ↔ kernel attributes;
+//!   `callbacks.rs` the node's `CacheManager` (`pxfs.cache`: invalidate, recall) and its
+//!   invalidation thread. One ORB invocation per operation with the caller's creds, most of
+//!   them answered to the kernel from the runtime (`answer`).
+//! - `owners.rs` — the volume servers' stubs (`Owners`, resolved once, again after a
+//!   restart) and `invoke`, one invocation with the caller's credentials.
 //! - `holder.rs` — exclusive tokens, holder side: buffered small writes (written back at
 //!   fsync, close, a read or stat of the file, 8 MiB, or recall), locally arbitrated locks,
 //!   tombstones of given-up epochs (expired from a queue in burial order: one is buried per
-//!   closed file, so nothing may sweep them per operation); `Owners`, the volume servers' stubs.
+//!   closed file, so nothing may sweep them per operation).
 //! - `attrcache.rs` — what a node answers without asking: directories' attributes after its
 //!   own namespace operations, absent extended attributes, the data version its kernel holds
 //!   pages of (kept across opens while the owner reports the same); under the tokens,
@@ -99,6 +105,7 @@ pub mod exclusive;
 pub mod holder;
 pub mod locks;
 pub mod openfiles;
+pub mod owners;
 pub mod server;
 pub mod synthetic;
 pub mod sys;

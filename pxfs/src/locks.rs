@@ -209,4 +209,43 @@ mod tests {
         let short = Instant::now() + std::time::Duration::from_millis(30);
         assert_eq!(t.set(f, lk(3, 1, F_RDLCK, 5, 5), true, short).await, Err(SetError::TimedOut));
     }
+
+    #[tokio::test]
+    async fn a_dead_nodes_locks_go_and_its_waiter_gets_the_lock() {
+        let t = std::sync::Arc::new(LockTable::default());
+        t.set(b"f", lk(1, 1, F_WRLCK, 0, 9), false, far()).await.unwrap();
+        t.set(b"g", lk(1, 2, F_RDLCK, 0, 9), false, far()).await.unwrap();
+        t.set(b"g", lk(2, 2, F_RDLCK, 0, 9), false, far()).await.unwrap();
+        let t2 = t.clone();
+        let w = tokio::spawn(async move { t2.set(b"f", lk(3, 1, F_WRLCK, 5, 5), true, far()).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!w.is_finished(), "node 1 holds it");
+        assert_eq!(t.release_node(1), 2, "every lock node 1 held, on every file");
+        assert_eq!(w.await.unwrap(), Ok(()), "the waiter is woken, not left to its deadline");
+        assert!(t.conflict(b"g", 4, 1, F_WRLCK, 0, 0).is_some(), "node 2's lock stays");
+    }
+
+    #[tokio::test]
+    async fn a_close_releases_that_owners_locks_only() {
+        let t = LockTable::default();
+        t.set(b"f", lk(1, 1, F_RDLCK, 0, 9), false, far()).await.unwrap();
+        t.set(b"f", lk(1, 2, F_RDLCK, 20, 29), false, far()).await.unwrap();
+        t.release_owner(b"f", 1, 1);
+        assert!(t.conflict(b"f", 2, 1, F_WRLCK, 0, 9).is_none());
+        assert!(t.conflict(b"f", 2, 1, F_WRLCK, 20, 29).is_some(), "another owner on the same node keeps its lock");
+        t.release_owner(b"f", 1, 2);
+        assert_eq!(t.files(), 0, "a file with no lock leaves the table");
+    }
+
+    #[tokio::test]
+    async fn locks_handed_to_another_arbiter_conflict_as_before() {
+        let holder = LockTable::default();
+        holder.set(b"f", lk(1, 1, F_WRLCK, 100, 199), false, far()).await.unwrap();
+        let taken = holder.take(b"f");
+        assert!(!holder.held(b"f"));
+        let owner = LockTable::default();
+        owner.install(b"f", taken);
+        assert_eq!(owner.try_set(b"f", lk(2, 1, F_RDLCK, 150, 150)), Err(SetError::Conflict));
+        assert_eq!(owner.try_set(b"f", lk(2, 1, F_RDLCK, 200, 300)), Ok(()));
+    }
 }

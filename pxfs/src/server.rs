@@ -530,8 +530,7 @@ impl Volume for VolumeServant {
         // The descriptor was opened with the caller's rights; reading needs none beyond it.
         let (fd, handle) = self.0.file(req.fh)?;
         self.0.grant(ctx, &[&handle]);
-        let size = req.size.min(16 << 20) as usize;
-        let d = blocking(move || sys::pread(fd.as_raw_fd(), size, req.offset)).await?;
+        let d = blocking(move || read_at(&fd, req.size, req.offset)).await?;
         Ok(Data { size: d.len() as u32, data: Bytes::from(d) })
     }
     async fn write(&self, ctx: &CallCtx, req: WriteReq) -> Result<WriteReply, Exception> {
@@ -704,19 +703,30 @@ impl Volume for VolumeServant {
     }
 }
 
-/// The volume servers of this process, for `read_local`.
-static LOCAL: Mutex<BTreeMap<u32, std::sync::Weak<VolumeServer>>> = Mutex::new(BTreeMap::new());
+/// The most one read returns (a larger request gets a short read, as from a pipe).
+const MAX_READ: u32 = 16 << 20;
 
-/// A read by this node's own client of a file on a volume this process serves: straight from
-/// the descriptor the server opened for it (with the reader's rights, at open), on the
-/// client's thread; the same as a `Read` invocation, without the trips through the runtime
-/// and the blocking pool. None when the volume is not served here or `fh` is not open.
-pub fn read_local(vol: u32, fh: u64, node: u32, offset: u64, size: u32) -> Option<io::Result<Vec<u8>>> {
-    let server = LOCAL.lock().get(&vol)?.upgrade()?;
-    let (fd, handle) = server.file(fh).ok()?;
-    // This node caches the pages it reads: a token, as for a `Read`.
-    server.tokens.grant(node, &handle);
-    Some(sys::pread(fd.as_raw_fd(), size.min(16 << 20) as usize, offset))
+/// One read of an open file, `Read`'s and the local road's alike.
+fn read_at(fd: &OwnedFd, size: u32, offset: u64) -> io::Result<Vec<u8>> {
+    sys::pread(fd.as_raw_fd(), size.min(MAX_READ) as usize, offset)
+}
+
+/// The volume servers of this process, handed to this node's client: its reads of files on
+/// them go straight to the descriptors the servers opened (with the reader's rights, at
+/// open), on the client's thread, without the trips through the runtime and the blocking pool.
+#[derive(Clone, Default)]
+pub struct LocalVolumes(Arc<Mutex<BTreeMap<u32, std::sync::Weak<VolumeServer>>>>);
+
+impl LocalVolumes {
+    /// A read by this node's own client: the same as a `Read` invocation. None when the
+    /// volume is not served here or `fh` is not open.
+    pub fn read(&self, vol: u32, fh: u64, node: u32, offset: u64, size: u32) -> Option<io::Result<Vec<u8>>> {
+        let server = self.0.lock().get(&vol)?.upgrade()?;
+        let (fd, handle) = server.file(fh).ok()?;
+        // This node caches the pages it reads: a token, as for a `Read`.
+        server.tokens.grant(node, &handle);
+        Some(read_at(&fd, size, offset))
+    }
 }
 
 /// The ORB name of volume `id`'s server object.
@@ -724,11 +734,11 @@ pub fn volume_name(id: u32) -> String {
     format!("pxfs.volume.{id}")
 }
 
-/// Exports the server of volume `id` (directory `dir`) and releases a departed node's files
-/// and locks whenever a view drops it.
-pub fn serve(orb: &Orb, id: u32, dir: &Path) -> io::Result<(Arc<VolumeServer>, ObjHandle)> {
+/// Exports the server of volume `id` (directory `dir`), enters it in `local` for this node's
+/// client, and releases a departed node's files and locks whenever a view drops it.
+pub fn serve(orb: &Orb, id: u32, dir: &Path, local: &LocalVolumes) -> io::Result<(Arc<VolumeServer>, ObjHandle)> {
     let server = VolumeServer::new(orb, id, dir)?;
-    LOCAL.lock().insert(id, Arc::downgrade(&server));
+    local.0.lock().insert(id, Arc::downgrade(&server));
     let h = export_volume(orb, VolumeServant(server.clone()));
     orb.register_name(&volume_name(id), &h);
     let s = server.clone();

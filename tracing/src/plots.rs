@@ -27,14 +27,19 @@ fn color(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
-type R = Result<String, String>;
+/// A figure that could not be drawn: the plotting library's words.
+#[derive(Debug, thiserror::Error)]
+#[error("plot: {0}")]
+pub struct PlotError(pub String);
+
+type R = Result<String, PlotError>;
 
 fn svg(f: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> Result<(), Box<dyn std::error::Error + '_>>) -> R {
     let mut s = String::new();
     {
         let root = SVGBackend::with_string(&mut s, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        f(root).map_err(|e| e.to_string())?;
+        root.fill(&WHITE).map_err(|e| PlotError(e.to_string()))?;
+        f(root).map_err(|e| PlotError(e.to_string()))?;
     }
     Ok(s)
 }

@@ -358,7 +358,7 @@ fn esc(s: &str) -> String {
 /// The study's figures for one trace, as (file name, SVG).
 pub fn figures(a: &Analysis) -> Vec<(&'static str, String)> {
     let p = Paper::load();
-    let fig = |r: Result<String, String>| r.unwrap_or_else(|e| format!("<p>plot failed: {}</p>", esc(&e)));
+    let fig = |r: Result<String, crate::plots::PlotError>| r.unwrap_or_else(|e| format!("<p>plot failed: {}</p>", esc(&e.0)));
     let per_node = |bytes: bool| -> Vec<(String, &std::collections::BTreeMap<u32, u64>, bool)> {
         a.sizes.iter().map(|(n, h)| (format!("node {n}"), h, bytes)).collect()
     };

@@ -17,20 +17,20 @@ pub struct BenchServers {
 
 impl BenchServers {
     /// Starts (once) a raw TCP echo server and a tonic unary echo server on `ip`.
-    pub async fn start(&self, ip: IpAddr) -> Result<(u16, u16), String> {
+    pub async fn start(&self, ip: IpAddr) -> std::io::Result<(u16, u16)> {
         let mut p = self.ports.lock().await;
         if let Some(ports) = *p {
             return Ok(ports);
         }
-        let raw = tokio::net::TcpListener::bind((ip, 0)).await.map_err(|e| e.to_string())?;
-        let raw_port = raw.local_addr().map_err(|e| e.to_string())?.port();
+        let raw = tokio::net::TcpListener::bind((ip, 0)).await?;
+        let raw_port = raw.local_addr()?.port();
         tokio::spawn(async move {
             while let Ok((s, _)) = raw.accept().await {
                 tokio::spawn(raw_echo(s));
             }
         });
-        let tl = tokio::net::TcpListener::bind((ip, 0)).await.map_err(|e| e.to_string())?;
-        let tonic_port = tl.local_addr().map_err(|e| e.to_string())?.port();
+        let tl = tokio::net::TcpListener::bind((ip, 0)).await?;
+        let tonic_port = tl.local_addr()?.port();
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(BenchEchoServer::new(Echo))

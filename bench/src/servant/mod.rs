@@ -35,7 +35,7 @@ impl ssi_node::daemon::Extension for Extension {
 }
 
 /// The benchmark service of the daemon listening on `socket`.
-pub async fn connect(socket: &Path) -> Result<BenchControlClient<Channel>, String> {
+pub async fn connect(socket: &Path) -> Result<BenchControlClient<Channel>, ssi_node::control::ControlError> {
     Ok(BenchControlClient::new(ssi_node::control::channel(socket).await?))
 }
 
@@ -49,13 +49,13 @@ impl BenchControl for Servant {
     async fn serve(&self, req: Request<Empty>) -> Result<Response<ServeReply>, Status> {
         ssi_node::control::require_admin(&req)?;
         let ip = self.orb.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
-        let (raw, tonic) = self.echo.start(ip).await.map_err(Status::internal)?;
+        let (raw, tonic) = self.echo.start(ip).await.map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ServeReply { raw_tcp_port: raw as u32, tonic_port: tonic as u32 }))
     }
 
     async fn run(&self, req: Request<RunRequest>) -> Result<Response<RunReply>, Status> {
         ssi_node::control::require_admin(&req)?;
-        let r = cases::run(&self.orb, req.into_inner()).await.map_err(Status::failed_precondition)?;
+        let r = cases::run(&self.orb, req.into_inner()).await.map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(Response::new(r))
     }
 }

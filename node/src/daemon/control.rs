@@ -20,7 +20,7 @@ pub(super) struct ControlService {
     pub launcher: Arc<ssi_procmgmt::launch::Launcher>,
     pub sap: ssi_netsap::sap::SapClient,
     /// The volume servers' stubs (`ssi status` asks each what it keeps).
-    pub volumes: ssi_pxfs::holder::Owners,
+    pub volumes: ssi_pxfs::owners::Owners,
 }
 
 #[tonic::async_trait]

@@ -164,7 +164,7 @@ pub fn run(config_path: &Path, id: u32, extensions: Vec<Box<dyn Extension>>) -> 
             Err(e) => tracing::warn!("no bind interposition on this node (ssi run): {e}"),
         }
         let dispatcher = cfg.global_address.filter(|_| cfg.gateways.contains(&id)).and_then(|global| start_dispatcher(&cfg, id, global, sap.clone()));
-        let volumes = ssi_pxfs::holder::Owners::new(orb.clone(), volume_specs(&cfg).iter().map(|v| (v.id, v.node)).collect());
+        let volumes = ssi_pxfs::owners::Owners::new(orb.clone(), volume_specs(&cfg).iter().map(|v| (v.id, v.node)).collect());
         let svc = ControlService { orb: orb.clone(), cfg: Arc::new(cfg.clone()), stop: stop_tx.clone(), launcher, sap, volumes };
         let server = tonic::transport::Server::builder()
             .add_routes(routes.routes().add_service(ControlServer::new(svc)))
@@ -223,14 +223,16 @@ fn volume_specs(cfg: &Config) -> Vec<ssi_pxfs::VolumeSpec> {
 /// root, no /dev/fuse) says why in its log and goes on serving the ORB.
 fn start_pxfs(cfg: &Config, orb: &Orb, id: u32, synthetic: Vec<ssi_pxfs::synthetic::SyntheticVolume>) -> Option<fuser::BackgroundSession> {
     let vols = volume_specs(cfg);
+    // The volumes served here, read by this node's client without an invocation.
+    let local = ssi_pxfs::server::LocalVolumes::default();
     for v in vols.iter().filter(|v| v.node == id) {
-        match ssi_pxfs::server::serve(orb, v.id, &v.dir) {
+        match ssi_pxfs::server::serve(orb, v.id, &v.dir, &local) {
             Ok(_) => tracing::info!(volume = v.path, dir = %v.dir.display(), "serving volume"),
             Err(e) => tracing::error!(volume = v.path, "cannot serve volume from {}: {e}", v.dir.display()),
         }
     }
     let mountpoint = cfg.nodes[&id].mountpoint.clone();
-    let client = match ssi_pxfs::client::Client::new(orb.clone(), tokio::runtime::Handle::current(), vols, synthetic) {
+    let client = match ssi_pxfs::client::Client::new(orb.clone(), tokio::runtime::Handle::current(), vols, local, synthetic) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("PXFS not mounted: {e}");

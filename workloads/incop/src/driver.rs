@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::proto::{IncopStub, IssueReq, LookupReq, Member, NodeStatus, Overload, Params, Report, Role, RunReq, StartReq};
 use crate::switch::NUMBER_BASE;
+use crate::IncopError;
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 use ssi_orb::Orb;
@@ -27,21 +28,22 @@ pub enum Fault {
 }
 
 /// `qe@500000`, `ea@500000` (for --kill) or `qe@500000` (for --add).
-pub fn parse_fault(s: &str, add: bool) -> Result<Fault, String> {
-    let (role, at) = s.split_once('@').ok_or_else(|| format!("{s:?}: expected ROLE@CALLS, e.g. qe@500000"))?;
-    let at: u64 = at.replace('_', "").parse().map_err(|_| format!("{s:?}: {at:?} is not a call count"))?;
+pub fn parse_fault(s: &str, add: bool) -> Result<Fault, IncopError> {
+    let usage = IncopError::Usage;
+    let (role, at) = s.split_once('@').ok_or_else(|| usage(format!("{s:?}: expected ROLE@CALLS, e.g. qe@500000")))?;
+    let at: u64 = at.replace('_', "").parse().map_err(|_| usage(format!("{s:?}: {at:?} is not a call count")))?;
     match (role, add) {
         ("qe", false) => Ok(Fault::KillQe(at)),
         ("ea", false) => Ok(Fault::KillEa(at)),
         ("qe", true) => Ok(Fault::AddQe(at)),
-        (r, true) => Err(format!("{s:?}: only a QE can be added, not {r:?}")),
-        (r, false) => Err(format!("{s:?}: the role to kill is qe or ea, not {r:?}")),
+        (r, true) => Err(usage(format!("{s:?}: only a QE can be added, not {r:?}"))),
+        (r, false) => Err(usage(format!("{s:?}: the role to kill is qe or ea, not {r:?}"))),
     }
 }
 
 /// `RATE@FROM..TO` (seconds from the start of the run).
-pub fn parse_overload(s: &str) -> Result<Overload, String> {
-    let bad = || format!("{s:?}: expected RATE@FROM..TO, e.g. 40000@10..15 (calls/s from second 10 to 15)");
+pub fn parse_overload(s: &str) -> Result<Overload, IncopError> {
+    let bad = || IncopError::Usage(format!("{s:?}: expected RATE@FROM..TO, e.g. 40000@10..15 (calls/s from second 10 to 15)"));
     let (rate, span) = s.split_once('@').ok_or_else(bad)?;
     let (from, to) = span.split_once("..").ok_or_else(bad)?;
     let o =
@@ -69,14 +71,14 @@ fn member(id: u32, node: u32, role: Role) -> Member {
 /// Switch and UI on the first node, EA1 and EA2 on the next two, the QEs round-robin over
 /// the rest; with fewer nodes the roles fold onto the ones there are. An added QE goes to a
 /// node without roles if there is one, else to the QE node with the fewest QEs.
-pub fn place(nodes: &[u32], qes: u32, faults: &[Fault]) -> Result<Placement, String> {
+pub fn place(nodes: &[u32], qes: u32, faults: &[Fault]) -> Result<Placement, IncopError> {
     let adds = faults.iter().any(|f| matches!(f, Fault::AddQe(_)));
     let kill = faults.iter().copied().find(|f| matches!(f, Fault::KillQe(_) | Fault::KillEa(_)));
     if nodes.len() < 2 {
-        return Err("the IN coprocessor needs at least 2 nodes (switch and UI; EAs; QEs)".into());
+        return Err(IncopError::Usage("the IN coprocessor needs at least 2 nodes (switch and UI; EAs; QEs)".into()));
     }
     if qes < 2 {
-        return Err("--qes must be at least 2 (every entry on more than one QE)".into());
+        return Err(IncopError::Usage("--qes must be at least 2 (every entry on more than one QE)".into()));
     }
     let n = nodes.len();
     let mut m = vec![member(1, nodes[0], Role::Switch), member(2, nodes[0], Role::Ui)];
@@ -106,21 +108,21 @@ pub fn place(nodes: &[u32], qes: u32, faults: &[Fault]) -> Result<Placement, Str
     if let Some(v) = &victim {
         let others: Vec<&Member> = m.iter().filter(|x| x.node == v.node && x.role != v.role).collect();
         if !others.is_empty() {
-            return Err(format!(
+            return Err(IncopError::Usage(format!(
                 "killing node {} would take more than its {}: it also runs {} role(s); use more nodes",
                 v.node,
                 if v.role == Role::Qe as i32 { "QE" } else { "EA" },
                 others.len()
-            ));
+            )));
         }
         let same = m.iter().filter(|x| x.node == v.node).count();
         let of_role = m.iter().filter(|x| x.role == v.role).count();
         if same >= of_role {
-            return Err(format!(
+            return Err(IncopError::Usage(format!(
                 "killing node {} would take every {}; use more nodes",
                 v.node,
                 if v.role == Role::Qe as i32 { "QE" } else { "EA" }
-            ));
+            )));
         }
     }
     Ok(Placement { members: m, added, victim })
@@ -535,12 +537,12 @@ mod tests {
 
     #[test]
     fn faults_and_overloads_parse_or_say_why() {
-        assert_eq!(parse_fault("qe@500000", false), Ok(Fault::KillQe(500_000)));
-        assert_eq!(parse_fault("ea@5", false), Ok(Fault::KillEa(5)));
-        assert_eq!(parse_fault("qe@5", true), Ok(Fault::AddQe(5)));
-        assert!(parse_fault("ea@5", true).unwrap_err().contains("only a QE"));
-        assert!(parse_fault("qe", false).unwrap_err().contains("ROLE@CALLS"));
-        assert!(parse_fault("ui@1", false).unwrap_err().contains("qe or ea"));
+        assert_eq!(parse_fault("qe@500000", false).ok(), Some(Fault::KillQe(500_000)));
+        assert_eq!(parse_fault("ea@5", false).ok(), Some(Fault::KillEa(5)));
+        assert_eq!(parse_fault("qe@5", true).ok(), Some(Fault::AddQe(5)));
+        assert!(parse_fault("ea@5", true).unwrap_err().to_string().contains("only a QE"));
+        assert!(parse_fault("qe", false).unwrap_err().to_string().contains("ROLE@CALLS"));
+        assert!(parse_fault("ui@1", false).unwrap_err().to_string().contains("qe or ea"));
         let o = parse_overload("40000@10..15").unwrap();
         assert_eq!((o.rate, o.from_s, o.to_s), (40000.0, 10.0, 15.0));
         assert!(parse_overload("40000@15..10").is_err());

@@ -62,6 +62,27 @@ pub mod ui;
 pub mod watermark;
 pub mod wheel;
 
+/// Why a role, a run, a placement or a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum IncopError {
+    #[error("a run needs a positive rate and at least one call")]
+    EmptyRun,
+    #[error("a run is in progress")]
+    RunInProgress,
+    #[error("{what} in {}: {source}", dir.display())]
+    State { what: &'static str, dir: std::path::PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Dump { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{}: not a dump (truncated)", path.display())]
+    NotADump { path: std::path::PathBuf },
+    /// A command-line fault, overload or placement that cannot be: the reason.
+    #[error("{0}")]
+    Usage(String),
+    /// The plotting library's error, as it words it.
+    #[error("plot: {0}")]
+    Plot(String),
+}
+
 /// The name every node's `Incop` object is registered under.
 pub const INCOP_NAME: &str = "incop";
 

@@ -188,8 +188,8 @@ impl Incop for IncopNode {
                 roles.eas.insert(me.id, ea);
             }
             Role::Qe => {
-                let qe =
-                    Qe::new(me, self.0.group.clone(), self.0.out.clone(), &p, &self.0.state_dir, req.joining).map_err(Exception::app)?;
+                let qe = Qe::new(me, self.0.group.clone(), self.0.out.clone(), &p, &self.0.state_dir, req.joining)
+                    .map_err(|e| Exception::app(e.to_string()))?;
                 roles.tasks.push(qe.start());
                 if req.joining {
                     roles.tasks.push(self.join(qe.clone()));

@@ -54,11 +54,13 @@ pub fn provision_dump(dir: &Path, entries: u64) -> std::io::Result<()> {
 }
 
 /// Reads a dump: (the update it includes, the database).
-pub fn load_dump(path: &Path) -> Result<(u64, HashMap<u64, u64>), String> {
+pub fn load_dump(path: &Path) -> Result<(u64, HashMap<u64, u64>), crate::IncopError> {
     let mut b = Vec::new();
-    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut b)).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut b))
+        .map_err(|source| crate::IncopError::Dump { path: path.to_path_buf(), source })?;
     let word = |i: usize| b.get(i * 8..i * 8 + 8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
-    let bad = || format!("{}: not a dump (truncated)", path.display());
+    let bad = || crate::IncopError::NotADump { path: path.to_path_buf() };
     let seq = word(0).ok_or_else(bad)?;
     let n = word(1).ok_or_else(bad)?;
     if b.len() as u64 != 16 + n * 16 {
@@ -135,8 +137,16 @@ pub struct Qe {
 
 impl Qe {
     /// A QE with the dump loaded from `dir`; `joining`: not serving until the state log.
-    pub fn new(me: Member, group: Arc<Mutex<Group>>, out: Outbox, p: &Params, dir: &Path, joining: bool) -> Result<Arc<Qe>, String> {
-        provision_dump(dir, p.db_entries).map_err(|e| format!("dump in {}: {e}", dir.display()))?;
+    pub fn new(
+        me: Member,
+        group: Arc<Mutex<Group>>,
+        out: Outbox,
+        p: &Params,
+        dir: &Path,
+        joining: bool,
+    ) -> Result<Arc<Qe>, crate::IncopError> {
+        let state = |what| move |source| crate::IncopError::State { what, dir: dir.to_path_buf(), source };
+        provision_dump(dir, p.db_entries).map_err(state("dump"))?;
         let (seq, db) = load_dump(&dump_path(dir, p.db_entries))?;
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -144,7 +154,7 @@ impl Qe {
             .truncate(true)
             .open(dir.join(format!("qe-{}.log", me.id)))
             .map(BufWriter::new)
-            .map_err(|e| format!("log in {}: {e}", dir.display()))?;
+            .map_err(state("log"))?;
         Ok(Arc::new(Qe {
             state: Mutex::new(State {
                 db,
@@ -327,7 +337,7 @@ mod tests {
         assert_eq!((seq, db.len()), (0, 1000));
         assert_eq!(db[&(NUMBER_BASE + 7)], route_of(7));
         std::fs::write(d.join("bad.bin"), [1u8; 20]).unwrap();
-        assert!(load_dump(&d.join("bad.bin")).unwrap_err().contains("not a dump"));
+        assert!(load_dump(&d.join("bad.bin")).unwrap_err().to_string().contains("not a dump"));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

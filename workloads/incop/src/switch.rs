@@ -128,15 +128,15 @@ impl Switch {
     }
 
     /// Starts offering calls; the returned task runs until every call is settled.
-    pub fn start(self: &Arc<Self>, req: RunReq) -> Result<tokio::task::JoinHandle<()>, String> {
+    pub fn start(self: &Arc<Self>, req: RunReq) -> Result<tokio::task::JoinHandle<()>, crate::IncopError> {
         if req.rate <= 0.0 || req.calls == 0 {
-            return Err("a run needs a positive rate and at least one call".into());
+            return Err(crate::IncopError::EmptyRun);
         }
         let tick = Duration::from_micros(if req.tick_us == 0 { 1000 } else { req.tick_us as u64 });
         {
             let mut r = self.run.lock();
             if r.as_ref().is_some_and(|r| !r.done()) {
-                return Err("a run is in progress".into());
+                return Err(crate::IncopError::RunInProgress);
             }
             *r = Some(Run {
                 deadline_ns: self.deadline.as_nanos() as u64,

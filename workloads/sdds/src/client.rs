@@ -13,6 +13,7 @@ use crate::addr::Image;
 use crate::proto::{
     function::Op, BucketInfo, BucketResult, FileName, FileSpec, Function, KeyBatch, Kind, OpReply, Record, ScanReq, SddsStub,
 };
+use crate::SddsError;
 use crate::{KeyOp, Stubs};
 
 pub struct Client {
@@ -33,10 +34,6 @@ pub struct ScanOutcome {
     pub complete: bool,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
 impl Client {
     /// A new client of an existing file: its image knows bucket 0 only.
     pub fn new(orb: &Orb, spec: FileSpec) -> Client {
@@ -45,22 +42,22 @@ impl Client {
     }
 
     /// Creates the file (on its first node) and returns a client of it.
-    pub async fn create(orb: &Orb, spec: FileSpec) -> Result<Client, String> {
+    pub async fn create(orb: &Orb, spec: FileSpec) -> Result<Client, SddsError> {
         let c = Client::new(orb, spec);
-        let n0 = *c.spec.nodes.first().ok_or("a file needs nodes")?;
-        c.stub(n0).await?.create(c.spec.clone()).await.map_err(err)?;
+        let n0 = *c.spec.nodes.first().ok_or(SddsError::NoNodes)?;
+        c.stub(n0).await?.create(c.spec.clone()).await.map_err(SddsError::from)?;
         Ok(c)
     }
 
-    async fn stub(&self, node: u32) -> Result<SddsStub, String> {
-        self.stubs.get(node).await.map_err(err)
+    async fn stub(&self, node: u32) -> Result<SddsStub, SddsError> {
+        self.stubs.get(node).await.map_err(SddsError::from)
     }
 
     fn node_of(&self, b: u32) -> u32 {
         self.spec.nodes[b as usize % self.spec.nodes.len()]
     }
 
-    async fn keyed(&mut self, op: KeyOp, records: Vec<Record>) -> Result<OpReply, String> {
+    async fn keyed(&mut self, op: KeyOp, records: Vec<Record>) -> Result<OpReply, SddsError> {
         let mut per: HashMap<u32, Vec<Record>> = HashMap::new();
         for r in records {
             per.entry(self.image.address(r.key)).or_default().push(r);
@@ -76,7 +73,7 @@ impl Client {
         }
         let mut out = OpReply::default();
         for r in futures_util::future::join_all(calls).await {
-            let r = r.map_err(err)?.into_inner();
+            let r = r.map_err(SddsError::from)?.into_inner();
             for iam in &r.iams {
                 self.image.adjust(iam);
             }
@@ -90,22 +87,22 @@ impl Client {
     }
 
     /// Inserts (or replaces) records; returns how many were stored.
-    pub async fn insert(&mut self, records: Vec<Record>) -> Result<u64, String> {
+    pub async fn insert(&mut self, records: Vec<Record>) -> Result<u64, SddsError> {
         Ok(self.keyed(KeyOp::Insert, records).await?.done)
     }
 
     /// The records with these keys that exist.
-    pub async fn search(&mut self, keys: &[u64]) -> Result<Vec<Record>, String> {
+    pub async fn search(&mut self, keys: &[u64]) -> Result<Vec<Record>, SddsError> {
         Ok(self.keyed(KeyOp::Search, keys.iter().map(|k| Record { key: *k, value: Default::default() }).collect()).await?.found)
     }
 
-    pub async fn delete(&mut self, keys: &[u64]) -> Result<u64, String> {
+    pub async fn delete(&mut self, keys: &[u64]) -> Result<u64, SddsError> {
         Ok(self.keyed(KeyOp::Delete, keys.iter().map(|k| Record { key: *k, value: Default::default() }).collect()).await?.done)
     }
 
     /// Ships `f` to the buckets (those meeting the range, for a range search). With a
     /// timeout, takes what answered within it (probabilistic termination).
-    pub async fn scan(&mut self, f: Function, timeout: Option<Duration>) -> Result<ScanOutcome, String> {
+    pub async fn scan(&mut self, f: Function, timeout: Option<Duration>) -> Result<ScanOutcome, SddsError> {
         let addressed: Vec<u32> = if f.op == Op::Records as i32 {
             self.image.rp_meeting(f.from, if f.to == 0 { u64::MAX } else { f.to })
         } else {
@@ -125,7 +122,7 @@ impl Client {
         let mut results = Vec::new();
         // None: a bucket that did not answer in time.
         for r in futures_util::future::join_all(calls).await.into_iter().flatten() {
-            results.extend(r.map_err(err)?.into_inner().results);
+            results.extend(r.map_err(SddsError::from)?.into_inner().results);
         }
         for r in &results {
             if let Some(iam) = &r.iam {
@@ -142,7 +139,7 @@ impl Client {
     /// buckets there, nor did any bucket it addressed lead to them) is asked again from
     /// bucket 0, the root of every split: the answers' ranges are disjoint, so no record
     /// comes twice.
-    pub async fn range(&mut self, from: u64, to: u64) -> Result<(Vec<Record>, bool), String> {
+    pub async fn range(&mut self, from: u64, to: u64) -> Result<(Vec<Record>, bool), SddsError> {
         let mut o = self.scan(Function { op: Op::Records as i32, from, to, ..Default::default() }, None).await?;
         let mut complete = false;
         for _ in 0..8 {
@@ -158,7 +155,7 @@ impl Client {
                 let r = s
                     .scan(ScanReq { file: self.spec.name.clone(), bucket: 0, f: Some(f), addressed: vec![0] })
                     .await
-                    .map_err(err)?
+                    .map_err(SddsError::from)?
                     .into_inner();
                 for x in &r.results {
                     if let Some(iam) = &x.iam {
@@ -181,12 +178,12 @@ impl Client {
     }
 
     /// Every bucket of the file, from every node.
-    pub async fn info(&self) -> Result<(Vec<BucketInfo>, u32), String> {
+    pub async fn info(&self) -> Result<(Vec<BucketInfo>, u32), SddsError> {
         let nodes: BTreeSet<u32> = self.spec.nodes.iter().copied().collect();
         let mut out = Vec::new();
         let mut splits = 0;
         for n in nodes {
-            let i = self.stub(n).await?.info(FileName { name: self.spec.name.clone() }).await.map_err(err)?.into_inner();
+            let i = self.stub(n).await?.info(FileName { name: self.spec.name.clone() }).await.map_err(SddsError::from)?.into_inner();
             out.extend(i.buckets);
             splits += i.splits;
         }
@@ -194,10 +191,10 @@ impl Client {
         Ok((out, splits))
     }
 
-    pub async fn drop_file(&self) -> Result<(), String> {
+    pub async fn drop_file(&self) -> Result<(), SddsError> {
         let nodes: BTreeSet<u32> = self.spec.nodes.iter().copied().collect();
         for n in nodes {
-            self.stub(n).await?.drop(FileName { name: self.spec.name.clone() }).await.map_err(err)?;
+            self.stub(n).await?.drop(FileName { name: self.spec.name.clone() }).await.map_err(SddsError::from)?;
         }
         Ok(())
     }

@@ -34,14 +34,14 @@ pub struct SddsOptions {
 }
 
 /// `N:B,N:B,...`
-pub fn parse_cases(s: &str) -> Result<Vec<(u64, u32)>, String> {
+pub fn parse_cases(s: &str) -> Result<Vec<(u64, u32)>, crate::SddsError> {
     s.split(',')
         .map(|c| {
-            let (n, b) = c.split_once(':').ok_or_else(|| format!("{c:?}: expected TUPLES:BUCKETS, e.g. 20000:5"))?;
-            let n: u64 = n.parse().map_err(|_| format!("{c:?}: {n:?} is not a tuple count"))?;
-            let b: u32 = b.parse().map_err(|_| format!("{c:?}: {b:?} is not a bucket count"))?;
+            let (n, b) = c.split_once(':').ok_or_else(|| crate::SddsError::BadCase(format!("{c:?}")))?;
+            let n: u64 = n.parse().map_err(|_| crate::SddsError::BadCase(format!("{c:?}")))?;
+            let b: u32 = b.parse().map_err(|_| crate::SddsError::BadCase(format!("{c:?}")))?;
             if n == 0 || b == 0 || b > 1024 || (b as u64) > n {
-                return Err(format!("{c:?}: need 1 ≤ buckets ≤ min(1024, tuples)"));
+                return Err(crate::SddsError::BadCase(format!("{c:?}")));
             }
             Ok((n, b))
         })

@@ -7,41 +7,37 @@ use rusqlite::{params, Connection};
 use crate::proto::{function::Op, Function, Pair, Probe};
 
 /// (ssn, city) of a bucket's records, and the function: the count or the pairs.
-pub fn eval(rows: &[(u64, u32)], f: &Function) -> Result<(u64, Vec<Pair>), String> {
-    let c = Connection::open_in_memory().map_err(|e| e.to_string())?;
-    let err = |e: rusqlite::Error| e.to_string();
-    c.execute_batch("CREATE TABLE b(ssn INTEGER, city INTEGER); CREATE TABLE p(ssn INTEGER, city INTEGER);").map_err(err)?;
+pub fn eval(rows: &[(u64, u32)], f: &Function) -> Result<(u64, Vec<Pair>), crate::SddsError> {
+    let c = Connection::open_in_memory()?;
+    c.execute_batch("CREATE TABLE b(ssn INTEGER, city INTEGER); CREATE TABLE p(ssn INTEGER, city INTEGER);")?;
     {
-        let tx = c.unchecked_transaction().map_err(err)?;
+        let tx = c.unchecked_transaction()?;
         {
-            let mut ib = tx.prepare("INSERT INTO b VALUES (?1, ?2)").map_err(err)?;
+            let mut ib = tx.prepare("INSERT INTO b VALUES (?1, ?2)")?;
             for (s, city) in rows {
-                ib.execute(params![*s as i64, *city]).map_err(err)?;
+                ib.execute(params![*s as i64, *city])?;
             }
-            let mut ip = tx.prepare("INSERT INTO p VALUES (?1, ?2)").map_err(err)?;
+            let mut ip = tx.prepare("INSERT INTO p VALUES (?1, ?2)")?;
             for Probe { ssn, city } in &f.probes {
-                ip.execute(params![*ssn as i64, *city]).map_err(err)?;
+                ip.execute(params![*ssn as i64, *city])?;
             }
         }
-        tx.commit().map_err(err)?;
+        tx.commit()?;
     }
-    c.execute_batch("CREATE INDEX b_city ON b(city);").map_err(err)?;
+    c.execute_batch("CREATE INDEX b_city ON b(city);")?;
     match Op::try_from(f.op).unwrap_or(Op::None) {
         Op::JoinCount => {
-            let n: i64 =
-                c.query_row("SELECT count(*) FROM p JOIN b ON b.city = p.city AND p.ssn < b.ssn", [], |r| r.get(0)).map_err(err)?;
+            let n: i64 = c.query_row("SELECT count(*) FROM p JOIN b ON b.city = p.city AND p.ssn < b.ssn", [], |r| r.get(0))?;
             Ok((n as u64, Vec::new()))
         }
         Op::JoinPairs => {
-            let mut st = c.prepare("SELECT p.ssn, b.ssn FROM p JOIN b ON b.city = p.city AND p.ssn < b.ssn").map_err(err)?;
+            let mut st = c.prepare("SELECT p.ssn, b.ssn FROM p JOIN b ON b.city = p.city AND p.ssn < b.ssn")?;
             let pairs: Vec<Pair> = st
-                .query_map([], |r| Ok(Pair { a: r.get::<_, i64>(0)? as u64, b: r.get::<_, i64>(1)? as u64 }))
-                .map_err(err)?
-                .collect::<Result<_, _>>()
-                .map_err(err)?;
+                .query_map([], |r| Ok(Pair { a: r.get::<_, i64>(0)? as u64, b: r.get::<_, i64>(1)? as u64 }))?
+                .collect::<Result<_, _>>()?;
             Ok((pairs.len() as u64, pairs))
         }
-        other => Err(format!("the I-strategy evaluates joins, not {other:?}")),
+        other => Err(crate::SddsError::NotAJoin(format!("{other:?}"))),
     }
 }
 

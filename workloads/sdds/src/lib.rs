@@ -54,6 +54,27 @@ pub mod plot;
 pub mod redis_cluster;
 pub mod server;
 
+/// Why an SDDS operation, its baseline or its plot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SddsError {
+    #[error("{0}")]
+    Orb(#[from] ssi_orb::OrbError),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("a file needs nodes")]
+    NoNodes,
+    #[error("the I-strategy evaluates joins, not {0}")]
+    NotAJoin(String),
+    /// The plotting library's error, as it words it.
+    #[error("plot: {0}")]
+    Plot(String),
+    /// The Redis Cluster baseline could not run (what failed, and why).
+    #[error("{0}")]
+    Redis(String),
+    #[error("{0}: expected TUPLES:BUCKETS with 1 ≤ buckets ≤ min(1024, tuples), e.g. 20000:5")]
+    BadCase(String),
+}
+
 /// The name every node's `Sdds` object is registered under.
 pub const SDDS_NAME: &str = "sdds";
 

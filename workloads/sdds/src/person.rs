@@ -37,34 +37,33 @@ pub fn expected_pairs(n: u64, seed: u64) -> u64 {
 
 /// The baseline: Person in one in-memory SQLite database with an index on city, the join
 /// counted (Query 2) or its pairs fetched (Query 1). Returns (seconds, result size).
-pub fn sqlite_alone(n: u64, seed: u64, pairs: bool) -> Result<(f64, u64), String> {
-    let err = |e: rusqlite::Error| e.to_string();
-    let c = Connection::open_in_memory().map_err(err)?;
-    c.execute_batch("CREATE TABLE person(ssn INTEGER PRIMARY KEY, name TEXT, city INTEGER);").map_err(err)?;
+pub fn sqlite_alone(n: u64, seed: u64, pairs: bool) -> Result<(f64, u64), crate::SddsError> {
+    let c = Connection::open_in_memory()?;
+    c.execute_batch("CREATE TABLE person(ssn INTEGER PRIMARY KEY, name TEXT, city INTEGER);")?;
     {
-        let tx = c.unchecked_transaction().map_err(err)?;
+        let tx = c.unchecked_transaction()?;
         {
-            let mut st = tx.prepare("INSERT INTO person VALUES (?1, ?2, ?3)").map_err(err)?;
+            let mut st = tx.prepare("INSERT INTO person VALUES (?1, ?2, ?3)")?;
             for s in 1..=n {
                 let r = person(s, seed);
-                st.execute(params![s as i64, String::from_utf8_lossy(&r.value[1..]), r.value[0] as i64]).map_err(err)?;
+                st.execute(params![s as i64, String::from_utf8_lossy(&r.value[1..]), r.value[0] as i64])?;
             }
         }
-        tx.commit().map_err(err)?;
+        tx.commit()?;
     }
-    c.execute_batch("CREATE INDEX person_city ON person(city);").map_err(err)?;
+    c.execute_batch("CREATE INDEX person_city ON person(city);")?;
     let t = std::time::Instant::now();
     let q = "FROM person p JOIN person q ON q.city = p.city AND p.ssn < q.ssn";
     let size = if pairs {
-        let mut st = c.prepare(&format!("SELECT p.ssn, q.ssn {q}")).map_err(err)?;
-        let mut rows = st.query([]).map_err(err)?;
+        let mut st = c.prepare(&format!("SELECT p.ssn, q.ssn {q}"))?;
+        let mut rows = st.query([])?;
         let mut k = 0u64;
-        while rows.next().map_err(err)?.is_some() {
+        while rows.next()?.is_some() {
             k += 1;
         }
         k
     } else {
-        c.query_row(&format!("SELECT count(*) {q}"), [], |r| r.get::<_, i64>(0)).map_err(err)? as u64
+        c.query_row(&format!("SELECT count(*) {q}"), [], |r| r.get::<_, i64>(0))? as u64
     };
     Ok((t.elapsed().as_secs_f64(), size))
 }
@@ -79,7 +78,7 @@ pub struct JoinRun {
     pub eval_s: f64,
 }
 
-pub async fn join(c: &mut crate::client::Client, pairs: bool, i_strategy: bool, chunk: usize) -> Result<JoinRun, String> {
+pub async fn join(c: &mut crate::client::Client, pairs: bool, i_strategy: bool, chunk: usize) -> Result<JoinRun, crate::SddsError> {
     use crate::proto::{function::Op, Function, Probe};
     let t = std::time::Instant::now();
     let all = c.scan(Function { op: Op::Records as i32, ..Default::default() }, None).await?;

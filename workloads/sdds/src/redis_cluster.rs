@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::SddsError;
+
 struct Cluster {
     dir: PathBuf,
     ports: Vec<u16>,
@@ -27,40 +29,44 @@ fn free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-fn cli(port: u16, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().map_err(|e| format!("redis-cli: {e}"))?;
+fn cli(port: u16, args: &[&str]) -> Result<String, SddsError> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map_err(|e| SddsError::Redis(format!("redis-cli: {e}")))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn start(masters: u32) -> Result<Cluster, String> {
+fn start(masters: u32) -> Result<Cluster, SddsError> {
     for t in ["redis-server", "redis-cli", "redis-benchmark"] {
         if !ssi_node::installed(t) {
-            return Err(format!("{t} is not installed (scripts/install-deps.sh installs redis-server)"));
+            return Err(SddsError::Redis(format!("{t} is not installed (scripts/install-deps.sh installs redis-server)")));
         }
     }
     let dir = std::env::temp_dir().join(format!("ssi-redis-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|e| SddsError::Redis(e.to_string()))?;
     let mut c = Cluster { dir: dir.clone(), ports: Vec::new(), servers: Vec::new() };
     let mut p = 17_000 + (std::process::id() % 2_000) as u16;
     while c.ports.len() < masters as usize {
         p += 1;
         if p > 25_000 {
-            return Err("no free loopback ports for the Redis Cluster".into());
+            return Err(SddsError::Redis("no free loopback ports for the Redis Cluster".into()));
         }
         if !(free(p) && free(p + 10_000)) {
             continue;
         }
-        let log = std::fs::File::create(dir.join(format!("redis-{p}.log"))).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join(format!("redis-{p}.log"))).map_err(|e| SddsError::Redis(e.to_string()))?;
         let child = Command::new("redis-server")
             .args(["--port", &p.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
             .args(["--cluster-config-file", &format!("nodes-{p}.conf"), "--dir"])
             .arg(&dir)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+            .stdout(Stdio::from(log.try_clone().map_err(|e| SddsError::Redis(e.to_string()))?))
             .stderr(Stdio::from(log))
             .spawn()
-            .map_err(|e| format!("redis-server: {e}"))?;
+            .map_err(|e| SddsError::Redis(format!("redis-server: {e}")))?;
         c.servers.push(child);
         c.ports.push(p);
     }
@@ -68,7 +74,7 @@ fn start(masters: u32) -> Result<Cluster, String> {
     for p in &c.ports {
         while cli(*p, &["ping"])?.trim() != "PONG" {
             if t0.elapsed() > Duration::from_secs(10) {
-                return Err(format!("redis-server on port {p} did not answer"));
+                return Err(SddsError::Redis(format!("redis-server on port {p} did not answer")));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -80,13 +86,16 @@ fn start(masters: u32) -> Result<Cluster, String> {
         .args(&addrs)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
         .output()
-        .map_err(|e| format!("redis-cli --cluster create: {e}"))?;
+        .map_err(|e| SddsError::Redis(format!("redis-cli --cluster create: {e}")))?;
     if !out.status.success() {
-        return Err(format!("redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("")));
+        return Err(SddsError::Redis(format!(
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("")
+        )));
     }
     while !cli(c.ports[0], &["cluster", "info"])?.contains("cluster_state:ok") {
         if t0.elapsed() > Duration::from_secs(30) {
-            return Err("the Redis Cluster did not reach cluster_state:ok".into());
+            return Err(SddsError::Redis("the Redis Cluster did not reach cluster_state:ok".into()));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -94,21 +103,21 @@ fn start(masters: u32) -> Result<Cluster, String> {
 }
 
 /// redis-benchmark in cluster mode: requests per second of `test`.
-fn bench(port: u16, test: &str, n: u64, keyspace: u64) -> Result<f64, String> {
+fn bench(port: u16, test: &str, n: u64, keyspace: u64) -> Result<f64, SddsError> {
     let out = Command::new("redis-benchmark")
         .args(["--cluster", "-h", "127.0.0.1", "-p", &port.to_string(), "-t", test])
         .args(["-n", &n.to_string(), "-r", &keyspace.to_string(), "-d", "24", "-c", "50", "-P", "64", "--csv"])
         .output()
-        .map_err(|e| format!("redis-benchmark: {e}"))?;
+        .map_err(|e| SddsError::Redis(format!("redis-benchmark: {e}")))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.to_ascii_uppercase().starts_with(&format!("\"{}\"", test.to_ascii_uppercase())));
     line.and_then(|l| l.split(',').nth(1))
         .and_then(|v| v.trim_matches('"').parse().ok())
-        .ok_or_else(|| format!("redis-benchmark -t {test}: no rate in its output: {}", text.lines().last().unwrap_or("")))
+        .ok_or_else(|| SddsError::Redis(format!("redis-benchmark -t {test}: no rate in its output: {}", text.lines().last().unwrap_or(""))))
 }
 
 /// GETs per second from a Redis Cluster of `masters` (at least 3) holding `keyspace` keys.
-pub fn get_rate(masters: u32, gets: u64, keyspace: u64) -> Result<f64, String> {
+pub fn get_rate(masters: u32, gets: u64, keyspace: u64) -> Result<f64, SddsError> {
     let c = start(masters.max(3))?;
     bench(c.ports[0], "set", keyspace.max(1), keyspace.max(1))?;
     bench(c.ports[0], "get", gets.max(1), keyspace.max(1))

@@ -315,7 +315,7 @@ impl Sdds for SddsNode {
             })
             .await
             .map_err(|e| Exception::app(e.to_string()))?
-            .map_err(Exception::app)?;
+            .map_err(|e| Exception::app(e.to_string()))?;
             (BucketResult { count: n, pairs, eval_us: us, ..base }, b)
         } else {
             let f2 = func.clone();

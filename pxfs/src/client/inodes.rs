@@ -1,0 +1,121 @@
+//! This node's kernel inode numbers: each names (volume, file handle on the owner) and the
+//! file's path in the global namespace, counted by the kernel's lookups.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::ROOT;
+
+#[derive(Clone)]
+pub(super) struct INode {
+    pub(super) vol: u32,
+    /// Empty for a volume root until its handle is known.
+    pub(super) handle: Bytes,
+    /// Path in the global namespace.
+    pub(super) path: String,
+    pub(super) nlookup: u64,
+}
+
+pub(super) struct Inodes {
+    pub(super) by_ino: HashMap<u64, INode>,
+    pub(super) by_fid: HashMap<(u32, Bytes), u64>,
+    pub(super) next_ino: u64,
+}
+
+impl Inodes {
+    /// The table of a fresh mount: inode 1 is the root of volume `root_vol`.
+    pub(super) fn new(root_vol: u32) -> Inodes {
+        let mut t = Inodes { by_ino: HashMap::new(), by_fid: HashMap::new(), next_ino: ROOT + 1 };
+        t.by_ino.insert(ROOT, INode { vol: root_vol, handle: Bytes::new(), path: "/".into(), nlookup: 1 });
+        t
+    }
+
+    /// The kernel forgot `n` lookups of `ino`: the inode's (volume, handle) when that was the
+    /// last, and it is gone from the table. The root is never forgotten.
+    pub(super) fn forget(&mut self, ino: u64, n: u64) -> Option<(u32, Bytes)> {
+        if ino == ROOT {
+            return None;
+        }
+        let node = self.by_ino.get_mut(&ino)?;
+        node.nlookup = node.nlookup.saturating_sub(n);
+        if node.nlookup > 0 {
+            return None;
+        }
+        let gone = (node.vol, node.handle.clone());
+        self.by_ino.remove(&ino);
+        self.by_fid.remove(&gone);
+        Some(gone)
+    }
+
+    /// Registers a looked-up entry: its kernel inode number (one more lookup of it).
+    pub(super) fn remember(&mut self, vol: u32, handle: Bytes, path: String) -> u64 {
+        if let Some(&ino) = self.by_fid.get(&(vol, handle.clone())) {
+            if let Some(n) = self.by_ino.get_mut(&ino) {
+                n.nlookup += 1;
+                n.path = path;
+            }
+            return ino;
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.by_fid.insert((vol, handle.clone()), ino);
+        self.by_ino.insert(ino, INode { vol, handle, path, nlookup: 1 });
+        ino
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(b: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(b)
+    }
+
+    #[test]
+    fn a_file_gets_one_number_and_every_lookup_counts() {
+        let mut t = Inodes::new(0);
+        let a = t.remember(0, h(b"a"), "/a".into());
+        assert_eq!(t.remember(0, h(b"a"), "/a".into()), a, "the same file, the same number");
+        assert_eq!(t.by_ino[&a].nlookup, 2);
+        assert_ne!(t.remember(0, h(b"b"), "/b".into()), a);
+        assert_ne!(a, ROOT);
+    }
+
+    #[test]
+    fn the_same_handle_on_another_volume_is_another_file() {
+        let mut t = Inodes::new(0);
+        assert_ne!(t.remember(0, h(b"x"), "/x".into()), t.remember(1, h(b"x"), "/v/x".into()));
+    }
+
+    #[test]
+    fn a_file_goes_when_the_kernel_forgets_its_last_lookup() {
+        let mut t = Inodes::new(0);
+        let a = t.remember(0, h(b"a"), "/a".into());
+        t.remember(0, h(b"a"), "/a".into());
+        assert_eq!(t.forget(a, 1), None, "one lookup left");
+        assert!(t.by_ino.contains_key(&a));
+        assert_eq!(t.forget(a, 1), Some((0, h(b"a"))));
+        assert!(!t.by_ino.contains_key(&a) && !t.by_fid.contains_key(&(0, h(b"a"))), "gone from both maps");
+        assert_eq!(t.forget(a, 1), None, "forgetting an unknown number is harmless");
+        let again = t.remember(0, h(b"a"), "/a".into());
+        assert_ne!(again, a, "a number is not reused while the kernel may still hold it");
+    }
+
+    #[test]
+    fn the_root_is_never_forgotten() {
+        let mut t = Inodes::new(3);
+        assert_eq!(t.forget(ROOT, 1000), None);
+        assert_eq!(t.by_ino[&ROOT].vol, 3);
+        assert_eq!(t.by_ino[&ROOT].path, "/");
+    }
+
+    #[test]
+    fn a_renamed_file_keeps_its_number_under_its_new_path() {
+        let mut t = Inodes::new(0);
+        let a = t.remember(0, h(b"a"), "/d/a".into());
+        assert_eq!(t.remember(0, h(b"a"), "/e/b".into()), a);
+        assert_eq!(t.by_ino[&a].path, "/e/b");
+    }
+}
