@@ -97,7 +97,7 @@ pub fn record(o: &RecordOptions) -> anyhow::Result<Recorded> {
             if let Some(mut c) = w.borrow_mut().child.take() {
                 let _ = c.kill();
             }
-            return Err(e.context("BPF recorder"));
+            return Err(anyhow::Error::new(e).context("BPF recorder"));
         }
         Err(ssi_trace::bpf::Error::Unavailable(why)) => {
             eprintln!("ssi trace: eBPF not available ({why}); recording in-process");

@@ -4,7 +4,7 @@
 //! A shape keeps a value's keys and types, not its figures: objects by key, arrays by the
 //! union of their elements' shapes (a key some elements lack is optional: `"key?"`), scalars
 //! by type, and several types joined with `|` (`"number|null"`). An object whose keys are all
-//! numbers (node ids, message sizes) is a map: its shape is `{"<number>": shape of every
+//! numbers or pairs of them (node ids, message sizes, `2:3` node pairs) is a map: its shape is `{"<number>": shape of every
 //! value}`, whatever numbers a run has. A run passes when every key
 //! it prints is in the golden shape with one of the types there, and every key not marked
 //! optional is present. `SSI_BLESS=1` writes the shape of this run as the new golden file:
@@ -22,6 +22,13 @@ fn dir() -> PathBuf {
 
 /// The key standing for every key of a map keyed by numbers.
 const NUMBER_KEY: &str = "<number>";
+
+/// Whether `k` is a number, or a pair of node ids (`2:3`; the trace report also names the
+/// cluster tool `tool` and an unknown node `?`): a key of a map, not a field.
+fn numbered(k: &str) -> bool {
+    let node = |n: &str| n.parse::<i64>().is_ok() || n == "tool" || n == "?";
+    k.parse::<i64>().is_ok() || matches!(k.split_once(':'), Some((a, b)) if node(a) && node(b))
+}
 
 /// A value's shape.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -54,7 +61,7 @@ impl Shape {
                 s.types.insert("array");
                 s.items = a.iter().map(Shape::of).reduce(Shape::union).map(Box::new);
             }
-            Value::Object(o) if !o.is_empty() && o.keys().all(|k| k.parse::<i64>().is_ok()) => {
+            Value::Object(o) if !o.is_empty() && o.keys().all(|k| numbered(k)) => {
                 s.types.insert("object");
                 let values = o.values().map(Shape::of).reduce(Shape::union).expect("not empty");
                 s.fields.insert(NUMBER_KEY.to_string(), (values, false));
@@ -132,7 +139,7 @@ fn fits(v: &Value, g: &Value, path: &str) -> Result<(), String> {
     match (v, g) {
         (Value::Object(o), Value::Object(gm)) => {
             for (k, x) in o {
-                let numbered = || k.parse::<i64>().is_ok().then(|| gm.get(NUMBER_KEY)).flatten();
+                let numbered = || numbered(k).then(|| gm.get(NUMBER_KEY)).flatten();
                 let gs = gm
                     .get(k)
                     .or_else(|| gm.get(&format!("{k}?")))
@@ -244,6 +251,10 @@ mod tests {
         assert_eq!(fits(&json!({"per_node": {"2": 1}}), &g, "t"), Ok(()));
         assert!(fits(&json!({"per_node": {"2": "x"}}), &g, "t").is_err());
         assert!(fits(&json!({"per_node": {"two": 1}}), &g, "t").is_err());
+        let pairs = golden_of(&[json!({"sent": {"1:2": 5}})]);
+        assert_eq!(pairs, json!({"sent": {"<number>": "number"}}));
+        assert!(fits(&json!({"sent": {"2:3": 1, "tool:2": 4}}), &pairs, "t").is_ok(), "node pairs are a map's keys");
+        assert!(!numbered("tool") && !numbered("a:b") && !numbered(""), "words are fields");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use anyhow::Context;
+use crate::error::TraceError;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use ssi_orb::probes::record::MsgDesc;
@@ -125,11 +125,11 @@ struct Rr {
     server: Option<(u64, u64, u64, u64)>, // dispatch, start, end, reply prepared
 }
 
-pub fn analyze(dir: &Path, keep_timelines: usize, mut progress: impl FnMut(u64, u64)) -> anyhow::Result<Analysis> {
+pub fn analyze(dir: &Path, keep_timelines: usize, mut progress: impl FnMut(u64, u64)) -> Result<Analysis, TraceError> {
     let meta = Meta::read(dir)?;
     let files = format::event_files(dir)?;
     if files.is_empty() {
-        anyhow::bail!("{}: no events*.bin files", dir.display());
+        return Err(TraceError::NoEvents(dir.to_path_buf()));
     }
     let total: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
     let windows: HashMap<u32, (u64, u64)> = meta.nodes.iter().map(|n| (n.node, (n.window_start_ns, n.window_end_ns))).collect();
@@ -197,8 +197,7 @@ pub fn analyze(dir: &Path, keep_timelines: usize, mut progress: impl FnMut(u64, 
                 Event::RrClient(ts, c) => clients.push((ts, c)),
             },
             |at| progress(base + at, total),
-        )
-        .with_context(|| format!("reading {}", f.display()))?;
+        )?;
         a.records += n;
         done += f.metadata().map(|m| m.len()).unwrap_or(0);
     }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::TraceError;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 use ssi_orb::probes::inproc::MAGIC;
@@ -31,17 +31,19 @@ pub const PROBES: &[&str] = &["records"];
 /// The ring is drained this often; records are submitted without waking the reader.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// BPF cannot be used here (no privilege, no BPF): nothing was attached.
+    #[error("{0}")]
     Unavailable(String),
-    Other(anyhow::Error),
+    #[error("{0}")]
+    Other(#[from] TraceError),
 }
 
-impl From<anyhow::Error> for Error {
-    fn from(e: anyhow::Error) -> Self {
-        Error::Other(e)
-    }
+/// A libbpf failure at `what`, after the recorder could start.
+fn bpf(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Other(TraceError::Bpf { what, source })
 }
 
 pub struct Outcome {
@@ -73,7 +75,7 @@ pub fn record(
     let skel = open.load().map_err(|e| Error::Unavailable(format!("cannot load BPF programs: {e}")))?;
 
     for d in daemons {
-        skel.maps.daemons.update(&d.pid.to_ne_bytes(), &d.node.to_ne_bytes(), MapFlags::ANY).context("daemons map")?;
+        skel.maps.daemons.update(&d.pid.to_ne_bytes(), &d.node.to_ne_bytes(), MapFlags::ANY).map_err(bpf("daemons map"))?;
     }
     let mut links = Vec::new();
     for d in daemons {
@@ -83,13 +85,13 @@ pub fn record(
                 .progs
                 .on_record
                 .attach_usdt(d.pid as i32, &exe, "ssi", p)
-                .with_context(|| format!("attaching to probe ssi:{p} of node {} (pid {})", d.node, d.pid))?;
+                .map_err(bpf(format!("attaching to probe ssi:{p} of node {} (pid {})", d.node, d.pid)))?;
             links.push(l);
         }
     }
     let probes_attached = links.len() as u32;
-    links.push(skel.progs.on_send.attach().context("BTF tracepoint sock_send_length")?);
-    links.push(skel.progs.on_recv.attach().context("BTF tracepoint sock_recv_length")?);
+    links.push(skel.progs.on_send.attach().map_err(bpf("BTF tracepoint sock_send_length"))?);
+    links.push(skel.progs.on_recv.attach().map_err(bpf("BTF tracepoint sock_recv_length"))?);
     if syscalls {
         let p = &skel.progs;
         for prog in [
@@ -110,14 +112,13 @@ pub fn record(
             &p.exit_readv,
             &p.exit_recvmsg,
         ] {
-            links.push(prog.attach().with_context(|| format!("syscall tracepoint for {}", prog.name().to_string_lossy()))?);
+            links.push(prog.attach().map_err(bpf(format!("syscall tracepoint for {}", prog.name().to_string_lossy())))?);
         }
     }
 
     let path = out.join("events.bin");
-    let mut file =
-        std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
-    file.write_all(MAGIC).context("events.bin")?;
+    let mut file = std::io::BufWriter::with_capacity(4 << 20, std::fs::File::create(&path).map_err(TraceError::io("creating", &path))?);
+    file.write_all(MAGIC).map_err(TraceError::io("writing", &path))?;
     let mut written = 0u64;
     let mut records = 0u64;
     let mut malformed = 0u64;
@@ -142,25 +143,25 @@ pub fn record(
         }
         0
     })
-    .context("ring buffer")?;
-    let ring = rb.build().context("ring buffer")?;
+    .map_err(bpf("ring buffer"))?;
+    let ring = rb.build().map_err(bpf("ring buffer"))?;
 
     attached();
     loop {
         let stop = until();
-        ring.consume().context("draining the ring buffer")?;
+        ring.consume().map_err(bpf("draining the ring buffer"))?;
         if stop {
             break;
         }
         std::thread::sleep(DRAIN_EVERY);
     }
     drop(links);
-    ring.consume().context("draining the ring buffer")?;
+    ring.consume().map_err(bpf("draining the ring buffer"))?;
     drop(ring);
     if let Some(e) = write_err {
-        return Err(Error::Other(anyhow::Error::new(e).context(format!("writing {}", path.display()))));
+        return Err(TraceError::io("writing", &path)(e).into());
     }
-    file.flush().with_context(|| format!("writing {}", path.display()))?;
+    file.flush().map_err(TraceError::io("writing", &path))?;
 
     let stat = |i: u32| -> u64 {
         skel.maps

@@ -12,7 +12,7 @@
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use crate::error::TraceError;
 use serde::{Deserialize, Serialize};
 use ssi_orb::probes::inproc::MAGIC;
 use ssi_orb::probes::record;
@@ -110,18 +110,19 @@ pub struct RecorderStats {
 }
 
 impl Meta {
-    pub fn read(dir: &Path) -> anyhow::Result<Meta> {
+    pub fn read(dir: &Path) -> Result<Meta, TraceError> {
         let p = dir.join(META);
-        let text = std::fs::read_to_string(&p).with_context(|| format!("{}: not a trace directory", dir.display()))?;
-        let m: Meta = serde_json::from_str(&text).with_context(|| format!("{}: malformed", p.display()))?;
+        let text = std::fs::read_to_string(&p).map_err(TraceError::io("not a trace directory:", dir))?;
+        let m: Meta = serde_json::from_str(&text).map_err(|source| TraceError::Json { path: p.clone(), source })?;
         if m.format != FORMAT_VERSION {
-            bail!("{}: trace format {} (this ssi reads {})", p.display(), m.format, FORMAT_VERSION);
+            return Err(TraceError::Version { path: p, found: m.format, reads: FORMAT_VERSION });
         }
         Ok(m)
     }
-    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+    pub fn write(&self, dir: &Path) -> Result<(), TraceError> {
         let p = dir.join(META);
-        std::fs::write(&p, serde_json::to_string_pretty(self)? + "\n").with_context(|| format!("writing {}", p.display()))
+        let text = serde_json::to_string_pretty(self).map_err(|source| TraceError::Json { path: p.clone(), source })?;
+        std::fs::write(&p, text + "\n").map_err(TraceError::io("writing", &p))
     }
     /// The ORB's counter deltas over the window, per (node, peer).
     pub fn counter_deltas(&self) -> Vec<(u32, PeerCount)> {
@@ -148,9 +149,9 @@ impl Meta {
 pub use ssi_orb::probes::record::{decode, Batch, Event};
 
 /// The event files of a trace directory.
-pub fn event_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn event_files(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
+        .map_err(TraceError::io("reading", dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events") && n.ends_with(".bin")))
         .collect();
@@ -159,13 +160,13 @@ pub fn event_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Reads every record of `file`, calling `f` on each; `progress` gets bytes read so far.
-pub fn read_events(file: &Path, mut f: impl FnMut(Event), mut progress: impl FnMut(u64)) -> anyhow::Result<u64> {
-    let fh = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+pub fn read_events(file: &Path, mut f: impl FnMut(Event), mut progress: impl FnMut(u64)) -> Result<u64, TraceError> {
+    let fh = std::fs::File::open(file).map_err(TraceError::io("opening", file))?;
     let mut r = BufReader::with_capacity(1 << 20, fh);
     let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).with_context(|| format!("{}: empty", file.display()))?;
+    r.read_exact(&mut magic).map_err(|_| TraceError::Malformed { path: file.to_path_buf(), why: "empty".into() })?;
     if &magic != MAGIC {
-        bail!("{}: not an ssi trace file", file.display());
+        return Err(TraceError::Malformed { path: file.to_path_buf(), why: "not an ssi trace file".into() });
     }
     let (mut n, mut at) = (0u64, 8u64);
     let mut buf = Vec::new();
@@ -174,15 +175,16 @@ pub fn read_events(file: &Path, mut f: impl FnMut(Event), mut progress: impl FnM
         match r.read_exact(&mut l) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+            Err(e) => return Err(TraceError::io("reading", file)(e)),
         }
         let len = u32::from_le_bytes(l) as usize;
         if len > record::MAX_RECORD {
-            bail!("{}: record at byte {at} claims {len} bytes", file.display());
+            return Err(TraceError::Malformed { path: file.to_path_buf(), why: format!("record at byte {at} claims {len} bytes") });
         }
         buf.resize(len, 0);
-        r.read_exact(&mut buf).with_context(|| format!("{}: truncated record at byte {at}", file.display()))?;
-        let ev = decode(&buf).map_err(|e| anyhow::anyhow!("{}: record at byte {at}: {e}", file.display()))?;
+        r.read_exact(&mut buf)
+            .map_err(|_| TraceError::Malformed { path: file.to_path_buf(), why: format!("truncated record at byte {at}") })?;
+        let ev = decode(&buf).map_err(|source| TraceError::Record { path: file.to_path_buf(), at, source })?;
         f(ev);
         n += 1;
         at += 4 + len as u64;

@@ -26,6 +26,7 @@
 //! - `stats.rs` — medians of rounds and quantiles of samples.
 pub mod analysis;
 pub mod bpf;
+pub mod error;
 pub mod format;
 pub mod perfetto;
 pub mod plots;

@@ -5,15 +5,15 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use crate::error::TraceError;
 use serde_json::{json, Value};
 
 use crate::analysis::STAGES;
 
-pub fn export(dir: &Path, out: &Path, limit: usize) -> anyhow::Result<()> {
+pub fn export(dir: &Path, out: &Path, limit: usize) -> Result<(), TraceError> {
     let a = crate::report::load(dir, limit)?;
     if a.timelines.is_empty() {
-        anyhow::bail!("{}: no complete request-response in the trace (it needs two-way invocations between nodes)", dir.display());
+        return Err(TraceError::NoRequestResponse(dir.to_path_buf()));
     }
     let origin = a.timelines.iter().map(|t| t.t[0]).min().unwrap_or(0);
     let us = |ns: u64| (ns - origin) as f64 / 1000.0;
@@ -42,7 +42,8 @@ pub fn export(dir: &Path, out: &Path, limit: usize) -> anyhow::Result<()> {
         }
     }
     let doc = json!({"traceEvents": ev, "displayTimeUnit": "ns", "otherData": {"source": dir.display().to_string(), "requests": a.timelines.len()}});
-    std::fs::write(out, serde_json::to_string(&doc)?).with_context(|| format!("writing {}", out.display()))?;
+    let text = serde_json::to_string(&doc).map_err(|source| TraceError::Json { path: out.to_path_buf(), source })?;
+    std::fs::write(out, text).map_err(TraceError::io("writing", out))?;
     eprintln!("ssi trace: {} request-responses written to {} (open in ui.perfetto.dev)", a.timelines.len(), out.display());
     Ok(())
 }

@@ -4,17 +4,17 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Context;
+use crate::error::TraceError;
 use serde_json::json;
 
 use crate::analysis::{self, Analysis, Tally};
 use crate::plots;
 use crate::reference::{self, Paper, WORKLOADS};
 
-pub fn run(dir: &Path, html: Option<&Path>, as_json: bool) -> anyhow::Result<()> {
+pub fn run(dir: &Path, html: Option<&Path>, as_json: bool) -> Result<(), TraceError> {
     let a = load(dir, 0)?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&a))?);
+        println!("{}", serde_json::to_string_pretty(&to_json(&a)).map_err(|source| TraceError::Json { path: dir.to_path_buf(), source })?);
     } else {
         print!("{}", text(&a));
     }
@@ -25,14 +25,14 @@ pub fn run(dir: &Path, html: Option<&Path>, as_json: bool) -> anyhow::Result<()>
 }
 
 /// Writes the page, and each figure as an SVG file beside it (`<page>-fig4_1.svg`, ...).
-pub fn write_html(out: &Path, traces: &[(String, &Analysis)]) -> anyhow::Result<()> {
-    std::fs::write(out, html_page(traces)?).with_context(|| format!("writing {}", out.display()))?;
+pub fn write_html(out: &Path, traces: &[(String, &Analysis)]) -> Result<(), TraceError> {
+    std::fs::write(out, html_page(traces)?).map_err(TraceError::io("writing", out))?;
     let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("report");
     for (k, (_, a)) in traces.iter().enumerate() {
         for (name, svg) in figures(a) {
             let file = if traces.len() == 1 { format!("{stem}-{name}") } else { format!("{stem}-{}-{name}", k + 1) };
             let path = out.with_file_name(file);
-            std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, svg).map_err(TraceError::io("writing", &path))?;
         }
     }
     eprintln!("ssi trace: HTML report in {} (figures beside it as SVG)", out.display());
@@ -40,7 +40,7 @@ pub fn write_html(out: &Path, traces: &[(String, &Analysis)]) -> anyhow::Result<
 }
 
 /// Reads and analyzes a trace, with a progress bar on a terminal.
-pub fn load(dir: &Path, keep: usize) -> anyhow::Result<Analysis> {
+pub fn load(dir: &Path, keep: usize) -> Result<Analysis, TraceError> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("reading {msg} {bar:40} {bytes}/{total_bytes} ({eta})")
@@ -389,7 +389,7 @@ pub fn figures(a: &Analysis) -> Vec<(&'static str, String)> {
 }
 
 /// One self-contained page for one or more traces (the demo puts its workloads on one).
-pub fn html_page(traces: &[(String, &Analysis)]) -> anyhow::Result<String> {
+pub fn html_page(traces: &[(String, &Analysis)]) -> Result<String, TraceError> {
     let p = Paper::load();
     let mut body = String::new();
     for (name, a) in traces {

@@ -71,8 +71,7 @@ pub async fn run(orb: &Orb, r: RunRequest) -> Result<RunReply, CaseError> {
 }
 
 async fn raw_tcp(r: &RunRequest, payload: &Bytes, dur: Duration, h: &mut Histogram<u64>) -> Result<(u64, f64), CaseError> {
-    let mut s =
-        tokio::net::TcpStream::connect((r.target_host.as_str(), r.raw_tcp_port as u16)).await?;
+    let mut s = tokio::net::TcpStream::connect((r.target_host.as_str(), r.raw_tcp_port as u16)).await?;
     s.set_nodelay(true)?;
     let mut frame = Vec::with_capacity(payload.len() + 4);
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
