@@ -24,7 +24,10 @@ impl ScratchExt4 {
     pub fn mount(at: &Path, size_mib: u64) -> anyhow::Result<ScratchExt4> {
         let image = at.with_extension("img");
         std::fs::File::create(&image)?.set_len(size_mib << 20).with_context(|| format!("sizing {}", image.display()))?;
-        let out = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image).output().context("mkfs.ext4 (e2fsprogs)")?;
+        // An inode per 4 KiB, not mkfs's 16 KiB: the create case makes empty files for its whole
+        // budget, and a fast machine made more than a 2 GiB disk's default 131,072 in a second
+        // (ENOSPC before any data was written).
+        let out = Command::new("mkfs.ext4").args(["-q", "-F", "-i", "4096"]).arg(&image).output().context("mkfs.ext4 (e2fsprogs)")?;
         if !out.status.success() {
             let _ = std::fs::remove_file(&image);
             bail!("mkfs.ext4 {}: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim());
