@@ -565,7 +565,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut ext: Vec<Box<dyn ssi_node::daemon::Extension>> = vec![Box::new(ssi_incop::Servants), Box::new(ssi_sdds::Servants)];
             for w in with {
                 match w.as_str() {
-                    ssi_bench::servant::NAME => ext.push(Box::new(ssi_bench::servant::Extension)),
+                    ssi_bench::servant::NAME => ext.push(Box::new(ssi_bench::servant::Servants)),
                     other => anyhow::bail!("unknown servants {other:?} (known: {})", ssi_bench::servant::NAME),
                 }
             }

@@ -6,15 +6,13 @@
 //! Sequential on purpose: each starts a cluster, and two on two CPUs would slow each other
 //! past the benchmarks' own bounds.
 
-use std::path::Path;
-use std::process::Command;
-
 use ssi_testkit::golden::{assert_shape, documents};
-use ssi_testkit::{bin, required, Cluster};
+use ssi_testkit::{required, Cluster};
+use std::path::Path;
 
 /// Runs `ssi args...`, which must succeed; its `--json` documents.
 fn json_of(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = Command::new(bin()).args(args).env_remove("SSI_DIR").output().expect("run ssi");
+    let out = ssi_testkit::ssi(args);
     assert!(out.status.success(), "ssi {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let docs = documents(&out.stdout);
     assert!(!docs.is_empty(), "ssi {args:?} printed no JSON: {}", String::from_utf8_lossy(&out.stdout));

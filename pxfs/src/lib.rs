@@ -28,9 +28,9 @@
 //!   F_SETLKW waits on the server, bounded by the call's deadline. The same table arbitrates
 //!   on an exclusive holder.
 //! - `client/` — the fuser file system mounted at every node's mountpoint: `kernel.rs` the
-//!   `Filesystem` trait, handing requests to `names.rs` (lookups, listings, create, link,
-//!   unlink, rename), `files.rs` (open, read, write, close, locks) and `meta.rs` (attributes,
-//!   xattrs); `inodes.rs` kernel inode ↔ (volume, handle); `namespace.rs` the crossings
+//!   `Filesystem` trait, answering attributes, xattrs and renames itself and handing the
+//!   rest to `names.rs` (lookups, listings, create, link, unlink) and `files.rs` (open,
+//!   read, write, close, locks); `inodes.rs` kernel inode ↔ (volume, handle); `namespace.rs` the crossings
 //!   (`/www` → the `/www` volume's root); `convert.rs` messages ↔ kernel attributes;
 //!   `callbacks.rs` the node's `CacheManager` (`pxfs.cache`: invalidate, recall) and its
 //!   invalidation thread. One ORB invocation per operation with the caller's creds, most of

@@ -139,11 +139,11 @@ fn fits(v: &Value, g: &Value, path: &str) -> Result<(), String> {
     match (v, g) {
         (Value::Object(o), Value::Object(gm)) => {
             for (k, x) in o {
-                let numbered = || numbered(k).then(|| gm.get(NUMBER_KEY)).flatten();
+                let as_map_key = || numbered(k).then(|| gm.get(NUMBER_KEY)).flatten();
                 let gs = gm
                     .get(k)
                     .or_else(|| gm.get(&format!("{k}?")))
-                    .or_else(numbered)
+                    .or_else(as_map_key)
                     .ok_or_else(|| format!("{path}.{k}: a key the golden shape lacks"))?;
                 fits(x, gs, &format!("{path}.{k}"))?;
             }

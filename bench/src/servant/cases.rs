@@ -18,7 +18,7 @@ pub const CASES: &[&str] = &["raw_tcp", "tonic_unary", "orb_twoway", "orb_twoway
 /// Why a case could not be measured.
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {
-    #[error("unknown case {0:?}; cases are raw_tcp, tonic_unary, orb_twoway, orb_twoway_pipelined, orb_oneway")]
+    #[error("unknown case {0:?}; cases are {cases}", cases = CASES.join(", "))]
     UnknownCase(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -26,9 +26,9 @@ pub mod proto {
 pub const NAME: &str = "bench";
 
 /// The daemon extension the binary hands `ssi_node::daemon::run` for `--with bench`.
-pub struct Extension;
+pub struct Servants;
 
-impl ssi_node::daemon::Extension for Extension {
+impl ssi_node::daemon::Extension for Servants {
     fn start(self: Box<Self>, orb: &Orb, _node: &ssi_node::config::NodeConfig, control: &mut tonic::service::RoutesBuilder) {
         control.add_service(BenchControlServer::new(Servant { orb: orb.clone(), echo: Default::default() }));
     }

@@ -1,11 +1,11 @@
 //! The kernel's side: fuser's `Filesystem`, each request handed to the client's operations
-//! (`names`, `files`, `meta`) or answered from what the node holds.
+//! (`names`, `files`) or answered here.
 
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fuser::{
@@ -15,6 +15,7 @@ use fuser::{
 };
 
 use super::convert::{caller, creds, fid, file_attr, reply_empty, syn_attr};
+use super::namespace::join;
 use super::{Client, OpenDir, TTL};
 use crate::owners::{errno_of, invoke};
 use crate::proto::*;
@@ -91,7 +92,34 @@ impl Filesystem for Client {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.setattr_k(req, ino, mode, uid, gid, size, atime, mtime, fh, reply)
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        or_reply!(reply, self.settle(vol, &h));
+        let ts = |t: Option<TimeOrNow>| {
+            t.map(|t| match t {
+                TimeOrNow::Now => TimeSet { now: true, ns: 0 },
+                TimeOrNow::SpecificTime(st) => TimeSet {
+                    now: false,
+                    ns: match st.duration_since(UNIX_EPOCH) {
+                        Ok(d) => d.as_nanos() as i64,
+                        Err(e) => -(e.duration().as_nanos() as i64),
+                    },
+                },
+            })
+        };
+        let r = SetAttrReq { fid: fid(&h), mode, uid, gid, size, atime: ts(atime), mtime: ts(mtime), fh: fh.map(|f| f.0).unwrap_or(0) };
+        // Attributes change; extended attributes do not (a chown may strip a capability, but
+        // never adds one: "absent" stays true).
+        self.cache.forget_dir(ino.0);
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.set_attr(r).await }
+        }) {
+            Ok(a) => {
+                self.holder.note_attr(vol, &h, &a);
+                reply.attr(&TTL, &file_attr(ino.0, &a))
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -158,7 +186,30 @@ impl Filesystem for Client {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.rename_k(req, parent, name, newparent, newname, flags, reply)
+        let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else { return reply.error(Errno::EINVAL) };
+        let ((v1, h1, p1), (v2, h2, p2)) = match (self.node(parent.0), self.node(newparent.0)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        if self.mounts.crossing(&join(&p1, name)).is_some() || self.mounts.crossing(&join(&p2, newname)).is_some() {
+            return reply.error(Errno::EBUSY);
+        }
+        if v1 != v2 {
+            return reply.error(Errno::EXDEV);
+        }
+        let r = RenameReq { parent: fid(&h1), name: name.into(), newparent: fid(&h2), newname: newname.into(), flags: flags.bits() };
+        // The moved (or replaced) file changes too, and it has no inode number here.
+        self.cache.clear();
+        let t = self.cache.ticket();
+        let r = self.call(v1, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.rename(r).await }
+        });
+        if let Ok(c) = &r {
+            self.dir_changed(t, parent.0, c.parent);
+            self.dir_changed(t, newparent.0, c.newparent);
+        }
+        reply_empty(reply, r)
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -289,7 +340,26 @@ impl Filesystem for Client {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.getxattr_k(req, ino, name, size, reply)
+        let name = name.to_string_lossy();
+        if self.cache.xattr_absent(ino.0, &name) || self.node(ino.0).is_ok_and(|(v, _, _)| self.synthetic.contains_key(&v)) {
+            return reply.error(Errno::ENODATA);
+        }
+        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        let r = XattrReq { fid: fid(&h), name: name.to_string(), size, value: Bytes::new(), flags: 0 };
+        let t = self.cache.ticket();
+        match self.call(vol, Some(creds(req)), |s| {
+            let r = r.clone();
+            async move { s.get_xattr(r).await }
+        }) {
+            Ok(d) if size == 0 => reply.size(d.size),
+            Ok(d) => reply.data(&d.data),
+            Err(e) => {
+                if e == Errno::ENODATA {
+                    self.cache.put_xattr_absent(t, ino.0, &name);
+                }
+                reply.error(e)
+            }
+        }
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {

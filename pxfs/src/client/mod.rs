@@ -30,7 +30,6 @@ mod convert;
 mod files;
 mod inodes;
 mod kernel;
-mod meta;
 mod names;
 mod namespace;
 

@@ -1,11 +1,12 @@
-//! Namespace operations: lookups, listings, creating, linking, removing and renaming names.
+//! Namespace operations: lookups, listings, creating, linking and removing names (rename, with
+//! fuser's whole signature, is answered in `kernel`).
 
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fuser::{Errno, FileHandle, FileType, Generation, INodeNo, RenameFlags, ReplyDirectory, ReplyEmpty, ReplyEntry, Request};
+use fuser::{Errno, FileHandle, FileType, Generation, INodeNo, ReplyDirectory, ReplyEmpty, ReplyEntry, Request};
 use ssi_orb::proto::Empty;
 use ssi_orb::{OrbError, Received};
 
@@ -138,44 +139,6 @@ impl Client {
             }
             reply_entry(&inodes, vol, child, e, reply);
         });
-    }
-
-    // The kernel request's fields, as fuser hands them over.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn rename_k(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else { return reply.error(Errno::EINVAL) };
-        let ((v1, h1, p1), (v2, h2, p2)) = match (self.node(parent.0), self.node(newparent.0)) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => return reply.error(e),
-        };
-        if self.mounts.crossing(&join(&p1, name)).is_some() || self.mounts.crossing(&join(&p2, newname)).is_some() {
-            return reply.error(Errno::EBUSY);
-        }
-        if v1 != v2 {
-            return reply.error(Errno::EXDEV);
-        }
-        let r = RenameReq { parent: fid(&h1), name: name.into(), newparent: fid(&h2), newname: newname.into(), flags: flags.bits() };
-        // The moved (or replaced) file changes too, and it has no inode number here.
-        self.cache.clear();
-        let t = self.cache.ticket();
-        let r = self.call(v1, Some(creds(req)), |s| {
-            let r = r.clone();
-            async move { s.rename(r).await }
-        });
-        if let Ok(c) = &r {
-            self.dir_changed(t, parent.0, c.parent);
-            self.dir_changed(t, newparent.0, c.newparent);
-        }
-        reply_empty(reply, r)
     }
 
     pub(super) fn readdir_k(&self, req: &Request, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
