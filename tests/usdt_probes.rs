@@ -43,10 +43,17 @@ async fn bpftrace_receives_record_bundles_from_every_daemon() {
         // BEGIN runs once every probe is attached ("Attaching..." is printed before that).
         .args(["-e", &format!("BEGIN {{ printf(\"ready\\n\"); }} usdt:{bin}:ssi:records {{ @n[pid] = count(); @b[pid] = sum(arg1); }}")])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(bt.stdout.take().unwrap()).lines();
+    // Drained as it comes: a full pipe would stall the tracer.
+    let mut stderr = bt.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
     let t0 = Instant::now();
     loop {
         let l = lines.next().expect("bpftrace exited").unwrap();
@@ -89,20 +96,25 @@ async fn bpftrace_receives_record_bundles_from_every_daemon() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let mut counts = std::collections::HashMap::new();
+    let mut printed = Vec::new();
     for l in lines.map_while(Result::ok) {
+        printed.push(l.clone());
         // "@m[1234]: 567"
         let Some((map, rest)) = l.split_once('[') else { continue };
         if let Some((p, n)) = rest.split_once("]: ") {
             counts.insert((map.to_string(), p.parse::<i32>().unwrap()), n.trim().parse::<u64>().unwrap());
         }
     }
-    let _ = bt.wait();
+    let status = bt.wait().unwrap();
+    let errors = errors.join().unwrap();
+    // Everything the tracer said, for a failure below to be read without a rerun.
+    let said = format!("daemons {pids:?}, finals {finals:?}; bpftrace {status}, printed {printed:?}, stderr {errors:?}");
     assert!(finals[2].0 >= 500, "node 3 sent at least the 500 invocations");
     // A BATCH_OUT record is 48 bytes plus 24 per message: the bundles hold at least that
     // for every batch sent while bpftrace listened (it attached before the cluster started).
     for ((node, pid), (msgs, _bytes)) in pids.iter().zip(&finals) {
         let got = |m: &str| counts.get(&(m.to_string(), *pid)).copied().unwrap_or(0);
-        assert!(got("@n") > 0, "node {node}: no bundle");
-        assert!(got("@b") >= 24 * msgs, "node {node}: {} bundle bytes for {msgs} messages sent", got("@b"));
+        assert!(got("@n") > 0, "node {node}: no bundle ({said})");
+        assert!(got("@b") >= 24 * msgs, "node {node}: {} bundle bytes for {msgs} messages sent ({said})", got("@b"));
     }
 }
