@@ -708,7 +708,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 if pgbench {
                     let o = ssi_db::pgbench::PgbenchOptions { dir: dir_or(dir), seconds, scale: pg_scale, clients: pg_clients, json };
-                    return ssi_db::pgbench::pgbench(&o);
+                    return Ok(ssi_db::pgbench::pgbench(&o)?);
                 }
                 let scale = ssi_db::bank::Scale { branches, accounts };
                 ssi_db::driver::db(&ssi_db::driver::DbOptions { dir: dir_or(dir), seconds, scale, json })?
@@ -842,11 +842,22 @@ fn parse_marks(s: &str) -> Result<(u32, u32), String> {
 }
 
 /// One line: the reason and its causes.
+/// The error and its causes on one line; a cause whose text its parent already shows (many
+/// errors print their source in their own message) is not repeated.
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ").replace('\n', " ")
+    let mut line = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if line.is_empty() {
+            line = cause;
+        } else if !line.contains(&cause) {
+            line = format!("{line}: {cause}");
+        }
+    }
+    line.replace('\n', " ")
 }
 
-fn fail_255(e: anyhow::Error) -> ! {
+fn fail_255(e: impl Into<anyhow::Error>) -> ! {
+    let e = e.into();
     eprintln!("ssi: {}", one_line(&e));
     std::process::exit(255)
 }

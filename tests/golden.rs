@@ -2,6 +2,7 @@
 //! each run briefly and its output held to `tests/golden/NAME.json` (see
 //! `ssi_testkit::golden`). The other commands' shapes are checked where their tests already
 //! read their JSON (status, ps, ports, bench fs, workload db/web/in/sdds, trace report).
+//! PostgreSQL's run (`workload db --pgbench`) is here too: no other test needs it.
 //!
 //! Sequential on purpose: each starts a cluster, and two on two CPUs would slow each other
 //! past the benchmarks' own bounds.
@@ -42,10 +43,14 @@ fn bench_shapes() {
 }
 
 #[test]
-fn workload_make_shape() {
+fn workload_shapes() {
     if !root_and_fuse() {
         return;
     }
-    let c = Cluster::up("golden-make", 4);
+    let c = Cluster::up("golden-workloads", 4);
     assert_shape("workload-make", &json_of(&["workload", "make", "--json", "--dir", c.dir_str()]));
+    if required("PostgreSQL (initdb, pg_ctl, pgbench)", Path::new("/usr/lib/postgresql").exists()) {
+        let pg = ["workload", "db", "--pgbench", "--json", "--seconds", "1", "--pg-scale", "1", "--pg-clients", "2", "--dir", c.dir_str()];
+        assert_shape("workload-db-pgbench", &json_of(&pg));
+    }
 }

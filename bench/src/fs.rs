@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
 use super::sshd::Sshd;
+use crate::error::{Context, Error, Result};
+use ssi_node::bail;
 use ssi_node::local::{self, UpOptions};
 use ssi_trace::stats::median;
 
@@ -54,7 +55,7 @@ fn drop_caches() {
 }
 
 /// Runs the workload in `dir`; one value per METRICS entry (None when it could not run).
-fn workload(dir: &Path, o: &Options) -> anyhow::Result<Vec<Option<f64>>> {
+fn workload(dir: &Path, o: &Options) -> Result<Vec<Option<f64>>> {
     fs::create_dir_all(dir)?;
     let budget = Duration::from_secs_f64(o.seconds);
     let mut out = Vec::new();
@@ -187,7 +188,7 @@ impl Drop for Sshfs {
     }
 }
 
-fn start_sshfs(dir: &Path) -> anyhow::Result<Sshfs> {
+fn start_sshfs(dir: &Path) -> Result<Sshfs> {
     if !ssi_node::installed("sshfs") {
         bail!("sshfs is not installed (apt-get install sshfs)");
     }
@@ -207,7 +208,7 @@ fn start_sshfs(dir: &Path) -> anyhow::Result<Sshfs> {
     Ok(s)
 }
 
-fn mount_sshfs(sshd: &Sshd, export: &Path, at: &Path, extra: Option<&str>) -> anyhow::Result<()> {
+fn mount_sshfs(sshd: &Sshd, export: &Path, at: &Path, extra: Option<&str>) -> Result<()> {
     fs::create_dir_all(at)?;
     let mut cmd = Command::new("sshfs");
     cmd.arg(format!("{}@127.0.0.1:{}", sshd.user, export.display()))
@@ -223,7 +224,7 @@ fn mount_sshfs(sshd: &Sshd, export: &Path, at: &Path, extra: Option<&str>) -> an
     Ok(())
 }
 
-pub fn run(o: &Options) -> anyhow::Result<()> {
+pub fn run(o: &Options) -> Result<()> {
     let why = "FUSE mounts, volume servers, dropping the page cache, a loop device";
     if o.on_temp_dir {
         return super::in_scratch_dir("fs", why, |dir| run_in(dir, o));
@@ -233,10 +234,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     super::in_scratch_disk("fs", why, (o.file_mib * 4).max(2048), |dir| run_in(dir, o))
 }
 
-fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
+fn run_in(dir: &Path, o: &Options) -> Result<()> {
     let cdir = dir.join("cluster");
     let cfg = local::up(&UpOptions::new(cdir.clone(), 2))?.config();
-    let m1 = cfg.node(1).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    let m1 = cfg.node(1)?.mountpoint.clone();
     if !local::mounts_under(&m1).contains(&m1) {
         bail!("node 1 did not mount PXFS (see {}/node1/log)", cdir.display());
     }

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::anyhow;
 use serde_json::json;
 use ssi_incop::proto::{Params, RunReq};
 
+use crate::error::{Error, Result};
 use ssi_incop::driver::{default_params, place, run, Session, PAPER_RATE};
 use ssi_node::local::{self, UpOptions};
 
@@ -50,7 +50,7 @@ fn best(probes: &BTreeMap<u64, f64>, t: f64) -> f64 {
     lo as f64
 }
 
-pub fn run_bench(o: &Options) -> anyhow::Result<()> {
+pub fn run_bench(o: &Options) -> Result<()> {
     super::in_scratch_dir("in", "it starts a local cluster", |dir| {
         let cdir = dir.join("cluster");
         let nodes = 3 + o.max_qes;
@@ -62,7 +62,7 @@ pub fn run_bench(o: &Options) -> anyhow::Result<()> {
             let params: Params = default_params();
             let mut rows = Vec::new();
             for qes in 2..=o.max_qes {
-                let p = place(&ids, qes, &[]).map_err(|e| anyhow!(e))?;
+                let p = place(&ids, qes, &[])?;
                 let mut probes: BTreeMap<u64, f64> = BTreeMap::new();
                 let probe = |rate: u64| {
                     let s = &s;
@@ -78,7 +78,7 @@ pub fn run_bench(o: &Options) -> anyhow::Result<()> {
                         if !o.json {
                             eprintln!("  {qes} QEs, {rate:>8} calls/s: {:.4}% in deadline, p99 {:.1} ms", share * 100.0, out.report.p99_ms);
                         }
-                        Ok::<f64, anyhow::Error>(share)
+                        Ok::<f64, Error>(share)
                     }
                 };
                 let mut rate = o.start_rate as u64;
@@ -100,16 +100,16 @@ pub fn run_bench(o: &Options) -> anyhow::Result<()> {
                 rows.push(Row { qes, best: b, probes });
             }
             s.stop(&ids).await;
-            Ok::<_, anyhow::Error>(rows)
+            Ok::<_, Error>(rows)
         })?;
         report(o, &rows)
     })
 }
 
-fn report(o: &Options, rows: &[Row]) -> anyhow::Result<()> {
+fn report(o: &Options, rows: &[Row]) -> Result<()> {
     if let Some(path) = &o.svg {
         let pts: Vec<(u32, [f64; 3])> = rows.iter().map(|r| (r.qes, r.best)).collect();
-        std::fs::write(path, ssi_incop::report::fig4a_svg(&pts, PAPER_RATE).map_err(|e| anyhow!(e))?)?;
+        std::fs::write(path, ssi_incop::report::fig4a_svg(&pts, PAPER_RATE)?)?;
     }
     if o.json {
         let cases: Vec<_> = rows

@@ -5,8 +5,10 @@
 //! cluster, each pinned to its own CPU: the baselines (raw TCP ping-pong, plain tonic unary)
 //! are served by node 2 and driven by node 1 exactly like the ORB cases.
 
-use anyhow::Context;
+use crate::error::{Context, Error, Result};
+use ssi_node::bail;
 
+pub mod error;
 pub mod fs;
 pub mod incop;
 pub mod net;
@@ -20,29 +22,19 @@ pub mod trace;
 /// Runs a cluster benchmark: needs root (`why` says for what), warns about debug builds,
 /// gives `body` a scratch directory, and takes down the local cluster it may have started
 /// under `DIR/cluster` and the directory, whatever `body` returned.
-pub fn in_scratch_dir(name: &str, why: &str, body: impl FnOnce(&std::path::Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub fn in_scratch_dir(name: &str, why: &str, body: impl FnOnce(&std::path::Path) -> Result<()>) -> Result<()> {
     in_scratch(name, why, None, body)
 }
 
 /// As [`in_scratch_dir`], the directory being a fresh ext4 of `size_mib` made for the run
 /// ([`scratch_ext4`]), unmounted after the cluster on it is down.
-pub fn in_scratch_disk(
-    name: &str,
-    why: &str,
-    size_mib: u64,
-    body: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+pub fn in_scratch_disk(name: &str, why: &str, size_mib: u64, body: impl FnOnce(&std::path::Path) -> Result<()>) -> Result<()> {
     in_scratch(name, why, Some(size_mib), body)
 }
 
-fn in_scratch(
-    name: &str,
-    why: &str,
-    disk_mib: Option<u64>,
-    body: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+fn in_scratch(name: &str, why: &str, disk_mib: Option<u64>, body: impl FnOnce(&std::path::Path) -> Result<()>) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!("ssi bench {name} needs root ({why})");
+        bail!("ssi bench {name} needs root ({why})");
     }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build of ssi; its numbers say little (cargo build --release)");

@@ -19,9 +19,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::error::{Error, Result};
 use ssi_netsap::topology::{Topology, GLOBAL_ADDRESS};
 use ssi_node::gateway;
 use ssi_node::local::{self, UpOptions};
+use ssi_node::{bail, failed};
 use ssi_trace::stats::median;
 use ssi_web::nginx::{paper_document, Nginx, Site};
 use ssi_web::wrk::{self, Load};
@@ -53,11 +55,13 @@ const SERVERS: [(u16, &[u32], Option<&str>); 3] = [(8002, &[3], None), (80, &[1,
 const BASELINE_PORTS: (u16, u16) = (20000, 40499);
 const GATEWAY_PORTS: (u16, u16) = (40500, 60999);
 
-fn client_ports(ext: &str, (lo, hi): (u16, u16)) -> anyhow::Result<()> {
+fn client_ports(ext: &str, (lo, hi): (u16, u16)) -> Result<()> {
     let st = std::process::Command::new("ip")
         .args(["netns", "exec", ext, "sh", "-c", &format!("echo '{lo} {hi}' > /proc/sys/net/ipv4/ip_local_port_range")])
         .status()?;
-    anyhow::ensure!(st.success(), "could not set the client's port range in {ext}");
+    if !st.success() {
+        bail!("could not set the client's port range in {ext}");
+    }
     Ok(())
 }
 
@@ -70,11 +74,11 @@ fn cases() -> [Case; 4] {
     ]
 }
 
-pub fn run(o: &Options) -> anyhow::Result<()> {
+pub fn run(o: &Options) -> Result<()> {
     super::in_scratch_dir("net", "network namespaces, a TC eBPF program", |dir| run_in(dir, o))
 }
 
-fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
+fn run_in(dir: &Path, o: &Options) -> Result<()> {
     let cdir = dir.join("cluster");
     local::up(&UpOptions { netns: true, dispatch: o.dispatch, ..UpOptions::new(cdir.clone(), 4) })?;
     let mechanism = gateway::mechanism(&cdir);
@@ -92,7 +96,7 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
     }
     gateway::wait_steering(&cdir, &["tcp/8002 rr [10.99.0.3]", "tcp/80 rr [10.99.0.1 10.99.0.3 10.99.0.4]"])?;
     let topo = local::topology(&cdir, &local::load(&cdir)?);
-    topo.route_ext_to(3, true).map_err(|e| anyhow::anyhow!("opening the baseline's route: {e}"))?;
+    topo.route_ext_to(3, true).map_err(|e| failed!("opening the baseline's route: {e}"))?;
     for s in servers.iter().flatten() {
         s.clear_log();
     }

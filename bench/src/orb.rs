@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
 use serde_json::json;
 
+use crate::error::{Context, Error, Result};
 use crate::servant::proto::{Empty, RunReply, RunRequest};
 use crate::servant::CASES;
+use ssi_node::failed;
 use ssi_node::local::{self, UpOptions};
 
 pub struct Options {
@@ -34,7 +35,7 @@ struct Agg {
     requests_sent: u64,
 }
 
-pub fn run(o: &Options) -> anyhow::Result<()> {
+pub fn run(o: &Options) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build of ssi; its numbers say little (cargo build --release)");
     }
@@ -64,7 +65,7 @@ struct NodeTotal {
     requests_sent: Option<u64>,
 }
 
-fn tempdir() -> anyhow::Result<PathBuf> {
+fn tempdir() -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("ssi-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d)?;
@@ -80,7 +81,7 @@ struct Run {
     pids: Vec<(u32, i32)>,
 }
 
-fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<Run> {
+fn run_in(dir: &std::path::Path, o: &Options) -> Result<Run> {
     let cfg =
         local::up(&UpOptions { pin: true, with: vec![crate::servant::NAME.into()], ..UpOptions::new(dir.to_path_buf(), 2) })?.config();
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -90,17 +91,17 @@ fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<Run> {
         "both nodes on CPU 0 (one CPU)".to_string()
     };
     let pids: Vec<(u32, i32)> = cfg.nodes.values().filter_map(|n| ssi_node::pidfile::node_pid(n).map(|p| (n.id, p))).collect();
-    let s1 = cfg.node(1).map_err(|e| anyhow!(e))?.control_socket.clone();
-    let s2 = cfg.node(2).map_err(|e| anyhow!(e))?.control_socket.clone();
-    let host = cfg.node(2).map_err(|e| anyhow!(e))?.addr.ip().to_string();
+    let s1 = cfg.node(1)?.control_socket.clone();
+    let s2 = cfg.node(2)?.control_socket.clone();
+    let host = cfg.node(2)?.addr.ip().to_string();
     let recorder = match &o.trace {
         Some(t) => Some(crate::trace::start_recorder(dir, t, false)?),
         None => None,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let results: BTreeMap<(u32, usize), Agg> = rt.block_on(async {
-        let mut c1 = crate::servant::connect(&s1).await.map_err(|e| anyhow!(e))?;
-        let mut c2 = crate::servant::connect(&s2).await.map_err(|e| anyhow!(e))?;
+        let mut c1 = crate::servant::connect(&s1).await?;
+        let mut c2 = crate::servant::connect(&s2).await?;
         let ports = c2.serve(Empty {}).await.context("starting the echo servers on node 2")?.into_inner();
         let mut agg: BTreeMap<(u32, usize), Agg> = BTreeMap::new();
         for round in 0..o.rounds {
@@ -119,7 +120,7 @@ fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<Run> {
                         tonic_port: ports.tonic_port,
                         inflight: o.inflight,
                     };
-                    let r: RunReply = c1.run(req).await.map_err(|s| anyhow!("{case} {payload} B: {}", s.message()))?.into_inner();
+                    let r: RunReply = c1.run(req).await.map_err(|s| failed!("{case} {payload} B: {}", s.message()))?.into_inner();
                     let a = agg.entry((payload, ci)).or_default();
                     a.p50.push(r.p50_us);
                     a.p99.push(r.p99_us);
@@ -131,7 +132,7 @@ fn run_in(dir: &std::path::Path, o: &Options) -> anyhow::Result<Run> {
         if !o.json {
             eprint!("\r{:60}\r", "");
         }
-        Ok::<_, anyhow::Error>(agg)
+        Ok::<_, Error>(agg)
     })?;
     if let (Some(child), Some(t)) = (recorder, &o.trace) {
         crate::trace::stop_recorder(child)?;

@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail};
 use serde_json::json;
 
 use super::sshd::Sshd;
+use crate::error::{Error, Result};
 use ssi_make::buildtree::{fetch_tree, make, objects, spawned, untar, SsiShell};
+use ssi_node::bail;
 use ssi_node::local::{self, UpOptions};
 use ssi_trace::stats::quantile;
 
@@ -29,7 +30,7 @@ pub struct Options {
     pub jobs: u32,
 }
 
-fn timed(mut c: Command) -> anyhow::Result<f64> {
+fn timed(mut c: Command) -> Result<f64> {
     let t = Instant::now();
     let st = c.stdin(Stdio::null()).stdout(Stdio::null()).status()?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -39,14 +40,14 @@ fn timed(mut c: Command) -> anyhow::Result<f64> {
     Ok(ms)
 }
 
-pub fn run(o: &Options) -> anyhow::Result<()> {
+pub fn run(o: &Options) -> Result<()> {
     super::in_scratch_dir("rexec", "a local cluster with FUSE mounts, a throwaway sshd", |dir| run_in(dir, o))
 }
 
-fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
+fn run_in(dir: &Path, o: &Options) -> Result<()> {
     let cdir = dir.join("cluster");
     let cfg = local::up(&UpOptions::new(cdir.clone(), 4))?.config();
-    let m1 = cfg.node(1).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    let m1 = cfg.node(1)?.mountpoint.clone();
     let me = std::env::current_exe()?;
     let sshd = Sshd::start(&dir.join("sshd"))?;
     let ssi_cmd = |args: &[&str]| {

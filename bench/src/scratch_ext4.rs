@@ -8,10 +8,10 @@
 //! creates anywhere near them cost up to 0.75 ms of CPU, and how much depends on which case ran
 //! before. A new journaled ext4 per run is the disk a server would have, the same for all.
 
+use crate::error::{Context, Error, Result};
+use ssi_node::bail;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-use anyhow::{bail, Context};
 
 pub struct ScratchExt4 {
     path: PathBuf,
@@ -21,7 +21,7 @@ pub struct ScratchExt4 {
 impl ScratchExt4 {
     /// Makes an ext4 of `size_mib` (a sparse file beside `at`) and mounts it on the directory
     /// `at`.
-    pub fn mount(at: &Path, size_mib: u64) -> anyhow::Result<ScratchExt4> {
+    pub fn mount(at: &Path, size_mib: u64) -> Result<ScratchExt4> {
         let image = at.with_extension("img");
         std::fs::File::create(&image)?.set_len(size_mib << 20).with_context(|| format!("sizing {}", image.display()))?;
         // An inode per 4 KiB, not mkfs's 16 KiB: the create case makes empty files for its whole

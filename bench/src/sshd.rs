@@ -1,12 +1,12 @@
 //! A throwaway sshd on loopback with its own host key and a user key that may log in: the
 //! baseline of `ssi bench fs` (sshfs) and `ssi bench rexec` (ssh). Stopped on drop.
 
+use crate::error::{Error, Result};
+use ssi_node::bail;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use anyhow::bail;
 
 pub struct Sshd {
     child: Child,
@@ -25,7 +25,7 @@ impl Drop for Sshd {
 
 impl Sshd {
     /// Starts sshd with keys and config under `dir`; returns once it accepts a login.
-    pub fn start(dir: &Path) -> anyhow::Result<Sshd> {
+    pub fn start(dir: &Path) -> Result<Sshd> {
         for tool in ["/usr/sbin/sshd", "ssh-keygen", "ssh"] {
             if !ssi_node::installed(tool) {
                 bail!("{tool} is not installed (apt-get install openssh-server openssh-client)");

@@ -12,11 +12,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
+use crate::error::{Context, Error, Result};
 use crate::servant::proto::{Empty, RunRequest};
 use ssi_node::local::{self, UpOptions};
+use ssi_node::{bail, failed};
 use ssi_trace::stats::median;
 
 pub struct Options {
@@ -37,18 +38,18 @@ struct Samples {
     rate: Vec<f64>,
 }
 
-pub fn run(o: &Options) -> anyhow::Result<()> {
+pub fn run(o: &Options) -> Result<()> {
     super::in_scratch_dir("trace", "recording with eBPF", |dir| run_in(dir, o))
 }
 
-fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
+fn run_in(dir: &Path, o: &Options) -> Result<()> {
     let cdir = dir.join("cluster");
     let cfg = local::up(&UpOptions { pin: true, with: vec![crate::servant::NAME.into()], ..UpOptions::new(cdir.clone(), 2) })?.config();
-    let s1 = cfg.node(1).map_err(|e| anyhow!(e))?.control_socket.clone();
-    let host = cfg.node(2).map_err(|e| anyhow!(e))?.addr.ip().to_string();
+    let s1 = cfg.node(1)?.control_socket.clone();
+    let host = cfg.node(2)?.addr.ip().to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut c1 = rt.block_on(crate::servant::connect(&s1)).map_err(|e| anyhow!(e))?;
-    let mut c2 = rt.block_on(crate::servant::connect(&cfg.node(2).map_err(|e| anyhow!(e))?.control_socket)).map_err(|e| anyhow!(e))?;
+    let mut c1 = rt.block_on(crate::servant::connect(&s1))?;
+    let mut c2 = rt.block_on(crate::servant::connect(&cfg.node(2)?.control_socket))?;
     let ports = rt.block_on(c2.serve(Empty {}))?.into_inner();
     let mut samples: std::collections::BTreeMap<(usize, usize), Samples> = Default::default();
     let mut checks = Vec::new();
@@ -74,7 +75,7 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
                     tonic_port: ports.tonic_port,
                     inflight: 1,
                 };
-                let r = rt.block_on(c1.run(req)).map_err(|s| anyhow!("{case}: {}", s.message()))?.into_inner();
+                let r = rt.block_on(c1.run(req)).map_err(|s| failed!("{case}: {}", s.message()))?.into_inner();
                 let s = samples.entry((ci, mi)).or_default();
                 s.p50.push(r.p50_us);
                 s.rate.push(r.ops as f64 / r.seconds);
@@ -98,7 +99,7 @@ fn run_in(dir: &Path, o: &Options) -> anyhow::Result<()> {
 }
 
 /// `ssi trace record` in the background; returns once it says it is recording.
-pub(crate) fn start_recorder(cluster: &Path, out: &Path, in_process: bool) -> anyhow::Result<Child> {
+pub(crate) fn start_recorder(cluster: &Path, out: &Path, in_process: bool) -> Result<Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["trace", "record", "--dir"]).arg(cluster).arg("-o").arg(out);
     if in_process {
@@ -121,7 +122,7 @@ pub(crate) fn start_recorder(cluster: &Path, out: &Path, in_process: bool) -> an
     Ok(child)
 }
 
-pub(crate) fn stop_recorder(child: Child) -> anyhow::Result<()> {
+pub(crate) fn stop_recorder(child: Child) -> Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)?;
     let out = child.wait_with_output()?;
     if !out.status.success() {

@@ -6,12 +6,14 @@
 //! database) traced as the Solaris MC study traced them (`study`): one HTML report, and the
 //! terminal summary beside the paper's Tables 3.1 and 4.1. Then `ssi down`.
 
+pub mod error;
 mod study;
+
+pub use error::Error;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -19,13 +21,15 @@ use ssi_orb::proto::diag::{Blob, DiagStub, GiveRequest, RefMsg, SleepRequest};
 use ssi_orb::proto::Empty;
 use ssi_orb::{Orb, OrbError};
 
+use crate::error::{Context, Result};
 use ssi_node::local::{self, UpOptions};
+use ssi_node::{bail, failed};
 
 fn step(n: u32, what: &str) {
     println!("\n[{n}] {what}");
 }
 
-pub fn run(dir: &Path, full: bool) -> anyhow::Result<()> {
+pub fn run(dir: &Path, full: bool) -> Result<()> {
     if local::config_path(dir).exists() && local::load(dir)?.nodes.values().any(|n| ssi_node::pidfile::node_pid(n).is_some()) {
         bail!("a cluster is already running in {}; `ssi down` it or give `ssi demo --dir` another directory", dir.display());
     }
@@ -57,7 +61,7 @@ pub fn run(dir: &Path, full: bool) -> anyhow::Result<()> {
 }
 
 /// Global networking: where the cluster's ports are, and how the gateway steers.
-fn networking_tour(dir: &Path) -> anyhow::Result<()> {
+fn networking_tour(dir: &Path) -> Result<()> {
     step(8, "Global networking: one port namespace (the SAP), a dispatcher on the gateway");
     println!("    {}", ssi_netsap::STATUS);
     println!(
@@ -68,7 +72,7 @@ fn networking_tour(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The paper's three workloads traced, one report, the summary beside the paper.
-fn the_study(dir: &Path, full: bool) -> anyhow::Result<()> {
+fn the_study(dir: &Path, full: bool) -> Result<()> {
     let how = if full { "--full: the paper's lengths" } else { "short runs; --full for the paper's lengths" };
     step(9, &format!("The study: make, web and database traced with ssi trace record ({how})"));
     let (done, failed) = study::run(dir, full);
@@ -85,9 +89,9 @@ fn the_study(dir: &Path, full: bool) -> anyhow::Result<()> {
 }
 
 /// Global processes: a command run on node 3 from node 1, and the cluster's `ps -ef`.
-fn processes_tour(dir: &Path, cfg: &ssi_node::config::Config) -> anyhow::Result<()> {
+fn processes_tour(dir: &Path, cfg: &ssi_node::config::Config) -> Result<()> {
     step(7, "Global processes: ssi rexec, ssi ps -ef over the global /proc");
-    let m1 = cfg.node(1).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    let m1 = cfg.node(1)?.mountpoint.clone();
     if !ssi_node::local::mounts_under(&m1).contains(&m1) {
         println!("    (skipped: they need node 1's mount of the namespace)");
         return Ok(());
@@ -124,8 +128,8 @@ impl Drop for DownOnDrop {
 }
 
 /// Writes through one node's mount, reads through another, shows where the bytes live.
-fn pxfs_tour(cfg: &ssi_node::config::Config) -> anyhow::Result<()> {
-    let m = |n: u32| cfg.node(n).map(|x| x.mountpoint.clone()).map_err(|e| anyhow!(e));
+fn pxfs_tour(cfg: &ssi_node::config::Config) -> Result<()> {
+    let m = |n: u32| cfg.node(n).map(|x| x.mountpoint.clone()).map_err(Error::from);
     let (m1, m3) = (m(1)?, m(3)?);
     if !ssi_node::local::mounts_under(&m1).contains(&m1) {
         println!("    (not mounted here: PXFS needs root and /dev/fuse — see the node logs)");
@@ -144,11 +148,11 @@ fn pxfs_tour(cfg: &ssi_node::config::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn diag(orb: &Orb, node: u32) -> anyhow::Result<DiagStub> {
+async fn diag(orb: &Orb, node: u32) -> Result<DiagStub> {
     Ok(ssi_orb::diag::stub(orb, node).await?)
 }
 
-async fn tour(dir: &Path, cfg: &ssi_node::config::Config) -> anyhow::Result<()> {
+async fn tour(dir: &Path, cfg: &ssi_node::config::Config) -> Result<()> {
     let orb = ssi_node::tool::connect(cfg).await?;
 
     step(2, "Invocations: this tool (an authenticated ORB client) calls `diag.Echo` on node 3");
@@ -169,7 +173,7 @@ async fn tour(dir: &Path, cfg: &ssi_node::config::Config) -> anyhow::Result<()> 
     step(3, "References: node 2 creates an object and passes the reference 2 → 1 → 3");
     let d1 = diag(&orb, 1).await?;
     let d2 = diag(&orb, 2).await?;
-    let r = d2.spawn(Empty {}).await?.obj.ok_or_else(|| anyhow!("no reference"))?;
+    let r = d2.spawn(Empty {}).await?.obj.ok_or_else(|| failed!("no reference"))?;
     println!("    object {r} (node:object@incarnation) created on node 2");
     d2.give(GiveRequest { obj: Some(r), to: 1 }).await?;
     d1.give(GiveRequest { obj: Some(r), to: 3 }).await?;
@@ -191,7 +195,7 @@ async fn tour(dir: &Path, cfg: &ssi_node::config::Config) -> anyhow::Result<()> 
     let d4 = diag(&orb, 4).await?;
     let call = tokio::spawn(async move { d4.sleep(SleepRequest { ms: 30_000 }).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let pid = ssi_node::pidfile::node_pid(cfg.node(4).map_err(|e| anyhow!(e))?).context("node 4 is not running")?;
+    let pid = ssi_node::pidfile::node_pid(cfg.node(4)?).context("node 4 is not running")?;
     let killed = Instant::now();
     kill(Pid::from_raw(pid), Signal::SIGKILL)?;
     match call.await? {

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context};
+use crate::error::{Context, Error, Result};
+use ssi_node::failed;
 use ssi_trace::analysis::Analysis;
 use ssi_trace::reference::Paper;
 
@@ -74,7 +75,7 @@ pub fn run(dir: &Path, full: bool) -> (Vec<Outcome>, Vec<String>) {
     (done, failed)
 }
 
-fn traced(dir: &Path, me: &Path, w: &Workload) -> anyhow::Result<Outcome> {
+fn traced(dir: &Path, me: &Path, w: &Workload) -> Result<Outcome> {
     let out = dir.join(format!("trace-{}", w.name));
     let result_file = dir.join(format!("{}.json", w.name));
     // Through sh so the workload's JSON lands in a file while the recorder holds stdout.
@@ -178,11 +179,11 @@ pub fn summary(done: &[Outcome]) -> String {
 }
 
 /// Writes one HTML page with every traced workload; returns its path.
-pub fn report(dir: &Path, done: &[Outcome]) -> anyhow::Result<PathBuf> {
+pub fn report(dir: &Path, done: &[Outcome]) -> Result<PathBuf> {
     let page = dir.join("demo-report.html");
     let traces: Vec<(String, &Analysis)> = done.iter().map(|d| (format!("{} workload", d.name), &d.analysis)).collect();
     if traces.is_empty() {
-        return Err(anyhow!("no workload ran"));
+        return Err(failed!("no workload ran"));
     }
     ssi_trace::report::write_html(&page, &traces)?;
     Ok(page)

@@ -344,15 +344,15 @@ pub fn default_volumes(nodes: u32) -> Vec<(String, u32)> {
 }
 
 /// Reads the cluster key, refusing a file other users can read.
-pub fn read_key(path: &Path) -> anyhow::Result<ssi_orb::ClusterKey> {
-    use anyhow::Context;
+pub fn read_key(path: &Path) -> crate::Result<ssi_orb::ClusterKey> {
+    use crate::{bail, failed, Context, Error};
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).with_context(|| format!("cluster key {}", path.display()))?;
     if meta.mode() & 0o077 != 0 {
-        anyhow::bail!("cluster key {} is readable by other users (mode {:o}); chmod 600 it", path.display(), meta.mode() & 0o777);
+        bail!("cluster key {} is readable by other users (mode {:o}); chmod 600 it", path.display(), meta.mode() & 0o777);
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("cluster key {}", path.display()))?;
-    ssi_orb::ClusterKey::parse(&text).map_err(|e| anyhow::anyhow!("cluster key {}: {e}", path.display()))
+    ssi_orb::ClusterKey::parse(&text).map_err(|e| failed!("cluster key {}: {e}", path.display()))
 }
 
 #[cfg(test)]

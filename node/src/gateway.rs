@@ -1,19 +1,19 @@
 //! What a local cluster's gateway says about its packet dispatcher (its daemon's log): which
 //! mechanism it started, and what it steers now.
 
+use crate::error::{Error, Result};
+use crate::{bail, failed};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
-
 /// The first gateway's log.
-fn log(cluster: &Path) -> anyhow::Result<String> {
+fn log(cluster: &Path) -> Result<String> {
     let cfg = crate::local::load(cluster)?;
     let g = cfg
         .gateways
         .first()
         .and_then(|g| cfg.nodes.get(g))
-        .ok_or_else(|| anyhow!("the cluster in {} has no gateway", cluster.display()))?;
+        .ok_or_else(|| failed!("the cluster in {} has no gateway", cluster.display()))?;
     Ok(std::fs::read_to_string(g.dir.join("log")).unwrap_or_default())
 }
 
@@ -30,7 +30,7 @@ pub fn mechanism(cluster: &Path) -> String {
 
 /// Waits (up to 10 s) until the dispatcher's latest table has every one of `steers`, as its
 /// log line writes them (`tcp/80 rr [10.99.0.1 10.99.0.3]`).
-pub fn wait_steering(cluster: &Path, steers: &[&str]) -> anyhow::Result<()> {
+pub fn wait_steering(cluster: &Path, steers: &[&str]) -> Result<()> {
     let t0 = Instant::now();
     loop {
         let log = log(cluster)?;

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod error;
 pub mod gateway;
 pub mod local;
 pub mod pidfile;
@@ -21,6 +22,8 @@ pub mod rexec;
 pub mod status;
 pub mod tool;
 pub mod trace;
+
+pub use error::{Context, Error, Result};
 
 /// Whether the program `tool` (a name on PATH, or a path) is installed.
 pub fn installed(tool: &str) -> bool {

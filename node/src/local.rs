@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::config::{default_volumes, Config, NodeConfig};
 use crate::control::proto::StatusRequest;
+use crate::error::{Context, Error, Result};
 use crate::pidfile::{is_running, node_pid, write_pid_file};
+use crate::{bail, failed};
 
 /// `$SSI_DIR`, else a fixed per-user directory.
 pub fn default_dir() -> PathBuf {
@@ -38,12 +39,12 @@ pub fn config_path(dir: &Path) -> PathBuf {
     dir.join("cluster.toml")
 }
 
-pub fn load(dir: &Path) -> anyhow::Result<Config> {
+pub fn load(dir: &Path) -> Result<Config> {
     let p = config_path(dir);
     if !p.exists() {
         bail!("no cluster in {} (run `ssi up` first)", dir.display());
     }
-    Config::load(&p).map_err(|e| anyhow!("{e}"))
+    Config::load(&p).map_err(|e| failed!("{e}"))
 }
 
 /// The network-namespace topology of the local cluster in `dir` (`ssi up --netns`): its
@@ -62,7 +63,7 @@ pub fn netns_prefix(dir: &Path) -> String {
 }
 
 /// The external namespace (`ssi ext`) of the `--netns` cluster in `dir`.
-pub fn ext_namespace(dir: &Path) -> anyhow::Result<String> {
+pub fn ext_namespace(dir: &Path) -> Result<String> {
     let cfg = load(dir)?;
     if !cfg.uses_netns() {
         bail!("the cluster in {} has no network namespaces (start it with ssi up --netns)", dir.display());
@@ -72,17 +73,17 @@ pub fn ext_namespace(dir: &Path) -> anyhow::Result<String> {
 
 /// The running cluster in `dir`: its config, its members, and the first member's mountpoint
 /// (where a workload starts from).
-pub fn running(dir: &Path) -> anyhow::Result<(Config, Vec<u32>, PathBuf)> {
+pub fn running(dir: &Path) -> Result<(Config, Vec<u32>, PathBuf)> {
     let cfg = load(dir)?;
     let members = status(dir).context("the cluster must be running (ssi up)")?.view_members;
-    let first = *members.first().ok_or_else(|| anyhow!("no node of the cluster in {} is up", dir.display()))?;
-    let m1 = cfg.node(first).map_err(|e| anyhow!(e))?.mountpoint.clone();
+    let first = *members.first().ok_or_else(|| failed!("no node of the cluster in {} is up", dir.display()))?;
+    let m1 = cfg.node(first)?.mountpoint.clone();
     Ok((cfg, members, m1))
 }
 
 /// Writes a fresh config and key for `n` nodes; with `netns`, each node in its namespace
 /// (named from the topology's prefix) at its interconnect address.
-fn write_cluster(dir: &Path, n: u32, netns: Option<&str>, dispatch: ssi_netsap::dispatch::Mode) -> anyhow::Result<PathBuf> {
+fn write_cluster(dir: &Path, n: u32, netns: Option<&str>, dispatch: ssi_netsap::dispatch::Mode) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cluster dir {}", dir.display()))?;
     let key = dir.join("cluster.key");
     {
@@ -145,8 +146,8 @@ pub fn daemons_of(config: &Path) -> Vec<i32> {
 }
 
 /// Starts node `id`'s daemon detached from this terminal, logging to `nodeN/log`.
-pub fn spawn_node(cfg: &Config, id: u32, cpu: Option<usize>, with: &[String]) -> anyhow::Result<u32> {
-    let nc = cfg.node(id).map_err(|e| anyhow!(e))?;
+pub fn spawn_node(cfg: &Config, id: u32, cpu: Option<usize>, with: &[String]) -> Result<u32> {
+    let nc = cfg.node(id)?;
     std::fs::create_dir_all(&nc.dir)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(nc.dir.join("log"))?;
     let exe = std::env::current_exe().context("path of the ssi binary")?;
@@ -216,7 +217,7 @@ impl UpOutcome {
 }
 
 /// Starts a local cluster and waits until every node is a member of the same view.
-pub fn up(o: &UpOptions) -> anyhow::Result<UpOutcome> {
+pub fn up(o: &UpOptions) -> Result<UpOutcome> {
     if o.nodes == 0 || o.nodes > ssi_orb::MAX_NODE {
         bail!("--nodes must be 1..={}", ssi_orb::MAX_NODE);
     }
@@ -234,7 +235,7 @@ pub fn up(o: &UpOptions) -> anyhow::Result<UpOutcome> {
             (fresh_cluster(o)?, None)
         }
     } else if let Some(c) = &o.config {
-        let cfg = Config::load(c).map_err(|e| anyhow!("{e}"))?;
+        let cfg = Config::load(c)?;
         if cfg.nodes.values().any(|n| node_pid(n).is_some()) {
             bail!("nodes of {} are already running", c.display());
         }
@@ -248,7 +249,7 @@ pub fn up(o: &UpOptions) -> anyhow::Result<UpOutcome> {
     if restart.is_none() && cfg.uses_netns() {
         let topo = topology(&o.dir, &cfg);
         topo.destroy(); // what a crashed run may have left
-        topo.create().map_err(|e| anyhow!("--netns: {e}"))?;
+        topo.create().map_err(|e| failed!("--netns: {e}"))?;
     }
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let to_start: Vec<u32> = restart.clone().unwrap_or_else(|| cfg.nodes.keys().copied().collect());
@@ -264,15 +265,15 @@ pub fn up(o: &UpOptions) -> anyhow::Result<UpOutcome> {
 }
 
 /// A new config for `o` (netns names need the directory to exist first).
-fn fresh_cluster(o: &UpOptions) -> anyhow::Result<Config> {
+fn fresh_cluster(o: &UpOptions) -> Result<Config> {
     let p = write_cluster(&o.dir, o.nodes, None, o.dispatch)?;
     if !o.netns {
-        return Config::load(&p).map_err(|e| anyhow!("{e}"));
+        return Config::load(&p).map_err(|e| failed!("{e}"));
     }
-    let cfg = Config::load(&p).map_err(|e| anyhow!("{e}"))?;
+    let cfg = Config::load(&p)?;
     let prefix = topology(&o.dir, &cfg).prefix;
     let p = write_cluster(&o.dir, o.nodes, Some(&prefix), o.dispatch)?;
-    Config::load(&p).map_err(|e| anyhow!("{e}"))
+    Config::load(&p).map_err(|e| failed!("{e}"))
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -280,7 +281,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Waits until every configured node reports a view with all of them.
-pub fn wait_members(cfg: &Config, timeout: Duration) -> anyhow::Result<()> {
+pub fn wait_members(cfg: &Config, timeout: Duration) -> Result<()> {
     let want: Vec<u32> = cfg.nodes.keys().copied().collect();
     let t0 = Instant::now();
     rt().block_on(async {
@@ -317,7 +318,7 @@ pub async fn status_of(sock: &Path) -> Result<crate::control::proto::StatusReply
 }
 
 /// Status from the first node that answers.
-pub fn status(dir: &Path) -> anyhow::Result<crate::control::proto::StatusReply> {
+pub fn status(dir: &Path) -> Result<crate::control::proto::StatusReply> {
     let cfg = load(dir)?;
     rt().block_on(async {
         let mut last = String::from("no node configured");
@@ -327,7 +328,7 @@ pub fn status(dir: &Path) -> anyhow::Result<crate::control::proto::StatusReply> 
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(anyhow!("no node of the cluster in {} answers ({last})", dir.display()))
+        Err(failed!("no node of the cluster in {} answers ({last})", dir.display()))
     })
 }
 
@@ -344,7 +345,7 @@ pub struct DownReport {
 
 /// Stops every daemon of the cluster in `dir`, unmounts what is mounted under it, removes
 /// sockets. Node disks stay.
-pub fn down(dir: &Path) -> anyhow::Result<DownReport> {
+pub fn down(dir: &Path) -> Result<DownReport> {
     let cfg = load(dir)?;
     let mut pids: BTreeSet<i32> = cfg.nodes.values().filter_map(node_pid).collect();
     pids.extend(daemons_of(&cfg.path));
@@ -457,7 +458,7 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn unmount_under(dir: &Path) -> anyhow::Result<usize> {
+fn unmount_under(dir: &Path) -> Result<usize> {
     let mut n = 0;
     for m in mounts_under(dir) {
         nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).with_context(|| format!("unmount {}", m.display()))?;

@@ -3,31 +3,32 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail};
 use serde_json::json;
 
 use crate::control::proto::{PortsReply, PortsRequest};
+use crate::error::{Error, Result};
+use crate::{bail, failed};
 use ssi_netsap::sap::{proto_name, TCP, UDP};
 
-fn call(dir: &Path, node: Option<u32>, req: PortsRequest) -> anyhow::Result<PortsReply> {
+fn call(dir: &Path, node: Option<u32>, req: PortsRequest) -> Result<PortsReply> {
     let cfg = crate::local::load(dir)?;
     let nc = match node {
-        Some(n) => cfg.node(n).map_err(|e| anyhow!(e))?.clone(),
+        Some(n) => cfg.node(n)?.clone(),
         None => cfg
             .nodes
             .values()
             .find(|n| crate::pidfile::node_pid(n).is_some())
             .cloned()
-            .ok_or_else(|| anyhow!("no node of the cluster in {} is running", dir.display()))?,
+            .ok_or_else(|| failed!("no node of the cluster in {} is running", dir.display()))?,
     };
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-        let mut c = crate::control::connect(&nc.control_socket).await.map_err(|e| anyhow!("node {}: {e}", nc.id))?;
-        Ok(c.ports(req).await.map_err(|s| anyhow!("{}", s.message()))?.into_inner())
+        let mut c = crate::control::connect(&nc.control_socket).await.map_err(|e| failed!("node {}: {e}", nc.id))?;
+        Ok(c.ports(req).await.map_err(|s| failed!("{}", s.message()))?.into_inner())
     })
 }
 
 /// The TCP listeners of `port` in the SAP table, as (node, pid).
-pub fn listeners(dir: &Path, port: u16) -> anyhow::Result<Vec<(u32, u32)>> {
+pub fn listeners(dir: &Path, port: u16) -> Result<Vec<(u32, u32)>> {
     let rep = call(dir, None, PortsRequest { op: "list".into(), ..Default::default() })?;
     Ok(rep
         .entries
@@ -38,7 +39,7 @@ pub fn listeners(dir: &Path, port: u16) -> anyhow::Result<Vec<(u32, u32)>> {
 }
 
 /// `ssi ports [--json]`.
-pub fn list(dir: &Path, as_json: bool) -> anyhow::Result<()> {
+pub fn list(dir: &Path, as_json: bool) -> Result<()> {
     let rep = call(dir, None, PortsRequest { op: "list".into(), ..Default::default() })?;
     if as_json {
         let v: Vec<_> = rep
@@ -73,7 +74,7 @@ pub struct BindOptions {
 }
 
 /// `ssi ports bind|release`: exits 98 (EADDRINUSE) when a bind finds the port held elsewhere.
-pub fn change(o: &BindOptions) -> anyhow::Result<()> {
+pub fn change(o: &BindOptions) -> Result<()> {
     if o.port == 0 || o.port > 65535 {
         bail!("port {} is not 1..=65535", o.port);
     }

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde_json::json;
 
+use crate::error::{Context, Result};
 use ssi_procmgmt::table::{boot_time_s, ticks_per_s};
 
 pub struct PsOptions {
@@ -97,11 +97,11 @@ fn cpu_time(secs: u64) -> String {
 }
 
 /// The global /proc as this node mounts it.
-fn global_proc(dir: &Path) -> anyhow::Result<PathBuf> {
+fn global_proc(dir: &Path) -> Result<PathBuf> {
     Ok(crate::rexec::this_node(dir)?.mountpoint.join("proc"))
 }
 
-pub fn run(o: &PsOptions) -> anyhow::Result<()> {
+pub fn run(o: &PsOptions) -> Result<()> {
     let root = global_proc(&o.dir)?;
     let (hz, boot) = (ticks_per_s(), boot_time_s());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
@@ -161,7 +161,7 @@ pub fn run(o: &PsOptions) -> anyhow::Result<()> {
 }
 
 /// Writes the listing; a reader that stopped early (`| head`) is not an error.
-fn emit(text: String) -> anyhow::Result<()> {
+fn emit(text: String) -> Result<()> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),

@@ -10,12 +10,13 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::Config;
 use crate::control::proto::{exec_in, exec_out, ExecIn, ExecStart, KillRequest, WinSize};
+use crate::error::{Context, Error, Result};
+use crate::{bail, failed};
 
 pub struct RexecOptions {
     pub dir: PathBuf,
@@ -32,26 +33,26 @@ pub struct RexecOptions {
 
 /// The node this tool is on: $SSI_NODE, else the node whose mountpoint holds the working
 /// directory, else the lowest node of the cluster.
-pub fn local_node(cfg: &Config) -> anyhow::Result<u32> {
+pub fn local_node(cfg: &Config) -> Result<u32> {
     if let Ok(n) = std::env::var("SSI_NODE") {
-        return n.parse().map_err(|_| anyhow!("SSI_NODE={n} is not a node id"));
+        return n.parse().map_err(|_| failed!("SSI_NODE={n} is not a node id"));
     }
     let cwd = std::env::current_dir().unwrap_or_default();
     if let Some((id, _)) = cfg.nodes.iter().find(|(_, n)| cwd.starts_with(&n.mountpoint)) {
         return Ok(*id);
     }
-    cfg.nodes.keys().next().copied().ok_or_else(|| anyhow!("the cluster config has no nodes"))
+    cfg.nodes.keys().next().copied().ok_or_else(|| failed!("the cluster config has no nodes"))
 }
 
 /// The config of the node this tool is on (see `local_node`), in the cluster in `dir`.
-pub fn this_node(dir: &Path) -> anyhow::Result<crate::config::NodeConfig> {
-    let cfg = Config::load(&crate::local::config_path(dir)).map_err(|e| anyhow!("{e}"))?;
+pub fn this_node(dir: &Path) -> Result<crate::config::NodeConfig> {
+    let cfg = Config::load(&crate::local::config_path(dir))?;
     let node = local_node(&cfg)?;
-    cfg.node(node).cloned().map_err(|e| anyhow!(e))
+    cfg.node(node).cloned().map_err(Error::from)
 }
 
-async fn control(dir: &Path) -> anyhow::Result<crate::control::ControlClient<tonic::transport::Channel>> {
-    crate::control::connect(&this_node(dir)?.control_socket).await.map_err(|e| anyhow!(e))
+async fn control(dir: &Path) -> Result<crate::control::ControlClient<tonic::transport::Channel>> {
+    crate::control::connect(&this_node(dir)?.control_socket).await.map_err(Error::from)
 }
 
 fn umask() -> u32 {
@@ -124,7 +125,7 @@ fn window_size() -> (u32, u32) {
 }
 
 /// Runs `o` and exits as the remote process did.
-pub fn rexec(o: RexecOptions) -> anyhow::Result<std::convert::Infallible> {
+pub fn rexec(o: RexecOptions) -> Result<std::convert::Infallible> {
     if o.argv.is_empty() {
         bail!("no command given (ssi rexec [-n NODE | --any] [-t] [--cwd DIR] -- CMD...)");
     }
@@ -155,7 +156,7 @@ pub fn rexec(o: RexecOptions) -> anyhow::Result<std::convert::Infallible> {
         let mut client = control(&o.dir).await?;
         let (tx, rx) = mpsc::channel::<ExecIn>(16);
         send(&tx, exec_in::Msg::Start(start));
-        let mut answers = client.exec(ReceiverStream::new(rx)).await.map_err(|s| anyhow!("{}", s.message()))?.into_inner();
+        let mut answers = client.exec(ReceiverStream::new(rx)).await.map_err(|s| failed!("{}", s.message()))?.into_inner();
         let _raw = tty.then(RawTerminal::enter);
         // stdin: read on a thread of its own (it may be a terminal), one chunk at a time.
         let stdin_tx = tx.clone();
@@ -191,13 +192,13 @@ pub fn rexec(o: RexecOptions) -> anyhow::Result<std::convert::Infallible> {
         loop {
             tokio::select! {
                 m = answers.message() => {
-                    let m = m.map_err(|s| anyhow!("{}", s.message()))?;
+                    let m = m.map_err(|s| failed!("{}", s.message()))?;
                     match m.and_then(|m| m.msg) {
                         // A closed stdout (`| head`) is the reader's business, as locally.
                         Some(exec_out::Msg::Stdout(d)) => { let _ = stdout.write_all(&d).and_then(|_| stdout.flush()); }
                         Some(exec_out::Msg::Stderr(d)) => { let _ = stderr.write_all(&d); }
                         Some(exec_out::Msg::Started(_)) => {}
-                        Some(exec_out::Msg::Exit(e)) => return Ok::<_, anyhow::Error>(if e.code < 0 { -e.signal } else { e.code }),
+                        Some(exec_out::Msg::Exit(e)) => return Ok::<_, Error>(if e.code < 0 { -e.signal } else { e.code }),
                         Some(exec_out::Msg::Error(e)) => bail!("{e}"),
                         None => bail!("the daemon closed the session without an exit status"),
                     }
@@ -219,7 +220,7 @@ pub fn rexec(o: RexecOptions) -> anyhow::Result<std::convert::Infallible> {
 /// `ssi sh -c CMD`: make's SHELL. Runs `/bin/sh -c CMD` on the node the placement policy
 /// picks, in the same directory of the global namespace — except a command that holds make's
 /// job server (see `holds_job_server`), which runs here.
-pub fn sh(dir: PathBuf, args: Vec<OsString>) -> anyhow::Result<std::convert::Infallible> {
+pub fn sh(dir: PathBuf, args: Vec<OsString>) -> Result<std::convert::Infallible> {
     // make passes .SHELLFLAGS first (default "-c"); anything sh accepts is passed through.
     if args.is_empty() {
         bail!("ssi sh runs commands remotely; give -c 'CMD' (an interactive shell is `ssi rexec -t -- sh`)");
@@ -262,19 +263,19 @@ fn holds_job_server(makeflags: Option<&str>) -> bool {
 }
 
 /// A signal by number, name or SIG-name (`9`, `KILL`, `SIGKILL`).
-pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
+pub fn parse_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse::<i32>() {
         if (0..=64).contains(&n) {
             return Ok(n);
         }
     }
     let name = s.strip_prefix("SIG").unwrap_or(s).to_ascii_uppercase();
-    let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().map_err(|_| anyhow!("unknown signal {s}"))?;
+    let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().map_err(|_| failed!("unknown signal {s}"))?;
     Ok(sig as i32)
 }
 
 /// `ssi kill [-SIGNAL] GPID...`: each as the caller's own kill(2) on the process's node.
-pub fn kill(dir: PathBuf, args: Vec<String>) -> anyhow::Result<()> {
+pub fn kill(dir: PathBuf, args: Vec<String>) -> Result<()> {
     let (signal, gpids) = match args.first() {
         Some(a) if a.starts_with('-') && a.len() > 1 => (parse_signal(&a[1..])?, &args[1..]),
         _ => (libc::SIGTERM, &args[..]),
@@ -282,7 +283,7 @@ pub fn kill(dir: PathBuf, args: Vec<String>) -> anyhow::Result<()> {
     if gpids.is_empty() {
         bail!("usage: ssi kill [-SIGNAL] GPID...");
     }
-    let gpids: Vec<u64> = gpids.iter().map(|g| g.parse().map_err(|_| anyhow!("{g} is not a global pid"))).collect::<Result<_, _>>()?;
+    let gpids: Vec<u64> = gpids.iter().map(|g| g.parse().map_err(|_| failed!("{g} is not a global pid"))).collect::<Result<_, _>>()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let mut client = control(&dir).await?;

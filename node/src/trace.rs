@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
-
 use crate::control::proto::{TraceReply, TraceRequest};
+use crate::error::{Context, Error, Result};
+use crate::{bail, failed};
 use ssi_trace::format::{Meta, NodeMeta, PeerCount, FORMAT_VERSION};
 use ssi_trace::sockets::Daemon;
 
@@ -40,7 +40,7 @@ pub struct Recorded {
 
 /// Records the running cluster in `o.dir` until the command exits, the duration passes, or
 /// SIGINT; writes `o.out`.
-pub fn record(o: &RecordOptions) -> anyhow::Result<Recorded> {
+pub fn record(o: &RecordOptions) -> Result<Recorded> {
     if !nix::unistd::geteuid().is_root() {
         bail!("only root may record traces: a trace shows every user's traffic");
     }
@@ -97,7 +97,7 @@ pub fn record(o: &RecordOptions) -> anyhow::Result<Recorded> {
             if let Some(mut c) = w.borrow_mut().child.take() {
                 let _ = c.kill();
             }
-            return Err(anyhow::Error::new(e).context("BPF recorder"));
+            return Err(Error::Context { context: "BPF recorder".into(), source: Box::new(e.into()) });
         }
         Err(ssi_trace::bpf::Error::Unavailable(why)) => {
             eprintln!("ssi trace: eBPF not available ({why}); recording in-process");
@@ -164,7 +164,7 @@ struct Window<'a> {
     after: Vec<TraceReply>,
     child: Option<std::process::Child>,
     status: Option<std::process::ExitStatus>,
-    err: Option<anyhow::Error>,
+    err: Option<Error>,
 }
 
 impl Window<'_> {
@@ -185,7 +185,7 @@ impl Window<'_> {
             }
             match c.spawn() {
                 Ok(c) => self.child = Some(c),
-                Err(e) => self.err = Some(anyhow!("cannot run {cmd}: {e}")),
+                Err(e) => self.err = Some(failed!("cannot run {cmd}: {e}")),
             }
         }
     }
@@ -215,7 +215,7 @@ impl Window<'_> {
 
 /// `ssi workload ... --trace OUT`: runs this same command without `--trace` under the
 /// recorder, then prints the trace's report and writes `OUT/report.html`.
-pub fn rerun_traced(out: &Path, cluster: &Path) -> anyhow::Result<()> {
+pub fn rerun_traced(out: &Path, cluster: &Path) -> Result<()> {
     let mut args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
@@ -242,7 +242,7 @@ pub fn record_and_report(
     command: Vec<String>,
     quiet: bool,
     title: &str,
-) -> anyhow::Result<ssi_trace::analysis::Analysis> {
+) -> Result<ssi_trace::analysis::Analysis> {
     let r = record(&RecordOptions {
         dir: cluster.to_path_buf(),
         out: out.to_path_buf(),
@@ -281,15 +281,15 @@ struct Ctl<'a> {
 
 impl Ctl<'_> {
     /// `action` on every daemon (`path(node)` for its path); one reply each.
-    fn all(&self, action: &str, path: impl Fn(u32) -> String) -> anyhow::Result<Vec<TraceReply>> {
+    fn all(&self, action: &str, path: impl Fn(u32) -> String) -> Result<Vec<TraceReply>> {
         self.rt.block_on(async {
             let mut out = Vec::new();
             for (node, sock) in self.sockets {
-                let mut c = crate::control::connect(sock).await.map_err(|e| anyhow!("node {node}: {e}"))?;
+                let mut c = crate::control::connect(sock).await.map_err(|e| failed!("node {node}: {e}"))?;
                 let r = c
                     .trace(TraceRequest { action: action.into(), path: path(*node) })
                     .await
-                    .map_err(|s| anyhow!("node {node}: trace {action}: {}", s.message()))?;
+                    .map_err(|s| failed!("node {node}: trace {action}: {}", s.message()))?;
                 out.push(r.into_inner());
             }
             Ok(out)

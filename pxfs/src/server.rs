@@ -63,8 +63,10 @@ pub struct VolumeServer {
 
 type Who = (u32, u32, Vec<u32>);
 
-fn who(ctx: &CallCtx) -> Who {
-    match &ctx.creds {
+/// Whom an operation runs as: the user the caller acts for; a call with no credentials is
+/// a node acting for itself (authenticated by the cluster key) and runs as the daemon.
+fn who(creds: Option<&Creds>) -> Who {
+    match creds {
         Some(Creds { uid, gid, groups }) => (*uid, *gid, groups.clone()),
         // A node acting for itself (no user behind the call).
         None => (0, 0, vec![]),
@@ -116,7 +118,7 @@ impl VolumeServer {
         handles: Vec<Vec<u8>>,
         op: impl FnOnce(&VolumeServer, &[OwnedFd]) -> io::Result<T> + Send + 'static,
     ) -> Result<T, Exception> {
-        let caller = who(ctx);
+        let caller = who(ctx.creds.as_ref());
         if !slow {
             return self.as_caller(caller, handles, op).map_err(Exception::from_io);
         }
@@ -747,4 +749,16 @@ pub fn serve(orb: &Orb, id: u32, dir: &Path, local: &LocalVolumes) -> io::Result
         async {}
     }));
     Ok((server, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_runs_as_the_user_it_carries_and_a_bare_node_call_as_the_daemon() {
+        let c = Creds { uid: 1000, gid: 100, groups: vec![100, 27] };
+        assert_eq!(who(Some(&c)), (1000, 100, vec![100, 27]), "exactly the caller's uid, gid and groups");
+        assert_eq!(who(None), (0, 0, vec![]), "no user behind the call");
+    }
 }

@@ -87,10 +87,15 @@ pub struct AsUser {
 }
 
 impl AsUser {
+    /// Takes `uid`, `gid` and `groups` as this thread's file-system credentials, or fails:
+    /// an operation must never run with the daemon's own credentials in place of a
+    /// caller's. `uid` 0 keeps the thread as it is (root, or the daemon's user).
     pub fn new(uid: u32, gid: u32, groups: &[u32]) -> io::Result<AsUser> {
         if uid == 0 {
             return Ok(AsUser { switched: false });
         }
+        // From here a failure drops `me`, giving the thread back root's ids.
+        let me = AsUser { switched: true };
         // SAFETY: setgroups reads gs.len() gids from gs, which lives across the call; setfsgid and setfsuid
         // take integers and change only this thread.
         unsafe {
@@ -101,8 +106,19 @@ impl AsUser {
             libc::syscall(libc::SYS_setfsgid, gid);
             libc::syscall(libc::SYS_setfsuid, uid);
         }
-        Ok(AsUser { switched: true })
+        // setfsuid and setfsgid report no failure (without CAP_SETUID they leave the ids as
+        // they were): read the ids back.
+        if fs_ids() != (uid, gid) {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        Ok(me)
     }
+}
+
+/// This thread's file-system uid and gid.
+pub fn fs_ids() -> (u32, u32) {
+    // SAFETY: an invalid id (-1) changes nothing; the calls only return the current one.
+    unsafe { (libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32, libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32) }
 }
 
 impl Drop for AsUser {
@@ -415,4 +431,49 @@ pub fn removexattr_fd(fd: RawFd, name: &str) -> io::Result<()> {
     // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
     // integers.
     check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) }).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The act-as-caller rule at its root: an operation runs with the caller's ids or not at
+    /// all. As root the ids are taken and a root-only file is closed to the thread; as
+    /// another user (e.g. `setpriv --reuid 65534`) the switch is refused, not skipped.
+    #[test]
+    fn an_operation_runs_as_the_caller_or_not_at_all() {
+        let (me, my_gid) = fs_ids();
+        let (other, other_gid) = if me == 4242 { (4343, 4343) } else { (4242, 4242) };
+        // A file only its owner (this process's user) may read, made before any switch.
+        let dir = std::env::temp_dir().join(format!("pxfs-asuser-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, b"owner only").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        match AsUser::new(other, other_gid, &[other_gid]) {
+            Ok(held) => {
+                assert_eq!(me, 0, "only root may act as another user");
+                assert_eq!(fs_ids(), (other, other_gid), "the caller's ids while the operation runs");
+                let open = std::fs::File::open(&secret).map(|_| ()).map_err(|e| e.raw_os_error());
+                drop(held);
+                assert_eq!(open, Err(Some(libc::EACCES)), "a root-only file is closed to the caller");
+                assert_eq!(fs_ids(), (0, 0), "root's ids back once the operation is done");
+            }
+            Err(e) => {
+                assert_ne!(me, 0, "root can always act as a user: {e}");
+                assert_eq!(e.raw_os_error(), Some(libc::EPERM), "refused with EPERM");
+                assert_eq!(fs_ids(), (me, my_gid), "nothing changed");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn uid_0_keeps_the_thread_as_it_is() {
+        let before = fs_ids();
+        let held = AsUser::new(0, 0, &[]).expect("never refused");
+        assert_eq!(fs_ids(), before, "no switch: a non-root daemon does not become root by being asked");
+        drop(held);
+        assert_eq!(fs_ids(), before);
+    }
 }

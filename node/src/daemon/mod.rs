@@ -11,12 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::{Config, NodeConfig};
 use crate::control::proto::control_server::ControlServer;
+use crate::error::{Context, Result};
 use control::ControlService;
 use ssi_orb::{Orb, OrbConfig};
 
@@ -30,7 +30,7 @@ pub trait Extension: Send {
 
 /// Each start of a node is a new incarnation: larger than the last one recorded in its dir
 /// and than the clock (so a wiped dir still gets a fresh one).
-fn next_incarnation(dir: &Path) -> anyhow::Result<u64> {
+fn next_incarnation(dir: &Path) -> Result<u64> {
     let f = dir.join("incarnation");
     let last: u64 = std::fs::read_to_string(&f).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
@@ -94,12 +94,12 @@ fn start_dispatcher(
     }
 }
 
-pub fn run(config_path: &Path, id: u32, extensions: Vec<Box<dyn Extension>>) -> anyhow::Result<()> {
-    let cfg = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
-    let me = cfg.node(id).map_err(|e| anyhow!(e))?.clone();
+pub fn run(config_path: &Path, id: u32, extensions: Vec<Box<dyn Extension>>) -> Result<()> {
+    let cfg = Config::load(config_path)?;
+    let me = cfg.node(id)?.clone();
     if let Some(ns) = &me.netns {
         // Before any thread exists: threads take the namespace of the one that starts them.
-        ssi_netsap::topology::enter(ns).map_err(|e| anyhow!(e))?;
+        ssi_netsap::topology::enter(ns)?;
         // Its own ephemeral ports, disjoint from every other node's: implicit binds of
         // different nodes never collide in the cluster's one port namespace.
         let (lo, hi) = ssi_netsap::topology::ephemeral_range(id);
@@ -118,7 +118,7 @@ pub fn run(config_path: &Path, id: u32, extensions: Vec<Box<dyn Extension>>) -> 
         oc.heartbeat = cfg.heartbeat;
         oc.fail_timeout = cfg.fail_timeout;
         oc.max_concurrent = cfg.max_concurrent;
-        let orb = Orb::start(oc).await.map_err(|e| anyhow!(e))?;
+        let orb = Orb::start(oc).await?;
         ssi_orb::diag::install(&orb);
         // A local cluster: every node on this machine (see procmgmt's `table`).
         let one_machine = cfg.nodes.values().all(|n| n.addr.ip().is_loopback()) || cfg.uses_netns();

@@ -8,9 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::bank::{self as db, ClientReport, Scale};
-use anyhow::{bail, Context};
 use serde_json::json;
 
+use crate::error::{Context, Error, Result};
+use ssi_node::bail;
 use ssi_trace::stats::quantile;
 
 pub struct DbOptions {
@@ -39,7 +40,7 @@ struct DbRun {
 /// where the clients start) and checks the books: on the cluster each through `ssi rexec -n N`
 /// (`cluster` is its directory; the working directory moves to that node's mount, so each
 /// client opens the file through its own node), or, for the baseline, as plain processes here.
-fn db_run(cwd: &Path, db: &str, nodes: &[u32], o: &DbOptions, cluster: Option<&Path>) -> anyhow::Result<DbRun> {
+fn db_run(cwd: &Path, db: &str, nodes: &[u32], o: &DbOptions, cluster: Option<&Path>) -> Result<DbRun> {
     let db_path = cwd.join(db);
     db::init(&db_path, o.scale).with_context(|| format!("creating {}", db_path.display()))?;
     let me = std::env::current_exe()?;
@@ -81,7 +82,7 @@ fn db_run(cwd: &Path, db: &str, nodes: &[u32], o: &DbOptions, cluster: Option<&P
 /// `ssi workload db`: a debit/credit client on every member node against one SQLite database
 /// on `/db`, the books checked; then the baseline, same run: as many clients on this machine
 /// against a database on its local disk.
-pub fn db(o: &DbOptions) -> anyhow::Result<()> {
+pub fn db(o: &DbOptions) -> Result<()> {
     let (_, members, m1) = ssi_node::local::running(&o.dir)?;
     if !o.json {
         eprintln!("setting up {} ({} branches, {} accounts)...", m1.join(DB).display(), o.scale.branches, o.scale.accounts);
@@ -146,7 +147,7 @@ pub fn db(o: &DbOptions) -> anyhow::Result<()> {
 }
 
 /// One client (run by `db` on each node through `ssi rexec`): a JSON report on stdout.
-pub fn db_client(db_path: &Path, node: u32, seconds: f64, scale: Scale) -> anyhow::Result<()> {
+pub fn db_client(db_path: &Path, node: u32, seconds: f64, scale: Scale) -> Result<()> {
     let r = db::client(db_path, scale, node, Duration::from_secs_f64(seconds))?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(())

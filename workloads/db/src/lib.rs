@@ -5,4 +5,7 @@
 
 pub mod bank;
 pub mod driver;
+pub mod error;
 pub mod pgbench;
+
+pub use error::Error;

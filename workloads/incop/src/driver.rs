@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use crate::proto::{IncopStub, IssueReq, LookupReq, Member, NodeStatus, Overload, Params, Report, Role, RunReq, StartReq};
 use crate::switch::NUMBER_BASE;
 use crate::IncopError;
-use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 use ssi_orb::Orb;
 
+use crate::error::{Context, Error, Result};
 use ssi_node::config::Config;
+use ssi_node::{bail, failed};
 
 /// The paper's figure: 20,000 calls/s, all within 100 ms, with 12 nodes (2 EAs + 10 QEs).
 pub const PAPER_RATE: f64 = 20_000.0;
@@ -136,19 +137,19 @@ pub struct Session {
 }
 
 impl Session {
-    pub async fn open(cfg: &Config) -> anyhow::Result<Session> {
+    pub async fn open(cfg: &Config) -> Result<Session> {
         let orb = ssi_node::tool::connect(cfg).await?;
         let mut stubs = BTreeMap::new();
         for id in cfg.nodes.keys() {
             let s =
-                crate::stub(&orb, *id, Duration::from_secs(10)).await.map_err(|e| anyhow!("node {id} serves no IN coprocessor: {e}"))?;
+                crate::stub(&orb, *id, Duration::from_secs(10)).await.map_err(|e| failed!("node {id} serves no IN coprocessor: {e}"))?;
             stubs.insert(*id, s);
         }
         Ok(Session { orb, cfg: cfg.clone(), stubs })
     }
 
-    pub fn stub(&self, node: u32) -> anyhow::Result<&IncopStub> {
-        self.stubs.get(&node).ok_or_else(|| anyhow!("no node {node}"))
+    pub fn stub(&self, node: u32) -> Result<&IncopStub> {
+        self.stubs.get(&node).ok_or_else(|| failed!("no node {node}"))
     }
 
     /// Stops whatever roles the nodes in `nodes` run.
@@ -160,7 +161,7 @@ impl Session {
         }
     }
 
-    pub async fn start(&self, p: &Placement, params: &Params) -> anyhow::Result<()> {
+    pub async fn start(&self, p: &Placement, params: &Params) -> Result<()> {
         let nodes: Vec<u32> = self.stubs.keys().copied().collect();
         self.stop(&nodes).await;
         // QEs first: the EAs must find them ready when the first calls come.
@@ -168,12 +169,12 @@ impl Session {
         order.sort_by_key(|m| (m.role != Role::Qe as i32, m.id));
         for m in &order {
             let req = StartReq { me: Some(*m), roster: p.members.clone(), params: Some(*params), joining: false };
-            self.stub(m.node)?.start(req).await.map_err(|e| anyhow!("starting member {} on node {}: {e}", m.id, m.node))?;
+            self.stub(m.node)?.start(req).await.map_err(|e| failed!("starting member {} on node {}: {e}", m.id, m.node))?;
         }
         Ok(())
     }
 
-    pub async fn status(&self, node: u32) -> anyhow::Result<NodeStatus> {
+    pub async fn status(&self, node: u32) -> Result<NodeStatus> {
         Ok(self.stub(node)?.status(ssi_orb::proto::Empty {}).await?.into_inner())
     }
 }
@@ -237,9 +238,9 @@ pub struct Outcome {
 
 /// One run on a started placement: offers the calls, injects the faults, waits until every
 /// call is settled.
-pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, faults: &[Fault], progress: bool) -> anyhow::Result<Outcome> {
+pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, faults: &[Fault], progress: bool) -> Result<Outcome> {
     let sw = s.stub(p.members[0].node)?;
-    sw.run(req.clone()).await.map_err(|e| anyhow!("starting the switch: {e}"))?;
+    sw.run(req.clone()).await.map_err(|e| failed!("starting the switch: {e}"))?;
     let t0 = Instant::now();
     let mut log = FaultLog::default();
     let mut pending: Vec<Fault> = faults.to_vec();
@@ -248,7 +249,7 @@ pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, fault
     let limit = Duration::from_secs_f64(req.calls as f64 / req.rate * 3.0 + 60.0);
     let report = loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let pr = sw.poll(ssi_orb::proto::Empty {}).await.map_err(|e| anyhow!("the switch: {e}"))?.into_inner();
+        let pr = sw.poll(ssi_orb::proto::Empty {}).await.map_err(|e| failed!("the switch: {e}"))?.into_inner();
         let mut i = 0;
         while i < pending.len() {
             let at = match pending[i] {
@@ -261,8 +262,8 @@ pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, fault
             match pending.remove(i) {
                 Fault::KillQe(_) | Fault::KillEa(_) => {
                     let v = p.victim.expect("placed with a victim");
-                    let nc = s.cfg.node(v.node).map_err(|e| anyhow!(e))?;
-                    let pid = ssi_node::pidfile::node_pid(nc).ok_or_else(|| anyhow!("node {} is not running", v.node))?;
+                    let nc = s.cfg.node(v.node)?;
+                    let pid = ssi_node::pidfile::node_pid(nc).ok_or_else(|| failed!("node {} is not running", v.node))?;
                     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
                     log.killed = Some((v.id, v.node, pr.issued, t0.elapsed().as_secs_f64()));
                 }
@@ -273,7 +274,7 @@ pub async fn run(s: &Session, p: &Placement, params: &Params, req: RunReq, fault
                         roster.retain(|m| m.node != v.node || log.killed.is_none());
                     }
                     let req = StartReq { me: Some(a), roster, params: Some(*params), joining: true };
-                    s.stub(a.node)?.start(req).await.map_err(|e| anyhow!("adding QE {} on node {}: {e}", a.id, a.node))?;
+                    s.stub(a.node)?.start(req).await.map_err(|e| failed!("adding QE {} on node {}: {e}", a.id, a.node))?;
                     // An update while it joins: it must reach the new QE too.
                     let number = NUMBER_BASE + params.db_entries + 4242;
                     let ui = s.stub(p.members[1].node)?;
@@ -349,10 +350,10 @@ pub fn recovery_s(r: &Report, overloads: &[Overload]) -> Option<f64> {
     Some(if r.missed == 0 { f64::NEG_INFINITY } else { r.last_missed_s - end })
 }
 
-pub fn workload(o: &InOptions) -> anyhow::Result<()> {
+pub fn workload(o: &InOptions) -> Result<()> {
     let cfg = ssi_node::local::load(&o.dir)?;
     let members = ssi_node::local::status(&o.dir).context("the cluster must be running (ssi up)")?.view_members;
-    let placement = place(&members, o.qes, &o.faults).map_err(|e| anyhow!(e))?;
+    let placement = place(&members, o.qes, &o.faults)?;
     // The tool ORB runs inside node 1's network when the cluster has namespaces.
     let outcome = ssi_node::tool::on_cluster_network(&cfg, || async {
         let s = Session::open(&cfg).await?;
@@ -412,7 +413,7 @@ fn pct(a: u64, b: u64) -> f64 {
     }
 }
 
-fn print(o: &InOptions, p: &Placement, out: &Outcome) -> anyhow::Result<()> {
+fn print(o: &InOptions, p: &Placement, out: &Outcome) -> Result<()> {
     let r = &out.report;
     let rec = recovery_s(r, &o.overloads);
     if let Some(path) = &o.svg {
@@ -420,7 +421,7 @@ fn print(o: &InOptions, p: &Placement, out: &Outcome) -> anyhow::Result<()> {
             "IN coprocessor: {} QEs, {:.0} calls/s — share within {} ms per {} calls",
             o.qes, o.rate, o.params.deadline_ms, o.interval_calls
         );
-        let svg = crate::report::intervals_svg(&title, &[("ssi".to_string(), r)]).map_err(|e| anyhow!(e))?;
+        let svg = crate::report::intervals_svg(&title, &[("ssi".to_string(), r)])?;
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
     }
     if o.json {

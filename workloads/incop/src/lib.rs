@@ -51,6 +51,7 @@ pub mod proto {
 pub mod age;
 pub mod driver;
 pub mod ea;
+pub mod error;
 pub mod group;
 pub mod node;
 pub mod outbox;
@@ -61,6 +62,8 @@ pub mod switch;
 pub mod ui;
 pub mod watermark;
 pub mod wheel;
+
+pub use error::Error;
 
 /// Why a role, a run, a placement or a report could not be made.
 #[derive(Debug, thiserror::Error)]

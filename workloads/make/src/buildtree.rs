@@ -2,11 +2,11 @@
 //! unpacked, its object files listed, and how many processes each node started meanwhile.
 //! Used by `ssi bench rexec` and `ssi workload make`.
 
+use crate::error::{Context, Error, Result};
+use ssi_node::{bail, failed};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-use anyhow::{anyhow, bail, Context};
 
 /// Every `*.o` under `dir`, relative.
 pub fn objects(dir: &Path) -> BTreeSet<PathBuf> {
@@ -36,7 +36,7 @@ pub struct SsiShell<'a> {
 /// `make -jJOBS MALLOC=libc` in `tree` (the redis tree, without jemalloc), its recipes through
 /// `shell` if given, else run here; stdout discarded, stderr to `stderr`. The wall time in
 /// seconds, or an error when make fails.
-pub fn make(tree: &Path, jobs: u32, shell: Option<SsiShell>, stderr: Stdio) -> anyhow::Result<f64> {
+pub fn make(tree: &Path, jobs: u32, shell: Option<SsiShell>, stderr: Stdio) -> Result<f64> {
     let mut c = Command::new("make");
     c.arg(format!("-j{jobs}")).arg("MALLOC=libc").current_dir(tree).stdout(Stdio::null()).stderr(stderr);
     if let Some(s) = &shell {
@@ -55,17 +55,17 @@ pub fn make(tree: &Path, jobs: u32, shell: Option<SsiShell>, stderr: Stdio) -> a
     Ok(secs)
 }
 
-pub fn untar(tarball: &Path, into: &Path) -> anyhow::Result<PathBuf> {
+pub fn untar(tarball: &Path, into: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(into)?;
     let st = Command::new("tar").arg("xzf").arg(tarball).current_dir(into).status()?;
     if !st.success() {
         bail!("tar xzf {} failed", tarball.display());
     }
-    let top = std::fs::read_dir(into)?.flatten().find(|e| e.path().is_dir()).ok_or_else(|| anyhow!("empty tarball"))?;
+    let top = std::fs::read_dir(into)?.flatten().find(|e| e.path().is_dir()).ok_or_else(|| failed!("empty tarball"))?;
     Ok(top.path())
 }
 
-pub fn fetch_tree() -> anyhow::Result<PathBuf> {
+pub fn fetch_tree() -> Result<PathBuf> {
     // The workspace's script, two levels above this crate.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-redis.sh");
     let out = Command::new(&script).stderr(Stdio::inherit()).output().with_context(|| format!("{}", script.display()))?;
@@ -76,13 +76,13 @@ pub fn fetch_tree() -> anyhow::Result<PathBuf> {
 }
 
 /// Each node's count of processes its ProcMgr started.
-pub async fn spawned(cfg: &ssi_node::config::Config) -> anyhow::Result<Vec<(u32, u64)>> {
+pub async fn spawned(cfg: &ssi_node::config::Config) -> Result<Vec<(u32, u64)>> {
     let orb = ssi_node::tool::connect(cfg).await?;
     let mut out = Vec::new();
     for id in cfg.nodes.keys() {
-        let h = orb.resolve(*id, ssi_procmgmt::PROCMGR_NAME).await.map_err(|e| anyhow!("node {id}: {e}"))?;
-        let s = ssi_procmgmt::proto::ProcMgrStub::new(h).map_err(|e| anyhow!(e))?;
-        out.push((*id, s.load(ssi_orb::proto::Empty {}).await.map_err(|e| anyhow!("node {id}: {e}"))?.spawned));
+        let h = orb.resolve(*id, ssi_procmgmt::PROCMGR_NAME).await.map_err(|e| failed!("node {id}: {e}"))?;
+        let s = ssi_procmgmt::proto::ProcMgrStub::new(h)?;
+        out.push((*id, s.load(ssi_orb::proto::Empty {}).await.map_err(|e| failed!("node {id}: {e}"))?.spawned));
     }
     orb.shutdown();
     Ok(out)

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context};
+use crate::error::{Context, Error, Result};
 use serde_json::json;
+use ssi_node::bail;
 
 pub struct MakeOptions {
     pub dir: PathBuf,
@@ -19,7 +20,7 @@ pub struct MakeOptions {
 /// `make -jN SHELL='ssi sh'`, so the recipes spread over the nodes; then the same tree built
 /// with plain `make -jN` on the local disk (the baseline, same run); then the built server is
 /// run on another node.
-pub fn make(o: &MakeOptions) -> anyhow::Result<()> {
+pub fn make(o: &MakeOptions) -> Result<()> {
     use crate::buildtree::{fetch_tree, make, objects, spawned, untar, SsiShell};
     let (cfg, members, m1) = ssi_node::local::running(&o.dir)?;
     let first = members[0];

@@ -4,3 +4,6 @@
 
 pub mod buildtree;
 pub mod driver;
+pub mod error;
+
+pub use error::Error;

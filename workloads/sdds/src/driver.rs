@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::client::Client;
+use crate::error::{Context, Error, Result};
 use crate::person::{expected_pairs, join, person, sqlite_alone};
 use crate::proto::{FileSpec, Kind};
-use anyhow::{anyhow, bail, Context};
 use serde_json::json;
+use ssi_node::bail;
 
 pub struct SddsOptions {
     pub dir: PathBuf,
@@ -72,7 +73,7 @@ const SEED: u64 = 2000;
 
 /// Figs 3–4: elapsed time and time per tuple against the file size, ours beside the paper's
 /// (the last case of each size).
-fn write_plots(prefix: &std::path::Path, rows: &[serde_json::Value]) -> anyhow::Result<()> {
+fn write_plots(prefix: &std::path::Path, rows: &[serde_json::Value]) -> Result<()> {
     let by_n: std::collections::BTreeMap<u64, &serde_json::Value> = rows.iter().map(|r| (r["tuples"].as_u64().unwrap_or(0), r)).collect();
     let series = |name: &str, key: &str| -> crate::plot::Series {
         (name.to_string(), by_n.iter().filter_map(|(n, r)| r[key].as_f64().map(|t| (*n as f64, t))).collect())
@@ -89,14 +90,14 @@ fn write_plots(prefix: &std::path::Path, rows: &[serde_json::Value]) -> anyhow::
         ("elapsed", false, "Person self-join: elapsed time vs tuples (cf. AMOS-SDDS Fig. 3)"),
         ("per-tuple", true, "Person self-join: time per tuple (cf. AMOS-SDDS Fig. 4)"),
     ] {
-        let svg = crate::plot::svg(title, &all, per).map_err(|e| anyhow!(e))?;
+        let svg = crate::plot::svg(title, &all, per)?;
         let path = std::path::PathBuf::from(format!("{}-{suffix}.svg", prefix.display()));
         std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
-pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
+pub fn workload(o: &SddsOptions) -> Result<()> {
     let cfg = ssi_node::local::load(&o.dir)?;
     let members = ssi_node::local::status(&o.dir).context("the cluster must be running (ssi up)")?.view_members;
     let mut rows = Vec::new();
@@ -113,11 +114,11 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
                 initial_buckets: b,
                 key_space: n,
             };
-            let mut c = Client::create(&orb, spec).await.map_err(|e| anyhow!(e))?;
+            let mut c = Client::create(&orb, spec).await?;
             let t = Instant::now();
             for lo in (1..=n).step_by(100_000) {
                 let batch: Vec<_> = (lo..=(lo + 99_999).min(n)).map(|s| person(s, SEED)).collect();
-                c.insert(batch).await.map_err(|e| anyhow!(e))?;
+                c.insert(batch).await?;
             }
             let load_s = t.elapsed().as_secs_f64();
             let want = expected_pairs(n, SEED);
@@ -133,7 +134,7 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
                 if !o.json {
                     eprintln!("  {n} tuples, {b} buckets, {}-strategy: Query 2...", s.to_uppercase());
                 }
-                let q2 = join(&mut c, false, i, o.chunk).await.map_err(|e| anyhow!(e))?;
+                let q2 = join(&mut c, false, i, o.chunk).await?;
                 if q2.result != want || !q2.complete {
                     bail!("Query 2 on {n} tuples, {b} buckets ({s}): {} pairs (want {want}), complete: {}", q2.result, q2.complete);
                 }
@@ -142,7 +143,7 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
                     if !o.json {
                         eprintln!("  {n} tuples, {b} buckets, {}-strategy: Query 1...", s.to_uppercase());
                     }
-                    let q1 = join(&mut c, true, i, o.chunk).await.map_err(|e| anyhow!(e))?;
+                    let q1 = join(&mut c, true, i, o.chunk).await?;
                     if q1.result != want || !q1.complete {
                         bail!("Query 1 on {n} tuples, {b} buckets ({s}): {} pairs (want {want})", q1.result);
                     }
@@ -153,11 +154,11 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
             if k + 1 == o.cases.len() && o.searches > 0 {
                 let ks: Vec<u64> = (0..o.searches).map(|i| 1 + crate::addr::mix(i ^ 77) % n).collect();
                 let t = Instant::now();
-                let found = c.search(&ks).await.map_err(|e| anyhow!(e))?;
+                let found = c.search(&ks).await?;
                 let warm = ks.len() as f64 / t.elapsed().as_secs_f64();
                 let mut fresh = Client::new(&orb, c.spec.clone());
                 let t = Instant::now();
-                let found2 = fresh.search(&ks).await.map_err(|e| anyhow!(e))?;
+                let found2 = fresh.search(&ks).await?;
                 let cold = ks.len() as f64 / t.elapsed().as_secs_f64();
                 if found.len() != ks.len() || found2.len() != ks.len() {
                     bail!("key search found {} and {} of {} keys", found.len(), found2.len(), ks.len());
@@ -165,12 +166,12 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
                 keys = Some(json!({"tuples": n, "buckets": b, "searches": ks.len(), "warm_keys_per_s": warm, "fresh_keys_per_s": cold,
                                    "fresh_iams": fresh.iams, "fresh_forwarded": fresh.forwarded, "fresh_image_buckets": fresh.image.buckets().len()}));
             }
-            c.drop_file().await.map_err(|e| anyhow!(e))?;
+            c.drop_file().await?;
             if n <= o.baseline_max {
                 if !o.json {
                     eprintln!("  {n} tuples: the join in one SQLite database...");
                 }
-                let (s2, r2) = tokio::task::spawn_blocking(move || sqlite_alone(n, SEED, false)).await?.map_err(|e| anyhow!(e))?;
+                let (s2, r2) = tokio::task::spawn_blocking(move || sqlite_alone(n, SEED, false)).await??;
                 if r2 != want {
                     bail!("SQLite counted {r2} pairs, want {want}");
                 }
@@ -182,7 +183,7 @@ pub fn workload(o: &SddsOptions) -> anyhow::Result<()> {
             row["paper_alone_s"] = json!(pa);
             rows.push(row);
         }
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, Error>(())
     })?;
     if let (Some(k), true) = (keys.as_mut(), o.redis_masters > 0) {
         let searches = k["searches"].as_u64().unwrap_or(0);

@@ -48,11 +48,14 @@ pub mod addr;
 pub mod bucket;
 pub mod client;
 pub mod driver;
+pub mod error;
 pub mod isql;
 pub mod person;
 pub mod plot;
 pub mod redis_cluster;
 pub mod server;
+
+pub use error::Error;
 
 /// Why an SDDS operation, its baseline or its plot failed.
 #[derive(Debug, thiserror::Error)]

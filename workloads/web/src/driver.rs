@@ -13,12 +13,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
+use crate::error::{Context, Error, Result};
 use crate::nginx::{Nginx, Site};
 use crate::wrk::{self, Load, Report};
 use ssi_netsap::topology::{Topology, GLOBAL_ADDRESS};
+use ssi_node::{bail, failed};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mix {
@@ -47,7 +48,7 @@ const CLASSES: [(f64, u64); 4] = [(0.35, 102), (0.50, 1024), (0.14, 10 * 1024), 
 
 /// Writes the document tree under `root` (a directory on PXFS) and, for the mix, the wrk
 /// script that picks a file per request; returns the script's path.
-fn write_tree(root: &Path, scratch: &Path, mix: Mix) -> anyhow::Result<Option<PathBuf>> {
+fn write_tree(root: &Path, scratch: &Path, mix: Mix) -> Result<Option<PathBuf>> {
     crate::nginx::paper_document(root)?;
     if mix == Mix::Paper {
         return Ok(None);
@@ -76,7 +77,7 @@ fn write_tree(root: &Path, scratch: &Path, mix: Mix) -> anyhow::Result<Option<Pa
     Ok(Some(script))
 }
 
-pub fn web(o: &WebOptions) -> anyhow::Result<()> {
+pub fn web(o: &WebOptions) -> Result<()> {
     let cfg = ssi_node::local::load(&o.dir)?;
     if !cfg.uses_netns() {
         bail!("ssi workload web needs a --netns cluster (ssi up --netns): clients reach it from ext through the gateway");
@@ -85,8 +86,8 @@ pub fn web(o: &WebOptions) -> anyhow::Result<()> {
     if !members.contains(&3) {
         bail!("the baseline runs on node 3, which is not a member (ssi up --netns --nodes 4)");
     }
-    let gateway = *cfg.gateways.first().ok_or_else(|| anyhow!("the cluster has no gateway"))?;
-    let mount = |n: u32| cfg.node(n).map(|c| c.mountpoint.clone()).map_err(|e| anyhow!(e));
+    let gateway = *cfg.gateways.first().ok_or_else(|| failed!("the cluster has no gateway"))?;
+    let mount = |n: u32| cfg.node(n).map(|c| c.mountpoint.clone()).map_err(|e| Error::Node(e.into()));
     let scratch = o.dir.join("web");
     std::fs::create_dir_all(&scratch)?;
     // Written through the gateway's own mount: /www is on its disk.
@@ -120,7 +121,7 @@ pub fn web(o: &WebOptions) -> anyhow::Result<()> {
         script: script.as_deref(),
     };
     // The baseline first, through a route opened for it alone.
-    topo.route_ext_to(3, true).map_err(|e| anyhow!("opening the baseline's route: {e}"))?;
+    topo.route_ext_to(3, true).map_err(|e| failed!("opening the baseline's route: {e}"))?;
     if !o.json {
         eprintln!("baseline: nginx on node 3 at its own address, {} s...", o.seconds);
     }

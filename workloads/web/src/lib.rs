@@ -2,5 +2,8 @@
 //! the cluster's global address, loaded with wrk from outside; one nginx on one node beside it.
 
 pub mod driver;
+pub mod error;
 pub mod nginx;
 pub mod wrk;
+
+pub use error::Error;

@@ -3,11 +3,11 @@
 //! a scalable service or alone), serving a document root, logging each request to its own
 //! access log so that per-node request counts come from nginx itself.
 
+use crate::error::{Context, Error, Result};
+use ssi_node::bail;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context};
 
 /// One nginx: its node, its files (config, logs, pid) under `dir`.
 pub struct Nginx {
@@ -29,7 +29,7 @@ pub struct Site<'a> {
 impl Nginx {
     /// Starts nginx for `site` on the cluster in `cluster` (its files under `dir`) with the
     /// `ssi` binary `ssi`, and waits until the SAP lists it as a listener of the port.
-    pub fn start(ssi: &Path, cluster: &Path, dir: &Path, site: &Site) -> anyhow::Result<Nginx> {
+    pub fn start(ssi: &Path, cluster: &Path, dir: &Path, site: &Site) -> Result<Nginx> {
         if Command::new("nginx").arg("-v").stderr(Stdio::null()).status().is_err() {
             bail!("nginx is not installed (apt: nginx-light; scripts/install-deps.sh)");
         }
@@ -68,7 +68,7 @@ impl Nginx {
         Ok(n)
     }
 
-    fn wait_listed(&mut self, cluster: &Path, port: u16) -> anyhow::Result<()> {
+    fn wait_listed(&mut self, cluster: &Path, port: u16) -> Result<()> {
         let t0 = Instant::now();
         loop {
             if ssi_node::ports::listeners(cluster, port)?.iter().any(|&(node, _)| node == self.node) {
@@ -89,7 +89,7 @@ impl Nginx {
     }
 
     /// Its pid (from its pid file).
-    pub fn pid(&self) -> anyhow::Result<i32> {
+    pub fn pid(&self) -> Result<i32> {
         let p = self.dir.join("nginx.pid");
         std::fs::read_to_string(&p)
             .with_context(|| p.display().to_string())?
@@ -110,7 +110,7 @@ impl Nginx {
     }
 
     /// Kills it at once (SIGKILL), as a crash would.
-    pub fn kill(&mut self) -> anyhow::Result<()> {
+    pub fn kill(&mut self) -> Result<()> {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()?), nix::sys::signal::Signal::SIGKILL)?;
         let _ = self.run.wait();
         Ok(())
@@ -135,7 +135,7 @@ impl Drop for Nginx {
 }
 
 /// The paper's web document: one file of 1,500 bytes (`index.html` under `root`).
-pub fn paper_document(root: &Path) -> anyhow::Result<()> {
+pub fn paper_document(root: &Path) -> Result<()> {
     std::fs::create_dir_all(root)?;
     let body: Vec<u8> = (0..1500).map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[i % 27]).collect();
     std::fs::write(root.join("index.html"), body)?;

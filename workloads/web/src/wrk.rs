@@ -1,11 +1,11 @@
 //! wrk, the HTTP load generator, run in a `--netns` cluster's external namespace against the
 //! cluster's global address; its report parsed (requests/s, latency percentiles, errors).
 
+use crate::error::{Context, Error, Result};
+use ssi_node::bail;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use anyhow::{bail, Context};
 
 /// One wrk run.
 pub struct Load<'a> {
@@ -33,7 +33,7 @@ pub struct Report {
 }
 
 /// Runs `load` with wrk inside the external namespace `ext_ns`.
-pub fn run(ext_ns: &str, load: &Load) -> anyhow::Result<Report> {
+pub fn run(ext_ns: &str, load: &Load) -> Result<Report> {
     if Command::new("wrk").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         bail!("wrk is not installed (apt: wrk; scripts/install-deps.sh)");
     }
@@ -56,7 +56,7 @@ pub fn run(ext_ns: &str, load: &Load) -> anyhow::Result<Report> {
 }
 
 /// Parses wrk's text report (run with `--latency`).
-pub fn parse(text: &str) -> anyhow::Result<Report> {
+pub fn parse(text: &str) -> Result<Report> {
     let mut r = Report::default();
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -81,7 +81,7 @@ pub fn parse(text: &str) -> anyhow::Result<Report> {
 }
 
 /// wrk's durations: `812.00us`, `1.25ms`, `2.01s`.
-fn millis(v: &str) -> anyhow::Result<f64> {
+fn millis(v: &str) -> Result<f64> {
     let (num, scale) = if let Some(x) = v.strip_suffix("us") {
         (x, 1e-3)
     } else if let Some(x) = v.strip_suffix("ms") {
