@@ -101,6 +101,7 @@
 pub mod attrcache;
 pub mod cache;
 pub mod client;
+pub mod errno;
 pub mod exclusive;
 pub mod holder;
 pub mod locks;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fuser::Errno;
+use crate::errno::Errno;
 use parking_lot::Mutex;
 use ssi_orb::proto::Creds;
 use ssi_orb::{error::code, CallOptions, Orb, OrbError, Received};

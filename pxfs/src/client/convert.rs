@@ -1,37 +1,14 @@
-//! Between PXFS's messages and the kernel's: attributes, file types, the caller's
-//! credentials, and the replies that carry them.
+//! Between PXFS's messages and the kernel's: attributes, file types and the caller's
+//! credentials.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fuser::{Errno, FileAttr, FileType, Generation, INodeNo, ReplyEmpty, ReplyEntry, Request};
-use parking_lot::RwLock;
+use fuser::{FileAttr, FileType, INodeNo, Request};
 use ssi_orb::proto::Creds;
 
-use super::inodes::Inodes;
-use super::TTL;
-use crate::proto::{Attr, Entry, Fid};
-use crate::synthetic::{Caller, SynAttr};
-
-/// Answers a lookup-like request with the entry, registering its inode (returned).
-pub(super) fn reply_entry(inodes: &RwLock<Inodes>, vol: u32, path: String, e: Entry, reply: ReplyEntry) -> Option<u64> {
-    match (e.fid, e.attr) {
-        (Some(f), Some(a)) => {
-            let ino = inodes.write().remember(vol, f.handle, path);
-            reply.entry(&TTL, &file_attr(ino, &a), Generation(0));
-            Some(ino)
-        }
-        _ => {
-            reply.error(Errno::EIO);
-            None
-        }
-    }
-}
-
-/// A negative entry: the name is absent (cached by the kernel under the directory's token).
-pub(super) fn reply_absent(reply: ReplyEntry) {
-    reply.entry(&TTL, &file_attr(0, &Attr::default()), Generation(0))
-}
+use crate::proto::{Attr, Fid};
+use crate::synthetic::SynAttr;
 
 pub(super) fn kind_of(mode: u32) -> FileType {
     match mode & libc::S_IFMT {
@@ -105,11 +82,6 @@ pub(super) fn syn_attr(ino: u64, a: &SynAttr) -> FileAttr {
 }
 
 /// The caller's credentials: uid and gid from the request, supplementary groups from /proc.
-pub(super) fn caller(req: &Request) -> Caller {
-    let c = creds(req);
-    Caller { uid: c.uid, gid: c.gid, groups: c.groups }
-}
-
 pub(super) fn creds(req: &Request) -> Creds {
     let mut groups = Vec::new();
     if req.uid() != 0 {
@@ -120,14 +92,6 @@ pub(super) fn creds(req: &Request) -> Creds {
         }
     }
     Creds { uid: req.uid(), gid: req.gid(), groups }
-}
-
-/// Answers an operation whose reply carries nothing but success or an errno.
-pub(super) fn reply_empty<T>(reply: ReplyEmpty, r: Result<T, Errno>) {
-    match r {
-        Ok(_) => reply.ok(),
-        Err(e) => reply.error(e),
-    }
 }
 
 pub(super) fn fid(h: &Bytes) -> Option<Fid> {

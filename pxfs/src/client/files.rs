@@ -1,182 +1,186 @@
-//! Open files: open, create, read, write, flush, release, and byte-range locks.
+//! Open files: open, create, read, write, flush, release, fsync, and byte-range locks.
 
-use std::ffi::OsStr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fuser::{
-    Errno, FileHandle, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyCreate, ReplyData, ReplyEmpty, ReplyOpen, ReplyWrite,
-    Request,
-};
+use ssi_orb::proto::Creds;
 use ssi_orb::CallOptions;
 
-use super::convert::{caller, creds, fid, file_attr, reply_empty};
+use super::convert::fid;
 use super::namespace::join;
-use super::{Client, LOCK_WAIT, TTL};
+use super::{caller_of, Answer, Client, Opened, LOCK_WAIT};
+use crate::errno::Errno;
 use crate::holder::Buffered;
 use crate::locks::{Lock, SetError};
 use crate::owners::{errno_of, invoke};
 use crate::proto::*;
 
+/// A byte-range lock as fcntl(2) states it: who asks (the kernel's lock owner and the
+/// process), the type (F_RDLCK, F_WRLCK, F_UNLCK) and the range `start..=end`.
+#[derive(Clone, Copy)]
+pub(super) struct LockAsk {
+    pub owner: u64,
+    pub pid: u32,
+    pub typ: i32,
+    pub start: u64,
+    pub end: u64,
+}
+
 impl Client {
-    pub(super) fn open_k(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+    pub(super) fn open(&self, who: Creds, ino: u64, flags: i32) -> Answer<Opened> {
+        let (vol, h, _) = match self.node(ino) {
+            Ok(n) => n,
+            Err(e) => return Answer::Now(Err(e)),
+        };
         if let Some((sv, spath)) = self.syn(vol, &h) {
-            if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-                return reply.error(Errno::EROFS);
+            if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                return Answer::Now(Err(Errno::EROFS));
             }
-            let data = or_reply!(reply, self.rt.block_on(sv.provider.read(&spath, &caller(req))).map_err(Errno::from_i32));
+            let data = match self.rt.block_on(sv.provider.read(&spath, &caller_of(&who))) {
+                Ok(d) => d,
+                Err(e) => return Answer::Now(Err(Errno::from_i32(e))),
+            };
             let fh = self.next_dh.fetch_add(1, Relaxed) | (1 << 63);
             self.syn_files.lock().insert(fh, Arc::new(data));
             // Not through the page cache: the size is not known before reading.
-            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            return Answer::Now(Ok(Opened { fh, keep_cache: false, direct_io: true }));
         }
-        let (owners, holder, cache, who) = (self.owners.clone(), self.holder.clone(), self.cache.clone(), Some(creds(req)));
+        let (owners, holder, cache) = (self.owners.clone(), self.holder.clone(), self.cache.clone());
         let t = self.cache.ticket();
-        self.answer(async move {
-            match invoke(&owners, vol, who, |s| {
-                let r = OpenReq { fid: fid(&h), flags: flags.0 };
+        Answer::Later(Box::pin(async move {
+            let o = invoke(&owners, vol, Some(who), |s| {
+                let r = OpenReq { fid: fid(&h), flags };
                 async move { s.open(r).await }
             })
-            .await
-            {
-                // Page cache under the owner's token, kept across opens while the data's
-                // version is the one the pages were read at.
-                Ok(o) => {
-                    holder.opened(vol, &h, o.exclusive).await;
-                    let keep = o.attr.as_ref().is_some_and(|a| cache.keep_data(t, ino.0, a.into()));
-                    reply.opened(FileHandle(o.fh), if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() })
-                }
-                Err(e) => reply.error(e),
-            }
-        });
+            .await?;
+            // Page cache under the owner's token, kept across opens while the data's version
+            // is the one the pages were read at.
+            holder.opened(vol, &h, o.exclusive).await;
+            let keep_cache = o.attr.as_ref().is_some_and(|a| cache.keep_data(t, ino, a.into()));
+            Ok(Opened { fh: o.fh, keep_cache, direct_io: false })
+        }))
     }
 
-    // The kernel request's fields, as fuser hands them over.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn create_k(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
-        let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
-        let (vol, h, path) = or_reply!(reply, self.node(parent.0));
+    /// open(2) with O_CREAT of `name` in `parent`: the new file's inode, attributes and handle.
+    pub(super) fn create(&self, who: Creds, parent: u64, name: &str, mode: u32, umask: u32, flags: i32) -> Answer<(u64, Attr, u64)> {
+        let (vol, h, path) = match self.node(parent) {
+            Ok(n) => n,
+            Err(e) => return Answer::Now(Err(e)),
+        };
         let child = join(&path, name);
         if self.mounts.crossing(&child).is_some() {
-            return reply.error(Errno::EISDIR);
+            return Answer::Now(Err(Errno::EISDIR));
         }
         let r = CreateReq { parent: fid(&h), name: name.into(), mode, umask, flags };
-        let t = self.changing_dir(parent.0);
-        let (owners, holder, cache, inodes, who, name) =
-            (self.owners.clone(), self.holder.clone(), self.cache.clone(), self.inodes.clone(), Some(creds(req)), name.to_string());
-        self.answer(async move {
-            match invoke(&owners, vol, who, |s| {
+        let t = self.changing_dir(parent);
+        let (owners, holder, cache, inodes, name) =
+            (self.owners.clone(), self.holder.clone(), self.cache.clone(), self.inodes.clone(), name.to_string());
+        Answer::Later(Box::pin(async move {
+            let reply = invoke(&owners, vol, Some(who), |s| {
                 let r = r.clone();
                 async move { s.create(r).await }
             })
-            .await
-            {
-                Ok(CreateReply { entry: Some(Entry { fid: Some(f), attr: Some(a), parent: dir }), fh, exclusive }) => {
-                    if let Some(d) = dir {
-                        cache.put_dir(t, parent.0, d);
-                    }
-                    holder.opened(vol, &f.handle, exclusive).await;
-                    holder.note_attr(vol, &f.handle, &a);
-                    let ino = inodes.write().remember(vol, f.handle, child);
-                    cache.name_changed(parent.0, &name, true);
-                    // A new file has no capabilities; the kernel asks before its first write.
-                    cache.put_xattr_absent(t, ino, "security.capability");
-                    reply.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty());
-                }
-                Ok(_) => reply.error(Errno::EIO),
-                Err(e) => reply.error(e),
+            .await?;
+            let CreateReply { entry: Some(Entry { fid: Some(f), attr: Some(a), parent: dir }), fh, exclusive } = reply else {
+                return Err(Errno::EIO);
+            };
+            if let Some(d) = dir {
+                cache.put_dir(t, parent, d);
             }
-        });
+            holder.opened(vol, &f.handle, exclusive).await;
+            holder.note_attr(vol, &f.handle, &a);
+            let ino = inodes.write().remember(vol, f.handle, child);
+            cache.name_changed(parent, &name, true);
+            // A new file has no capabilities; the kernel asks before its first write.
+            cache.put_xattr_absent(t, ino, "security.capability");
+            Ok((ino, a, fh))
+        }))
     }
 
-    pub(super) fn read_k(&self, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, reply: ReplyData) {
-        if let Some(d) = self.syn_files.lock().get(&fh.0) {
+    pub(super) fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Answer<Bytes> {
+        if let Some(d) = self.syn_files.lock().get(&fh) {
             let start = (offset as usize).min(d.len());
-            return reply.data(&d[start..(start + size as usize).min(d.len())]);
+            return Answer::Now(Ok(Bytes::copy_from_slice(&d[start..(start + size as usize).min(d.len())])));
         }
-        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
-        or_reply!(reply, self.settle(vol, &h));
+        let vol = match self.node(ino).and_then(|(vol, h, _)| self.settle(vol, &h).map(|()| vol)) {
+            Ok(vol) => vol,
+            Err(e) => return Answer::Now(Err(e)),
+        };
         if self.volumes.get(&vol).is_some_and(|v| v.node == self.orb.node()) {
-            match self.local.read(vol, fh.0, self.orb.node(), offset, size) {
-                Some(Ok(d)) => return reply.data(&d),
-                Some(Err(e)) => return reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
+            match self.local.read(vol, fh, self.orb.node(), offset, size) {
+                Some(Ok(d)) => return Answer::Now(Ok(d.into())),
+                Some(Err(e)) => return Answer::Now(Err(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))),
                 None => {}
             }
         }
         let owners = self.owners.clone();
-        self.answer(async move {
-            match invoke(&owners, vol, None, |s| {
-                let r = ReadReq { fh: fh.0, offset, size };
+        Answer::Later(Box::pin(async move {
+            let d = invoke(&owners, vol, None, |s| {
+                let r = ReadReq { fh, offset, size };
                 async move { s.read(r).await }
             })
-            .await
-            {
-                Ok(d) => reply.data(&d.data),
-                Err(e) => reply.error(e),
-            }
-        });
+            .await?;
+            Ok(d.data)
+        }))
     }
 
-    pub(super) fn write_k(&self, ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], reply: ReplyWrite) {
-        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+    pub(super) fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> Answer<u32> {
+        let (vol, h, _) = match self.node(ino) {
+            Ok(n) => n,
+            Err(e) => return Answer::Now(Err(e)),
+        };
         // Under an exclusive token small writes wait here until something needs them.
-        match self.holder.write(&self.rt, vol, &h, fh.0, offset, data) {
-            Ok(Buffered::Yes) => return reply.written(data.len() as u32),
+        match self.holder.write(&self.rt, vol, &h, fh, offset, data) {
+            Ok(Buffered::Yes) => return Answer::Now(Ok(data.len() as u32)),
             Ok(Buffered::No) => {}
-            Err(e) => return reply.error(errno_of(&e)),
+            Err(e) => return Answer::Now(Err(errno_of(&e))),
         }
         let data = Bytes::copy_from_slice(data);
         let owners = self.owners.clone();
-        self.answer(async move {
-            match invoke(&owners, vol, None, |s| {
-                let r = WriteReq { fh: fh.0, offset, data: data.clone() };
+        Answer::Later(Box::pin(async move {
+            let w = invoke(&owners, vol, None, |s| {
+                let r = WriteReq { fh, offset, data: data.clone() };
                 async move { s.write(r).await }
             })
-            .await
-            {
-                Ok(w) => reply.written(w.written),
-                Err(e) => reply.error(e),
-            }
-        });
+            .await?;
+            Ok(w.written)
+        }))
     }
 
-    pub(super) fn flush_k(&self, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
-        if self.syn_files.lock().contains_key(&fh.0) {
-            return reply.ok();
+    /// A close of a descriptor (the file may stay open through others).
+    pub(super) fn flush(&self, ino: u64, fh: u64, lock_owner: u64) -> Result<(), Errno> {
+        if self.syn_files.lock().contains_key(&fh) {
+            return Ok(());
         }
-        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
+        let (vol, h, _) = self.node(ino)?;
         // Close-to-open: what this node buffered reaches the owner by the close; errors of
         // the write-back are the close's.
-        match self.holder.closing(&self.rt, vol, &h, lock_owner.0) {
-            Ok(true) => return reply.ok(),
-            Ok(false) => {}
-            Err(e) => return reply.error(errno_of(&e)),
+        if self.holder.closing(&self.rt, vol, &h, lock_owner).map_err(|e| errno_of(&e))? {
+            return Ok(());
         }
-        if !self.locked.lock().contains(&ino.0) {
-            return reply.ok();
+        if !self.locked.lock().contains(&ino) {
+            return Ok(());
         }
-        reply_empty(
-            reply,
-            self.call(vol, None, |s| {
-                let r = FhReq { fh: fh.0, datasync: false, lock_owner: lock_owner.0, surrender: 0 };
-                async move { s.flush(r).await }
-            }),
-        )
+        self.call(vol, None, |s| {
+            let r = FhReq { fh, datasync: false, lock_owner, surrender: 0 };
+            async move { s.flush(r).await }
+        })
+        .map(|_| ())
     }
 
-    pub(super) fn release_k(&self, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
-        if self.syn_files.lock().remove(&fh.0).is_some() {
-            return reply.ok();
+    /// The file's last close on this node. One-way: the owner closes its descriptor;
+    /// nobody waits for that.
+    pub(super) fn release(&self, ino: u64, fh: u64) {
+        if self.syn_files.lock().remove(&fh).is_some() {
+            return;
         }
-        // One-way: the owner closes its descriptor; nobody waits for that.
-        if let Ok((vol, h, _)) = self.node(ino.0) {
+        if let Ok((vol, h, _)) = self.node(ino) {
             let surrender = self.holder.released(&self.rt, vol, &h).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "write-back at release failed");
                 0
             });
-            let r = FhReq { fh: fh.0, datasync: false, lock_owner: 0, surrender };
+            let r = FhReq { fh, datasync: false, lock_owner: 0, surrender };
             let _ = self.rt.block_on(async move {
                 match self.owners.stub(vol).await {
                     Ok(s) => s.release(r).await,
@@ -184,39 +188,67 @@ impl Client {
                 }
             });
         }
-        reply.ok();
     }
 
-    // The kernel request's fields, as fuser hands them over.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn setlk_k(&self, ino: INodeNo, lo: LockOwner, start: u64, end: u64, typ: i32, pid: u32, sleep: bool, reply: ReplyEmpty) {
-        let (vol, h, _) = or_reply!(reply, self.node(ino.0));
-        self.locked.lock().insert(ino.0);
-        let local = Lock { node: 0, owner: lo.0, pid, typ, start, end };
-        match self.holder.set_lock(&self.rt, vol, &h, local, sleep) {
-            Some(Ok(())) => return reply.ok(),
-            Some(Err(SetError::Conflict)) => return reply.error(Errno::EAGAIN),
-            Some(Err(SetError::TimedOut)) => return reply.error(Errno::EINTR),
+    /// Returns once the owner's fsync(2) has: the data is on the owner's disk.
+    pub(super) fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
+        let (vol, h, _) = self.node(ino)?;
+        // Held: the buffered writes and the fsync go in one invocation.
+        if self.rt.block_on(self.holder.settle(vol, &h, Some((fh, datasync)))).map_err(|e| errno_of(&e))? {
+            return Ok(());
+        }
+        self.call(vol, None, |s| {
+            let r = FhReq { fh, datasync, lock_owner: 0, surrender: 0 };
+            async move { s.fsync(r).await }
+        })
+        .map(|_| ())
+    }
+
+    /// F_GETLK: the lock that would conflict with `ask`, or F_UNLCK over `ask`'s range.
+    pub(super) fn getlk(&self, ino: u64, ask: LockAsk) -> Result<(u64, u64, i32, u32), Errno> {
+        let (vol, h, _) = self.node(ino)?;
+        self.locked.lock().insert(ino);
+        match self.holder.get_lock(vol, &h, ask.owner, ask.typ, ask.start, ask.end) {
+            Some(Some(l)) => return Ok((l.start, l.end, l.typ, l.pid)),
+            Some(None) => return Ok((ask.start, ask.end, crate::locks::F_UNLCK, 0)),
             None => {}
         }
-        let r = LockReq { fid: fid(&h), owner: lo.0, pid, typ, start, end, wait: sleep };
-        if !sleep {
-            return reply_empty(
-                reply,
-                self.call(vol, None, |s| {
-                    let r = r.clone();
-                    async move { s.set_lk(r).await }
-                }),
-            );
+        let r = LockReq { fid: fid(&h), owner: ask.owner, pid: ask.pid, typ: ask.typ, start: ask.start, end: ask.end, wait: false };
+        let l = self.call(vol, None, |s| {
+            let r = r.clone();
+            async move { s.get_lk(r).await }
+        })?;
+        Ok((l.start, l.end, l.typ, l.pid))
+    }
+
+    /// F_SETLK, or F_SETLKW when `sleep`: a waiting request is answered from a task, not
+    /// from a FUSE thread. The wait for the holder is not a cost of the request-response:
+    /// the tracer leaves the call out of its stages.
+    pub(super) fn setlk(&self, ino: u64, ask: LockAsk, sleep: bool) -> Answer<()> {
+        let (vol, h, _) = match self.node(ino) {
+            Ok(n) => n,
+            Err(e) => return Answer::Now(Err(e)),
+        };
+        self.locked.lock().insert(ino);
+        let local = Lock { node: 0, owner: ask.owner, pid: ask.pid, typ: ask.typ, start: ask.start, end: ask.end };
+        match self.holder.set_lock(&self.rt, vol, &h, local, sleep) {
+            Some(Ok(())) => return Answer::Now(Ok(())),
+            Some(Err(SetError::Conflict)) => return Answer::Now(Err(Errno::EAGAIN)),
+            Some(Err(SetError::TimedOut)) => return Answer::Now(Err(Errno::EINTR)),
+            None => {}
         }
-        // F_SETLKW: wait in a task, not in this FUSE thread. The wait for the holder is not a
-        // cost of the request-response: the tracer leaves the call out of its stages.
+        let r = LockReq { fid: fid(&h), owner: ask.owner, pid: ask.pid, typ: ask.typ, start: ask.start, end: ask.end, wait: sleep };
+        if !sleep {
+            let done = self.call(vol, None, |s| {
+                let r = r.clone();
+                async move { s.set_lk(r).await }
+            });
+            return Answer::Now(done.map(|_| ()));
+        }
         let stub = match self.rt.block_on(self.owners.stub(vol)) {
             Ok(s) => s.with_options(CallOptions::default().deadline(LOCK_WAIT).waiting()),
-            Err(e) => return reply.error(errno_of(&e)),
+            Err(e) => return Answer::Now(Err(errno_of(&e))),
         };
-        self.rt.spawn(async move {
-            reply_empty(reply, stub.set_lk(r).await.map_err(|e| errno_of(&e)));
-        });
+        Answer::Later(Box::pin(async move { stub.set_lk(r).await.map(|_| ()).map_err(|e| errno_of(&e)) }))
     }
 }

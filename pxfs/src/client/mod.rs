@@ -11,20 +11,15 @@
 //! where waiting for an inode lock held by an in-flight request would deadlock). Cached pages
 //! are also dropped at every open (close-to-open holds even for a missed callback).
 //!
-//! Handlers run on fuser's threads and block on ORB invocations; a blocking lock request
-//! (F_SETLKW) is answered from a task instead, so it never holds a FUSE thread.
+//! Layers: `kernel` is the fuser adapter (a request's arguments in, the reply out); the
+//! operations are in `names`, `files` and `attrs`, with no fuser type: plain arguments in, an
+//! [`Answer`] out, and every caching decision theirs; the servers' stubs are `crate::owners`;
+//! `inodes` and `namespace` are this node's tables; `callbacks` is its `CacheManager`.
+//!
+//! Operations run on fuser's threads and block on ORB invocations; one that ends with an
+//! invocation (and a blocking lock request, F_SETLKW) is answered from the runtime instead.
 
-/// The value of a `Result<_, Errno>`, or the request answered with the errno.
-// Defined before the submodules: they use it.
-macro_rules! or_reply {
-    ($reply:ident, $e:expr) => {
-        match $e {
-            Ok(x) => x,
-            Err(e) => return $reply.error(e),
-        }
-    };
-}
-
+mod attrs;
 mod callbacks;
 mod convert;
 mod files;
@@ -41,17 +36,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fuser::{Errno, FileType};
+use futures_util::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use ssi_orb::proto::{Creds, Empty};
 use ssi_orb::{Orb, OrbError, Received};
 
 use crate::attrcache::AttrCache;
+use crate::errno::Errno;
 use crate::holder::Holder;
 use crate::owners::{errno_of, invoke, Owners, SYNTHETIC_BASE};
 use crate::proto::*;
 use crate::server::LocalVolumes;
-use crate::synthetic::SyntheticVolume;
+use crate::synthetic::{Caller, SynAttr, SyntheticVolume};
 use crate::VolumeSpec;
 use inodes::Inodes;
 use namespace::Mounts;
@@ -62,8 +58,53 @@ const ROOT: u64 = 1;
 /// How long a blocking lock request waits before it answers EINTR.
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 
-/// A directory listing: (name, kind, inode number on the owner).
-type Listing = Vec<(String, FileType, u64)>;
+/// A directory listing: (name, `DT_*` type, inode number on the owner).
+type Listing = Vec<(String, u32, u64)>;
+
+/// How an operation ends: now, or from the runtime once an invocation returns (the FUSE
+/// thread does not wait for it; see `kernel`).
+pub(super) enum Answer<T> {
+    Now(Result<T, Errno>),
+    Later(BoxFuture<'static, Result<T, Errno>>),
+}
+
+impl<T> From<Result<T, Errno>> for Answer<T> {
+    fn from(r: Result<T, Errno>) -> Answer<T> {
+        Answer::Now(r)
+    }
+}
+
+/// A file's attributes: a volume's (cached by the kernel under a token) or a synthetic
+/// file's (made up at each call, never cached).
+pub(super) enum Attrs {
+    Volume(Attr),
+    Synthetic(SynAttr),
+}
+
+/// What a lookup or a create found: the name's kernel inode, or that the name is absent.
+pub(super) enum Found {
+    Entry { ino: u64, attrs: Attrs },
+    Absent,
+}
+
+/// An open file: its handle, and whether the kernel keeps the pages it has (the data's
+/// version is the one they were read at) or must not cache at all (synthetic files).
+pub(super) struct Opened {
+    fh: u64,
+    keep_cache: bool,
+    direct_io: bool,
+}
+
+/// What the owner answered a getxattr or listxattr with: the size asked about, or the data.
+pub(super) enum XattrAnswer {
+    Size(u32),
+    Data(Bytes),
+}
+
+/// The credentials a synthetic volume's provider checks, from the caller's.
+fn caller_of(c: &Creds) -> Caller {
+    Caller { uid: c.uid, gid: c.gid, groups: c.groups.clone() }
+}
 
 /// An open directory: listed at the first readdir (opening a directory to fsync it, as
 /// SQLite does after creating a journal, needs no listing).
@@ -147,14 +188,6 @@ impl Client {
         Fut: std::future::Future<Output = Result<Received<T>, OrbError>>,
     {
         self.rt.block_on(invoke(&self.owners, vol, who, f))
-    }
-
-    /// Finishes a request on the runtime instead of this FUSE thread: `answer` runs the
-    /// invocation and replies to the kernel from the runtime thread that received the result,
-    /// sparing a FUSE thread's wake per request (a reply is a write to /dev/fuse; it never
-    /// waits on the mount, so the runtime may make it). `answer` must not block.
-    fn answer(&self, answer: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.rt.spawn(answer);
     }
 
     /// (volume, handle, path) of a kernel inode; a volume root's handle is fetched once.

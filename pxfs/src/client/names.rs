@@ -1,77 +1,139 @@
-//! Namespace operations: lookups, listings, creating, linking and removing names (rename, with
-//! fuser's whole signature, is answered in `kernel`).
+//! Namespace operations: lookups, listings, creating, linking, removing and renaming names.
 
-use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use fuser::{Errno, FileHandle, FileType, Generation, INodeNo, ReplyDirectory, ReplyEmpty, ReplyEntry, Request};
-use ssi_orb::proto::Empty;
+use ssi_orb::proto::{Creds, Empty};
 use ssi_orb::{OrbError, Received};
 
-use super::convert::{caller, creds, dtype_kind, fid, reply_absent, reply_empty, reply_entry, syn_attr};
+use super::convert::fid;
 use super::namespace::join;
-use super::{Client, Listing, OpenDir};
+use super::{caller_of, Answer, Attrs, Client, Found, Listing, OpenDir};
+use crate::errno::Errno;
 use crate::owners::{errno_of, invoke};
 use crate::proto::*;
-use crate::synthetic::{Caller, SyntheticVolume};
+use crate::synthetic::SyntheticVolume;
 
 impl Client {
-    /// Answers a lookup of `path` in synthetic volume `vol` (registering its inode).
-    pub(super) fn syn_entry(&self, vol: u32, v: &SyntheticVolume, spath: String, global: String, who: &Caller, reply: ReplyEntry) {
-        match self.rt.block_on(v.provider.attr(&spath, who)) {
-            Ok(a) => {
-                let ino = self.inodes.write().remember(vol, Bytes::from(spath.into_bytes()), global);
-                reply.entry(&Duration::ZERO, &syn_attr(ino, &a), Generation(0))
-            }
-            Err(e) => reply.error(Errno::from_i32(e)),
+    /// The entry of `spath` in synthetic volume `vol` (its inode registered).
+    fn syn_entry(&self, vol: u32, v: &SyntheticVolume, spath: String, global: String, who: &Creds) -> Result<Found, Errno> {
+        let a = self.rt.block_on(v.provider.attr(&spath, &caller_of(who))).map_err(Errno::from_i32)?;
+        let ino = self.inodes.write().remember(vol, Bytes::from(spath.into_bytes()), global);
+        Ok(Found::Entry { ino, attrs: Attrs::Synthetic(a) })
+    }
+
+    /// Registers the inode of an entry the owner answered with.
+    fn found(&self, vol: u32, path: String, e: Entry) -> Result<Found, Errno> {
+        match (e.fid, e.attr) {
+            (Some(f), Some(a)) => Ok(Found::Entry { ino: self.inodes.write().remember(vol, f.handle, path), attrs: Attrs::Volume(a) }),
+            _ => Err(Errno::EIO),
         }
     }
 
+    pub(super) fn lookup(&self, who: Creds, parent: u64, name: &str) -> Answer<Found> {
+        let (vol, h, path) = match self.node(parent) {
+            Ok(n) => n,
+            Err(e) => return Answer::Now(Err(e)),
+        };
+        let child = join(&path, name);
+        if let Some((sv, spath)) = self.syn(vol, &h) {
+            return self.syn_entry(vol, sv, crate::synthetic::child(&spath, name), child, &who).into();
+        }
+        if self.cache.name_absent(parent, name) && self.mounts.crossing(&child).is_none() {
+            return Answer::Now(Ok(Found::Absent));
+        }
+        if let Some(v) = self.mounts.crossing(&child) {
+            if let Some(sv) = self.synthetic.get(&v) {
+                return self.syn_entry(v, sv, "/".into(), child, &who).into();
+            }
+            let e = self.call(v, Some(who), |s| async move { s.root(Empty {}).await });
+            return e.and_then(|e| self.found(v, child, e)).into();
+        }
+        let (owners, holder, inodes, name) = (self.owners.clone(), self.holder.clone(), self.inodes.clone(), name.to_string());
+        Answer::Later(Box::pin(async move {
+            let look = || {
+                invoke(&owners, vol, Some(who.clone()), |s| {
+                    let r = NameReq { parent: fid(&h), name: name.clone() };
+                    async move { s.lookup(r).await }
+                })
+            };
+            let mut e = match look().await {
+                Ok(e) => e,
+                // Absent: the kernel keeps that too (a negative entry), under the directory's
+                // token; a name made elsewhere is called back like any other entry.
+                Err(Errno::ENOENT) => return Ok(Found::Absent),
+                Err(e) => return Err(e),
+            };
+            // A file whose writes this node buffers: the owner's size is behind; write back,
+            // ask again.
+            if let Some(f) = e.fid.clone().filter(|f| holder.may_buffer(vol, &f.handle)) {
+                holder.settle(vol, &f.handle, None).await.map_err(|x| errno_of(&x))?;
+                e = look().await?;
+            }
+            match (e.fid, e.attr) {
+                (Some(f), Some(a)) => Ok(Found::Entry { ino: inodes.write().remember(vol, f.handle, child), attrs: Attrs::Volume(a) }),
+                _ => Err(Errno::EIO),
+            }
+        }))
+    }
+
     /// A create-like operation (mknod, mkdir when `dir`, symlink, link) of `name` in `parent`.
-    pub(super) fn new_entry<F, Fut>(&self, req: &Request, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEntry, f: F)
+    pub(super) fn new_entry<F, Fut>(&self, who: Creds, parent: u64, name: &str, dir: bool, f: F) -> Answer<Found>
     where
         F: Fn(VolumeStub, Option<Fid>, String) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Received<Entry>, OrbError>> + Send,
     {
-        let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
-        let (vol, h, path) = or_reply!(reply, self.node(parent.0));
+        let (vol, h, path) = match self.node(parent) {
+            Ok(n) => n,
+            Err(e) => return Answer::Now(Err(e)),
+        };
         let child = join(&path, name);
         if self.mounts.crossing(&child).is_some() {
-            return reply.error(Errno::EEXIST);
+            return Answer::Now(Err(Errno::EEXIST));
         }
-        let t = self.changing_dir(parent.0);
-        let (owners, cache, inodes, who, name) =
-            (self.owners.clone(), self.cache.clone(), self.inodes.clone(), Some(creds(req)), name.to_string());
-        self.answer(async move {
-            match invoke(&owners, vol, who, |s| f(s, fid(&h), name.clone())).await {
-                Ok(mut e) => {
-                    if let Some(a) = e.parent.take() {
-                        cache.put_dir(t, parent.0, a);
-                    }
-                    cache.name_changed(parent.0, &name, true);
-                    if let Some(ino) = reply_entry(&inodes, vol, child, e, reply) {
-                        if dir {
-                            cache.made_dir(t, ino);
-                        }
-                    }
-                }
-                Err(e) => reply.error(e),
+        let t = self.changing_dir(parent);
+        let (owners, cache, inodes, name) = (self.owners.clone(), self.cache.clone(), self.inodes.clone(), name.to_string());
+        Answer::Later(Box::pin(async move {
+            let mut e = invoke(&owners, vol, Some(who), |s| f(s, fid(&h), name.clone())).await?;
+            if let Some(a) = e.parent.take() {
+                cache.put_dir(t, parent, a);
             }
-        });
+            cache.name_changed(parent, &name, true);
+            let (Some(f), Some(a)) = (e.fid, e.attr) else { return Err(Errno::EIO) };
+            let ino = inodes.write().remember(vol, f.handle, child);
+            if dir {
+                cache.made_dir(t, ino);
+            }
+            Ok(Found::Entry { ino, attrs: Attrs::Volume(a) })
+        }))
     }
 
-    pub(super) fn unlink_like(&self, req: &Request, parent: INodeNo, name: &OsStr, dir: bool, reply: ReplyEmpty) {
-        let Some(name) = name.to_str() else { return reply.error(Errno::EINVAL) };
-        let (vol, h, path) = or_reply!(reply, self.node(parent.0));
+    /// A hard link to `ino` named `newname` in `newparent` (same volume only).
+    pub(super) fn link(&self, who: Creds, ino: u64, newparent: u64, newname: &str) -> Answer<Found> {
+        let h = match (self.node(ino), self.node(newparent)) {
+            (Ok((vol, h, _)), Ok((v2, _, _))) if v2 == vol => h,
+            (Ok(_), Ok(_)) => return Answer::Now(Err(Errno::EXDEV)),
+            (Err(e), _) | (_, Err(e)) => return Answer::Now(Err(e)),
+        };
+        self.new_entry(who, newparent, newname, false, move |s, p, n| {
+            let r = LinkReq { fid: fid(&h), newparent: p, newname: n };
+            async move { s.link(r).await }
+        })
+    }
+
+    /// unlink, or rmdir when `dir`.
+    pub(super) fn unlink(&self, who: Creds, parent: u64, name: &str, dir: bool) -> Answer<()> {
+        let (vol, h, path) = match self.node(parent) {
+            Ok(n) => n,
+            Err(e) => return Answer::Now(Err(e)),
+        };
         if self.mounts.crossing(&join(&path, name)).is_some() {
-            return reply.error(Errno::EBUSY);
+            return Answer::Now(Err(Errno::EBUSY));
         }
-        let t = self.changing_dir(parent.0);
-        let (owners, cache, who, name) = (self.owners.clone(), self.cache.clone(), Some(creds(req)), name.to_string());
-        self.answer(async move {
-            let r = invoke(&owners, vol, who, |s| {
+        let t = self.changing_dir(parent);
+        let (owners, cache, name) = (self.owners.clone(), self.cache.clone(), name.to_string());
+        Answer::Later(Box::pin(async move {
+            let c = invoke(&owners, vol, Some(who), |s| {
                 let req = NameReq { parent: fid(&h), name: name.clone() };
                 async move {
                     if dir {
@@ -81,104 +143,77 @@ impl Client {
                     }
                 }
             })
-            .await;
-            if let Ok(c) = &r {
-                if let Some(a) = c.parent {
-                    cache.put_dir(t, parent.0, a);
-                }
-                cache.name_changed(parent.0, &name, false);
+            .await?;
+            if let Some(a) = c.parent {
+                cache.put_dir(t, parent, a);
             }
-            reply_empty(reply, r);
-        });
+            cache.name_changed(parent, &name, false);
+            Ok(())
+        }))
     }
 
-    pub(super) fn lookup_k(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
-        let (vol, h, path) = or_reply!(reply, self.node(parent.0));
-        let child = join(&path, name);
-        if let Some((sv, spath)) = self.syn(vol, &h) {
-            return self.syn_entry(vol, sv, crate::synthetic::child(&spath, name), child, &caller(req), reply);
+    /// rename(2) (`flags`: RENAME_NOREPLACE, RENAME_EXCHANGE) within one volume.
+    pub(super) fn rename(&self, who: Creds, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<(), Errno> {
+        let (v1, h1, p1) = self.node(parent)?;
+        let (v2, h2, p2) = self.node(newparent)?;
+        if self.mounts.crossing(&join(&p1, name)).is_some() || self.mounts.crossing(&join(&p2, newname)).is_some() {
+            return Err(Errno::EBUSY);
         }
-        if self.cache.name_absent(parent.0, name) && self.mounts.crossing(&child).is_none() {
-            return reply_absent(reply);
+        if v1 != v2 {
+            return Err(Errno::EXDEV);
         }
-        if let Some(v) = self.mounts.crossing(&child) {
-            if let Some(sv) = self.synthetic.get(&v) {
-                return self.syn_entry(v, sv, "/".into(), child, &caller(req), reply);
-            }
-            let e = match self.call(v, Some(creds(req)), |s| async move { s.root(Empty {}).await }) {
-                Ok(e) => e,
-                Err(e) => return reply.error(e),
-            };
-            reply_entry(&self.inodes, v, child, e, reply);
-            return;
-        }
-        let (owners, holder, inodes, who, name) =
-            (self.owners.clone(), self.holder.clone(), self.inodes.clone(), Some(creds(req)), name.to_string());
-        self.answer(async move {
-            let look = || {
-                invoke(&owners, vol, who.clone(), |s| {
-                    let r = NameReq { parent: fid(&h), name: name.clone() };
-                    async move { s.lookup(r).await }
-                })
-            };
-            let mut e = match look().await {
-                Ok(e) => e,
-                // Absent: the kernel keeps that too (a negative entry), under the directory's
-                // token; a name made elsewhere is called back like any other entry.
-                Err(Errno::ENOENT) => return reply_absent(reply),
-                Err(e) => return reply.error(e),
-            };
-            // A file whose writes this node buffers: the owner's size is behind; write back,
-            // ask again.
-            if let Some(f) = e.fid.clone().filter(|f| holder.may_buffer(vol, &f.handle)) {
-                if let Err(x) = holder.settle(vol, &f.handle, None).await {
-                    return reply.error(errno_of(&x));
-                }
-                e = or_reply!(reply, look().await);
-            }
-            reply_entry(&inodes, vol, child, e, reply);
-        });
+        let r = RenameReq { parent: fid(&h1), name: name.into(), newparent: fid(&h2), newname: newname.into(), flags };
+        // The moved (or replaced) file changes too, and it has no inode number here.
+        self.cache.clear();
+        let t = self.cache.ticket();
+        let c = self.call(v1, Some(who), |s| {
+            let r = r.clone();
+            async move { s.rename(r).await }
+        })?;
+        self.dir_changed(t, parent, c.parent);
+        self.dir_changed(t, newparent, c.newparent);
+        Ok(())
     }
 
-    pub(super) fn readdir_k(&self, req: &Request, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let unlisted = match self.dirs.lock().get(&fh.0) {
-            None => return reply.error(Errno::EBADF),
-            Some(OpenDir::Listed(l)) => Err(l.clone()),
-            Some(OpenDir::Unlisted(ino)) => Ok(*ino),
+    /// A directory opened: listed at its first readdir (opening a directory to fsync it, as
+    /// SQLite does after creating a journal, needs no listing). The kernel checked read
+    /// permission (default_permissions); the owner checks again at the listing, as the caller.
+    pub(super) fn opendir(&self, ino: u64) -> u64 {
+        let dh = self.next_dh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dirs.lock().insert(dh, OpenDir::Unlisted(ino));
+        dh
+    }
+
+    pub(super) fn releasedir(&self, dh: u64) {
+        self.dirs.lock().remove(&dh);
+    }
+
+    /// The listing of open directory `dh`, made at the first call and kept until it closes
+    /// (readdir's offsets index it).
+    pub(super) fn listing(&self, who: Creds, dh: u64) -> Result<Arc<Listing>, Errno> {
+        let ino = match self.dirs.lock().get(&dh) {
+            None => return Err(Errno::EBADF),
+            Some(OpenDir::Listed(l)) => return Ok(l.clone()),
+            Some(OpenDir::Unlisted(ino)) => *ino,
         };
-        let entries = match unlisted {
-            Err(listed) => listed,
-            Ok(ino) => {
-                let (vol, h, path) = or_reply!(reply, self.node(ino));
-                let mut entries: Listing = if let Some((sv, spath)) = self.syn(vol, &h) {
-                    let names = or_reply!(reply, self.rt.block_on(sv.provider.list(&spath, &caller(req))).map_err(Errno::from_i32));
-                    // The kernel takes these numbers only for d_ino; lookups assign the real ones.
-                    names.into_iter().map(|(n, dir)| (n, if dir { FileType::Directory } else { FileType::RegularFile }, 1)).collect()
-                } else {
-                    let list = match self.call(vol, Some(creds(req)), |s| {
-                        let r = Fid { handle: h.clone() };
-                        async move { s.read_dir(r).await }
-                    }) {
-                        Ok(l) => l,
-                        Err(e) => return reply.error(e),
-                    };
-                    list.entries.into_iter().map(|e| (e.name, dtype_kind(e.kind), e.ino)).collect()
-                };
-                for (name, _) in self.mounts.below(&path) {
-                    entries.retain(|e| e.0 != name);
-                    entries.push((name, FileType::Directory, 1));
-                }
-                let entries = Arc::new(entries);
-                self.dirs.lock().insert(fh.0, OpenDir::Listed(entries.clone()));
-                entries
-            }
+        let (vol, h, path) = self.node(ino)?;
+        let mut entries: Listing = if let Some((sv, spath)) = self.syn(vol, &h) {
+            let names = self.rt.block_on(sv.provider.list(&spath, &caller_of(&who))).map_err(Errno::from_i32)?;
+            // The kernel takes these numbers only for d_ino; lookups assign the real ones.
+            names.into_iter().map(|(n, dir)| (n, if dir { libc::DT_DIR } else { libc::DT_REG } as u32, 1)).collect()
+        } else {
+            let list = self.call(vol, Some(who), |s| {
+                let r = Fid { handle: h.clone() };
+                async move { s.read_dir(r).await }
+            })?;
+            list.entries.into_iter().map(|e| (e.name, e.kind, e.ino)).collect()
         };
-        for (i, (name, kind, ino)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo((*ino).max(1)), i as u64 + 1, *kind, name) {
-                break;
-            }
+        for (name, _) in self.mounts.below(&path) {
+            entries.retain(|e| e.0 != name);
+            entries.push((name, libc::DT_DIR as u32, 1));
         }
-        reply.ok();
+        let entries = Arc::new(entries);
+        self.dirs.lock().insert(dh, OpenDir::Listed(entries.clone()));
+        Ok(entries)
     }
 }
