@@ -41,6 +41,13 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// A power cut of node N: every process of the node killed at once, its FUSE mount
+    /// aborted. `ssi up` starts it again as a new incarnation.
+    Crash {
+        node: u32,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Members, view number, addresses, uptime.
     Status {
         #[arg(long)]
@@ -547,6 +554,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!(", removed {} network namespaces", r.namespaces);
             }
             println!();
+        }
+        Cmd::Crash { node, dir } => {
+            let r = ssi_node::crash::crash(&dir_or(dir), node)?;
+            println!("node {node} crashed: {} processes killed at once, {} mounts torn down", r.killed, r.unmounted);
         }
         Cmd::Status { json, dir } => {
             let s = local::status(&dir_or(dir))?;

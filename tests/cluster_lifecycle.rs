@@ -175,3 +175,63 @@ fn down_after_a_crash_leaves_no_mount() {
     assert!(ssi_node::local::mounts_under(&c.dir).is_empty(), "ssi down removes the dead mount too");
     assert!(daemons_with(&c.dir).is_empty());
 }
+
+#[test]
+fn crash_kills_every_process_of_the_node_at_once_and_up_starts_a_new_incarnation() {
+    if !required("root and /dev/fuse", nix::unistd::geteuid().is_root() && Path::new("/dev/fuse").exists()) {
+        return;
+    }
+    let c = Cluster::up("power-cut", 3);
+    let incarnation = |n: usize| {
+        let st: serde_json::Value = serde_json::from_str(&ok(&["status", "--json", "--dir", c.dir_str()])).unwrap();
+        st["nodes"][n - 1]["incarnation"].as_u64().unwrap()
+    };
+    let before = incarnation(2);
+    let n2 = c.config().node(2).unwrap().clone();
+    let cgroup = ssi_netsap::bindguard::cgroup_of(&n2.dir).expect("cgroup v2");
+    // Something node 2 started, holding a file open on node 2's own mount.
+    let held = n2.mountpoint.join("www/held");
+    let mut tool = std::process::Command::new(ssi_testkit::bin())
+        .args(["rexec", "-n", "2", "--cwd", "/", "--dir", c.dir_str(), "--", "sh", "-c", &format!("exec 3>>{}; exec sleep 600", held.display())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !held.exists() || ssi_netsap::bindguard::cgroup_procs(&cgroup).len() < 2 {
+        assert!(t0.elapsed().as_secs() < 10, "the remote command did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let out = ok(&["crash", "2", "--dir", c.dir_str()]);
+    assert!(out.contains("node 2 crashed"), "{out}");
+    let left = ssi_netsap::bindguard::cgroup_procs(&cgroup);
+    assert!(left.is_empty(), "every process of node 2 is gone, its daemon and what it started: {left:?}");
+    assert!(ssi_node::local::mounts_under(&n2.mountpoint).is_empty(), "no stale mount of node 2");
+    assert!(ssi_node::pidfile::node_pid(&n2).is_none());
+    // The tool whose command ran there hears of it (its link to node 2 broke).
+    let t1 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = tool.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t1.elapsed().as_secs() < 10, "rexec outlived its node by 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!status.success(), "a command lost with its node is not a success");
+    // The others carry on, and `ssi up` starts node 2 again as a new incarnation.
+    let t2 = std::time::Instant::now();
+    while !ok(&["status", "--dir", c.dir_str()]).contains("members [1, 3]") {
+        assert!(t2.elapsed().as_secs() < 5, "no view without node 2 5 s after its crash");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let up = ok(&["up", "--dir", c.dir_str()]);
+    assert!(up.contains("restarted node(s) [2]"), "{up}");
+    assert!(incarnation(2) > before, "a new incarnation");
+    assert!(std::fs::metadata(n2.mountpoint.join("www")).is_ok(), "node 2 mounts the namespace again");
+
+    ok(&["down", "--dir", c.dir_str()]);
+    let e = ssi(&["crash", "2", "--dir", c.dir_str()]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("node 2 is not running"), "{}", String::from_utf8_lossy(&e.stderr));
+}

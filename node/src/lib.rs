@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod control;
+pub mod crash;
 pub mod daemon;
 pub mod error;
 pub mod gateway;

@@ -1,0 +1,76 @@
+//! `ssi crash N`: a power cut of one node of a local cluster, not a polite exit. Every
+//! process of the node (its daemon and everything it started, all in the node's cgroup) is
+//! killed at once with `cgroup.kill`, and its FUSE mount is aborted, so nothing the node
+//! held is handed over cleanly: peers learn of the death from missing heartbeats and broken
+//! links only. The node's disk stays; `ssi up` starts it again as a new incarnation.
+//!
+//! What a real power cut would also lose and this does not: the host's page cache (writes a
+//! node acknowledged without fsync survive here).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::error::Result;
+use crate::local::{abort_fuse_connections, fuse_connections_under, load, mounts_under};
+use crate::pidfile::{is_running, node_pid};
+use crate::{bail, Error};
+
+/// What a crash took down.
+#[derive(Debug)]
+pub struct CrashReport {
+    /// Processes killed with the node's cgroup (the daemon among them).
+    pub killed: usize,
+    /// Mounts of the node's file system torn down (aborted, then detached).
+    pub unmounted: usize,
+}
+
+/// How long the processes of a cgroup may take to die once killed.
+const DEATH: Duration = Duration::from_secs(5);
+
+/// Crashes node `id` of the cluster in `dir`.
+pub fn crash(dir: &Path, id: u32) -> Result<CrashReport> {
+    let cfg = load(dir)?;
+    let nc = cfg.node(id)?;
+    let daemon = node_pid(nc);
+    let Some(cgroup) = ssi_netsap::bindguard::cgroup_of(&nc.dir) else {
+        bail!("ssi crash needs cgroup v2 (the node's processes are found through its cgroup)")
+    };
+    let procs = ssi_netsap::bindguard::cgroup_procs(&cgroup);
+    if procs.is_empty() && daemon.is_none() {
+        bail!("node {id} is not running");
+    }
+    let fuse = fuse_connections_under(&nc.mountpoint);
+    // All at once: the kernel kills every process of the cgroup (and those forking in it).
+    if !procs.is_empty() {
+        std::fs::write(cgroup.join("cgroup.kill"), "1")
+            .map_err(|e| Error::Context { context: format!("cgroup.kill of {}", cgroup.display()), source: Box::new(e.into()) })?;
+    }
+    // A daemon that has not joined its cgroup yet (it does so first thing at start).
+    if let Some(pid) = daemon.filter(|p| !procs.contains(p)) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    // The mount dies with its server: requests in flight fail, nothing is flushed. A process
+    // blocked in such a request dies only once the connection is gone.
+    abort_fuse_connections(&fuse);
+    let t0 = Instant::now();
+    loop {
+        let left: Vec<i32> = ssi_netsap::bindguard::cgroup_procs(&cgroup).into_iter().chain(daemon.filter(|p| is_running(*p))).collect();
+        if left.is_empty() {
+            break;
+        }
+        if t0.elapsed() > DEATH {
+            bail!("node {id}: {} process(es) outlived the crash: {left:?}", left.len());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut unmounted = 0;
+    for m in mounts_under(&nc.mountpoint) {
+        nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH)?;
+        unmounted += 1;
+    }
+    let outside = daemon.is_some_and(|p| !procs.contains(&p));
+    Ok(CrashReport { killed: procs.len() + usize::from(outside), unmounted })
+}
