@@ -191,8 +191,9 @@ fn crash_kills_every_process_of_the_node_at_once_and_up_starts_a_new_incarnation
     let cgroup = ssi_netsap::bindguard::cgroup_of(&n2.dir).expect("cgroup v2");
     // Something node 2 started, holding a file open on node 2's own mount.
     let held = n2.mountpoint.join("www/held");
+    let command = format!("exec 3>>{}; exec sleep 600", held.display());
     let mut tool = std::process::Command::new(ssi_testkit::bin())
-        .args(["rexec", "-n", "2", "--cwd", "/", "--dir", c.dir_str(), "--", "sh", "-c", &format!("exec 3>>{}; exec sleep 600", held.display())])
+        .args(["rexec", "-n", "2", "--cwd", "/", "--dir", c.dir_str(), "--", "sh", "-c", &command])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
