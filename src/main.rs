@@ -48,6 +48,22 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Cut a --netns cluster's interconnect between two groups of nodes: `1,2 / 3,4,5`, or
+    /// one group against the rest (`3`). Replaces an earlier cut.
+    Partition {
+        #[arg(required = true, num_args = 1..)]
+        groups: Vec<String>,
+        /// Drop only what the first group sends to the second.
+        #[arg(long)]
+        oneway: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Take away the cut `ssi partition` made.
+    Heal {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Members, view number, addresses, uptime.
     Status {
         #[arg(long)]
@@ -556,8 +572,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!();
         }
         Cmd::Crash { node, dir } => {
-            let r = ssi_node::crash::crash(&dir_or(dir), node)?;
+            let r = ssi_node::faults::crash(&dir_or(dir), node)?;
             println!("node {node} crashed: {} processes killed at once, {} mounts torn down", r.killed, r.unmounted);
+        }
+        Cmd::Partition { groups, oneway, dir } => {
+            let cut = ssi_node::faults::partition(&dir_or(dir), &groups, oneway)?;
+            let arrow = if cut.oneway { "->" } else { "/" };
+            println!("partitioned {:?} {arrow} {:?}", cut.a, cut.b);
+        }
+        Cmd::Heal { dir } => {
+            let had = ssi_node::faults::heal(&dir_or(dir))?;
+            println!("{}", if had { "healed: the interconnect is whole again" } else { "there was no partition" });
         }
         Cmd::Status { json, dir } => {
             let s = local::status(&dir_or(dir))?;

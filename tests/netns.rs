@@ -191,3 +191,76 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// The members of the view node `n` is in, asked of its own daemon (control sockets are on
+/// the host: a partition of the interconnect does not cut them).
+fn view_of(dir: &std::path::Path, n: u32) -> Vec<u32> {
+    let cfg = ssi_node::local::load(dir).unwrap();
+    let sock = cfg.node(n).unwrap().control_socket.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(ssi_node::local::status_of(&sock)).unwrap().view_members
+}
+
+/// Waits (up to `within`) until node `n`'s view has exactly `want`; how long that took.
+fn await_view(dir: &std::path::Path, n: u32, want: &[u32], within: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let v = view_of(dir, n);
+        if v == want {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < within, "node {n}: view {v:?}, not {want:?}, after {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_partition_cuts_the_bridge_and_heal_mends_it() {
+    if !required("root", nix::unistd::geteuid().is_root()) || !required("nft", ssi_node::installed("nft")) {
+        return;
+    }
+    let dir = ssi_testkit::test_dir("partition");
+    let d = dir.to_str().unwrap();
+    ok(&["up", "--netns", "--nodes", "4", "--dir", d]);
+    let result = std::panic::catch_unwind(|| {
+        let out = ok(&["partition", "1,2", "/", "3,4", "--dir", d]);
+        assert!(out.contains("partitioned [1, 2] / [3, 4]"), "{out}");
+        // Nothing crosses: node 1 cannot reach node 3; inside a side, everything flows.
+        // A TCP connection to the other node's ORB port, from a process on node `from`.
+        let ping = |from: &str, to: &str| {
+            let code = format!("import socket; socket.create_connection(('{to}', 7100), timeout=1)");
+            ssi(&["rexec", "--dir", d, "-n", from, "--cwd", "/", "--", "python3", "-c", &code]).status.success()
+        };
+        assert!(!ping("1", "10.99.0.3"), "the cut holds");
+        assert!(ping("1", "10.99.0.2"), "inside a side, traffic flows");
+        // Each side installs a view of its own (no quorum yet: both sides do).
+        let t12 = await_view(&dir, 1, &[1, 2], Duration::from_secs(10));
+        let t34 = await_view(&dir, 3, &[3, 4], Duration::from_secs(10));
+        eprintln!("views without the other side after {t12:?} (1,2) and {t34:?} (3,4)");
+
+        let out = ok(&["heal", "--dir", d]);
+        assert!(out.contains("healed"), "{out}");
+        assert!(ping("1", "10.99.0.3"), "whole again");
+        for n in 1..=4 {
+            await_view(&dir, n, &[1, 2, 3, 4], Duration::from_secs(10));
+        }
+        assert!(ok(&["heal", "--dir", d]).contains("there was no partition"));
+
+        // One node alone, one way: 3 cannot send to the others; they still reach it... and
+        // since every link needs both ways, node 3 ends up alone.
+        let out = ok(&["partition", "3", "--oneway", "--dir", d]);
+        assert!(out.contains("partitioned [3] -> [1, 2, 4]"), "{out}");
+        await_view(&dir, 1, &[1, 2, 4], Duration::from_secs(10));
+        ok(&["heal", "--dir", d]);
+        await_view(&dir, 3, &[1, 2, 3, 4], Duration::from_secs(10));
+
+        // A node the cluster does not have is refused, with the reason.
+        let e = ssi(&["partition", "1", "/", "9", "--dir", d]);
+        assert!(!e.status.success());
+        assert!(String::from_utf8_lossy(&e.stderr).contains("node 9 is not a node of this cluster"));
+    });
+    ok(&["down", "--dir", d]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

@@ -86,6 +86,7 @@ pub mod proto {
 pub mod bindguard;
 pub mod dispatch;
 pub mod interpose;
+pub mod partition;
 pub mod sap;
 pub mod topology;
 

@@ -21,6 +21,8 @@ pub enum Error {
     #[error(transparent)]
     Topology(#[from] ssi_netsap::topology::TopologyError),
     #[error(transparent)]
+    Partition(#[from] ssi_netsap::partition::PartitionError),
+    #[error(transparent)]
     Trace(#[from] ssi_trace::error::TraceError),
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -11,9 +11,9 @@
 
 pub mod config;
 pub mod control;
-pub mod crash;
 pub mod daemon;
 pub mod error;
+pub mod faults;
 pub mod gateway;
 pub mod local;
 pub mod pidfile;

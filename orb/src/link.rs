@@ -54,6 +54,8 @@ pub(crate) struct Link {
     pub serial: u64,
     out: Mutex<OutQueue>,
     space: Notify,
+    /// Woken when the link closes, for the reader to stop at once.
+    closing: Notify,
     pub pending: Mutex<HashMap<u64, Pending>>,
     closed: AtomicBool,
     pub close_reason: Mutex<String>,
@@ -71,6 +73,7 @@ impl Link {
             serial,
             out: Mutex::new(OutQueue { msgs: Vec::new(), bytes: 0, waker: None, closed: false }),
             space: Notify::new(),
+            closing: Notify::new(),
             pending: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(String::new()),
@@ -96,6 +99,11 @@ impl Link {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the link closes (enable it, then check `is_closed`, to miss nothing).
+    pub fn closing(&self) -> tokio::sync::futures::Notified<'_> {
+        self.closing.notified()
     }
 
     /// Queues a request; its id comes from `next_id` under the queue lock. A two-way request
@@ -175,6 +183,7 @@ impl Link {
             }
         }
         self.space.notify_waiters();
+        self.closing.notify_waiters();
         let pending: Vec<Pending> = self.pending.lock().drain().map(|(_, p)| p).collect();
         if !pending.is_empty() {
             Counters::add(&self.counters.node_down_failures, pending.len() as u64);

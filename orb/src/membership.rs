@@ -6,7 +6,9 @@
 //!   of the view within a round trip.
 //! - Every link carries a heartbeat (a one-way `Membership.Heartbeat`) each `heartbeat`
 //!   interval; any traffic counts as a sign of life. A link silent for `fail_timeout` is
-//!   closed. A peer without a link for `fail_timeout` (or whose dial is refused) is down: its
+//!   closed, and its reader stops at once (a peer behind a cut network or hung keeps its TCP
+//!   connection up for minutes). A peer without a link for `fail_timeout` (or whose dial is
+//!   refused) is down: its
 //!   outstanding calls have failed already (the link closed), and the references it held
 //!   are released.
 //! - Views: the lowest-numbered live node is the coordinator. When its set of live

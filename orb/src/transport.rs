@@ -419,8 +419,22 @@ async fn run_reader(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound,
     for m in std::mem::take(&mut inbound.buffered) {
         inner.handle_message(&link, m, &mut last_seen);
     }
+    // A link closed from outside (silent for the failure timeout: its peer is cut off or
+    // hung, and TCP can stay up for minutes) ends its reader at once, so the peer is lost
+    // now and nothing arriving later on the old connection is handled.
+    let closing = link.closing();
+    tokio::pin!(closing);
+    closing.as_mut().enable();
     let reason = loop {
-        match inbound.stream.message().await {
+        if link.is_closed() {
+            break link.close_reason.lock().clone();
+        }
+        let next = tokio::select! {
+            biased;
+            m = inbound.stream.message() => m,
+            _ = &mut closing => continue,
+        };
+        match next {
             Ok(Some(Frames::In(buf))) => {
                 link.touch();
                 let bytes = buf.len();

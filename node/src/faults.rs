@@ -1,3 +1,7 @@
+//! The faults a local cluster can be made to suffer, for tests and for people who want to
+//! see it survive them: a node's power cut (`crash`) and a cut interconnect (`partition`,
+//! `heal`).
+//!
 //! `ssi crash N`: a power cut of one node of a local cluster, not a polite exit. Every
 //! process of the node (its daemon and everything it started, all in the node's cgroup) is
 //! killed at once with `cgroup.kill`, and its FUSE mount is aborted, so nothing the node
@@ -6,6 +10,10 @@
 //!
 //! What a real power cut would also lose and this does not: the host's page cache (writes a
 //! node acknowledged without fsync survive here).
+//!
+//! `ssi partition A / B` (on a `--netns` cluster): frames between the groups are dropped on
+//! the bridge (`ssi_netsap::partition`); the daemons see silent peers, as behind a failed
+//! switch. `ssi heal` takes the cut away.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,7 +22,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::error::Result;
-use crate::local::{abort_fuse_connections, fuse_connections_under, load, mounts_under};
+use crate::local::{abort_fuse_connections, fuse_connections_under, load, mounts_under, topology};
 use crate::pidfile::{is_running, node_pid};
 use crate::{bail, Error};
 
@@ -73,4 +81,23 @@ pub fn crash(dir: &Path, id: u32) -> Result<CrashReport> {
     }
     let outside = daemon.is_some_and(|p| !procs.contains(&p));
     Ok(CrashReport { killed: procs.len() + usize::from(outside), unmounted })
+}
+
+/// Cuts the interconnect of the `--netns` cluster in `dir` between the groups `words` name
+/// (`1,2 / 3,4,5`, or one group against the rest); `oneway` drops only A → B.
+pub fn partition(dir: &Path, words: &[String], oneway: bool) -> Result<ssi_netsap::partition::Cut> {
+    let cfg = load(dir)?;
+    if !cfg.uses_netns() {
+        bail!("ssi partition needs a --netns cluster (its nodes share one bridge); {} has none", dir.display());
+    }
+    let nodes: Vec<u32> = cfg.nodes.keys().copied().collect();
+    let cut = ssi_netsap::partition::Cut::parse(words, &nodes, oneway)?;
+    ssi_netsap::partition::apply(&topology(dir, &cfg), &cut)?;
+    Ok(cut)
+}
+
+/// Takes away the cut of the cluster in `dir`; whether there was one.
+pub fn heal(dir: &Path) -> Result<bool> {
+    let cfg = load(dir)?;
+    Ok(ssi_netsap::partition::heal(&topology(dir, &cfg))?)
 }
