@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::error::Result;
+use crate::bail;
+use crate::error::{Context, Error, Result};
 use crate::local::{abort_fuse_connections, fuse_connections_under, load, mounts_under, topology};
 use crate::pidfile::{is_running, node_pid};
-use crate::{bail, Error};
 
 /// What a crash took down.
 #[derive(Debug)]
@@ -53,8 +53,7 @@ pub fn crash(dir: &Path, id: u32) -> Result<CrashReport> {
     let fuse = fuse_connections_under(&nc.mountpoint);
     // All at once: the kernel kills every process of the cgroup (and those forking in it).
     if !procs.is_empty() {
-        std::fs::write(cgroup.join("cgroup.kill"), "1")
-            .map_err(|e| Error::Context { context: format!("cgroup.kill of {}", cgroup.display()), source: Box::new(e.into()) })?;
+        std::fs::write(cgroup.join("cgroup.kill"), "1").with_context(|| format!("cgroup.kill of {}", cgroup.display()))?;
     }
     // A daemon that has not joined its cgroup yet (it does so first thing at start).
     if let Some(pid) = daemon.filter(|p| !procs.contains(p)) {

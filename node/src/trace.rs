@@ -97,7 +97,7 @@ pub fn record(o: &RecordOptions) -> Result<Recorded> {
             if let Some(mut c) = w.borrow_mut().child.take() {
                 let _ = c.kill();
             }
-            return Err(Error::Context { context: "BPF recorder".into(), source: Box::new(e.into()) });
+            return Err(e).context("BPF recorder");
         }
         Err(ssi_trace::bpf::Error::Unavailable(why)) => {
             eprintln!("ssi trace: eBPF not available ({why}); recording in-process");

@@ -425,14 +425,17 @@ async fn run_reader(inner: Arc<OrbInner>, link: Arc<Link>, mut inbound: Inbound,
     let closing = link.closing();
     tokio::pin!(closing);
     closing.as_mut().enable();
+    // Enabled first, then checked: a close before this line is seen here, any later one by
+    // `closing`.
+    let closed_already = link.is_closed();
     let reason = loop {
-        if link.is_closed() {
+        if closed_already {
             break link.close_reason.lock().clone();
         }
         let next = tokio::select! {
             biased;
             m = inbound.stream.message() => m,
-            _ = &mut closing => continue,
+            _ = &mut closing => break link.close_reason.lock().clone(),
         };
         match next {
             Ok(Some(Frames::In(buf))) => {

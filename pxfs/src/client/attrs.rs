@@ -28,10 +28,7 @@ impl Client {
         if let Some(a) = self.cache.dir(ino) {
             return Answer::Now(Ok(Attrs::Volume(a)));
         }
-        let (vol, h, _) = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return Answer::Now(Err(e)),
-        };
+        let (vol, h, _) = now_or!(self.node(ino));
         if let Some((sv, spath)) = self.syn(vol, &h) {
             return Answer::Now(
                 self.rt.block_on(sv.provider.attr(&spath, &caller_of(&who))).map(Attrs::Synthetic).map_err(Errno::from_i32),
@@ -40,9 +37,7 @@ impl Client {
         if let Some(a) = self.holder.attr(vol, &h) {
             return Answer::Now(Ok(Attrs::Volume(a)));
         }
-        if let Err(e) = self.settle(vol, &h) {
-            return Answer::Now(Err(e));
-        }
+        now_or!(self.settle(vol, &h));
         let (owners, holder) = (self.owners.clone(), self.holder.clone());
         Answer::Later(Box::pin(async move {
             let a = invoke(&owners, vol, Some(who), |s| {

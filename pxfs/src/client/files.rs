@@ -29,10 +29,7 @@ pub(super) struct LockAsk {
 
 impl Client {
     pub(super) fn open(&self, who: Creds, ino: u64, flags: i32) -> Answer<Opened> {
-        let (vol, h, _) = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return Answer::Now(Err(e)),
-        };
+        let (vol, h, _) = now_or!(self.node(ino));
         if let Some((sv, spath)) = self.syn(vol, &h) {
             if flags & libc::O_ACCMODE != libc::O_RDONLY {
                 return Answer::Now(Err(Errno::EROFS));
@@ -64,10 +61,7 @@ impl Client {
 
     /// open(2) with O_CREAT of `name` in `parent`: the new file's inode, attributes and handle.
     pub(super) fn create(&self, who: Creds, parent: u64, name: &str, mode: u32, umask: u32, flags: i32) -> Answer<(u64, Attr, u64)> {
-        let (vol, h, path) = match self.node(parent) {
-            Ok(n) => n,
-            Err(e) => return Answer::Now(Err(e)),
-        };
+        let (vol, h, path) = now_or!(self.node(parent));
         let child = join(&path, name);
         if self.mounts.crossing(&child).is_some() {
             return Answer::Now(Err(Errno::EISDIR));
@@ -103,10 +97,7 @@ impl Client {
             let start = (offset as usize).min(d.len());
             return Answer::Now(Ok(Bytes::copy_from_slice(&d[start..(start + size as usize).min(d.len())])));
         }
-        let vol = match self.node(ino).and_then(|(vol, h, _)| self.settle(vol, &h).map(|()| vol)) {
-            Ok(vol) => vol,
-            Err(e) => return Answer::Now(Err(e)),
-        };
+        let vol = now_or!(self.node(ino).and_then(|(vol, h, _)| self.settle(vol, &h).map(|()| vol)));
         if self.volumes.get(&vol).is_some_and(|v| v.node == self.orb.node()) {
             match self.local.read(vol, fh, self.orb.node(), offset, size) {
                 Some(Ok(d)) => return Answer::Now(Ok(d.into())),
@@ -126,10 +117,7 @@ impl Client {
     }
 
     pub(super) fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> Answer<u32> {
-        let (vol, h, _) = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return Answer::Now(Err(e)),
-        };
+        let (vol, h, _) = now_or!(self.node(ino));
         // Under an exclusive token small writes wait here until something needs them.
         match self.holder.write(&self.rt, vol, &h, fh, offset, data) {
             Ok(Buffered::Yes) => return Answer::Now(Ok(data.len() as u32)),
@@ -225,10 +213,7 @@ impl Client {
     /// from a FUSE thread. The wait for the holder is not a cost of the request-response:
     /// the tracer leaves the call out of its stages.
     pub(super) fn setlk(&self, ino: u64, ask: LockAsk, sleep: bool) -> Answer<()> {
-        let (vol, h, _) = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return Answer::Now(Err(e)),
-        };
+        let (vol, h, _) = now_or!(self.node(ino));
         self.locked.lock().insert(ino);
         let local = Lock { node: 0, owner: ask.owner, pid: ask.pid, typ: ask.typ, start: ask.start, end: ask.end };
         match self.holder.set_lock(&self.rt, vol, &h, local, sleep) {

@@ -179,7 +179,7 @@ impl Filesystem for Client {
                 async move { s.mknod(r).await }
             })
         });
-        self.reply(made.unwrap_or_else(|e| Answer::Now(Err(e))), reply, entry);
+        self.reply(made, reply, entry);
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
@@ -189,7 +189,7 @@ impl Filesystem for Client {
                 async move { s.mkdir(r).await }
             })
         });
-        self.reply(made.unwrap_or_else(|e| Answer::Now(Err(e))), reply, entry);
+        self.reply(made, reply, entry);
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
@@ -199,22 +199,22 @@ impl Filesystem for Client {
                 async move { s.symlink(r).await }
             })
         });
-        self.reply(made.unwrap_or_else(|e| Answer::Now(Err(e))), reply, entry);
+        self.reply(made, reply, entry);
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let made = utf8(newname).map(|name| self.link(creds(req), ino.0, newparent.0, name));
-        self.reply(made.unwrap_or_else(|e| Answer::Now(Err(e))), reply, entry);
+        self.reply(made, reply, entry);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let done = utf8(name).map(|name| self.unlink(creds(req), parent.0, name, false));
-        self.reply(done.unwrap_or_else(|e| Answer::Now(Err(e))), reply, |r, ()| r.ok());
+        self.reply(done, reply, |r, ()| r.ok());
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let done = utf8(name).map(|name| self.unlink(creds(req), parent.0, name, true));
-        self.reply(done.unwrap_or_else(|e| Answer::Now(Err(e))), reply, |r, ()| r.ok());
+        self.reply(done, reply, |r, ()| r.ok());
     }
 
     fn rename(
@@ -246,9 +246,7 @@ impl Filesystem for Client {
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let made = utf8(name).map(|name| self.create(creds(req), parent.0, name, mode, umask, flags));
-        self.reply(made.unwrap_or_else(|e| Answer::Now(Err(e))), reply, |r, (ino, a, fh)| {
-            r.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty())
-        });
+        self.reply(made, reply, |r, (ino, a, fh)| r.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty()));
     }
 
     fn read(

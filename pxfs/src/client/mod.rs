@@ -19,6 +19,17 @@
 //! Operations run on fuser's threads and block on ORB invocations; one that ends with an
 //! invocation (and a blocking lock request, F_SETLKW) is answered from the runtime instead.
 
+/// The value of a `Result<_, Errno>`, or the operation answers the errno now.
+// Defined before the submodules: they use it.
+macro_rules! now_or {
+    ($e:expr) => {
+        match $e {
+            Ok(x) => x,
+            Err(e) => return Answer::Now(Err(e)),
+        }
+    };
+}
+
 mod attrs;
 mod callbacks;
 mod convert;
@@ -71,6 +82,13 @@ pub(super) enum Answer<T> {
 impl<T> From<Result<T, Errno>> for Answer<T> {
     fn from(r: Result<T, Errno>) -> Answer<T> {
         Answer::Now(r)
+    }
+}
+
+/// An operation that could not even start (a name that is not UTF-8) answers at once.
+impl<T> From<Result<Answer<T>, Errno>> for Answer<T> {
+    fn from(r: Result<Answer<T>, Errno>) -> Answer<T> {
+        r.unwrap_or_else(|e| Answer::Now(Err(e)))
     }
 }
 

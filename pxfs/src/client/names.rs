@@ -31,10 +31,7 @@ impl Client {
     }
 
     pub(super) fn lookup(&self, who: Creds, parent: u64, name: &str) -> Answer<Found> {
-        let (vol, h, path) = match self.node(parent) {
-            Ok(n) => n,
-            Err(e) => return Answer::Now(Err(e)),
-        };
+        let (vol, h, path) = now_or!(self.node(parent));
         let child = join(&path, name);
         if let Some((sv, spath)) = self.syn(vol, &h) {
             return self.syn_entry(vol, sv, crate::synthetic::child(&spath, name), child, &who).into();
@@ -83,10 +80,7 @@ impl Client {
         F: Fn(VolumeStub, Option<Fid>, String) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Received<Entry>, OrbError>> + Send,
     {
-        let (vol, h, path) = match self.node(parent) {
-            Ok(n) => n,
-            Err(e) => return Answer::Now(Err(e)),
-        };
+        let (vol, h, path) = now_or!(self.node(parent));
         let child = join(&path, name);
         if self.mounts.crossing(&child).is_some() {
             return Answer::Now(Err(Errno::EEXIST));
@@ -123,10 +117,7 @@ impl Client {
 
     /// unlink, or rmdir when `dir`.
     pub(super) fn unlink(&self, who: Creds, parent: u64, name: &str, dir: bool) -> Answer<()> {
-        let (vol, h, path) = match self.node(parent) {
-            Ok(n) => n,
-            Err(e) => return Answer::Now(Err(e)),
-        };
+        let (vol, h, path) = now_or!(self.node(parent));
         if self.mounts.crossing(&join(&path, name)).is_some() {
             return Answer::Now(Err(Errno::EBUSY));
         }
