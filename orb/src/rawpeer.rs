@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::ClusterKey;
 use crate::link::Link;
+use crate::orb::well_known;
 use crate::probes::Counters;
 use crate::proto::{Header, Kind};
 use crate::transport::{dial_link, Inbound, LinkError};
@@ -51,8 +52,17 @@ impl RawPeer {
     }
 
     /// The next message from the daemon, `Err` when the stream ended or nothing came in time.
+    /// The daemon's heartbeats to tools (a one-way to its membership object, every
+    /// heartbeat interval) are skipped: they may come between any request and its answer.
     pub async fn recv(&mut self, within: Duration) -> Result<InMsg, LinkError> {
-        tokio::time::timeout(within, self.inbound.next_msg()).await.map_err(|_| LinkError::Timeout)?
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let m = tokio::time::timeout_at(until, self.inbound.next_msg()).await.map_err(|_| LinkError::Timeout)??;
+            let heartbeat = m.header.kind == Kind::Oneway as i32 && m.header.object == well_known::MEMBERSHIP;
+            if !heartbeat {
+                return Ok(m);
+            }
+        }
     }
 }
 

@@ -282,7 +282,10 @@ async fn wrong_key_is_refused_and_malformed_frames_are_answered() {
     ));
     let rep = p2.recv(Duration::from_secs(2)).await.unwrap();
     assert_eq!(rep.header.kind, Kind::Reply as i32, "{:?}", rep.header);
-    // A replayed request id is refused, never executed twice (at-most-once).
+    // A replayed request id is refused, never executed twice (at-most-once). The pause lets
+    // the daemon's heartbeats to this tool queue up ahead of the answer (CI once read one
+    // as the answer): `recv` must pass over them.
+    tokio::time::sleep(Duration::from_millis(350)).await;
     p2.send(rawpeer::request(Kind::Request, 1, 1, diag_ref.objref().object, 0, Default::default()));
     let dup = p2.recv(Duration::from_secs(2)).await.unwrap();
     assert_eq!(dup.header.kind, Kind::Exception as i32);
