@@ -59,6 +59,11 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The cluster's quorum: which nodes vote.
+    Cluster {
+        #[command(subcommand)]
+        op: ClusterOp,
+    },
     /// Take away the cut `ssi partition` made.
     Heal {
         #[arg(long)]
@@ -68,6 +73,9 @@ enum Cmd {
     Status {
         #[arg(long)]
         json: bool,
+        /// Ask this node (default: the first that answers).
+        #[arg(short = 'n', long)]
+        node: Option<u32>,
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -580,12 +588,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let arrow = if cut.oneway { "->" } else { "/" };
             println!("partitioned {:?} {arrow} {:?}", cut.a, cut.b);
         }
+        Cmd::Cluster { op } => {
+            let (node, add, dir) = match op {
+                ClusterOp::AddNode { node, dir } => (node, true, dir),
+                ClusterOp::RemoveNode { node, dir } => (node, false, dir),
+            };
+            let cfg = local::load(&dir_or(dir))?;
+            let q = ssi_node::voters::change(&cfg, node, add)?;
+            println!("voters {:?} (leader node {}, term {})", q.voters, q.leader, q.term);
+        }
         Cmd::Heal { dir } => {
             let had = ssi_node::faults::heal(&dir_or(dir))?;
             println!("{}", if had { "healed: the interconnect is whole again" } else { "there was no partition" });
         }
-        Cmd::Status { json, dir } => {
-            let s = local::status(&dir_or(dir))?;
+        Cmd::Status { json, node, dir } => {
+            let s = local::status_from(&dir_or(dir), node)?;
             if json {
                 println!("{}", ssi_node::status::status_json(&s));
             } else {
@@ -896,6 +913,22 @@ fn fail_255(e: impl Into<anyhow::Error>) -> ! {
     let e = e.into();
     eprintln!("ssi: {}", one_line(&e));
     std::process::exit(255)
+}
+
+#[derive(Subcommand)]
+enum ClusterOp {
+    /// Make a configured node a voter of the quorum (again).
+    AddNode {
+        node: u32,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Take a node out of the quorum's voters (it may stay up, as a member that does not vote).
+    RemoveNode {
+        node: u32,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {

@@ -236,3 +236,43 @@ fn crash_kills_every_process_of_the_node_at_once_and_up_starts_a_new_incarnation
     assert!(!e.status.success());
     assert!(String::from_utf8_lossy(&e.stderr).contains("node 2 is not running"), "{}", String::from_utf8_lossy(&e.stderr));
 }
+
+#[test]
+fn node_1_is_not_special_it_may_crash_and_the_tools_go_on() {
+    if !required("root and /dev/fuse", nix::unistd::geteuid().is_root() && Path::new("/dev/fuse").exists()) {
+        return;
+    }
+    let c = Cluster::up("no-special", 4);
+    let d = c.dir_str();
+    // The voters change at runtime, through whichever node leads.
+    assert!(ok(&["cluster", "remove-node", "4", "--dir", d]).contains("voters [1, 2, 3]"));
+    assert!(ok(&["status", "--dir", d]).contains("voters [1, 2, 3]"));
+    assert!(ok(&["cluster", "add-node", "4", "--dir", d]).contains("voters [1, 2, 3, 4]"));
+    let e = ssi(&["cluster", "add-node", "9", "--dir", d]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("node 9 is not a node of this cluster"));
+
+    let out = ok(&["crash", "1", "--dir", d]);
+    assert!(out.contains("node 1 crashed"), "{out}");
+    let t0 = std::time::Instant::now();
+    // Within 3 s: a view of the rest, and every tool command from the host works.
+    while !ok(&["status", "--dir", d]).contains("members [2, 3, 4]") {
+        assert!(t0.elapsed().as_secs() < 3, "no view without node 1 3 s after its crash");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let st = ok(&["status", "--dir", d]);
+    assert!(st.contains("quorum: leader node"), "{st}");
+    let rexec = ssi(&["rexec", "-n", "3", "--cwd", "/", "--dir", d, "--", "true"]);
+    assert!(rexec.status.success(), "{}", String::from_utf8_lossy(&rexec.stderr));
+    ok(&["ports", "--dir", d]);
+    let ps = ok(&["ps", "-ef", "--dir", d]);
+    eprintln!("after node 1's crash: view, status, rexec, ports and ps from the host in {:?}", t0.elapsed());
+    assert!(t0.elapsed().as_secs() < 3, "the tools took {:?}", t0.elapsed());
+    // The global /proc: each live node's daemon once, node 1's nowhere.
+    for n in 1..=4 {
+        let daemons = ps.lines().filter(|l| l.ends_with(&format!("--config {d}/cluster.toml --id {n}"))).count();
+        assert_eq!(daemons, usize::from(n != 1), "node {n}'s daemon in ps -ef:\n{ps}");
+    }
+    let up = ok(&["up", "--dir", d]);
+    assert!(up.contains("restarted node(s) [1]"), "{up}");
+    ok(&["down", "--dir", d]);
+}

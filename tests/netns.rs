@@ -214,45 +214,146 @@ fn await_view(dir: &std::path::Path, n: u32, want: &[u32], within: Duration) -> 
     }
 }
 
+fn status_of(dir: &std::path::Path, n: u32) -> ssi_node::control::proto::StatusReply {
+    let cfg = ssi_node::local::load(dir).unwrap();
+    let sock = cfg.node(n).unwrap().control_socket.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(ssi_node::local::status_of(&sock)).unwrap()
+}
+
+/// Waits (up to `within`) until node `n` has (or has lost) its quorum; how long that took.
+fn await_quorum(dir: &std::path::Path, n: u32, quorum: bool, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    while status_of(dir, n).quorum != quorum {
+        assert!(t0.elapsed() < within, "node {n}: quorum still {} after {within:?}", !quorum);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
+/// Right after a cut: how long until the first node of `majority` has a view of exactly
+/// those nodes, and until each node of `minority` has lost its quorum — all within 2 s
+/// of the cut (the bound).
+fn after_cut(dir: &std::path::Path, majority: &[u32], minority: &[u32]) -> (Duration, Vec<Duration>) {
+    let t0 = Instant::now();
+    let mut view = None;
+    let mut fenced = vec![None; minority.len()];
+    while view.is_none() || fenced.iter().any(|f| f.is_none()) {
+        if view.is_none() && view_of(dir, majority[0]) == majority {
+            view = Some(t0.elapsed());
+        }
+        for (i, n) in minority.iter().enumerate() {
+            if fenced[i].is_none() && !status_of(dir, *n).quorum {
+                fenced[i] = Some(t0.elapsed());
+            }
+        }
+        let late = t0.elapsed() > Duration::from_secs(2);
+        assert!(!late, "2 s after the cut: majority {majority:?} view after {view:?}, minority {minority:?} fenced after {fenced:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (view.unwrap(), fenced.into_iter().map(Option::unwrap).collect())
+}
+
 #[test]
-fn a_partition_cuts_the_bridge_and_heal_mends_it() {
+fn a_partition_fences_the_minority_and_the_majority_carries_on() {
     if !required("root", nix::unistd::geteuid().is_root()) || !required("nft", ssi_node::installed("nft")) {
         return;
     }
     let dir = ssi_testkit::test_dir("partition");
     let d = dir.to_str().unwrap();
-    ok(&["up", "--netns", "--nodes", "4", "--dir", d]);
+    ok(&["up", "--netns", "--nodes", "5", "--dir", d]);
+    let cfg = ssi_node::local::load(&dir).unwrap();
+    let mnt = |n: u32| cfg.node(n).unwrap().mountpoint.display().to_string();
+    // A Python one-liner on node `n`: what it printed, or the exception's text.
+    let py = |n: u32, code: &str| {
+        let code = format!("import os,socket,sys\ntry:\n {code}\n print('ok')\nexcept Exception as e:\n print(e)");
+        // Through node `n` itself (a node cut off places nothing elsewhere).
+        let out = Command::new(bin())
+            .env("SSI_NODE", n.to_string())
+            .args(["rexec", "--dir", d, "-n", &n.to_string(), "--cwd", "/", "--", "python3", "-c", &code])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let bind = |n: u32, port: u32, pid: u32| {
+        let out = ssi(&["ports", "bind", &port.to_string(), "-n", &n.to_string(), "--pid", &pid.to_string(), "--dir", d]);
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
     let result = std::panic::catch_unwind(|| {
-        let out = ok(&["partition", "1,2", "/", "3,4", "--dir", d]);
-        assert!(out.contains("partitioned [1, 2] / [3, 4]"), "{out}");
+        for n in 1..=5 {
+            await_quorum(&dir, n, true, Duration::from_secs(10));
+        }
+        let before = status_of(&dir, 3).view;
+        // Port 8086's shard is node 2's and node 3's, like 8081's: held by node 4 before the
+        // cut, released during it (by node 3's copy alone).
+        assert!(bind(4, 8086, 444).0);
+        let out = ok(&["partition", "1,2", "/", "3,4,5", "--dir", d]);
+        assert!(out.contains("partitioned [1, 2] / [3, 4, 5]"), "{out}");
         // Nothing crosses: node 1 cannot reach node 3; inside a side, everything flows.
-        // A TCP connection to the other node's ORB port, from a process on node `from`.
-        let ping = |from: &str, to: &str| {
-            let code = format!("import socket; socket.create_connection(('{to}', 7100), timeout=1)");
-            ssi(&["rexec", "--dir", d, "-n", from, "--cwd", "/", "--", "python3", "-c", &code]).status.success()
-        };
-        assert!(!ping("1", "10.99.0.3"), "the cut holds");
-        assert!(ping("1", "10.99.0.2"), "inside a side, traffic flows");
-        // Each side installs a view of its own (no quorum yet: both sides do).
-        let t12 = await_view(&dir, 1, &[1, 2], Duration::from_secs(10));
-        let t34 = await_view(&dir, 3, &[3, 4], Duration::from_secs(10));
-        eprintln!("views without the other side after {t12:?} (1,2) and {t34:?} (3,4)");
+        let ping = |from: u32, to: &str| py(from, &format!("socket.create_connection(('{to}', 7100), timeout=1)")) == "ok";
+        let (majority, fenced) = after_cut(&dir, &[3, 4, 5], &[1, 2]);
+        eprintln!("partition 1,2 / 3,4,5: majority view after {majority:?}, minority fenced after {fenced:?}");
+        assert!(!ping(1, "10.99.0.3"), "the cut holds");
+        assert!(ping(1, "10.99.0.2"), "inside a side, traffic flows");
+        let s1 = status_of(&dir, 1);
+        assert!(ssi_node::status::quorum_line(&s1).starts_with("no quorum"), "{}", ssi_node::status::quorum_line(&s1));
+        assert!(s1.view <= before, "the minority installed view {} (before: {before})", s1.view);
+        // Port 8081's shard: primary node 2 (minority), backup node 3 (majority). The
+        // majority grants it; the minority, whose copy would also say "free", refuses.
+        assert_eq!(ssi_netsap::sap::shard_nodes(&[1, 2, 3, 4, 5], 8081), (2, 3));
+        let (granted, e) = bind(3, 8081, 333);
+        assert!(granted, "the majority grants binds: {e}");
+        let (granted, e) = bind(1, 8081, 111);
+        assert!(!granted && e.contains("no quorum"), "the minority refuses binds: {e}");
+        ok(&["ports", "release", "8086", "-n", "4", "--pid", "444", "--dir", d]);
+        // PXFS: node 1 serves `/`; cut off, it refuses changes and still serves reads.
+        let w = py(1, &format!("open('{}/fenced', 'w')", mnt(1)));
+        assert!(w.contains("Read-only file system"), "a minority's volume refuses mutations: {w}");
+        assert_eq!(py(1, &format!("os.listdir('{}')", mnt(1))), "ok", "reads go on");
+        // (`/` is node 1's only copy: until volumes are replicated, the majority's walks
+        // through it fail too, so its own volumes are not checked here.)
+        // `ssi status` through a minority node says so.
+        let st = ok(&["status", "--dir", d, "-n", "1"]);
+        assert!(st.contains("no quorum"), "{st}");
 
+        let t0 = Instant::now();
         let out = ok(&["heal", "--dir", d]);
         assert!(out.contains("healed"), "{out}");
-        assert!(ping("1", "10.99.0.3"), "whole again");
-        for n in 1..=4 {
-            await_view(&dir, n, &[1, 2, 3, 4], Duration::from_secs(10));
+        for n in 1..=5 {
+            await_view(&dir, n, &[1, 2, 3, 4, 5], Duration::from_secs(5) - t0.elapsed().min(Duration::from_secs(4)));
         }
+        for n in 1..=5 {
+            await_quorum(&dir, n, true, Duration::from_secs(5) - t0.elapsed().min(Duration::from_secs(4)));
+        }
+        eprintln!("healed: one view of five, every node in quorum, after {:?}", t0.elapsed());
+        assert!(ping(1, "10.99.0.3"), "whole again");
+        let (granted, e) = bind(1, 8082, 111);
+        assert!(granted, "healed, node 1 grants again: {e}");
+        // No divergent state: node 2's copy of 8081's shard, stale since the cut, was
+        // replaced by node 3's, which holds the majority's binding.
+        let (granted, e) = bind(1, 8081, 111);
+        assert!(!granted, "8081 was granted to node 3 during the cut; healed, node 1 must not get it: {e}");
+        let (granted, e) = bind(1, 8086, 111);
+        assert!(granted, "8086 was released during the cut; node 2's stale copy must not refuse it: {e}");
         assert!(ok(&["heal", "--dir", d]).contains("there was no partition"));
 
         // One node alone, one way: 3 cannot send to the others; they still reach it... and
-        // since every link needs both ways, node 3 ends up alone.
+        // since every link needs both ways, node 3 ends up alone, and fenced.
         let out = ok(&["partition", "3", "--oneway", "--dir", d]);
-        assert!(out.contains("partitioned [3] -> [1, 2, 4]"), "{out}");
-        await_view(&dir, 1, &[1, 2, 4], Duration::from_secs(10));
+        assert!(out.contains("partitioned [3] -> [1, 2, 4, 5]"), "{out}");
+        let (majority, fenced) = after_cut(&dir, &[1, 2, 4, 5], &[3]);
+        eprintln!("3 cut off one way: majority view after {majority:?}, node 3 fenced after {fenced:?}");
         ok(&["heal", "--dir", d]);
-        await_view(&dir, 3, &[1, 2, 3, 4], Duration::from_secs(10));
+        await_view(&dir, 3, &[1, 2, 3, 4, 5], Duration::from_secs(5));
+
+        // One node alone, both ways.
+        let out = ok(&["partition", "5", "--dir", d]);
+        assert!(out.contains("[5]"), "{out}");
+        let (majority, fenced) = after_cut(&dir, &[1, 2, 3, 4], &[5]);
+        eprintln!("5 isolated: majority view after {majority:?}, node 5 fenced after {fenced:?}");
+        ok(&["heal", "--dir", d]);
+        await_view(&dir, 5, &[1, 2, 3, 4, 5], Duration::from_secs(5));
 
         // A node the cluster does not have is refused, with the reason.
         let e = ssi(&["partition", "1", "/", "9", "--dir", d]);

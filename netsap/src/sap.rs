@@ -131,6 +131,42 @@ impl SapServer {
         self.changed();
     }
 
+    /// Back in a majority after being cut off: this copy of each shard it shares may be
+    /// stale (the other copy granted and released without it), so it takes the other
+    /// copy's entries for those shards. (Were both copies cut off, nobody changed either.)
+    pub async fn resync(&self) {
+        let me = self.0.orb.node();
+        let nodes = &self.0.nodes;
+        let partners: std::collections::BTreeSet<u32> = (0..nodes.len() as u32)
+            .map(|port| shard_nodes(nodes, port))
+            .filter_map(|(p, b)| {
+                if p == me {
+                    Some(b)
+                } else if b == me {
+                    Some(p)
+                } else {
+                    None
+                }
+            })
+            .filter(|n| *n != me)
+            .collect();
+        for partner in partners {
+            let shared = |port: u32| {
+                let (p, b) = shard_nodes(nodes, port);
+                (p == me && b == partner) || (b == me && p == partner)
+            };
+            let Ok(s) = stub(&self.0.orb, partner).await else { continue };
+            let Ok(theirs) = s.list(Empty {}).await else { continue };
+            let mut t = self.0.table.lock().await;
+            t.retain(|(_, port), _| !shared(*port));
+            for e in theirs.into_inner().entries.into_iter().filter(|e| shared(e.port)) {
+                t.insert((e.proto, e.port), e);
+            }
+            self.changed();
+            tracing::info!(partner, "SAP copy resynchronized after regaining the quorum");
+        }
+    }
+
     /// The node that has the backup copy of `port`'s shard, if it is not this one and is up.
     fn live_backup(&self, port: u32) -> Option<u32> {
         let (primary, backup) = shard_nodes(&self.0.nodes, port);
@@ -146,6 +182,13 @@ impl Sap for SapServer {
         let b = req.b.ok_or_else(|| Exception::errno(libc::EINVAL, "bind without a binding"))?;
         if b.port == 0 || b.port > 65535 || (b.proto != TCP && b.proto != UDP) {
             return Err(Exception::errno(libc::EINVAL, format!("no such port: proto {} port {}", b.proto, b.port)));
+        }
+        // Cut off from a majority, this copy may be the stale half of a shard whose other
+        // copy grants in the majority: it grants nothing until the quorum is back.
+        if !req.replica {
+            if let Some(why) = self.0.orb.fenced() {
+                return Err(Exception::errno(libc::EAGAIN, format!("bind of port {}/{} refused: {why}", b.port, proto_name(b.proto))));
+            }
         }
         let mut t = self.0.table.lock().await;
         if let Some(holder) = Self::refusal(&t, &b) {
@@ -228,6 +271,17 @@ pub fn serve(orb: &Orb, nodes: Vec<u32>) -> SapServer {
         let s = s2.clone();
         async move { s.node_gone(gone).await }
     }));
+    let (s3, mut quorum) = (s.clone(), orb.subscribe_quorum());
+    tokio::spawn(async move {
+        let mut had = quorum.borrow().quorum;
+        while quorum.changed().await.is_ok() {
+            let has = quorum.borrow().quorum;
+            if has && !had {
+                s3.resync().await;
+            }
+            had = has;
+        }
+    });
     s
 }
 

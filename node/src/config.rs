@@ -13,6 +13,8 @@
 //! heartbeat_ms = 200
 //! fail_timeout_ms = 1000
 //! max_concurrent = 256
+//! fencing = true                    # false only for the history checker's negative control:
+//!                                   # a node without quorum then goes on granting
 //!
 //! [[node]]
 //! id = 1                            # 1..=511
@@ -51,6 +53,8 @@ pub struct Config {
     pub dispatch: ssi_netsap::dispatch::Mode,
     pub heartbeat: Duration,
     pub fail_timeout: Duration,
+    /// Whether a node without quorum refuses to grant (see `OrbConfig::fencing`).
+    pub fencing: bool,
     pub max_concurrent: usize,
     pub nodes: BTreeMap<u32, NodeConfig>,
     pub volumes: Vec<Volume>,
@@ -122,6 +126,7 @@ struct RawOrb {
     heartbeat_ms: Option<Spanned<u64>>,
     fail_timeout_ms: Option<Spanned<u64>>,
     max_concurrent: Option<Spanned<usize>>,
+    fencing: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -326,6 +331,7 @@ impl Config {
             heartbeat,
             fail_timeout,
             max_concurrent,
+            fencing: raw.orb.fencing.unwrap_or(true),
             nodes,
             volumes,
         })

@@ -23,6 +23,7 @@ pub mod rexec;
 pub mod status;
 pub mod tool;
 pub mod trace;
+pub mod voters;
 
 pub use error::{Context, Error, Result};
 

@@ -280,7 +280,9 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
-/// Waits until every configured node reports a view with all of them.
+/// Waits until every configured node reports one view with all of them, itself in it as
+/// the incarnation now running (a restarted node replays the views of its last life first),
+/// and a quorum.
 pub fn wait_members(cfg: &Config, timeout: Duration) -> Result<()> {
     let want: Vec<u32> = cfg.nodes.keys().copied().collect();
     let t0 = Instant::now();
@@ -295,7 +297,7 @@ pub fn wait_members(cfg: &Config, timeout: Duration) -> Result<()> {
                     bail!("node {} exited during start-up: {}", nc.id, last.trim());
                 }
                 match status_of(&nc.control_socket).await {
-                    Ok(s) if s.view_members == want => {
+                    Ok(s) if s.view_members == want && s.in_view && s.quorum => {
                         views.insert(s.view);
                     }
                     _ => ok = false,
@@ -317,9 +319,43 @@ pub async fn status_of(sock: &Path) -> Result<crate::control::proto::StatusReply
     c.status(StatusRequest {}).await.map(|r| r.into_inner()).map_err(|s| crate::control::ControlError::Refused(s.message().to_string()))
 }
 
+/// The node a tool outside every node should go through: the lowest whose daemon answers
+/// and is in a majority, else the lowest that answers (no node is special: any live one
+/// will do). Runs on a thread of its own, so it may be called from inside a runtime.
+pub fn answering_node(cfg: &Config) -> Option<u32> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            rt().block_on(async {
+                let mut first = None;
+                for (id, n) in &cfg.nodes {
+                    if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(1), status_of(&n.control_socket)).await {
+                        if st.quorum {
+                            return Some(*id);
+                        }
+                        first = first.or(Some(*id));
+                    }
+                }
+                first
+            })
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
+}
+
 /// Status from the first node that answers.
 pub fn status(dir: &Path) -> Result<crate::control::proto::StatusReply> {
+    status_from(dir, None)
+}
+
+/// Status from node `node`, or from the first node that answers.
+pub fn status_from(dir: &Path, node: Option<u32>) -> Result<crate::control::proto::StatusReply> {
     let cfg = load(dir)?;
+    if let Some(n) = node {
+        let sock = cfg.node(n)?.control_socket.clone();
+        return rt().block_on(status_of(&sock)).map_err(|e| failed!("node {n}: {e}"));
+    }
     rt().block_on(async {
         let mut last = String::from("no node configured");
         for nc in cfg.nodes.values() {

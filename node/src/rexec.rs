@@ -32,7 +32,7 @@ pub struct RexecOptions {
 }
 
 /// The node this tool is on: $SSI_NODE, else the node whose mountpoint holds the working
-/// directory, else the lowest node of the cluster.
+/// directory, else (a tool outside every node) the lowest live node in a majority.
 pub fn local_node(cfg: &Config) -> Result<u32> {
     if let Ok(n) = std::env::var("SSI_NODE") {
         return n.parse().map_err(|_| failed!("SSI_NODE={n} is not a node id"));
@@ -41,7 +41,7 @@ pub fn local_node(cfg: &Config) -> Result<u32> {
     if let Some((id, _)) = cfg.nodes.iter().find(|(_, n)| cwd.starts_with(&n.mountpoint)) {
         return Ok(*id);
     }
-    cfg.nodes.keys().next().copied().ok_or_else(|| failed!("the cluster config has no nodes"))
+    crate::local::answering_node(cfg).ok_or_else(|| failed!("no node of the cluster answers"))
 }
 
 /// The config of the node this tool is on (see `local_node`), in the cluster in `dir`.

@@ -21,6 +21,7 @@ pub fn print_status(s: &StatusReply) {
         "cluster {}   view {} (coordinator node {}, members {:?})   answered by node {}",
         s.cluster, s.view, s.coordinator, s.view_members, s.node
     );
+    println!("{}", quorum_line(s));
     println!("{:<5} {:<22} {:<8} {:<14} {:<9} MOUNTPOINT", "NODE", "ADDR", "STATE", "INCARNATION", "UPTIME");
     for n in &s.nodes {
         let inc = if n.incarnation == 0 { "-".to_string() } else { format!("{:x}", n.incarnation) };
@@ -37,13 +38,28 @@ pub fn print_status(s: &StatusReply) {
                 "{:<12} {:<5} {:>6} {:>8} {:>6} {:>10} {:>7}",
                 v.path, v.node, st.open_files, st.cached_files, st.named_dirs, st.exclusive_tokens, st.locked_files
             ),
-            None => println!("{:<12} {:<5} (owner not reachable)", v.path, v.node),
+            // Its only copy is on that node's disk: nobody can serve it meanwhile.
+            None => println!("{:<12} {:<5} (unavailable: its owner is not reachable)", v.path, v.node),
         }
+    }
+}
+
+/// "quorum: leader node 3, voters [1, 2, 3, 4, 5]", or why the answering node has none.
+pub fn quorum_line(s: &StatusReply) -> String {
+    let voters = format!("voters {:?}", s.voters);
+    match (s.quorum, s.fencing) {
+        (true, _) => format!("quorum: leader node {}, {voters}", s.leader),
+        (false, true) => format!("no quorum: node {} is cut off from a majority of the {voters}; it grants nothing", s.node),
+        (false, false) => format!("no quorum: node {} is cut off from a majority of the {voters} (FENCING OFF)", s.node),
     }
 }
 
 pub fn status_json(s: &StatusReply) -> serde_json::Value {
     serde_json::json!({
+        "quorum": s.quorum,
+        "leader": s.leader,
+        "voters": s.voters,
+        "fencing": s.fencing,
         "cluster": s.cluster,
         "view": s.view,
         "coordinator": s.coordinator,

@@ -19,18 +19,28 @@ pub async fn connect(cfg: &Config) -> Result<Orb> {
     oc.fail_timeout = cfg.fail_timeout;
     let orb = Orb::start(oc).await?;
     let t0 = Instant::now();
-    // Ready when every node is linked and the coordinator's view (sent in heartbeats) is known.
-    while cfg.nodes.keys().any(|id| orb.liveness(*id) != Liveness::Up) || orb.view().members.len() != cfg.nodes.len() {
+    // Ready when a view is known (nodes send theirs in heartbeats) and every member of it is
+    // linked: nodes out of the view (crashed, cut off) are not waited for, and no one node
+    // must be up.
+    loop {
+        let v = orb.view();
+        let linked = v.members.iter().all(|m| orb.liveness(m.node) == Liveness::Up);
+        if v.number > 0 && linked && (v.members.len() == cfg.nodes.len() || t0.elapsed() > cfg.fail_timeout) {
+            return Ok(orb);
+        }
         if t0.elapsed() > Duration::from_secs(10) {
-            bail!("could not reach every node of the cluster");
+            bail!(
+                "could not reach the members of the cluster's view (view {}: {:?})",
+                v.number,
+                v.members.iter().map(|m| m.node).collect::<Vec<_>>()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(orb)
 }
 
 /// Runs the future `f` makes on a runtime of its own, on a thread that first joins the
-/// network namespace of the cluster's first node when the cluster has them (`ssi up
+/// network namespace of a live node (see `local::answering_node`) when the cluster has them (`ssi up
 /// --netns`): the host cannot reach their interconnect, a node's namespace can. Sockets
 /// take the namespace of the thread that makes them, so everything `f` connects to
 /// (`connect`, the ORB's links) is made there. Elsewhere it simply runs `f`.
@@ -39,7 +49,9 @@ pub fn on_cluster_network<T: Send, E: From<Error> + Send, Fut: std::future::Futu
     cfg: &Config,
     f: impl FnOnce() -> Fut + Send,
 ) -> Result<T, E> {
-    let netns = cfg.nodes.values().next().and_then(|n| n.netns.clone());
+    // A live node's namespace, one in a majority if any (node 1 may be down or cut off).
+    let via = crate::local::answering_node(cfg).and_then(|id| cfg.nodes.get(&id)).or_else(|| cfg.nodes.values().next());
+    let netns = via.and_then(|n| n.netns.clone());
     std::thread::scope(|s| {
         s.spawn(move || {
             if let Some(ns) = &netns {

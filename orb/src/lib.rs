@@ -17,9 +17,11 @@
 //!   deadline sweeper and the release batcher.
 //! - `object.rs` — `ObjHandle` (counted reference), `Refs` (references received with a
 //!   message), `Servant`, `CallCtx`, `Outgoing`/`Incoming`/`Received`.
-//! - `membership.rs` — dialing, failure detection, heartbeats, coordinator-numbered views,
-//!   `link_for` (find or wait for a peer's link). A dropped link is redialed at once by the
-//!   side that dials (`redial_now`): a refused dial declares the peer down within a round trip.
+//! - `membership.rs` — dialing, failure detection, heartbeats, `link_for` (find or wait for
+//!   a peer's link). A dropped link is redialed at once by the side that dials
+//!   (`redial_now`): a refused dial declares the peer down within a round trip.
+//! - `quorum/` — the views and the voters as a Raft state machine (raft-rs); `store.rs`, its
+//!   durable log. Decides `Orb::quorum`/`Orb::fenced`.
 //! - `wellknown.rs` — objects 1–3 of every node: `Names`, `RefCounts`, `Membership`.
 //! - `diag.rs` — the `diag` object every daemon serves (echo, sink, sleep, create/pass/hold/
 //!   drop references) and `diag::stub(orb, node)`: used by benchmarks, tests and the demo.
@@ -93,6 +95,7 @@ mod object;
 mod orb;
 pub mod ports;
 pub mod probes;
+mod quorum;
 pub mod rawpeer;
 mod transport;
 mod wellknown;

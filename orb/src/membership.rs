@@ -11,20 +11,20 @@
 //!   refused) is down: its
 //!   outstanding calls have failed already (the link closed), and the references it held
 //!   are released.
-//! - Views: the lowest-numbered live node is the coordinator. When its set of live
-//!   (node, incarnation) pairs changes it installs a view numbered one above any it has
-//!   seen and sends it in heartbeats; other nodes install any view with a higher number.
-//!   A node that restarts has a new incarnation, so its return is a new view.
-//!   (No quorum: a partitioned cluster can number two different views alike.)
-
-use std::collections::BTreeSet;
+//! - A link silent for `fail_timeout` is itself the failure's detection: its peer is down
+//!   at once (no further grace), so a cut-off or frozen node is detected in `fail_timeout`
+//!   plus at most one heartbeat tick.
+//! - Views are the quorum's (`quorum`): the Raft leader proposes them from what this
+//!   failure detector says; here liveness changes only nudge it. Tools, which run no Raft,
+//!   install any higher-numbered view a node's heartbeat carries (views are committed, so a
+//!   number names one view everywhere).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::OrbError;
 use crate::link::Link;
 use crate::orb::{well_known, CallOptions, Liveness, Orb, OrbInner, TOOL_NODE};
-use crate::proto::svc::{self, Member, View};
+use crate::proto::svc::{self, View};
 use crate::transport::LinkError;
 
 pub(crate) fn spawn(orb: &Orb) {
@@ -76,14 +76,27 @@ impl OrbInner {
         for l in silent {
             let why = format!("nothing heard for {} ms", l.silence().as_millis());
             l.close(&why);
+            let peer = l.peer();
+            let is_current = {
+                let mut peers = self.peers.lock();
+                match peers.get_mut(&peer) {
+                    Some(ps) if ps.liveness == Liveness::Up && ps.link.as_ref().is_none_or(|c| Arc::ptr_eq(c, &l)) => {
+                        ps.liveness = Liveness::Down;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if is_current {
+                died.push(peer);
+            }
         }
         for id in died {
-            self.node_died(id, "no link for the failure timeout");
+            self.node_died(id, "silent, or no link, for the failure timeout");
         }
         for id in to_dial {
             self.spawn_dial(id);
         }
-        self.membership_changed();
         self.send_heartbeats();
     }
 
@@ -150,6 +163,7 @@ impl OrbInner {
 
     fn send_heartbeats(self: &Arc<Self>) {
         let view = self.view_tx.borrow().clone();
+        let quorum = self.quorum_info.borrow().quorum;
         let targets: Vec<u32> = {
             let peers = self.peers.lock();
             peers.iter().filter(|(_, p)| p.link.is_some()).map(|(id, _)| *id).collect()
@@ -160,7 +174,7 @@ impl OrbInner {
         // on the link directly: it tells them the view and that this node is alive.
         let tools: Vec<Arc<Link>> = self.tool_links.lock().clone();
         for l in tools {
-            let out = crate::object::Outgoing::from_message(&svc::HeartbeatMsg { view: Some(view.clone()) });
+            let out = crate::object::Outgoing::from_message(&svc::HeartbeatMsg { view: Some(view.clone()), quorum });
             let target = crate::proto::ObjRef {
                 node: TOOL_NODE,
                 object: well_known::MEMBERSHIP,
@@ -173,58 +187,41 @@ impl OrbInner {
             let stub = svc::MembershipStub::new(orb.well_known(id, well_known::MEMBERSHIP, svc::MEMBERSHIP_INTERFACE))
                 .expect("well-known interface")
                 .with_options(opts.clone());
-            let msg = svc::HeartbeatMsg { view: Some(view.clone()) };
+            let msg = svc::HeartbeatMsg { view: Some(view.clone()), quorum };
             tokio::spawn(async move {
                 let _ = stub.heartbeat(msg).await;
             });
         }
     }
 
-    /// Recomputes the view if this node coordinates.
+    /// Liveness changed: the quorum's leader may have a new view to propose.
     pub(crate) fn membership_changed(self: &Arc<Self>) {
-        if self.cfg.node == TOOL_NODE {
-            return;
+        if self.cfg.node != TOOL_NODE {
+            let _ = self.quorum_tx.send(crate::quorum::Input::Nudge);
         }
-        let live: BTreeSet<(u32, u64)> = {
-            let peers = self.peers.lock();
-            let mut s: BTreeSet<(u32, u64)> =
-                peers.iter().filter(|(_, p)| p.liveness == Liveness::Up).map(|(id, p)| (*id, p.incarnation)).collect();
-            s.insert((self.cfg.node, self.cfg.incarnation));
-            s
-        };
-        let coordinator = live.iter().next().map(|(n, _)| *n).unwrap_or(self.cfg.node);
-        if coordinator != self.cfg.node {
-            return;
-        }
-        let current = self.view_tx.borrow().clone();
-        let cur: BTreeSet<(u32, u64)> = current.members.iter().map(|m| (m.node, m.incarnation)).collect();
-        if cur == live && current.number > 0 {
-            return;
-        }
-        let highest = self.views_seen.lock().iter().map(|v| v.number).max().unwrap_or(0).max(current.number);
-        let v = View {
-            number: highest + 1,
-            members: live.into_iter().map(|(node, incarnation)| Member { node, incarnation }).collect(),
-            coordinator,
-        };
-        self.install_view(v);
-        self.send_heartbeats();
     }
 
-    fn install_view(&self, v: View) {
+    pub(crate) fn install_view(&self, v: View) {
         tracing::info!(view = v.number, members = ?v.members.iter().map(|m| m.node).collect::<Vec<_>>(), "new view");
         self.views_seen.lock().push(v.clone());
         self.view_tx.send_replace(v);
     }
 
     /// A heartbeat from `src` carrying its view.
-    pub(crate) fn on_heartbeat(self: &Arc<Self>, src: u32, v: Option<View>) {
+    pub(crate) fn on_heartbeat(self: &Arc<Self>, src: u32, v: Option<View>, quorum: bool) {
+        if src != TOOL_NODE && self.cfg.node != TOOL_NODE {
+            let _ = self.quorum_tx.send(crate::quorum::Input::PeerQuorum(src, quorum));
+        }
         let Some(v) = v else { return };
         if src == TOOL_NODE || v.number == 0 {
             return;
         }
+        // Nodes take views from the quorum only; a tool from any node's heartbeat.
+        if self.cfg.node != TOOL_NODE {
+            return;
+        }
         let cur = self.view_tx.borrow().number;
-        if v.number > cur && v.coordinator == src {
+        if v.number > cur {
             self.install_view(v);
         }
     }

@@ -53,6 +53,13 @@ pub struct OrbConfig {
     pub max_concurrent: usize,
     /// Queued invocations beyond which new ones are refused with `Overloaded`.
     pub max_queued: usize,
+    /// Where the quorum's Raft log lives (`None`: in memory, for tests of one process).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// The voters a new cluster starts with; `None`: every configured node.
+    pub voters: Option<Vec<u32>>,
+    /// Whether a node without quorum refuses to grant (false only to show, in the history
+    /// checker's negative control, what fencing prevents).
+    pub fencing: bool,
 }
 
 impl OrbConfig {
@@ -68,6 +75,9 @@ impl OrbConfig {
             fail_timeout: Duration::from_millis(1000),
             max_concurrent: 256,
             max_queued: 65536,
+            state_dir: None,
+            voters: None,
+            fencing: true,
         }
     }
 }
@@ -159,6 +169,8 @@ pub struct OrbInner {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) view_tx: watch::Sender<View>,
     pub(crate) views_seen: Mutex<Vec<View>>,
+    pub(crate) quorum_tx: tokio::sync::mpsc::UnboundedSender<crate::quorum::Input>,
+    pub(crate) quorum_info: watch::Sender<svc::QuorumInfo>,
     release_queue: Mutex<HashMap<u32, HashMap<u64, u32>>>,
     release_notify: Notify,
     unreferenced_log: Mutex<Vec<u64>>,
@@ -204,6 +216,8 @@ impl Orb {
             View { number: 0, members: vec![svc::Member { node: cfg.node, incarnation: cfg.incarnation }], coordinator: cfg.node };
         let (view_tx, _) = watch::channel(first_view);
         let (shutdown, _) = watch::channel(false);
+        let (quorum_tx, quorum_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (quorum_info, _) = watch::channel(svc::QuorumInfo { fencing: cfg.fencing, ..Default::default() });
         let inner = Arc::new(OrbInner {
             dispatcher: Dispatcher::new(cfg.max_concurrent, cfg.max_queued),
             cfg,
@@ -220,6 +234,8 @@ impl Orb {
             tool_links: Mutex::new(Vec::new()),
             view_tx,
             views_seen: Mutex::new(Vec::new()),
+            quorum_tx,
+            quorum_info,
             release_queue: Mutex::new(HashMap::new()),
             release_notify: Notify::new(),
             unreferenced_log: Mutex::new(Vec::new()),
@@ -230,6 +246,9 @@ impl Orb {
         if let Some(addr) = orb.0.cfg.listen {
             let bound = crate::transport::serve(&orb, addr).await?;
             *orb.0.local_addr.lock() = Some(bound);
+        }
+        if orb.0.cfg.node != TOOL_NODE {
+            crate::quorum::spawn(&orb, quorum_rx)?;
         }
         crate::membership::spawn(&orb);
         orb.spawn_sweeper();
@@ -263,6 +282,32 @@ impl Orb {
     pub fn view(&self) -> View {
         self.0.view_tx.borrow().clone()
     }
+    /// The quorum as this node sees it: in a majority or not, the leader, the voters.
+    pub fn quorum(&self) -> svc::QuorumInfo {
+        self.0.quorum_info.borrow().clone()
+    }
+    /// Every change of `quorum()`.
+    pub fn subscribe_quorum(&self) -> watch::Receiver<svc::QuorumInfo> {
+        self.0.quorum_info.subscribe()
+    }
+    /// Whether this node must refuse to grant (binds, file mutations, placements): it is
+    /// not in a majority and fencing is on. `Some` carries the one-line reason.
+    pub fn fenced(&self) -> Option<String> {
+        let q = self.0.quorum_info.borrow();
+        (self.0.cfg.fencing && !q.quorum && self.0.cfg.node != TOOL_NODE)
+            .then(|| format!("node {} has no quorum (it is cut off from a majority of the voters)", self.0.cfg.node))
+    }
+    /// Adds or removes a voter of the quorum; this node must be the quorum's leader.
+    /// Returns once the change is committed.
+    pub async fn change_voter(&self, node: u32, add: bool) -> Result<svc::QuorumInfo, String> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.0.quorum_tx.send(crate::quorum::Input::ChangeVoter { node, add, done }).map_err(|_| "this node runs no quorum".to_string())?;
+        match tokio::time::timeout(self.0.cfg.fail_timeout * 5, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the quorum stopped".into()),
+            Err(_) => Err("the voter change was not committed in time".into()),
+        }
+    }
     /// Every new view, as it is installed.
     pub fn subscribe_views(&self) -> watch::Receiver<View> {
         self.0.view_tx.subscribe()
@@ -283,6 +328,37 @@ impl Orb {
                     f(*gone).await;
                 }
                 members = now;
+            }
+        }
+    }
+    /// Runs `f` for every peer this node's failure detector declares down (or finds
+    /// restarted as a new incarnation) from now on, quorum or not: for local decisions
+    /// such as hanging up a dead launcher's processes. Grants that others may contest
+    /// follow views instead (`departures`). The future runs until shutdown (spawn it).
+    pub fn losses<F, Fut>(&self, f: F) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        F: Fn(u32) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let weak = Arc::downgrade(&self.0);
+        let period = self.0.cfg.heartbeat / 2;
+        async move {
+            let mut up: BTreeMap<u32, u64> = BTreeMap::new();
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if *inner.shutdown.borrow() {
+                    return;
+                }
+                let now: BTreeMap<u32, u64> =
+                    inner.peers.lock().iter().filter(|(_, p)| p.liveness == Liveness::Up).map(|(id, p)| (*id, p.incarnation)).collect();
+                drop(inner);
+                for (id, inc) in &up {
+                    if now.get(id) != Some(inc) {
+                        f(*id).await;
+                    }
+                }
+                up = now;
             }
         }
     }

@@ -238,6 +238,8 @@ pub enum StartError {
     NodeId(u32),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Quorum(#[from] crate::quorum::StoreError),
 }
 
 /// Dials `addr`, runs the dialer side of the handshake. The link is not installed.

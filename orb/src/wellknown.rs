@@ -55,7 +55,7 @@ struct Membership;
 #[async_trait::async_trait]
 impl svc::Membership for Membership {
     async fn heartbeat(&self, ctx: &CallCtx, req: svc::HeartbeatMsg) -> Result<OneWay, Exception> {
-        ctx.orb.0.on_heartbeat(ctx.src, req.view);
+        ctx.orb.0.on_heartbeat(ctx.src, req.view, req.quorum);
         Ok(OneWay {})
     }
     async fn info(&self, ctx: &CallCtx, _req: Empty) -> Result<NodeInfo, Exception> {
@@ -67,6 +67,19 @@ impl svc::Membership for Membership {
             uptime_ms: o.uptime().as_millis() as u64,
             view: Some(o.view()),
             counters: Some(o.counters()),
+            quorum: Some(o.quorum()),
         })
+    }
+    async fn raft(&self, ctx: &CallCtx, req: svc::RaftBatch) -> Result<OneWay, Exception> {
+        if ctx.src != crate::orb::TOOL_NODE {
+            let _ = ctx.orb.0.quorum_tx.send(crate::quorum::Input::Raft(ctx.src, req.msgs));
+        }
+        Ok(OneWay {})
+    }
+    async fn change_voter(&self, ctx: &CallCtx, req: svc::VoterChange) -> Result<svc::QuorumInfo, Exception> {
+        if ctx.creds.as_ref().is_some_and(|c| c.uid != 0) {
+            return Err(Exception::permission_denied("only root changes the voters"));
+        }
+        ctx.orb.change_voter(req.node, req.add).await.map_err(Exception::app)
     }
 }

@@ -139,8 +139,9 @@ async fn node_down_fails_outstanding_calls_promptly() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_dead_peer_leaves_the_view_without_waiting_for_a_heartbeat() {
     // Heartbeats far apart: only the dial at the moment the link drops (refused: nothing
-    // listens any more) can take node 2 out of the view within the second asserted here.
-    let net = Net::new(2);
+    // listens any more) can take node 3 out of the view within the second asserted here.
+    // Three voters, so that two are still a majority and may install a view.
+    let net = Net::new(3);
     let slow = |id| {
         let mut c = net.config(id, 2000 + id as u64);
         c.heartbeat = Duration::from_secs(5);
@@ -148,17 +149,18 @@ async fn a_dead_peer_leaves_the_view_without_waiting_for_a_heartbeat() {
         c
     };
     let a = Orb::start(slow(1)).await.unwrap();
-    let b = Orb::start(slow(2)).await.unwrap();
-    wait_view(&a, 2).await;
+    let _b = Orb::start(slow(2)).await.unwrap();
+    let c = Orb::start(slow(3)).await.unwrap();
+    wait_view(&a, 3).await;
     let before = a.view().number;
     let t0 = Instant::now();
-    b.shutdown();
-    while a.view().members.len() != 1 {
-        assert!(t0.elapsed() < Duration::from_secs(1), "node 2 still in node 1's view after {:?}: {:?}", t0.elapsed(), a.view());
+    c.shutdown();
+    while a.view().members.len() != 2 {
+        assert!(t0.elapsed() < Duration::from_secs(1), "node 3 still in node 1's view after {:?}: {:?}", t0.elapsed(), a.view());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(a.view().number > before);
-    assert_eq!(a.liveness(2), ssi_orb::Liveness::Down);
+    assert_eq!(a.liveness(3), ssi_orb::Liveness::Down);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -337,4 +339,67 @@ async fn an_oversized_message_is_refused_to_its_sender_and_the_link_stays() {
     let r = d.echo(Blob { data: b"still here".to_vec().into() }).await.unwrap();
     assert_eq!(r.data.as_ref(), b"still here");
     assert_eq!(a.liveness(2), ssi_orb::Liveness::Up);
+}
+
+async fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t0.elapsed()
+}
+
+/// Nodes 1, 2 and 3 (three voters), each with a view of all three.
+async fn three_in_one_view(net: &Net) -> [Orb; 3] {
+    let nodes = [net.node(1).await, net.node(2).await, net.node(3).await];
+    for n in &nodes {
+        wait_view(n, 3).await;
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_cut_off_from_the_majority_is_fenced_and_installs_no_view() {
+    let net = Net::new(3);
+    let nodes = three_in_one_view(&net).await;
+    wait_for("every node in quorum", Duration::from_secs(5), || nodes.iter().all(|n| n.fenced().is_none())).await;
+    let q = nodes[0].quorum();
+    assert_eq!(q.voters, vec![1, 2, 3]);
+    assert!(q.leader != 0 && nodes.iter().all(|n| n.quorum().leader == q.leader), "one leader: {q:?}");
+    assert_eq!(nodes[0].view().coordinator, q.leader, "the view's coordinator is the Raft leader");
+    let [a, b, c] = nodes;
+    let view = a.view();
+    b.shutdown();
+    c.shutdown();
+    // fail_timeout is 600 ms here: fenced within it plus a tick or two.
+    let took = wait_for("node 1 fenced", Duration::from_millis(1500), || a.fenced().is_some()).await;
+    assert!(a.fenced().unwrap().contains("no quorum"), "{:?}", a.fenced());
+    // Alone it is no majority: no view without nodes 2 and 3 may exist.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.view(), view, "a minority installed a view (fenced after {took:?})");
+    assert!(a.views_seen().iter().all(|v| v.members.len() == 3 || v.number < view.number));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn voters_are_removed_and_added_at_runtime() {
+    let net = Net::new(3);
+    let nodes = three_in_one_view(&net).await;
+    wait_for("a leader", Duration::from_secs(5), || nodes.iter().all(|n| n.quorum().leader != 0)).await;
+    let leader = nodes[0].quorum().leader as usize;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let err = nodes[follower - 1].change_voter(3, false).await.unwrap_err();
+    assert!(err.contains("not the quorum's leader"), "{err}");
+    let gone = (1..=3).rev().find(|i| *i != leader).unwrap() as u32;
+    let q = nodes[leader - 1].change_voter(gone, false).await.unwrap();
+    assert!(!q.voters.contains(&gone), "{q:?}");
+    assert_eq!(nodes[leader - 1].change_voter(9, true).await.unwrap_err(), "node 9 is not in the cluster configuration");
+    // With two voters left, losing the non-voter keeps the quorum and the view follows.
+    nodes[gone as usize - 1].shutdown();
+    let l = &nodes[leader - 1];
+    wait_for("a view without the removed voter", Duration::from_secs(3), || l.view().members.len() == 2).await;
+    assert!(l.fenced().is_none());
+    // And it can be made a voter again.
+    let q = l.change_voter(gone, true).await.unwrap();
+    assert!(q.voters.contains(&gone), "{q:?}");
 }

@@ -88,6 +88,8 @@ pub enum LaunchError {
     Node { node: u32, source: OrbError },
     #[error("node {0} went down while running the command")]
     WentDown(u32),
+    #[error("no placement on another node: {0}")]
+    Fenced(String),
     #[error("gpid {gpid} (node {node}, pid {pid}): {}", orb_text(source))]
     Kill { gpid: u64, node: u32, pid: u32, source: OrbError },
 }
@@ -200,6 +202,13 @@ impl Launcher {
         if !self.mountpoints.contains_key(&node) {
             return Err(LaunchError::UnknownNode(node));
         }
+        // Cut off from a majority, this node may not know whether `node` is still in the
+        // cluster's view: it starts processes only on itself.
+        if node != me {
+            if let Some(why) = self.orb.fenced() {
+                return Err(LaunchError::Fenced(why));
+            }
+        }
         let cwd_path = Path::new(std::ffi::OsStr::from_bytes(&spec.cwd));
         let cwd = if spec.cwd_given { cwd_path.to_path_buf() } else { translate_cwd(&self.mountpoints, cwd_path, me, node)? };
         *self.placed.lock().entry(node).or_default() += 1;
@@ -239,7 +248,11 @@ impl Launcher {
         let input = target.with_options(opts.deadline(INPUT_DEADLINE));
         let mut tool_gone = false;
         // The target's death ends the wait too (its process died with it: parent-death signal).
+        // Its loss by this node's failure detector also counts: a node without quorum sees no
+        // new view, yet the caller must not wait forever.
         let mut views = self.orb.subscribe_views();
+        let mut check = tokio::time::interval(Duration::from_millis(100));
+        let incarnation = self.orb.peer_incarnation(node);
         loop {
             tokio::select! {
                 biased;
@@ -250,6 +263,11 @@ impl Launcher {
                 }
                 changed = views.changed() => {
                     if changed.is_err() || !views.borrow().members.iter().any(|m| m.node == node) {
+                        return Err(LaunchError::WentDown(node));
+                    }
+                }
+                _ = check.tick() => {
+                    if self.orb.liveness(node) == ssi_orb::Liveness::Down || self.orb.peer_incarnation(node) != incarnation {
                         return Err(LaunchError::WentDown(node));
                     }
                 }

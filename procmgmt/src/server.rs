@@ -309,13 +309,14 @@ impl ProcMgr for ProcServer {
     }
 }
 
-/// Exports this node's `ProcMgr` and hangs up processes whose launching node leaves.
+/// Exports this node's `ProcMgr` and hangs up processes whose launching node is lost (by
+/// this node's failure detector: a local decision, needing no quorum).
 pub fn serve(orb: &Orb, claim: crate::table::Claim) -> std::io::Result<ProcServer> {
     let server = ProcServer::new(orb, claim)?;
     let h = export_proc_mgr(orb, server.clone());
     orb.register_name(crate::PROCMGR_NAME, &h);
     let s = server.clone();
-    tokio::spawn(orb.departures(move |gone| {
+    tokio::spawn(orb.losses(move |gone| {
         s.launcher_node_gone(gone);
         async {}
     }));

@@ -73,6 +73,16 @@ fn who(creds: Option<&Creds>) -> Who {
     }
 }
 
+/// A node cut off from a majority serves reads but changes nothing on its volumes: the
+/// majority may already count it gone (and, once volumes are replicated, serve them
+/// elsewhere). `EROFS`, with the reason in the message.
+fn fenced(ctx: &CallCtx) -> Result<(), Exception> {
+    match ctx.orb.fenced() {
+        Some(why) => Err(Exception::errno(libc::EROFS, format!("read-only while cut off: {why}"))),
+        None => Ok(()),
+    }
+}
+
 impl VolumeServer {
     pub fn new(orb: &Orb, id: u32, dir: &Path) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
@@ -332,6 +342,7 @@ impl Volume for VolumeServant {
         Ok(a)
     }
     async fn set_attr(&self, ctx: &CallCtx, req: SetAttrReq) -> Result<Attr, Exception> {
+        fenced(ctx)?;
         let h = VolumeServer::fid_handle(&req.fid)?;
         let open = if req.fh != 0 { Some(self.0.file(req.fh)?.0) } else { None };
         self.0.recall(&h, ctx.src).await;
@@ -364,6 +375,7 @@ impl Volume for VolumeServant {
         Ok(a)
     }
     async fn mknod(&self, ctx: &CallCtx, req: MknodReq) -> Result<Entry, Exception> {
+        fenced(ctx)?;
         let (p, name) = name_of(&req.parent, &req.name)?;
         let (mode, rdev) = (req.mode & !req.umask, req.rdev);
         let (p2, n2) = (p.clone(), name.clone());
@@ -378,6 +390,7 @@ impl Volume for VolumeServant {
         Ok(e)
     }
     async fn mkdir(&self, ctx: &CallCtx, req: MknodReq) -> Result<Entry, Exception> {
+        fenced(ctx)?;
         let (p, name) = name_of(&req.parent, &req.name)?;
         let mode = req.mode & !req.umask;
         let (p2, n2) = (p.clone(), name.clone());
@@ -394,6 +407,7 @@ impl Volume for VolumeServant {
         Ok(e)
     }
     async fn symlink(&self, ctx: &CallCtx, req: SymlinkReq) -> Result<Entry, Exception> {
+        fenced(ctx)?;
         let (p, name) = name_of(&req.parent, &req.name)?;
         let target = req.target;
         let (p2, n2) = (p.clone(), name.clone());
@@ -408,6 +422,7 @@ impl Volume for VolumeServant {
         Ok(e)
     }
     async fn link(&self, ctx: &CallCtx, req: LinkReq) -> Result<Entry, Exception> {
+        fenced(ctx)?;
         let f = VolumeServer::fid_handle(&req.fid)?;
         let (p, name) = name_of(&req.newparent, &req.newname)?;
         let (f2, p2, n2) = (f.clone(), p.clone(), name.clone());
@@ -423,12 +438,15 @@ impl Volume for VolumeServant {
         Ok(e)
     }
     async fn unlink(&self, ctx: &CallCtx, req: NameReq) -> Result<DirChange, Exception> {
+        fenced(ctx)?;
         self.0.remove(ctx, req, false).await
     }
     async fn rmdir(&self, ctx: &CallCtx, req: NameReq) -> Result<DirChange, Exception> {
+        fenced(ctx)?;
         self.0.remove(ctx, req, true).await
     }
     async fn rename(&self, ctx: &CallCtx, req: RenameReq) -> Result<DirChange, Exception> {
+        fenced(ctx)?;
         let (p, name) = name_of(&req.parent, &req.name)?;
         let (np, newname) = name_of(&req.newparent, &req.newname)?;
         let flags = req.flags;
@@ -495,6 +513,7 @@ impl Volume for VolumeServant {
         Ok(o)
     }
     async fn create(&self, ctx: &CallCtx, req: CreateReq) -> Result<CreateReply, Exception> {
+        fenced(ctx)?;
         let (p, name) = name_of(&req.parent, &req.name)?;
         let node = ctx.src;
         let (mode, flags) = (req.mode & !req.umask, req.flags);
@@ -536,6 +555,7 @@ impl Volume for VolumeServant {
         Ok(Data { size: d.len() as u32, data: Bytes::from(d) })
     }
     async fn write(&self, ctx: &CallCtx, req: WriteReq) -> Result<WriteReply, Exception> {
+        fenced(ctx)?;
         let (fd, handle) = self.0.file(req.fh)?;
         let n = blocking(move || sys::pwrite(fd.as_raw_fd(), &req.data, req.offset)).await?;
         // Other nodes' cached pages and size of this file are now wrong.
@@ -548,6 +568,7 @@ impl Volume for VolumeServant {
         Ok(Empty {})
     }
     async fn write_back(&self, ctx: &CallCtx, req: WriteBackReq) -> Result<WriteReply, Exception> {
+        fenced(ctx)?;
         let mut files = Vec::with_capacity(req.extents.len());
         let mut handles: Vec<Vec<u8>> = Vec::new();
         for x in &req.extents {
@@ -663,6 +684,7 @@ impl Volume for VolumeServant {
             .await
     }
     async fn set_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Empty, Exception> {
+        fenced(ctx)?;
         let h = VolumeServer::fid_handle(&req.fid)?;
         let h2 = h.clone();
         self.0.run(ctx, vec![h], move |_, fds| sys::setxattr_fd(fds[0].as_raw_fd(), &req.name, &req.value, req.flags)).await?;
@@ -670,6 +692,7 @@ impl Volume for VolumeServant {
         Ok(Empty {})
     }
     async fn remove_xattr(&self, ctx: &CallCtx, req: XattrReq) -> Result<Empty, Exception> {
+        fenced(ctx)?;
         let h = VolumeServer::fid_handle(&req.fid)?;
         let h2 = h.clone();
         self.0.run(ctx, vec![h], move |_, fds| sys::removexattr_fd(fds[0].as_raw_fd(), &req.name)).await?;
@@ -689,6 +712,11 @@ impl Volume for VolumeServant {
         })
     }
     async fn set_lk(&self, ctx: &CallCtx, req: LockReq) -> Result<Empty, Exception> {
+        // No new lock while cut off (its holder could not know the majority saw it go);
+        // unlocking is always allowed.
+        if req.typ != crate::locks::F_UNLCK {
+            fenced(ctx).map_err(|e| Exception::errno(libc::ENOLCK, e.message))?;
+        }
         let h = VolumeServer::fid_handle(&req.fid)?;
         if ![crate::locks::F_RDLCK, crate::locks::F_WRLCK, crate::locks::F_UNLCK].contains(&req.typ) || req.start > req.end {
             return Err(Exception::errno(libc::EINVAL, "bad lock request"));

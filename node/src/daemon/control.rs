@@ -37,6 +37,7 @@ impl Control for ControlService {
 
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let view = self.orb.view();
+        let quorum = self.orb.quorum();
         let opts = CallOptions::default().deadline(Duration::from_millis(500));
         let mut nodes = Vec::new();
         for (id, n) in &self.cfg.nodes {
@@ -91,6 +92,11 @@ impl Control for ControlService {
             nodes,
             requests_sent: self.orb.counters().requests_sent,
             volumes,
+            quorum: quorum.quorum,
+            leader: quorum.leader,
+            voters: quorum.voters,
+            fencing: quorum.fencing,
+            in_view: view.members.iter().any(|m| m.node == self.orb.node() && m.incarnation == self.orb.incarnation()),
         }))
     }
 

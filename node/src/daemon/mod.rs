@@ -118,6 +118,8 @@ pub fn run(config_path: &Path, id: u32, extensions: Vec<Box<dyn Extension>>) -> 
         oc.heartbeat = cfg.heartbeat;
         oc.fail_timeout = cfg.fail_timeout;
         oc.max_concurrent = cfg.max_concurrent;
+        oc.state_dir = Some(me.dir.clone());
+        oc.fencing = cfg.fencing;
         let orb = Orb::start(oc).await?;
         ssi_orb::diag::install(&orb);
         // A local cluster: every node on this machine (see procmgmt's `table`).

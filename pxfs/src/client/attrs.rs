@@ -25,6 +25,31 @@ pub(super) struct AttrChange {
 
 impl Client {
     pub(super) fn getattr(&self, who: Creds, ino: u64) -> Answer<Attrs> {
+        if ino != super::ROOT {
+            return self.getattr_of(who, ino);
+        }
+        // The namespace root: remembered, and answered from memory while its owner is away
+        // (never seen: a root-owned directory, mode 0755, as `ssi up` makes it).
+        let last = self.last_root_attr.clone();
+        let remember = move |r: Result<Attrs, Errno>| match r {
+            Ok(Attrs::Volume(a)) => {
+                *last.lock() = Some(a);
+                Ok(Attrs::Volume(a))
+            }
+            Err(e) => {
+                tracing::debug!("the namespace root's owner does not answer ({e:?}): its last attributes stand in");
+                let dir = Attr { ino: super::ROOT, mode: libc::S_IFDIR | 0o755, nlink: 2, blksize: 4096, ..Default::default() };
+                Ok(Attrs::Volume((*last.lock()).unwrap_or(dir)))
+            }
+            other => other,
+        };
+        match self.getattr_of(who, ino) {
+            Answer::Now(r) => Answer::Now(remember(r)),
+            Answer::Later(f) => Answer::Later(Box::pin(async move { remember(f.await) })),
+        }
+    }
+
+    fn getattr_of(&self, who: Creds, ino: u64) -> Answer<Attrs> {
         if let Some(a) = self.cache.dir(ino) {
             return Answer::Now(Ok(Attrs::Volume(a)));
         }

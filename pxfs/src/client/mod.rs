@@ -138,6 +138,10 @@ pub struct Client {
     owners: Arc<Owners>,
     holder: Arc<Holder>,
     roots: Mutex<HashMap<u32, Bytes>>,
+    /// The namespace root's last attributes: answered when its owner cannot be reached, so
+    /// that walks into the volumes mounted below it (and the global /proc) go on while the
+    /// root volume is unavailable (until volumes are replicated).
+    last_root_attr: Arc<Mutex<Option<crate::proto::Attr>>>,
     inodes: Arc<RwLock<Inodes>>,
     dirs: Mutex<HashMap<u64, OpenDir>>,
     next_dh: AtomicU64,
@@ -181,6 +185,7 @@ impl Client {
             orb,
             volumes: volumes.into_iter().map(|v| (v.id, v)).collect(),
             roots: Mutex::new(HashMap::new()),
+            last_root_attr: Arc::new(Mutex::new(None)),
             inodes: Arc::new(RwLock::new(inodes)),
             dirs: Mutex::new(HashMap::new()),
             next_dh: AtomicU64::new(1),

@@ -31,20 +31,22 @@ impl Client {
     }
 
     pub(super) fn lookup(&self, who: Creds, parent: u64, name: &str) -> Answer<Found> {
-        let (vol, h, path) = now_or!(self.node(parent));
-        let child = join(&path, name);
-        if let Some((sv, spath)) = self.syn(vol, &h) {
-            return self.syn_entry(vol, sv, crate::synthetic::child(&spath, name), child, &who).into();
-        }
-        if self.cache.name_absent(parent, name) && self.mounts.crossing(&child).is_none() {
-            return Answer::Now(Ok(Found::Absent));
-        }
+        // A volume mounted here is found without its parent's owner (which may be away).
+        let parent_path = self.inodes.read().by_ino.get(&parent).map(|n| n.path.clone()).ok_or(Errno::ESTALE);
+        let child = join(&now_or!(parent_path), name);
         if let Some(v) = self.mounts.crossing(&child) {
             if let Some(sv) = self.synthetic.get(&v) {
                 return self.syn_entry(v, sv, "/".into(), child, &who).into();
             }
             let e = self.call(v, Some(who), |s| async move { s.root(Empty {}).await });
             return e.and_then(|e| self.found(v, child, e)).into();
+        }
+        let (vol, h, _) = now_or!(self.node(parent));
+        if let Some((sv, spath)) = self.syn(vol, &h) {
+            return self.syn_entry(vol, sv, crate::synthetic::child(&spath, name), child, &who).into();
+        }
+        if self.cache.name_absent(parent, name) {
+            return Answer::Now(Ok(Found::Absent));
         }
         let (owners, holder, inodes, name) = (self.owners.clone(), self.holder.clone(), self.inodes.clone(), name.to_string());
         Answer::Later(Box::pin(async move {
