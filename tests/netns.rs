@@ -233,25 +233,38 @@ fn await_quorum(dir: &std::path::Path, n: u32, quorum: bool, within: Duration) -
 
 /// Right after a cut: how long until the first node of `majority` has a view of exactly
 /// those nodes, and until each node of `minority` has lost its quorum — all within 2 s
-/// of the cut (the bound).
+/// of the cut (the bound). Each node is watched from a thread of its own (a status
+/// call to a node cut off from others waits out the deadline of its calls to them).
 fn after_cut(dir: &std::path::Path, majority: &[u32], minority: &[u32]) -> (Duration, Vec<Duration>) {
     let t0 = Instant::now();
-    let mut view = None;
-    let mut fenced = vec![None; minority.len()];
-    while view.is_none() || fenced.iter().any(|f| f.is_none()) {
-        if view.is_none() && view_of(dir, majority[0]) == majority {
-            view = Some(t0.elapsed());
-        }
-        for (i, n) in minority.iter().enumerate() {
-            if fenced[i].is_none() && !status_of(dir, *n).quorum {
-                fenced[i] = Some(t0.elapsed());
+    let until = |what: String, f: Box<dyn Fn() -> bool + Send>| {
+        std::thread::spawn(move || loop {
+            // A daemon reads its view and quorum as a status request arrives, then asks the
+            // other nodes for theirs: what it answers held when the request was sent.
+            let asked = t0.elapsed();
+            if f() {
+                return Ok(asked);
             }
-        }
-        let late = t0.elapsed() > Duration::from_secs(2);
-        assert!(!late, "2 s after the cut: majority {majority:?} view after {view:?}, minority {minority:?} fenced after {fenced:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (view.unwrap(), fenced.into_iter().map(Option::unwrap).collect())
+            if t0.elapsed() > Duration::from_secs(2) {
+                return Err(what);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        })
+    };
+    let (d, m) = (dir.to_path_buf(), majority.to_vec());
+    let view = until(format!("node {}: a view of {majority:?}", m[0]), Box::new(move || view_of(&d, m[0]) == m));
+    let fenced: Vec<_> = minority
+        .iter()
+        .map(|n| {
+            let (d, n) = (dir.to_path_buf(), *n);
+            until(format!("node {n}: no quorum"), Box::new(move || !status_of(&d, n).quorum))
+        })
+        .collect();
+    let view = view.join().unwrap();
+    let fenced: Vec<_> = fenced.into_iter().map(|t| t.join().unwrap()).collect();
+    let late: Vec<&String> = std::iter::once(&view).chain(&fenced).filter_map(|r| r.as_ref().err()).collect();
+    assert!(late.is_empty(), "not within 2 s of the cut: {late:?} (in time: {view:?} {fenced:?})");
+    (view.unwrap(), fenced.into_iter().map(Result::unwrap).collect())
 }
 
 #[test]

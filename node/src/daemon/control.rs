@@ -39,49 +39,57 @@ impl Control for ControlService {
         let view = self.orb.view();
         let quorum = self.orb.quorum();
         let opts = CallOptions::default().deadline(Duration::from_millis(500));
-        let mut nodes = Vec::new();
-        for (id, n) in &self.cfg.nodes {
-            let liveness = self.orb.liveness(*id);
-            let mut st = NodeStatus {
-                id: *id,
-                addr: n.addr.to_string(),
-                state: match liveness {
-                    Liveness::Up => "up",
-                    Liveness::Down => "down",
-                    Liveness::Unknown => "unknown",
+        // Every node and volume asked at once: during a partition the unreachable ones cost
+        // one deadline, not one each.
+        let nodes = futures_util::future::join_all(self.cfg.nodes.iter().map(|(id, n)| {
+            let opts = opts.clone();
+            async move {
+                let liveness = self.orb.liveness(*id);
+                let mut st = NodeStatus {
+                    id: *id,
+                    addr: n.addr.to_string(),
+                    state: match liveness {
+                        Liveness::Up => "up",
+                        Liveness::Down => "down",
+                        Liveness::Unknown => "unknown",
+                    }
+                    .into(),
+                    mountpoint: n.mountpoint.display().to_string(),
+                    ..Default::default()
+                };
+                if *id == self.orb.node() {
+                    st.pid = std::process::id() as u64;
                 }
-                .into(),
-                mountpoint: n.mountpoint.display().to_string(),
-                ..Default::default()
-            };
-            if *id == self.orb.node() {
-                st.pid = std::process::id() as u64;
-            }
-            if liveness == Liveness::Up {
-                let stub = MembershipStub::new(self.orb.well_known(*id, well_known::MEMBERSHIP, MEMBERSHIP_INTERFACE))
-                    .expect("well-known interface")
-                    .with_options(opts.clone());
-                if let Ok(info) = stub.info(ssi_orb::proto::Empty {}).await {
-                    st.incarnation = info.incarnation;
-                    st.uptime_ms = info.uptime_ms;
-                }
-            }
-            nodes.push(st);
-        }
-        let mut volumes = Vec::new();
-        for (i, v) in self.cfg.volumes.iter().enumerate() {
-            let mut vs = cp::VolumeStatus { path: v.path.clone(), node: v.node, ..Default::default() };
-            if self.orb.liveness(v.node) == Liveness::Up {
-                if let Ok(s) = self.volumes.stub(i as u32).await {
-                    vs.state = s.with_options(opts.clone()).state(ssi_orb::proto::Empty {}).await.ok().map(|st| st.into_inner());
-                    if vs.state.is_none() {
-                        // Its server may have restarted: resolve it again next time.
-                        self.volumes.drop_stub(i as u32);
+                if liveness == Liveness::Up {
+                    let stub = MembershipStub::new(self.orb.well_known(*id, well_known::MEMBERSHIP, MEMBERSHIP_INTERFACE))
+                        .expect("well-known interface")
+                        .with_options(opts);
+                    if let Ok(info) = stub.info(ssi_orb::proto::Empty {}).await {
+                        st.incarnation = info.incarnation;
+                        st.uptime_ms = info.uptime_ms;
                     }
                 }
+                st
             }
-            volumes.push(vs);
-        }
+        }))
+        .await;
+        let volumes = futures_util::future::join_all(self.cfg.volumes.iter().enumerate().map(|(i, v)| {
+            let opts = opts.clone();
+            async move {
+                let mut vs = cp::VolumeStatus { path: v.path.clone(), node: v.node, ..Default::default() };
+                if self.orb.liveness(v.node) == Liveness::Up {
+                    if let Ok(s) = self.volumes.stub(i as u32).await {
+                        vs.state = s.with_options(opts).state(ssi_orb::proto::Empty {}).await.ok().map(|st| st.into_inner());
+                        if vs.state.is_none() {
+                            // Its server may have restarted: resolve it again next time.
+                            self.volumes.drop_stub(i as u32);
+                        }
+                    }
+                }
+                vs
+            }
+        }))
+        .await;
         Ok(Response::new(StatusReply {
             cluster: self.orb.cluster().to_string(),
             node: self.orb.node(),

@@ -9,10 +9,10 @@
 //!   numbered one above the last committed view. A view is applied only if it is numbered
 //!   exactly one above the applied one, so two views with one number and different members
 //!   never exist, and no view exists without a majority of the voters.
-//! - Quorum: the leader has it while it heard from a majority of the voters within
-//!   `fail_timeout`, a follower while it heard from the leader within `fail_timeout` and
-//!   the leader's last ORB heartbeat did not say it had lost its majority (a leader cut
-//!   off with a follower keeps sending Raft heartbeats until it steps down).
+//! - Quorum: a node has it while it is a member of the applied view and either leads and
+//!   heard from a majority of the voters within `fail_timeout`, or follows a leader it
+//!   heard within `fail_timeout` whose last ORB heartbeat did not say it lost its majority
+//!   (a leader cut off with a follower keeps sending Raft heartbeats until it steps down).
 //!   Without it the node is *fenced*: services refuse to grant (binds, file mutations,
 //!   placements); `Orb::fenced` is what they ask.
 
@@ -71,17 +71,18 @@ pub(crate) fn spawn(orb: &Orb, rx: mpsc::UnboundedReceiver<Input>) -> Result<(),
     let (log, storage) = store::DurableLog::open(inner.cfg.state_dir.as_deref(), &voters)?;
     let tick = (inner.cfg.heartbeat / 2).max(Duration::from_millis(10));
     let election = ((inner.cfg.fail_timeout.as_millis() / tick.as_millis()) as usize).max(4);
-    // Raft's leader lease (`election_tick`: a follower that heard its leader this recently
-    // ignores candidates) ends two ticks before the first election can start: a follower
-    // whose timer fires first must not find the others still in their lease, or the
-    // election waits out a whole second timeout. Elections start 1–1.4 fail_timeouts after
-    // the leader's last word.
+    // Failover: a follower whose failure detector declares the leader down (after
+    // `fail_timeout` of silence) makes the lowest live voter campaign at once, again every
+    // three ticks until a leader is known. Raft's own randomized timers (1.5–2
+    // fail_timeouts) are the fallback. Raft's leader lease (`election_tick`: a follower that
+    // heard its leader this recently ignores candidates) ends before the detector fires, so
+    // the candidate does not find the others still in their lease.
     let rc = raft::Config {
         id: inner.cfg.node as u64,
         election_tick: (election * 4 / 5).clamp(3, election - 1),
         heartbeat_tick: 2,
-        min_election_tick: election,
-        max_election_tick: election * 7 / 5 + 1,
+        min_election_tick: election * 3 / 2,
+        max_election_tick: election * 2 + 1,
         check_quorum: true,
         pre_vote: true,
         ..Default::default()
@@ -103,6 +104,7 @@ pub(crate) fn spawn(orb: &Orb, rx: mpsc::UnboundedReceiver<Input>) -> Result<(),
         fail_timeout: inner.cfg.fail_timeout,
         proposed: None,
         campaigned_at: None,
+        retry: tick * 3,
         waiting: Vec::new(),
         election: tick * election as u32,
     };
@@ -146,6 +148,8 @@ struct Quorum {
     /// The view this leader proposed and when: not proposed again while in flight.
     proposed: Option<(u64, Instant)>,
     campaigned_at: Option<Instant>,
+    /// How soon a campaign that found no leader is tried again.
+    retry: Duration,
     waiting: Vec<(u32, bool, VoterReply)>,
     election: Duration,
 }
@@ -186,17 +190,21 @@ impl Quorum {
         self.publish(&inner);
     }
 
-    /// Start-up and failover speed only, never safety: with no leader known, the lowest
-    /// live voter that reaches a majority asks for votes at once instead of waiting out a
-    /// randomized election timeout. (Followers still in a leader's lease ignore it.)
+    /// Start-up and failover speed only, never safety: with no leader known, or the leader
+    /// declared down by the failure detector, the lowest live voter that reaches a majority
+    /// asks for votes at once (pre-vote: it disrupts nothing if the others still hear a
+    /// leader) instead of waiting out a randomized election timeout.
     fn maybe_campaign(&mut self, inner: &Arc<OrbInner>) {
-        if self.raw.raft.leader_id != raft::INVALID_ID || self.raw.raft.state == StateRole::Leader {
+        if self.raw.raft.state == StateRole::Leader || !self.voters.contains(&self.me) {
             return;
         }
-        if self.campaigned_at.is_some_and(|t| t.elapsed() < self.election) || !self.voters.contains(&self.me) {
+        let orb = inner.orb();
+        let leader = self.raw.raft.leader_id as u32;
+        let leaderless = leader == 0 || (leader != self.me && orb.liveness(leader) == Liveness::Down);
+        if !leaderless || self.campaigned_at.is_some_and(|t| t.elapsed() < self.retry) {
             return;
         }
-        let up: Vec<u32> = self.voters.iter().copied().filter(|v| *v == self.me || inner.orb().liveness(*v) == Liveness::Up).collect();
+        let up: Vec<u32> = self.voters.iter().copied().filter(|v| *v == self.me || orb.liveness(*v) == Liveness::Up).collect();
         if up.first() != Some(&self.me) || up.len() * 2 <= self.voters.len() {
             return;
         }
@@ -295,6 +303,18 @@ impl Quorum {
     fn publish(&self, inner: &Arc<OrbInner>) {
         let mut info = self.info();
         info.fencing = inner.cfg.fencing;
+        // A node the majority's view leaves out is fenced too, though it may still hear the
+        // leader (a one-way cut: its own words are lost), as is a restarted node until a
+        // view has its new incarnation.
+        let member = inner.view_tx.borrow().members.iter().any(|m| m.node == self.me && m.incarnation == inner.cfg.incarnation);
+        info.quorum &= member;
+        // A follower whose link to its leader is gone hears it no more from this moment: it
+        // need not wait out the lease (the leader closed a link silent for `fail_timeout`).
+        let leader = self.raw.raft.leader_id as u32;
+        if self.raw.raft.state != StateRole::Leader && leader != 0 {
+            let linked = inner.peers.lock().get(&leader).is_some_and(|p| p.link.as_ref().is_some_and(|l| !l.is_closed()));
+            info.quorum &= linked;
+        }
         inner.quorum_info.send_if_modified(|old| {
             let changed = *old != info;
             if changed && old.quorum != info.quorum {
