@@ -195,10 +195,7 @@ fn binds_of_programs_started_with_ssi_run_go_through_the_sap() {
 /// The members of the view node `n` is in, asked of its own daemon (control sockets are on
 /// the host: a partition of the interconnect does not cut them).
 fn view_of(dir: &std::path::Path, n: u32) -> Vec<u32> {
-    let cfg = ssi_node::local::load(dir).unwrap();
-    let sock = cfg.node(n).unwrap().control_socket.clone();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(ssi_node::local::status_of(&sock)).unwrap().view_members
+    status_of(dir, n).view_members
 }
 
 /// Waits (up to `within`) until node `n`'s view has exactly `want`; how long that took.

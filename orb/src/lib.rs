@@ -123,4 +123,5 @@ pub use object::{decode_request, CallCtx, DispatchFuture, Incoming, ObjHandle, O
 pub use orb::{well_known, CallOptions, Liveness, Orb, OrbConfig, MAX_NODE, TOOL_NODE};
 pub use proto::svc::View;
 pub use proto::ObjRef;
+pub use quorum::VoterError;
 pub use transport::{LinkError, StartError};

@@ -299,13 +299,14 @@ impl Orb {
     }
     /// Adds or removes a voter of the quorum; this node must be the quorum's leader.
     /// Returns once the change is committed.
-    pub async fn change_voter(&self, node: u32, add: bool) -> Result<svc::QuorumInfo, String> {
+    pub async fn change_voter(&self, node: u32, add: bool) -> Result<svc::QuorumInfo, crate::VoterError> {
+        use crate::VoterError;
         let (done, rx) = tokio::sync::oneshot::channel();
-        self.0.quorum_tx.send(crate::quorum::Input::ChangeVoter { node, add, done }).map_err(|_| "this node runs no quorum".to_string())?;
+        self.0.quorum_tx.send(crate::quorum::Input::ChangeVoter { node, add, done }).map_err(|_| VoterError::NoQuorum)?;
         match tokio::time::timeout(self.0.cfg.fail_timeout * 5, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the quorum stopped".into()),
-            Err(_) => Err("the voter change was not committed in time".into()),
+            Ok(Err(_)) => Err(VoterError::Stopped),
+            Err(_) => Err(VoterError::Timeout),
         }
     }
     /// Every new view, as it is installed.

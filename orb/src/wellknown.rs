@@ -80,6 +80,6 @@ impl svc::Membership for Membership {
         if ctx.creds.as_ref().is_some_and(|c| c.uid != 0) {
             return Err(Exception::permission_denied("only root changes the voters"));
         }
-        ctx.orb.change_voter(req.node, req.add).await.map_err(Exception::app)
+        ctx.orb.change_voter(req.node, req.add).await.map_err(|e| Exception::app(e.to_string()))
     }
 }

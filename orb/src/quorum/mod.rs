@@ -36,8 +36,27 @@ use crate::proto::ObjRef;
 
 pub use store::StoreError;
 
+/// Why a voter change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VoterError {
+    #[error("node {me} is not the quorum's leader (the leader is {leader})")]
+    NotLeader { me: u32, leader: u32 },
+    #[error("node {0} is not in the cluster configuration")]
+    UnknownNode(u32),
+    #[error("the last voter cannot be removed")]
+    LastVoter,
+    #[error("cannot change the voters now: {0}")]
+    Refused(String),
+    #[error("this node runs no quorum")]
+    NoQuorum,
+    #[error("the quorum stopped")]
+    Stopped,
+    #[error("the voter change was not committed in time")]
+    Timeout,
+}
+
 /// Where a voter change is answered: the quorum after it, or why it was refused.
-type VoterReply = oneshot::Sender<Result<QuorumInfo, String>>;
+type VoterReply = oneshot::Sender<Result<QuorumInfo, VoterError>>;
 
 /// What reaches the quorum's task.
 pub(crate) enum Input {
@@ -88,11 +107,7 @@ pub(crate) fn spawn(orb: &Orb, rx: mpsc::UnboundedReceiver<Input>) -> Result<(),
         ..Default::default()
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let raw = RawNode::new(&rc, storage, &logger).map_err(|e| StoreError::Corrupt {
-        path: inner.cfg.state_dir.clone().unwrap_or_default(),
-        at: 0,
-        why: e.to_string(),
-    })?;
+    let raw = RawNode::new(&rc, storage, &logger)?;
     let mut q = Quorum {
         orb: Arc::downgrade(inner),
         me: inner.cfg.node,
@@ -248,11 +263,11 @@ impl Quorum {
 
     fn change_voter(&mut self, inner: &Arc<OrbInner>, node: u32, add: bool, done: VoterReply) {
         if self.raw.raft.state != StateRole::Leader {
-            let _ = done.send(Err(format!("node {} is not the quorum's leader (the leader is {})", self.me, self.raw.raft.leader_id)));
+            let _ = done.send(Err(VoterError::NotLeader { me: self.me, leader: self.raw.raft.leader_id as u32 }));
             return;
         }
         if node == TOOL_NODE || (node != self.me && !inner.cfg.peers.contains_key(&node)) {
-            let _ = done.send(Err(format!("node {node} is not in the cluster configuration")));
+            let _ = done.send(Err(VoterError::UnknownNode(node)));
             return;
         }
         if add == self.voters.contains(&node) {
@@ -260,7 +275,7 @@ impl Quorum {
             return;
         }
         if !add && self.voters.len() == 1 {
-            let _ = done.send(Err("the last voter cannot be removed".into()));
+            let _ = done.send(Err(VoterError::LastVoter));
             return;
         }
         let mut cc = ConfChange { node_id: node as u64, ..Default::default() };
@@ -268,7 +283,7 @@ impl Quorum {
         match self.raw.propose_conf_change(vec![], cc) {
             Ok(()) => self.waiting.push((node, add, done)),
             Err(e) => {
-                let _ = done.send(Err(format!("cannot change the voters now: {e}")));
+                let _ = done.send(Err(VoterError::Refused(e.to_string())));
             }
         }
     }
@@ -356,7 +371,7 @@ impl Quorum {
             let store = self.raw.store().clone();
             let mut w = store.wl();
             if !rd.entries().is_empty() {
-                w.append(rd.entries()).map_err(|e| StoreError::Corrupt { path: Default::default(), at: 0, why: e.to_string() })?;
+                w.append(rd.entries())?;
             }
             if let Some(hs) = rd.hs() {
                 w.set_hardstate(hs.clone());

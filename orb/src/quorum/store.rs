@@ -26,6 +26,9 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("quorum log {path}: record {at}: {why}")]
     Corrupt { path: PathBuf, at: usize, why: String },
+    /// Raft refused the state it was given (a log that does not fit its hard state).
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
 }
 
 /// The Raft state of one node: in memory (what raft-rs reads) and, unless the node is
