@@ -518,6 +518,45 @@ enum WorkloadCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// A Jepsen-style history: agents on a 5-node --netns cluster of its own bind ports,
+    /// create, rename and remove files and append fsync'd numbers while a nemesis cuts the
+    /// interconnect and crashes nodes; then a checker looks for ports held twice, lost or
+    /// doubled writes, views numbered alike and mutations acknowledged without quorum.
+    /// Exits 1 when it finds an anomaly. Needs root.
+    History {
+        /// How many faults (each held, then taken away).
+        #[arg(long, default_value_t = 100)]
+        faults: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Each fault is held between MIN and MAX seconds.
+        #[arg(long, default_value = "0.5..6")]
+        hold: String,
+        /// The negative control: nodes without quorum go on granting (the checker must find anomalies).
+        #[arg(long)]
+        no_fencing: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// One agent of `history` (started on each node by `ssi workload history`).
+    #[command(hide = true)]
+    HistoryAgent {
+        #[arg(long)]
+        node: u32,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        stop: PathBuf,
+        #[arg(long)]
+        port_base: u16,
+        #[arg(long)]
+        ports: u16,
+        /// NAME=DIR: a volume's history directory on this node's mount.
+        #[arg(long)]
+        volume: Vec<String>,
+    },
     /// Scalable distributed data structures: the AMOS-SDDS Person join in an RP* file
     /// (Query 1 pairs, Query 2 counts; E- and I-strategy), beside SQLite on one node; key
     /// searches with warm and one-bucket images.
@@ -849,6 +888,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 };
                 ssi_incop::driver::workload(&o)?
+            }
+            WorkloadCmd::History { faults, seed, hold, no_fencing, json, dir } => {
+                let hold = hold
+                    .split_once("..")
+                    .and_then(|(a, b)| Some((a.parse::<f64>().ok()?, b.parse::<f64>().ok()?)))
+                    .filter(|(a, b)| *a > 0.0 && b > a && *b <= 600.0)
+                    .ok_or_else(|| anyhow::anyhow!("--hold {hold:?}: MIN..MAX seconds, 0 < MIN < MAX <= 600"))?;
+                let o = ssi_history::driver::HistoryOptions {
+                    dir: dir.unwrap_or_else(|| local::default_dir().join("history")),
+                    nodes: 5,
+                    faults,
+                    seed,
+                    fencing: !no_fencing,
+                    hold,
+                };
+                if !ssi_history::driver::workload(o, json)? {
+                    std::process::exit(1);
+                }
+            }
+            WorkloadCmd::HistoryAgent { node, log, stop, port_base, ports, volume } => {
+                let volumes = volume
+                    .iter()
+                    .map(|v| v.split_once('=').map(|(n, d)| (n.to_string(), PathBuf::from(d))))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| anyhow::anyhow!("--volume NAME=DIR"))?;
+                if volumes.is_empty() || ports == 0 {
+                    anyhow::bail!("an agent needs a --volume and --ports at least 1");
+                }
+                ssi_history::agent::run(ssi_history::agent::AgentOptions { node, log, volumes, port_base, ports, stop })?
             }
             WorkloadCmd::Sdds { cases, strategy, q1_max, i_max, baseline_max, chunk, searches, svg_prefix, redis_masters, json, dir } => {
                 let cases = ssi_sdds::driver::parse_cases(&cases).map_err(|e| anyhow::anyhow!("--cases {e}"))?;

@@ -3,7 +3,9 @@
 //! notification). The supervisor reads the address from the process, asks the SAP server,
 //! and answers EADDRINUSE when another node holds the port, or lets the call go on. Ports it
 //! granted are given back when their socket is gone from the node's network or the process
-//! has died (checked every 250 ms, so a `kill -9` leaks nothing for long).
+//! has died (checked every 250 ms, so a `kill -9` leaks nothing for long). A node cut off
+//! from the majority kills the processes holding its granted ports (failfast): the
+//! majority gives those ports away once the node's lease is over.
 //!
 //! The filter is built once here (libseccomp) and exported as a classic BPF program; the
 //! child installs it itself between fork and exec with the raw `seccomp()` call, which is
@@ -96,6 +98,9 @@ pub struct Supervisor {
     rt: tokio::runtime::Handle,
     /// Granted: (pid, proto, port), until the socket or the process is gone.
     granted: Arc<Mutex<BTreeMap<GrantKey, Grant>>>,
+    /// Held across each SAP bind and each give-back: a process that closes a port and binds
+    /// it again at once must not have its new grant given back for its old socket.
+    sap_calls: Arc<Mutex<()>>,
     /// The bind guard's map of ports refused on this node (`bindguard`), if it runs: a port
     /// granted here leaves it at once, before the guard's next look at the SAP table.
     refused: Arc<std::sync::OnceLock<libbpf_rs::MapHandle>>,
@@ -103,7 +108,15 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn start(sap: SapClient, node: u32, rt: tokio::runtime::Handle) -> Result<Supervisor, InterposeError> {
-        let s = Supervisor { filter: Arc::new(bind_filter()?), sap, node, rt, granted: Default::default(), refused: Default::default() };
+        let s = Supervisor {
+            filter: Arc::new(bind_filter()?),
+            sap,
+            node,
+            rt,
+            granted: Default::default(),
+            sap_calls: Default::default(),
+            refused: Default::default(),
+        };
         let s2 = s.clone();
         std::thread::Builder::new()
             .name("netsap-release".into())
@@ -168,11 +181,12 @@ impl Supervisor {
         let b = Binding {
             proto,
             port,
-            who: Some(Listener { node: self.node, pid, weight: role.weight.max(1) }),
+            who: Some(Listener { node: self.node, pid, weight: role.weight.max(1), incarnation: self.sap.incarnation() }),
             service: role.service.clone(),
             policy: role.policy.clone(),
         };
         let sap = self.sap.clone();
+        let _one = self.sap_calls.lock();
         let granted = self.rt.block_on(async move { sap.bind(b).await })?.ok;
         if granted {
             self.granted.lock().insert((pid, proto, port), Grant { inode, since: Instant::now() });
@@ -208,9 +222,30 @@ impl Supervisor {
     }
 
     fn release_loop(&self) {
+        let mut cut_since: Option<Instant> = None;
         loop {
             std::thread::sleep(Duration::from_millis(250));
+            let orb = self.sap.orb();
+            cut_since = if orb.cut_off() { cut_since.or(Some(Instant::now())) } else { None };
+            if cut_since.is_some_and(|t| t.elapsed() >= orb.fail_timeout()) {
+                self.failfast();
+            }
             self.sweep(None);
+        }
+    }
+
+    /// Cut off from the majority for a `fail_timeout`: the majority will give this node's
+    /// ports to others once its lease runs out (`sap::departed_lease`), so the processes
+    /// holding them die now, as a node that lost its quorum would halt. Only those: the
+    /// node's other processes carry on.
+    fn failfast(&self) {
+        let pids: std::collections::BTreeSet<u32> = self.granted.lock().keys().map(|(pid, _, _)| *pid).collect();
+        for pid in pids {
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                tracing::warn!(pid, "cut off from the majority: the holder of a cluster port is killed (failfast)");
+                // SAFETY: kill takes integers only.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
         }
     }
 
@@ -225,6 +260,11 @@ impl Supervisor {
         let held: Vec<((u32, u32, u32), Grant)> =
             self.granted.lock().iter().map(|(k, g)| (*k, *g)).filter(|((p, _, _), _)| only.is_none_or(|o| o == *p)).collect();
         for ((pid, proto, port), grant) in held {
+            let _one = self.sap_calls.lock();
+            // Granted again since the look above (the same process bound the port anew)?
+            if self.granted.lock().get(&(pid, proto, port)).is_none_or(|g| g.since != grant.since) {
+                continue;
+            }
             let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
             // Held: a listener or connection shows the port (also one children inherited),
             // or the process still has the very socket it bound (bound, not listening yet),
@@ -237,7 +277,7 @@ impl Supervisor {
                 continue;
             }
             let sap = self.sap.clone();
-            let who = Listener { node: self.node, pid, weight: 0 };
+            let who = Listener { node: self.node, pid, weight: 0, incarnation: 0 };
             if self.rt.block_on(async move { sap.release(proto, port, who).await }).is_ok() {
                 self.granted.lock().remove(&(pid, proto, port));
             }

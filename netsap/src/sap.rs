@@ -5,10 +5,11 @@
 //! Shard `port mod N` (N configured nodes, in id order) has node `i` as primary and node
 //! `i+1` as backup. A bind goes to the primary (or, while it is down, to the backup); the
 //! primary first has the backup take it — the backup checks it against its own copy too —
-//! then applies it: both copies hold every binding, so either alone answers right and the
-//! death of one node loses none. Requests for one shard are serialized at the node serving
+//! then applies it; a copy grants alone only once the other's node is out of the view. Both
+//! copies hold every binding, so either alone answers right and the death of one node loses
+//! none. Requests for one shard are serialized at the node serving
 //! it, so two nodes binding the same port at once never both succeed. Listeners on a node
-//! that leaves the cluster are released.
+//! that leaves the view are released once they cannot be alive ([`departed_lease`]).
 //!
 //! Those who follow the whole table (the gateway's dispatcher, each node's bind guard) hold a
 //! long poll (`Watch`) on every node's copy through [`SapClient::follow`]: a change reaches
@@ -43,6 +44,15 @@ pub const WATCH_WAIT: Duration = Duration::from_secs(10);
 /// How long a follower waits before asking a node again that did not answer.
 const WATCH_RETRY: Duration = Duration::from_millis(500);
 
+/// How long the exclusive listeners of a node that left the view are kept. A node cut off
+/// from the majority kills the processes holding its granted ports once it has been cut off
+/// for `fail_timeout` (`interpose::Supervisor`, failfast); the majority's view without it
+/// comes about as late as the node learns it is cut off, so four `fail_timeout`s leave
+/// about two of margin.
+pub fn departed_lease(orb: &Orb) -> Duration {
+    orb.fail_timeout() * 4
+}
+
 /// Which nodes hold a port's shard: (primary, backup).
 pub fn shard_nodes(nodes: &[u32], port: u32) -> (u32, u32) {
     let i = port as usize % nodes.len();
@@ -59,6 +69,10 @@ struct Inner {
     table: Mutex<BTreeMap<(u32, u32), Entry>>,
     /// The copy's version: moved (under the table's lock) by every change of it.
     version: watch::Sender<u64>,
+    /// The last view this copy has caught up with (departures applied, resynchronized on
+    /// joining): a bind waits for the view it sees, so a copy just back from a cut does not
+    /// answer from its stale table.
+    caught_up: watch::Sender<u64>,
 }
 
 fn opts() -> CallOptions {
@@ -121,20 +135,76 @@ impl SapServer {
         }
     }
 
-    /// A node left the cluster: its processes' listeners go.
-    pub async fn node_gone(&self, node: u32) {
+    /// Takes away node `node`'s listeners that `drop` picks.
+    async fn drop_listeners(&self, node: u32, drop: impl Fn(&Entry, &Listener) -> bool) {
         let mut t = self.0.table.lock().await;
         for e in t.values_mut() {
-            e.listeners.retain(|l| l.node != node);
+            let keep: Vec<Listener> = e.listeners.iter().filter(|l| l.node != node || !drop(e, l)).copied().collect();
+            e.listeners = keep;
         }
         t.retain(|_, e| !e.listeners.is_empty());
         self.changed();
     }
 
-    /// Back in a majority after being cut off: this copy of each shard it shares may be
-    /// stale (the other copy granted and released without it), so it takes the other
-    /// copy's entries for those shards. (Were both copies cut off, nobody changed either.)
-    pub async fn resync(&self) {
+    /// Follows the views. This node joining one resynchronizes its copy. A node back as a
+    /// new incarnation loses its earlier incarnations' listeners at once (their processes
+    /// died with it). A node that leaves the view loses its shared (service) listeners at
+    /// once, and its exclusive ones after [`departed_lease`] unless it is back by then as
+    /// the same incarnation: it may only be cut off, its processes alive, and a port is
+    /// never granted while its holder may live.
+    async fn follow_views(self) {
+        let orb = self.0.orb.clone();
+        let members = |v: &ssi_orb::View| v.members.iter().map(|m| (m.node, m.incarnation)).collect::<BTreeMap<u32, u64>>();
+        let mut views = orb.subscribe_views();
+        let mut was = members(&views.borrow());
+        let mut was_number = views.borrow().number;
+        let me = (orb.node(), orb.incarnation());
+        while views.changed().await.is_ok() {
+            let (now, number) = {
+                let v = views.borrow_and_update();
+                (members(&v), v.number)
+            };
+            // Views come in bursts (a node back from a cut applies those it missed at once)
+            // and a watch keeps only the last: the ones in between say whether this node was
+            // out of the view meanwhile.
+            let out_between = orb
+                .views_seen()
+                .iter()
+                .filter(|v| v.number > was_number && v.number < number)
+                .any(|v| members(v).get(&me.0) != Some(&me.1));
+            if now.get(&me.0) == Some(&me.1) && (was.get(&me.0) != Some(&me.1) || out_between) {
+                self.clone().resync().await;
+            }
+            was_number = number;
+            for (&node, &inc) in &now {
+                if was.get(&node).is_some_and(|old| *old != inc) || !was.contains_key(&node) {
+                    self.drop_listeners(node, |_, l| l.incarnation < inc).await;
+                }
+            }
+            for (&node, &inc) in was.iter().filter(|(n, _)| !now.contains_key(n)) {
+                self.drop_listeners(node, |e, _| !e.service.is_empty()).await;
+                let s = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(departed_lease(&s.0.orb)).await;
+                    let back = s.0.orb.view().members.iter().any(|m| m.node == node && m.incarnation == inc);
+                    if !back {
+                        s.drop_listeners(node, |_, l| l.incarnation <= inc).await;
+                        tracing::info!(node, "the listeners of a node gone for the lease released");
+                    }
+                });
+            }
+            was = now;
+            self.0.caught_up.send_replace(number);
+        }
+    }
+
+    /// This node (incarnation) back in the view: its copy of each shard it shares may be
+    /// stale — the other copy granted and released alone while this node was out of the
+    /// view, and only then — so it takes the other copy's entries for those shards. Its
+    /// table stays locked meanwhile: a bind the other copy makes now waits to be applied
+    /// to the fresh copy, not to the stale one the list replaces. (Were both copies out of
+    /// the view, nobody changed either.)
+    async fn resync(self) {
         let me = self.0.orb.node();
         let nodes = &self.0.nodes;
         let partners: std::collections::BTreeSet<u32> = (0..nodes.len() as u32)
@@ -155,27 +225,34 @@ impl SapServer {
                 let (p, b) = shard_nodes(nodes, port);
                 (p == me && b == partner) || (b == me && p == partner)
             };
+            if !self.in_view(partner) {
+                continue;
+            }
             let Ok(s) = stub(&self.0.orb, partner).await else { continue };
-            let Ok(theirs) = s.list(Empty {}).await else { continue };
             let mut t = self.0.table.lock().await;
+            let Ok(theirs) = s.list(Empty {}).await else { continue };
             t.retain(|(_, port), _| !shared(*port));
             for e in theirs.into_inner().entries.into_iter().filter(|e| shared(e.port)) {
                 t.insert((e.proto, e.port), e);
             }
             self.changed();
-            tracing::info!(partner, "SAP copy resynchronized after regaining the quorum");
+            tracing::info!(partner, "SAP copy resynchronized on joining the view");
         }
     }
 
-    /// The node that has the backup copy of `port`'s shard, if it is not this one and is up.
-    fn live_backup(&self, port: u32) -> Option<u32> {
+    /// The node with the other copy of `port`'s shard, if it is not this one.
+    fn other_copy(&self, port: u32) -> Option<u32> {
         let (primary, backup) = shard_nodes(&self.0.nodes, port);
         let me = self.0.orb.node();
         let other = if me == primary { backup } else { primary };
-        (other != me && self.0.orb.liveness(other) != Liveness::Down).then_some(other)
+        (other != me).then_some(other)
+    }
+
+    /// Whether `node` is a member of the installed view.
+    fn in_view(&self, node: u32) -> bool {
+        self.0.orb.view().members.iter().any(|m| m.node == node)
     }
 }
-
 #[ssi_orb::async_trait]
 impl Sap for SapServer {
     async fn bind(&self, _ctx: &CallCtx, req: BindReq) -> Result<BindReply, Exception> {
@@ -189,22 +266,42 @@ impl Sap for SapServer {
             if let Some(why) = self.0.orb.fenced() {
                 return Err(Exception::errno(libc::EAGAIN, format!("bind of port {}/{} refused: {why}", b.port, proto_name(b.proto))));
             }
+            let view = self.0.orb.view().number;
+            let mut caught_up = self.0.caught_up.subscribe();
+            if tokio::time::timeout(Duration::from_secs(2), caught_up.wait_for(|n| *n >= view)).await.is_err() {
+                return Err(Exception::errno(
+                    libc::EAGAIN,
+                    format!("bind of port {}/{} refused: this SAP copy is catching up with view {view}", b.port, proto_name(b.proto)),
+                ));
+            }
         }
         let mut t = self.0.table.lock().await;
         if let Some(holder) = Self::refusal(&t, &b) {
             return Ok(BindReply { ok: false, holder: Some(holder) });
         }
         if !req.replica {
-            // The other copy first: it may know a binding this one missed (a restart).
-            if let Some(other) = self.live_backup(b.port) {
-                let r = match stub(&self.0.orb, other).await {
-                    Ok(s) => s.bind(BindReq { b: Some(b.clone()), replica: true }).await.ok().map(|r| r.into_inner()),
-                    Err(_) => None,
+            // The other copy first: it may know a binding this one missed (a restart). A
+            // copy grants alone only when the other is out of the installed view: one that
+            // is merely silent may be granting on the far side of a cut.
+            if let Some(other) = self.other_copy(b.port) {
+                let r = match (self.0.orb.liveness(other), stub(&self.0.orb, other).await) {
+                    (Liveness::Down, _) | (_, Err(_)) => None,
+                    (_, Ok(s)) => s.bind(BindReq { b: Some(b.clone()), replica: true }).await.ok().map(|r| r.into_inner()),
                 };
-                if let Some(BindReply { ok: false, holder: Some(h) }) = r {
-                    t.insert((h.proto, h.port), h.clone());
-                    self.changed();
-                    return Ok(BindReply { ok: false, holder: Some(h) });
+                match r {
+                    Some(BindReply { ok: false, holder: Some(h) }) => {
+                        t.insert((h.proto, h.port), h.clone());
+                        self.changed();
+                        return Ok(BindReply { ok: false, holder: Some(h) });
+                    }
+                    Some(_) => {}
+                    None if self.in_view(other) => {
+                        return Err(Exception::errno(
+                            libc::EAGAIN,
+                            format!("bind of port {}/{} refused: node {other}, with the shard's other copy, does not answer and is still in the view", b.port, proto_name(b.proto)),
+                        ));
+                    }
+                    None => {}
                 }
             }
         }
@@ -218,7 +315,7 @@ impl Sap for SapServer {
         Self::apply_release(&mut t, &req);
         self.changed();
         if !req.replica {
-            if let Some(other) = self.live_backup(req.port) {
+            if let Some(other) = self.other_copy(req.port).filter(|o| self.0.orb.liveness(*o) != Liveness::Down) {
                 if let Ok(s) = stub(&self.0.orb, other).await {
                     let _ = s.release(ReleaseReq { replica: true, ..req }).await;
                 }
@@ -263,25 +360,16 @@ pub fn serve(orb: &Orb, nodes: Vec<u32>) -> SapServer {
     nodes.sort();
     // Ahead of any version an earlier run of this server gave out (see `WatchReq`).
     let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-    let s = SapServer(Arc::new(Inner { orb: orb.clone(), nodes, table: Mutex::new(BTreeMap::new()), version: watch::channel(start).0 }));
+    let s = SapServer(Arc::new(Inner {
+        orb: orb.clone(),
+        nodes,
+        table: Mutex::new(BTreeMap::new()),
+        version: watch::channel(start).0,
+        caught_up: watch::channel(orb.view().number).0,
+    }));
     let h = export_sap(orb, s.clone());
     orb.register_name(SAP_NAME, &h);
-    let s2 = s.clone();
-    tokio::spawn(orb.departures(move |gone| {
-        let s = s2.clone();
-        async move { s.node_gone(gone).await }
-    }));
-    let (s3, mut quorum) = (s.clone(), orb.subscribe_quorum());
-    tokio::spawn(async move {
-        let mut had = quorum.borrow().quorum;
-        while quorum.changed().await.is_ok() {
-            let has = quorum.borrow().quorum;
-            if has && !had {
-                s3.resync().await;
-            }
-            had = has;
-        }
-    });
+    tokio::spawn(s.clone().follow_views());
     s
 }
 
@@ -298,6 +386,16 @@ impl SapClient {
         let mut nodes = nodes;
         nodes.sort();
         SapClient { orb: orb.clone(), nodes }
+    }
+
+    /// This node's incarnation, which its listeners carry.
+    pub fn incarnation(&self) -> u64 {
+        self.orb.incarnation()
+    }
+
+    /// The ORB it asks through.
+    pub fn orb(&self) -> &Orb {
+        &self.orb
     }
 
     async fn serving(&self, port: u32) -> Result<SapStub, OrbError> {
@@ -420,7 +518,13 @@ mod tests {
     use super::*;
 
     fn b(port: u32, node: u32, pid: u32, service: &str) -> Binding {
-        Binding { proto: TCP, port, who: Some(Listener { node, pid, weight: 1 }), service: service.into(), policy: "rr".into() }
+        Binding {
+            proto: TCP,
+            port,
+            who: Some(Listener { node, pid, weight: 1, incarnation: 1 }),
+            service: service.into(),
+            policy: "rr".into(),
+        }
     }
 
     #[test]
@@ -436,12 +540,12 @@ mod tests {
         assert!(SapServer::apply_bind(&mut t, &b(80, 3, 3, "other")).is_err());
         SapServer::apply_release(
             &mut t,
-            &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 1, pid: 1, weight: 0 }), replica: false },
+            &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 1, pid: 1, weight: 0, incarnation: 0 }), replica: false },
         );
         assert_eq!(t[&(TCP, 80)].listeners.len(), 1);
         SapServer::apply_release(
             &mut t,
-            &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 2, pid: 2, weight: 0 }), replica: false },
+            &ReleaseReq { proto: TCP, port: 80, who: Some(Listener { node: 2, pid: 2, weight: 0, incarnation: 0 }), replica: false },
         );
         assert!(!t.contains_key(&(TCP, 80)));
     }

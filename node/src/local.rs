@@ -83,7 +83,8 @@ pub fn running(dir: &Path) -> Result<(Config, Vec<u32>, PathBuf)> {
 
 /// Writes a fresh config and key for `n` nodes; with `netns`, each node in its namespace
 /// (named from the topology's prefix) at its interconnect address.
-fn write_cluster(dir: &Path, n: u32, netns: Option<&str>, dispatch: ssi_netsap::dispatch::Mode) -> Result<PathBuf> {
+fn write_cluster(o: &UpOptions, netns: Option<&str>) -> Result<PathBuf> {
+    let (dir, n, dispatch) = (o.dir.as_path(), o.nodes, o.dispatch);
     std::fs::create_dir_all(dir).with_context(|| format!("cluster dir {}", dir.display()))?;
     let key = dir.join("cluster.key");
     {
@@ -102,6 +103,9 @@ fn write_cluster(dir: &Path, n: u32, netns: Option<&str>, dispatch: ssi_netsap::
     writeln!(t, "# Local cluster written by `ssi up`.\n[cluster]\nname = \"local\"\nkey_file = \"cluster.key\"\ngateways = [{gateway}]")?;
     if netns.is_some() {
         writeln!(t, "global_address = \"{}\"\ndispatch = \"{}\"", ssi_netsap::topology::GLOBAL_ADDRESS, dispatch.name())?;
+    }
+    if !o.fencing {
+        writeln!(t, "\n# The history checker's negative control: no fencing.\n[orb]\nfencing = false")?;
     }
     writeln!(t)?;
     for i in 1..=n {
@@ -193,12 +197,15 @@ pub struct UpOptions {
     /// Extensions each daemon starts beyond the system services (`ssi node --with NAME`),
     /// e.g. a benchmark's servants; the binary knows the names.
     pub with: Vec<String>,
+    /// Whether a node without quorum refuses to grant (`[orb] fencing`); off only for the
+    /// history checker's negative control.
+    pub fencing: bool,
 }
 
 impl UpOptions {
     /// `nodes` nodes in `dir`, from a fresh config, unpinned, on loopback, with no extension.
     pub fn new(dir: PathBuf, nodes: u32) -> UpOptions {
-        UpOptions { dir, nodes, config: None, pin: false, netns: false, dispatch: Default::default(), with: vec![] }
+        UpOptions { dir, nodes, config: None, pin: false, netns: false, dispatch: Default::default(), with: vec![], fencing: true }
     }
 }
 
@@ -266,13 +273,13 @@ pub fn up(o: &UpOptions) -> Result<UpOutcome> {
 
 /// A new config for `o` (netns names need the directory to exist first).
 fn fresh_cluster(o: &UpOptions) -> Result<Config> {
-    let p = write_cluster(&o.dir, o.nodes, None, o.dispatch)?;
+    let p = write_cluster(o, None)?;
     if !o.netns {
         return Config::load(&p).map_err(|e| failed!("{e}"));
     }
     let cfg = Config::load(&p)?;
     let prefix = topology(&o.dir, &cfg).prefix;
-    let p = write_cluster(&o.dir, o.nodes, Some(&prefix), o.dispatch)?;
+    let p = write_cluster(o, Some(&prefix))?;
     Config::load(&p).map_err(|e| failed!("{e}"))
 }
 

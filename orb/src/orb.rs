@@ -297,6 +297,23 @@ impl Orb {
         (self.0.cfg.fencing && !q.quorum && self.0.cfg.node != TOOL_NODE)
             .then(|| format!("node {} has no quorum (it is cut off from a majority of the voters)", self.0.cfg.node))
     }
+    /// Whether this node is cut off: fenced, and either its failure detector hears fewer
+    /// than a majority of the voters or the installed view leaves this incarnation out. A
+    /// follower that only lost its leader (a majority still in hearing) is fenced but not cut
+    /// off: the majority will not move on without it.
+    pub fn cut_off(&self) -> bool {
+        if self.fenced().is_none() {
+            return false;
+        }
+        let voters = self.quorum().voters;
+        let heard = voters.iter().filter(|v| self.liveness(**v) == Liveness::Up).count();
+        let member = self.view().members.iter().any(|m| m.node == self.node() && m.incarnation == self.incarnation());
+        heard * 2 <= voters.len() || !member
+    }
+    /// How long a silent peer stays Up (the failure detector's bound).
+    pub fn fail_timeout(&self) -> Duration {
+        self.0.cfg.fail_timeout
+    }
     /// Adds or removes a voter of the quorum; this node must be the quorum's leader.
     /// Returns once the change is committed.
     pub async fn change_voter(&self, node: u32, add: bool) -> Result<svc::QuorumInfo, crate::VoterError> {

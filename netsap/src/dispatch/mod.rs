@@ -347,7 +347,7 @@ mod tests {
             port,
             service: "web".into(),
             policy: policy.into(),
-            listeners: listeners.iter().map(|&(node, weight)| Listener { node, pid: node * 100, weight }).collect(),
+            listeners: listeners.iter().map(|&(node, weight)| Listener { node, pid: node * 100, weight, incarnation: 1 }).collect(),
         }
     }
 

@@ -24,7 +24,7 @@ pub async fn serve(sap: &SapClient, node: u32, r: PortsRequest) -> Result<PortsR
             let b = Binding {
                 proto: r.proto,
                 port: r.port,
-                who: Some(Listener { node, pid: r.pid, weight: r.weight }),
+                who: Some(Listener { node, pid: r.pid, weight: r.weight, incarnation: sap.incarnation() }),
                 service: r.service,
                 policy: r.policy,
             };
@@ -35,7 +35,7 @@ pub async fn serve(sap: &SapClient, node: u32, r: PortsRequest) -> Result<PortsR
             Ok(PortsReply { ok: rep.ok, entries: rep.holder.into_iter().map(entry).collect() })
         }
         "release" => {
-            sap.release(r.proto, r.port, Listener { node, pid: r.pid, weight: 0 }).await.map_err(fail)?;
+            sap.release(r.proto, r.port, Listener { node, pid: r.pid, weight: 0, incarnation: 0 }).await.map_err(fail)?;
             Ok(PortsReply { ok: true, entries: vec![] })
         }
         other => Err(Status::invalid_argument(format!("unknown ports op {other:?} (list, bind, release)"))),
