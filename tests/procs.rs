@@ -2,6 +2,7 @@
 //! the control socket and the ORB. Needs root (a test runs as another user) and /dev/fuse
 //! (working directories move between the nodes' mountpoints); CI fails without them.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -238,8 +239,28 @@ fn ps_json(c: &Cluster) -> Vec<serde_json::Value> {
     v.as_array().unwrap().clone()
 }
 
-fn host_pids() -> std::collections::BTreeSet<u64> {
-    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+/// The machine's processes now, split: those in a node daemon's subtree (the cluster's), and
+/// the rest (the host's).
+fn host_pids(c: &Cluster) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    let daemons: BTreeSet<u64> = (1..=4).map(|n| c.pid(n) as u64).collect();
+    let parent = |pid: u64| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: BTreeSet<u64> = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    all.into_iter().partition(|pid| {
+        let mut p = *pid;
+        for _ in 0..4096 {
+            if daemons.contains(&p) {
+                return true;
+            }
+            match parent(p) {
+                Some(pp) if pp != 0 => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    })
 }
 
 #[test]
@@ -259,18 +280,22 @@ fn the_global_proc_and_ps_show_every_process_once() {
     for (child, _, tag) in &mut kids {
         started(child, &["sleep", tag]);
     }
-    let before = host_pids();
+    let (before, host_before) = host_pids(&c);
     let t = Instant::now();
     let procs = ps_json(&c);
     let took = t.elapsed();
-    let after = host_pids();
+    let (after, host_after) = host_pids(&c);
     assert!(took < Duration::from_secs(1), "ssi ps took {took:?}");
-    // Every process of the machine that lived through the listing, exactly once.
+    // Every process of every node that lived through the listing, exactly once, and none
+    // of the host's: no node claims "the rest" of the machine.
     let listed: Vec<u64> = procs.iter().map(|p| p["gpid"].as_u64().unwrap() % STRIDE).collect();
-    let unique: std::collections::BTreeSet<u64> = listed.iter().copied().collect();
+    let unique: BTreeSet<u64> = listed.iter().copied().collect();
     assert_eq!(unique.len(), listed.len(), "a process listed twice");
     for pid in before.intersection(&after) {
         assert!(unique.contains(pid), "pid {pid} missing from ssi ps");
+    }
+    for pid in host_before.intersection(&host_after) {
+        assert!(!unique.contains(pid), "pid {pid}, the host's (in no node's subtree), listed by ssi ps");
     }
     // Each started process on its node, its parent the launching tool on node 1.
     for (child, node, tag) in &kids {

@@ -2,8 +2,9 @@
 //!
 //! On a real cluster a node's processes are its machine's. On a local cluster every node
 //! runs on one machine, so each node claims its daemon and that daemon's descendants (what
-//! it started), and the first node claims the rest of the machine: every process of the
-//! machine belongs to exactly one node.
+//! it started): every process of a node belongs to exactly one node, and the host's other
+//! processes (a shell, an `ssi` tool) to none — no node stands for the machine, so none is
+//! special (a parent outside every node is numbered as node 0's, the host's).
 
 use std::collections::HashMap;
 use std::io;
@@ -16,9 +17,9 @@ use crate::proto::ProcEntry;
 pub enum Claim {
     /// A real cluster: the whole machine.
     Machine,
-    /// A local cluster (every daemon on this machine): the subtree of each node's daemon,
-    /// the unclaimed rest to the lowest node. The daemons are found by their pid files
-    /// (node id, path), read at each listing (a restarted node has a new pid).
+    /// A local cluster (every daemon on this machine): the subtree of each node's daemon.
+    /// The daemons are found by their pid files (node id, path), read at each listing (a
+    /// restarted node has a new pid).
     Subtree { pid_files: Vec<(u32, std::path::PathBuf)> },
 }
 
@@ -69,34 +70,32 @@ fn all_processes() -> HashMap<u32, Raw> {
 struct Claims {
     /// None: a real cluster, where this node claims everything.
     daemons: Option<HashMap<u32, u32>>,
-    lowest: u32,
 }
 
 impl Claims {
-    fn new(node: u32, claim: &Claim) -> Self {
+    fn new(claim: &Claim) -> Self {
         match claim {
-            Claim::Machine => Claims { daemons: None, lowest: node },
-            Claim::Subtree { pid_files } => {
-                Claims { daemons: Some(daemons(pid_files)), lowest: pid_files.iter().map(|(n, _)| *n).min().unwrap_or(node) }
-            }
+            Claim::Machine => Claims { daemons: None },
+            Claim::Subtree { pid_files } => Claims { daemons: Some(daemons(pid_files)) },
         }
     }
 
-    /// The node claiming `pid` (`here` on a real cluster), walking up its ancestors with
-    /// `parent` (a snapshot of the machine's processes, or /proc itself).
-    fn of(&self, pid: u32, here: u32, parent: impl Fn(u32) -> Option<u32>) -> u32 {
-        let Some(daemons) = &self.daemons else { return here };
+    /// The node claiming `pid` (`here` on a real cluster; none for a process outside every
+    /// node's subtree), walking up its ancestors with `parent` (a snapshot of the machine's
+    /// processes, or /proc itself).
+    fn of(&self, pid: u32, here: u32, parent: impl Fn(u32) -> Option<u32>) -> Option<u32> {
+        let Some(daemons) = &self.daemons else { return Some(here) };
         let mut p = pid;
         for _ in 0..4096 {
             if let Some(n) = daemons.get(&p) {
-                return *n;
+                return Some(*n);
             }
             match parent(p) {
                 Some(pp) if pp != 0 => p = pp,
                 _ => break,
             }
         }
-        self.lowest
+        None
     }
 }
 
@@ -109,11 +108,11 @@ pub fn ticks_per_s() -> u64 {
 /// The processes `node` claims now.
 pub fn list(node: u32, claim: &Claim) -> Vec<ProcEntry> {
     let all = all_processes();
-    let claims = Claims::new(node, claim);
+    let claims = Claims::new(claim);
     let (hz, boot) = (ticks_per_s(), boot_time_s());
     let mut out: Vec<ProcEntry> = all
         .iter()
-        .filter(|(pid, _)| claims.of(**pid, node, |p| all.get(&p).map(|r| r.ppid)) == node)
+        .filter(|(pid, _)| claims.of(**pid, node, |p| all.get(&p).map(|r| r.ppid)) == Some(node))
         .map(|(pid, r)| ProcEntry { gpid: crate::gpid(node, *pid), uid: r.uid, gid: r.gid, start_s: boot + (r.start_ticks / hz) as i64 })
         .collect();
     out.sort_by_key(|e| e.gpid);
@@ -121,11 +120,11 @@ pub fn list(node: u32, claim: &Claim) -> Vec<ProcEntry> {
 }
 
 /// The parent of `pid` (a process of `node`) as a global pid: numbered by the node that
-/// claims the parent (0 for none).
+/// claims the parent, as node 0's (the host's) when none does (0 for no parent).
 pub fn ppid(node: u32, pid: u32, claim: &Claim) -> u64 {
     let parent = |p: u32| raw(p).map(|r| r.ppid);
     match parent(pid) {
-        Some(pp) if pp != 0 => crate::gpid(Claims::new(node, claim).of(pp, node, parent), pp),
+        Some(pp) if pp != 0 => crate::gpid(Claims::new(claim).of(pp, node, parent).unwrap_or(0), pp),
         _ => 0,
     }
 }
@@ -161,17 +160,17 @@ mod tests {
         let me = std::process::id();
         let l = list(1, &Claim::Machine);
         assert!(l.iter().any(|e| e.gpid == crate::gpid(1, me)));
-        // A subtree of a daemon that does not exist claims nothing but the unclaimed rest.
-        // A "daemon" of node 3 (this test process, by its pid file) claims itself; node 1,
-        // the lowest, claims the rest of the machine, this process's parent among them.
+        // A subtree of a daemon that does not exist claims nothing. A "daemon" of node 3
+        // (this test process, by its pid file) claims itself; nobody claims the rest of the
+        // machine, this process's parent among them (node 1 is not special).
         let f = std::env::temp_dir().join(format!("ssi-table-test-{me}"));
         std::fs::write(&f, format!("{me}\n")).unwrap();
         let claim = Claim::Subtree { pid_files: vec![(1, PathBuf::from("/nonexistent")), (3, f.clone())] };
         assert!(list(3, &claim).iter().any(|e| e.gpid == crate::gpid(3, me)));
-        assert!(!list(1, &claim).iter().any(|e| e.gpid == crate::gpid(1, me)), "node 3's, not node 1's");
+        assert!(list(1, &claim).is_empty(), "node 1 has no daemon here: nothing, not the rest of the machine");
         assert!(list(2, &claim).is_empty(), "node 2 has no daemon here: nothing");
         let parent = std::os::unix::process::parent_id();
-        assert_eq!(ppid(3, me, &claim), crate::gpid(1, parent), "the parent numbered by its own node");
+        assert_eq!(ppid(3, me, &claim), crate::gpid(0, parent), "a parent outside every node: the host's");
         let _ = std::fs::remove_file(f);
     }
 
