@@ -1000,6 +1000,7 @@ enum ClusterOp {
 }
 
 fn main() -> ExitCode {
+    quiet_when_stdout_closes();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -1007,4 +1008,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ssi ps -ef | head`: once the reader is gone, stop as a C tool killed by SIGPIPE would
+/// (status 141), not with a panic message. SIGPIPE itself stays ignored: the tool's writes to
+/// daemons' sockets (writev, without MSG_NOSIGNAL) would raise it when a daemon dies.
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied()).unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }

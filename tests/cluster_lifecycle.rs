@@ -49,6 +49,18 @@ fn up_status_down_leaves_nothing_behind() {
     let text = ok(&["status", "--dir", c.dir_str()]);
     assert!(text.contains("members [1, 2, 3, 4]"), "{text}");
     assert_eq!(ok(&["mnt", "3", "--dir", c.dir_str()]).trim(), c.dir.join("node3/mnt").display().to_string());
+    // `ssi status | head -0`: the reader gone before the first line, the tool stops as a C
+    // tool would on SIGPIPE, without a panic. (The pipe's read end is closed before it starts.)
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = std::process::Command::new(ssi_testkit::bin())
+        .args(["status", "--dir", c.dir_str()])
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 
     // A second `up` says so and starts nothing.
     let again = ssi(&["up", "--nodes", "4", "--dir", c.dir_str()]);
