@@ -4,14 +4,13 @@
 //! (scripts/fetch-redis.sh); in CI all must be there. Takes a few minutes (the make workload
 //! builds the redis tree).
 
-use std::path::Path;
 use std::process::Command;
 
-use ssi_testkit::{bin, required};
+use ssi_testkit::bin;
 
 #[test]
 fn the_demo_runs_to_the_end_and_leaves_nothing_behind() {
-    if !(required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())) {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let dir = ssi_testkit::test_dir("demo");

@@ -20,13 +20,9 @@ fn json_of(args: &[&str]) -> Vec<serde_json::Value> {
     docs
 }
 
-fn root_and_fuse() -> bool {
-    required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())
-}
-
 #[test]
 fn bench_shapes() {
-    if !root_and_fuse() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     ssi_testkit::assert_clean();
@@ -44,7 +40,7 @@ fn bench_shapes() {
 
 #[test]
 fn workload_shapes() {
-    if !root_and_fuse() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("golden-workloads", 4);

@@ -4,10 +4,9 @@
 //! control — the same with fencing off — must make it find anomalies, or the checker
 //! proves nothing. Needs root, /dev/fuse and network namespaces: in CI their absence fails.
 
-use std::path::Path;
 use std::process::Command;
 
-use ssi_testkit::{bin, required};
+use ssi_testkit::bin;
 
 /// One run at a time: two 5-node clusters under faults at once would load the two cores
 /// past what the timing bounds of the checker assume.
@@ -33,13 +32,9 @@ fn count(r: &serde_json::Value, what: &str, kind: &str) -> u64 {
     r[what][kind].as_u64().unwrap_or(0)
 }
 
-fn requirements() -> bool {
-    required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())
-}
-
 #[test]
 fn twenty_faults_and_the_history_has_no_anomaly() {
-    if !requirements() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let r = history("history", &["--faults", "20", "--seed", "7"]);
@@ -69,7 +64,7 @@ fn twenty_faults_and_the_history_has_no_anomaly() {
 
 #[test]
 fn without_fencing_the_checker_finds_anomalies() {
-    if !requirements() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     // Cuts held 3–5 s, past the 2 s within which a cut-off node must stop granting.

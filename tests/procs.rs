@@ -14,10 +14,6 @@ use ssi_testkit::{bin, required, Cluster};
 
 const STRIDE: u64 = 4_194_304;
 
-fn can_run() -> bool {
-    required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())
-}
-
 fn mnt(c: &Cluster, node: u32) -> PathBuf {
     c.config().node(node).unwrap().mountpoint.clone()
 }
@@ -59,7 +55,7 @@ fn started(child: &mut Child, argv: &[&str]) -> i32 {
 
 #[test]
 fn exit_codes_and_deaths_come_back() {
-    if !can_run() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("procs-exit", 3);
@@ -105,7 +101,7 @@ fn exit_codes_and_deaths_come_back() {
 
 #[test]
 fn streams_arrive_whole_and_in_order() {
-    if !can_run() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("procs-streams", 2);
@@ -130,7 +126,7 @@ fn streams_arrive_whole_and_in_order() {
 
 #[test]
 fn signals_reach_the_remote_process_and_orphans_die() {
-    if !can_run() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("procs-signals", 2);
@@ -167,7 +163,7 @@ fn signals_reach_the_remote_process_and_orphans_die() {
 
 #[test]
 fn users_stay_themselves_on_every_node() {
-    if !can_run() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("procs-users", 2);
@@ -193,7 +189,7 @@ fn users_stay_themselves_on_every_node() {
 
 #[test]
 fn make_spreads_compiles_over_the_nodes() {
-    if !can_run()
+    if !ssi_testkit::root_and_fuse()
         || !required(
             "cc and make",
             Command::new("cc").arg("--version").output().is_ok() && Command::new("make").arg("--version").output().is_ok(),
@@ -265,7 +261,7 @@ fn host_pids(c: &Cluster) -> (BTreeSet<u64>, BTreeSet<u64>) {
 
 #[test]
 fn the_global_proc_and_ps_show_every_process_once() {
-    if !can_run() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("procs-ps", 4);

@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 
 use ssi_testkit::{ok, required, Cluster};
 
-fn fuse_ok() -> bool {
-    required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())
-}
-
 fn mnt(c: &Cluster, node: u32) -> PathBuf {
     c.config().node(node).unwrap().mountpoint.clone()
 }
@@ -37,7 +33,7 @@ fn lock(f: &fs::File, typ: libc::c_short, wait: bool) -> Result<(), i32> {
 
 #[test]
 fn one_namespace_files_on_their_owner_and_coherent_across_nodes() {
-    if !fuse_ok() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("pxfs-ns", 4);
@@ -141,7 +137,7 @@ fn lock_holder_child() {
 
 #[test]
 fn locks_are_cluster_wide() {
-    if !fuse_ok() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("pxfs-locks", 3);
@@ -209,7 +205,7 @@ fn spawn_lock_holder(file: &Path) -> std::process::Child {
 /// and the locks hold across nodes.
 #[test]
 fn exclusive_tokens_hand_over_writes_and_locks() {
-    if !fuse_ok() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("pxfs-excl", 3);
@@ -253,7 +249,7 @@ fn exclusive_tokens_hand_over_writes_and_locks() {
 
 #[test]
 fn sqlite_from_two_nodes_at_once() {
-    if !fuse_ok() || !required("sqlite3", Command::new("sqlite3").arg("-version").output().is_ok()) {
+    if !ssi_testkit::root_and_fuse() || !required("sqlite3", Command::new("sqlite3").arg("-version").output().is_ok()) {
         return;
     }
     let c = Cluster::up("pxfs-sqlite", 4);
@@ -283,7 +279,7 @@ fn sqlite_from_two_nodes_at_once() {
 
 #[test]
 fn fsynced_data_survives_a_killed_owner_and_outages_fail_fast() {
-    if !fuse_ok() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("pxfs-durable", 4);
@@ -319,7 +315,7 @@ fn fsynced_data_survives_a_killed_owner_and_outages_fail_fast() {
 
 #[test]
 fn permissions_are_the_callers_on_every_node() {
-    if !fuse_ok() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("pxfs-perm", 2);
@@ -347,7 +343,7 @@ fn www_state(c: &Cluster) -> serde_json::Value {
 
 #[test]
 fn removed_files_leave_no_state_on_their_server() {
-    if !fuse_ok() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("pxfs-forget", 2);
@@ -406,7 +402,7 @@ fn removed_files_leave_no_state_on_their_server() {
 
 #[test]
 fn a_departed_node_leaves_no_tokens_on_the_servers() {
-    if !fuse_ok() {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("pxfs-departed", 3);

@@ -1,14 +1,13 @@
 //! `ssi workload db` on a real 4-node cluster: clients on every node (through `ssi rexec`),
 //! one SQLite database on `/db`, the books balanced at the end. Needs root and /dev/fuse.
 
-use std::path::Path;
 use std::process::Command;
 
-use ssi_testkit::{bin, required, Cluster};
+use ssi_testkit::{bin, Cluster};
 
 #[test]
 fn debit_credit_from_every_node_keeps_the_books() {
-    if !(required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", Path::new("/dev/fuse").exists())) {
+    if !ssi_testkit::root_and_fuse() {
         return;
     }
     let c = Cluster::up("workload-db", 4);

@@ -241,7 +241,7 @@ impl Supervisor {
     fn failfast(&self) {
         let pids: std::collections::BTreeSet<u32> = self.granted.lock().keys().map(|(pid, _, _)| *pid).collect();
         for pid in pids {
-            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if alive(pid) {
                 tracing::warn!(pid, "cut off from the majority: the holder of a cluster port is killed (failfast)");
                 // SAFETY: kill takes integers only.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -265,7 +265,7 @@ impl Supervisor {
             if self.granted.lock().get(&(pid, proto, port)).is_none_or(|g| g.since != grant.since) {
                 continue;
             }
-            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            let alive = alive(pid);
             // Held: a listener or connection shows the port (also one children inherited),
             // or the process still has the very socket it bound (bound, not listening yet),
             // or a bind reported after the fact is young.
@@ -283,6 +283,11 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Whether process `pid` exists (a zombie counts: its sockets are closed already).
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The port of the sockaddr at `addr` (`len` bytes) in process `pid`, for AF_INET/AF_INET6.

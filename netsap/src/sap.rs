@@ -186,8 +186,7 @@ impl SapServer {
                 let s = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(departed_lease(&s.0.orb)).await;
-                    let back = s.0.orb.view().members.iter().any(|m| m.node == node && m.incarnation == inc);
-                    if !back {
+                    if !s.0.orb.view().has(node, inc) {
                         s.drop_listeners(node, |_, l| l.incarnation <= inc).await;
                         tracing::info!(node, "the listeners of a node gone for the lease released");
                     }
@@ -250,7 +249,7 @@ impl SapServer {
 
     /// Whether `node` is a member of the installed view.
     fn in_view(&self, node: u32) -> bool {
-        self.0.orb.view().members.iter().any(|m| m.node == node)
+        self.0.orb.view().has_node(node)
     }
 }
 #[ssi_orb::async_trait]

@@ -45,6 +45,17 @@ pub(crate) fn spawn(orb: &Orb) {
     });
 }
 
+impl View {
+    /// Whether node `node` is a member, as any incarnation.
+    pub fn has_node(&self, node: u32) -> bool {
+        self.members.iter().any(|m| m.node == node)
+    }
+    /// Whether incarnation `incarnation` of node `node` is a member.
+    pub fn has(&self, node: u32, incarnation: u64) -> bool {
+        self.members.iter().any(|m| m.node == node && m.incarnation == incarnation)
+    }
+}
+
 impl OrbInner {
     fn membership_tick(self: &Arc<Self>) {
         let now = Instant::now();

@@ -307,8 +307,7 @@ impl Orb {
         }
         let voters = self.quorum().voters;
         let heard = voters.iter().filter(|v| self.liveness(**v) == Liveness::Up).count();
-        let member = self.view().members.iter().any(|m| m.node == self.node() && m.incarnation == self.incarnation());
-        heard * 2 <= voters.len() || !member
+        heard * 2 <= voters.len() || !self.view().has(self.node(), self.incarnation())
     }
     /// How long a silent peer stays Up (the failure detector's bound).
     pub fn fail_timeout(&self) -> Duration {

@@ -262,7 +262,7 @@ impl Launcher {
                     return Ok(());
                 }
                 changed = views.changed() => {
-                    if changed.is_err() || !views.borrow().members.iter().any(|m| m.node == node) {
+                    if changed.is_err() || !views.borrow().has_node(node) {
                         return Err(LaunchError::WentDown(node));
                     }
                 }

@@ -133,6 +133,11 @@ pub async fn eventually(within: Duration, what: &str, mut f: impl AsyncFnMut() -
     }
 }
 
+/// Root and /dev/fuse, what every test of a FUSE-mounting cluster needs (see [`required`]).
+pub fn root_and_fuse() -> bool {
+    required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", std::path::Path::new("/dev/fuse").exists())
+}
+
 /// A requirement of a test (root, bpftrace, ...): in CI (`CI=true`) its absence fails the
 /// test; elsewhere the test says why it did not run and returns.
 pub fn required(what: &str, present: bool) -> bool {

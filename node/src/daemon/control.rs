@@ -104,7 +104,7 @@ impl Control for ControlService {
             leader: quorum.leader,
             voters: quorum.voters,
             fencing: quorum.fencing,
-            in_view: view.members.iter().any(|m| m.node == self.orb.node() && m.incarnation == self.orb.incarnation()),
+            in_view: view.has(self.orb.node(), self.orb.incarnation()),
         }))
     }
 

@@ -321,7 +321,7 @@ impl Quorum {
         // A node the majority's view leaves out is fenced too, though it may still hear the
         // leader (a one-way cut: its own words are lost), as is a restarted node until a
         // view has its new incarnation.
-        let member = inner.view_tx.borrow().members.iter().any(|m| m.node == self.me && m.incarnation == inner.cfg.incarnation);
+        let member = inner.view_tx.borrow().has(self.me, inner.cfg.incarnation);
         info.quorum &= member;
         // A follower whose link to its leader is gone hears it no more from this moment: it
         // need not wait out the lease (the leader closed a link silent for `fail_timeout`).
