@@ -288,3 +288,77 @@ fn node_1_is_not_special_it_may_crash_and_the_tools_go_on() {
     assert!(up.contains("restarted node(s) [1]"), "{up}");
     ok(&["down", "--dir", d]);
 }
+
+#[test]
+fn a_node_down_through_many_log_entries_catches_up_from_the_leaders_snapshot() {
+    if !required("root and /dev/fuse", nix::unistd::geteuid().is_root() && Path::new("/dev/fuse").exists()) {
+        return;
+    }
+    let c = Cluster::up("raft-snapshot", 3);
+    let d = c.dir_str();
+    // A log compacted every 4 entries, so a few voter changes outrun a node that is down.
+    ok(&["down", "--dir", d]);
+    let toml = c.dir.join("cluster.toml");
+    let mut cfg = std::fs::read_to_string(&toml).unwrap();
+    assert!(!cfg.contains("[orb]"), "{cfg}");
+    cfg.push_str("\n[orb]\nquorum_compact_after = 4\n");
+    std::fs::write(&toml, cfg).unwrap();
+    // `--config`: the same nodes again, their dirs kept (a bare `up` would start afresh).
+    let config = toml.to_str().unwrap();
+    ok(&["up", "--config", config, "--dir", d]);
+    let status =
+        |n: u32| -> serde_json::Value { serde_json::from_str(&ok(&["status", "--json", "-n", &n.to_string(), "--dir", d])).unwrap() };
+    let role = |st: &serde_json::Value, name: &str| -> (u64, u64) {
+        let r = st["roles"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no role {name}: {st}"));
+        (r["node"].as_u64().unwrap(), r["epoch"].as_u64().unwrap())
+    };
+    let wait_members = |members: &str| {
+        let t0 = std::time::Instant::now();
+        while !ok(&["status", "--dir", d]).contains(members) {
+            assert!(t0.elapsed().as_secs() < 10, "no view with {members} in 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_members("members [1, 2, 3]");
+    // Each SAP shard's serving copy is a role of the view: shard i on its primary first.
+    let st = status(1);
+    assert_eq!(role(&st, "sap/1").0, 2, "{st}");
+    assert_eq!(role(&st, "sap/2").0, 3, "{st}");
+
+    ok(&["crash", "3", "--dir", d]);
+    wait_members("members [1, 2]");
+    let st = status(1);
+    let (holder, epoch) = role(&st, "sap/2");
+    assert_eq!(holder, 1, "node 3's shard moves to its backup: {st}");
+    assert_eq!(epoch, st["view"].as_u64().unwrap(), "with the view that moved it as its epoch");
+    for _ in 0..4 {
+        assert!(ok(&["cluster", "remove-node", "3", "--dir", d]).contains("voters [1, 2]"));
+        assert!(ok(&["cluster", "add-node", "3", "--dir", d]).contains("voters [1, 2, 3]"));
+    }
+    let st = status(1);
+    let (snapshot, last) = (st["quorum_log"]["snapshot"].as_u64().unwrap(), st["quorum_log"]["last"].as_u64().unwrap());
+    assert!(snapshot >= 8 && last - snapshot < 4 + 4, "the leader's log is compacted: {st}");
+
+    // Node 3 restarts with a log that ends before the leader's snapshot: it gets the snapshot.
+    let up = ok(&["up", "--dir", d]);
+    assert!(up.contains("restarted node(s) [3]"), "{up}");
+    wait_members("members [1, 2, 3]");
+    let log = std::fs::read_to_string(c.config().node(3).unwrap().dir.join("log")).unwrap();
+    assert!(log.contains("quorum state taken from the leader's snapshot"), "{log}");
+    let st3 = status(3);
+    assert_eq!(st3["voters"], serde_json::json!([1, 2, 3]), "{st3}");
+    assert!(st3["quorum"].as_bool().unwrap(), "{st3}");
+    assert!(st3["quorum_log"]["snapshot"].as_u64().unwrap() >= snapshot, "{st3}");
+    // The role stays where it went: a move back would cost a hand-over for nothing.
+    assert_eq!(role(&st3, "sap/2"), (holder, epoch), "{st3}");
+
+    // A whole cluster restarts from compacted logs, numbering views on from the last.
+    let before = status(1)["view"].as_u64().unwrap();
+    ok(&["down", "--dir", d]);
+    ok(&["up", "--config", config, "--dir", d]);
+    wait_members("members [1, 2, 3]");
+    let st = status(2);
+    assert!(st["quorum"].as_bool().unwrap(), "{st}");
+    assert!(st["view"].as_u64().unwrap() > before, "view numbers never start over: {st}");
+    ok(&["down", "--dir", d]);
+}

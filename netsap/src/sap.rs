@@ -3,9 +3,9 @@
 //! found one SAP server a hot spot).
 //!
 //! Shard `port mod N` (N configured nodes, in id order) has node `i` as primary and node
-//! `i+1` as backup. A bind goes to the primary (or, while it is down, to the backup); the
-//! primary first has the backup take it — the backup checks it against its own copy too —
-//! then applies it; a copy grants alone only once the other's node is out of the view. Both
+//! `i+1` as backup. A bind goes to the copy holding the shard's quorum role (`sap/i`: the
+//! primary until it leaves the view, then the backup, which keeps it); that copy first has
+//! the other take it — which checks it against its own copy too — then applies it; a copy grants alone only once the other's node is out of the view. Both
 //! copies hold every binding, so either alone answers right and the death of one node loses
 //! none. Requests for one shard are serialized at the node serving
 //! it, so two nodes binding the same port at once never both succeed. Listeners on a node
@@ -57,6 +57,11 @@ pub fn departed_lease(orb: &Orb) -> Duration {
 pub fn shard_nodes(nodes: &[u32], port: u32) -> (u32, u32) {
     let i = port as usize % nodes.len();
     (nodes[i], nodes[(i + 1) % nodes.len()])
+}
+
+/// The quorum role of the copy that serves a port's shard (see [`SapClient`]).
+pub fn shard_role(nodes: &[u32], port: u32) -> String {
+    format!("sap/{}", port as usize % nodes.len())
 }
 
 #[derive(Clone)]
@@ -366,14 +371,22 @@ pub fn serve(orb: &Orb, nodes: Vec<u32>) -> SapServer {
         version: watch::channel(start).0,
         caught_up: watch::channel(orb.view().number).0,
     }));
+    // Which copy of each shard serves is a quorum role: clients route to one copy, and it
+    // moves only when its holder leaves the view. (Safety does not rest on it: each copy
+    // grants alone only once the other is out of the view.)
+    for shard in 0..s.0.nodes.len() as u32 {
+        let (primary, backup) = shard_nodes(&s.0.nodes, shard);
+        orb.declare_role(&shard_role(&s.0.nodes, shard), if primary == backup { vec![primary] } else { vec![primary, backup] });
+    }
     let h = export_sap(orb, s.clone());
     orb.register_name(SAP_NAME, &h);
     tokio::spawn(s.clone().follow_views());
     s
 }
 
-/// A node's way into the SAP: routes each request to its shard's primary, or to the backup
-/// while the primary is down.
+/// A node's way into the SAP: routes each request to the copy that holds its shard's role
+/// in the installed view (before a view assigns one: the primary unless it is down), and
+/// to the other copy when that one fails.
 #[derive(Clone)]
 pub struct SapClient {
     orb: Orb,
@@ -397,12 +410,22 @@ impl SapClient {
         &self.orb
     }
 
-    async fn serving(&self, port: u32) -> Result<SapStub, OrbError> {
+    /// The copy to ask first for `port`, and the other.
+    fn copies(&self, port: u32) -> (u32, u32) {
         let (primary, backup) = shard_nodes(&self.nodes, port);
-        let first = if self.orb.liveness(primary) == Liveness::Down { backup } else { primary };
+        let first = match self.orb.role(&shard_role(&self.nodes, port)) {
+            Some((holder, _)) if holder == primary || holder == backup => holder,
+            _ if self.orb.liveness(primary) == Liveness::Down => backup,
+            _ => primary,
+        };
+        (first, if first == primary { backup } else { primary })
+    }
+
+    async fn serving(&self, port: u32) -> Result<SapStub, OrbError> {
+        let (first, other) = self.copies(port);
         match self.stub(first).await {
             Ok(s) => Ok(s),
-            Err(_) if first == primary => self.stub(backup).await,
+            Err(_) if first != other => self.stub(other).await,
             Err(e) => Err(e),
         }
     }
@@ -411,14 +434,14 @@ impl SapClient {
         stub(&self.orb, node).await
     }
 
-    /// Binds, or says who holds the port. A primary that fails mid-call is retried at the backup.
+    /// Binds, or says who holds the port. A copy that fails mid-call is retried at the other.
     pub async fn bind(&self, b: Binding) -> Result<BindReply, OrbError> {
         let port = b.port;
         match self.serving(port).await?.bind(BindReq { b: Some(b.clone()), replica: false }).await {
             Ok(r) => Ok(r.into_inner()),
             Err(OrbError::NodeDown { .. }) => {
-                let (_, backup) = shard_nodes(&self.nodes, port);
-                self.stub(backup).await?.bind(BindReq { b: Some(b), replica: false }).await.map(|r| r.into_inner())
+                let (_, other) = self.copies(port);
+                self.stub(other).await?.bind(BindReq { b: Some(b), replica: false }).await.map(|r| r.into_inner())
             }
             Err(e) => Err(e),
         }

@@ -15,6 +15,8 @@
 //! max_concurrent = 256
 //! fencing = true                    # false only for the history checker's negative control:
 //!                                   # a node without quorum then goes on granting
+//! quorum_compact_after = 1000       # applied entries after which the quorum's Raft log
+//!                                   # is compacted into a snapshot
 //!
 //! [[node]]
 //! id = 1                            # 1..=511
@@ -55,6 +57,8 @@ pub struct Config {
     pub fail_timeout: Duration,
     /// Whether a node without quorum refuses to grant (see `OrbConfig::fencing`).
     pub fencing: bool,
+    /// Applied entries after which the quorum's log is compacted (`OrbConfig::compact_after`).
+    pub compact_after: u64,
     pub max_concurrent: usize,
     pub nodes: BTreeMap<u32, NodeConfig>,
     pub volumes: Vec<Volume>,
@@ -127,6 +131,7 @@ struct RawOrb {
     fail_timeout_ms: Option<Spanned<u64>>,
     max_concurrent: Option<Spanned<usize>>,
     fencing: Option<bool>,
+    quorum_compact_after: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -321,6 +326,11 @@ impl Config {
             Some(s) if *s.get_ref() == 0 => return Err(err_at(s.span(), "max_concurrent must be at least 1".into())),
             Some(s) => *s.get_ref(),
         };
+        let compact_after = match &raw.orb.quorum_compact_after {
+            None => 1000,
+            Some(s) if *s.get_ref() == 0 => return Err(err_at(s.span(), "quorum_compact_after must be at least 1".into())),
+            Some(s) => *s.get_ref(),
+        };
         Ok(Config {
             path: path.to_path_buf(),
             cluster: name.clone(),
@@ -332,6 +342,7 @@ impl Config {
             fail_timeout,
             max_concurrent,
             fencing: raw.orb.fencing.unwrap_or(true),
+            compact_after,
             nodes,
             volumes,
         })

@@ -22,6 +22,10 @@ pub fn print_status(s: &StatusReply) {
         s.cluster, s.view, s.coordinator, s.view_members, s.node
     );
     println!("{}", quorum_line(s));
+    if !s.roles.is_empty() {
+        let roles: Vec<String> = s.roles.iter().map(|r| format!("{} node {} (view {})", r.name, r.node, r.epoch)).collect();
+        println!("roles: {}", roles.join(", "));
+    }
     println!("{:<5} {:<22} {:<8} {:<14} {:<9} MOUNTPOINT", "NODE", "ADDR", "STATE", "INCARNATION", "UPTIME");
     for n in &s.nodes {
         let inc = if n.incarnation == 0 { "-".to_string() } else { format!("{:x}", n.incarnation) };
@@ -60,6 +64,10 @@ pub fn status_json(s: &StatusReply) -> serde_json::Value {
         "leader": s.leader,
         "voters": s.voters,
         "fencing": s.fencing,
+        // The answering node's Raft log: entries up to `last`, compacted up to `snapshot`.
+        "quorum_log": { "snapshot": s.log_snapshot, "last": s.log_last },
+        // Roles one node at a time holds, as the answering node's view assigns them.
+        "roles": s.roles.iter().map(|r| serde_json::json!({ "name": r.name, "node": r.node, "epoch": r.epoch })).collect::<Vec<_>>(),
         "cluster": s.cluster,
         "view": s.view,
         "coordinator": s.coordinator,

@@ -60,6 +60,8 @@ pub struct OrbConfig {
     /// Whether a node without quorum refuses to grant (false only to show, in the history
     /// checker's negative control, what fencing prevents).
     pub fencing: bool,
+    /// Applied log entries after which the quorum's log is compacted into a snapshot.
+    pub compact_after: u64,
 }
 
 impl OrbConfig {
@@ -78,6 +80,7 @@ impl OrbConfig {
             state_dir: None,
             voters: None,
             fencing: true,
+            compact_after: 1000,
         }
     }
 }
@@ -171,6 +174,8 @@ pub struct OrbInner {
     pub(crate) views_seen: Mutex<Vec<View>>,
     pub(crate) quorum_tx: tokio::sync::mpsc::UnboundedSender<crate::quorum::Input>,
     pub(crate) quorum_info: watch::Sender<svc::QuorumInfo>,
+    /// Roles this node's services declared: name → candidates, preferred first.
+    pub(crate) roles_declared: Mutex<BTreeMap<String, Vec<u32>>>,
     release_queue: Mutex<HashMap<u32, HashMap<u64, u32>>>,
     release_notify: Notify,
     unreferenced_log: Mutex<Vec<u64>>,
@@ -212,8 +217,12 @@ impl Orb {
                 },
             );
         }
-        let first_view =
-            View { number: 0, members: vec![svc::Member { node: cfg.node, incarnation: cfg.incarnation }], coordinator: cfg.node };
+        let first_view = View {
+            number: 0,
+            members: vec![svc::Member { node: cfg.node, incarnation: cfg.incarnation }],
+            coordinator: cfg.node,
+            roles: vec![],
+        };
         let (view_tx, _) = watch::channel(first_view);
         let (shutdown, _) = watch::channel(false);
         let (quorum_tx, quorum_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -236,6 +245,7 @@ impl Orb {
             views_seen: Mutex::new(Vec::new()),
             quorum_tx,
             quorum_info,
+            roles_declared: Mutex::new(BTreeMap::new()),
             release_queue: Mutex::new(HashMap::new()),
             release_notify: Notify::new(),
             unreferenced_log: Mutex::new(Vec::new()),
@@ -324,6 +334,17 @@ impl Orb {
             Ok(Err(_)) => Err(VoterError::Stopped),
             Err(_) => Err(VoterError::Timeout),
         }
+    }
+    /// Declares a role one node at a time must hold, with its candidates in order of
+    /// preference; the quorum assigns it with the next view (every node must declare the
+    /// same). See [`Orb::role`].
+    pub fn declare_role(&self, name: &str, candidates: Vec<u32>) {
+        self.0.roles_declared.lock().insert(name.to_string(), candidates);
+        let _ = self.0.quorum_tx.send(crate::quorum::Input::Nudge);
+    }
+    /// Who holds `name` in the installed view, and since which view (its epoch).
+    pub fn role(&self, name: &str) -> Option<(u32, u64)> {
+        self.0.view_tx.borrow().roles.iter().find(|r| r.name == name).map(|r| (r.node, r.epoch))
     }
     /// Every new view, as it is installed.
     pub fn subscribe_views(&self) -> watch::Receiver<View> {

@@ -104,6 +104,9 @@ impl Control for ControlService {
             leader: quorum.leader,
             voters: quorum.voters,
             fencing: quorum.fencing,
+            log_snapshot: quorum.log_snapshot,
+            log_last: quorum.log_last,
+            roles: view.roles.iter().map(|r| cp::RoleStatus { name: r.name.clone(), node: r.node, epoch: r.epoch }).collect(),
             in_view: view.has(self.orb.node(), self.orb.incarnation()),
         }))
     }

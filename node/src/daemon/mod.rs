@@ -120,6 +120,7 @@ pub fn run(config_path: &Path, id: u32, extensions: Vec<Box<dyn Extension>>) -> 
         oc.max_concurrent = cfg.max_concurrent;
         oc.state_dir = Some(me.dir.clone());
         oc.fencing = cfg.fencing;
+        oc.compact_after = cfg.compact_after;
         let orb = Orb::start(oc).await?;
         ssi_orb::diag::install(&orb);
         // A local cluster: every node on this machine (see procmgmt's `table`).

@@ -3,12 +3,16 @@
 //! - Every node runs one Raft peer (raft-rs, the Raft of TiKV: a deterministic state
 //!   machine with no I/O of its own, so its messages travel as one-way ORB invocations
 //!   `Membership.Raft` and are traced like any other, and its clock is the heartbeat's).
-//!   Its log is durable (`store`): a crashed node never forgets its vote.
+//!   Its log is durable (`store`): a crashed node never forgets its vote. The log is
+//!   compacted into a snapshot of the state machine every `compact_after` entries, and a
+//!   follower that lags past it (a node down through many views) gets the snapshot.
 //! - The state machine is the current view and the voters. Only the Raft leader proposes a
 //!   view: the members it sees alive (the ORB's failure detector), itself as coordinator,
 //!   numbered one above the last committed view. A view is applied only if it is numbered
 //!   exactly one above the applied one, so two views with one number and different members
 //!   never exist, and no view exists without a majority of the voters.
+//! - Roles one node at a time must hold (`roles`) are assigned by the leader with each view
+//!   and committed with it.
 //! - Quorum: a node has it while it is a member of the applied view and either leads and
 //!   heard from a majority of the voters within `fail_timeout`, or follows a leader it
 //!   heard within `fail_timeout` whose last ORB heartbeat did not say it lost its majority
@@ -16,6 +20,7 @@
 //!   Without it the node is *fenced*: services refuse to grant (binds, file mutations,
 //!   placements); `Orb::fenced` is what they ask.
 
+mod roles;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,13 +30,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message as RaftMessage};
-use raft::storage::MemStorage;
-use raft::{RawNode, StateRole};
+use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message as RaftMessage, MessageType, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::orb::{well_known, CallOptions, Liveness, Orb, OrbInner, TOOL_NODE};
-use crate::proto::svc::{self, Member, QuorumCommand, QuorumInfo, View};
+use crate::proto::svc::{self, Member, QuorumCommand, QuorumInfo, QuorumState, View};
 use crate::proto::ObjRef;
 
 pub use store::StoreError;
@@ -88,6 +92,14 @@ pub(crate) fn spawn(orb: &Orb, rx: mpsc::UnboundedReceiver<Input>) -> Result<(),
     let inner = &orb.0;
     let voters = initial_voters(inner);
     let (log, storage) = store::DurableLog::open(inner.cfg.state_dir.as_deref(), &voters)?;
+    // A log that starts from a snapshot: its state first, then Raft delivers what follows.
+    let start = log.snapshot();
+    let voters: Vec<u32> = if start.is_empty() {
+        voters
+    } else {
+        install_state(inner, &start);
+        start.get_metadata().get_conf_state().voters.iter().map(|v| *v as u32).collect()
+    };
     let tick = (inner.cfg.heartbeat / 2).max(Duration::from_millis(10));
     let election = ((inner.cfg.fail_timeout.as_millis() / tick.as_millis()) as usize).max(4);
     // Failover: a follower whose failure detector declares the leader down (after
@@ -152,7 +164,7 @@ pub(crate) fn spawn(orb: &Orb, rx: mpsc::UnboundedReceiver<Input>) -> Result<(),
 struct Quorum {
     orb: Weak<OrbInner>,
     me: u32,
-    raw: RawNode<MemStorage>,
+    raw: RawNode<store::LogStorage>,
     log: store::DurableLog,
     voters: BTreeSet<u32>,
     /// When a Raft message last came from each peer.
@@ -243,10 +255,13 @@ impl Quorum {
         let current = inner.view_tx.borrow().clone();
         let live = live_members(inner);
         let cur: BTreeSet<(u32, u64)> = current.members.iter().map(|m| (m.node, m.incarnation)).collect();
-        if cur == live && current.coordinator == self.me && current.number > 0 {
+        let number = current.number + 1;
+        let nodes: BTreeSet<u32> = live.iter().map(|(n, _)| *n).collect();
+        let declared = inner.roles_declared.lock().clone();
+        let roles = roles::assign(&current.roles, &nodes, &declared, number);
+        if cur == live && current.coordinator == self.me && current.number > 0 && roles == current.roles {
             return;
         }
-        let number = current.number + 1;
         if self.proposed.is_some_and(|(n, t)| n == number && t.elapsed() < self.election) {
             return;
         }
@@ -254,6 +269,7 @@ impl Quorum {
             number,
             members: live.into_iter().map(|(node, incarnation)| Member { node, incarnation }).collect(),
             coordinator: self.me,
+            roles,
         };
         let cmd = QuorumCommand { view: Some(v) };
         if self.raw.propose(vec![], cmd.encode_to_vec()).is_ok() {
@@ -312,6 +328,8 @@ impl Quorum {
             voters: self.voters.iter().copied().collect(),
             term: self.raw.raft.term,
             fencing: true,
+            log_snapshot: self.log.span().snapshot,
+            log_last: self.log.span().last,
         }
     }
 
@@ -359,33 +377,40 @@ impl Quorum {
         }
         let Some(inner) = self.orb.upgrade() else { return Ok(()) };
         let mut rd = self.raw.ready();
-        send(&inner, rd.take_messages());
+        let mut snapshots = send(&inner, rd.take_messages());
         if !rd.snapshot().is_empty() {
-            // The log is never compacted, so no peer sends a snapshot; one that does is ignored.
-            tracing::warn!("unexpected raft snapshot ignored");
+            // This node lagged past the leader's compaction: the log restarts from the
+            // leader's snapshot, and the state machine with it.
+            let snap = rd.snapshot().clone();
+            self.log.install(&snap)?;
+            self.voters = snap.get_metadata().get_conf_state().voters.iter().map(|v| *v as u32).collect();
+            install_state(&inner, &snap);
+            tracing::info!(index = snap.get_metadata().index, "quorum state taken from the leader's snapshot");
         }
         let committed = rd.take_committed_entries();
         self.apply(&inner, committed);
         self.log.persist(rd.hs(), rd.entries())?;
-        {
-            let store = self.raw.store().clone();
-            let mut w = store.wl();
-            if !rd.entries().is_empty() {
-                w.append(rd.entries())?;
-            }
-            if let Some(hs) = rd.hs() {
-                w.set_hardstate(hs.clone());
-            }
-        }
-        send(&inner, rd.take_persisted_messages());
+        snapshots.extend(send(&inner, rd.take_persisted_messages()));
         let mut light = self.raw.advance(rd);
         if let Some(c) = light.commit_index() {
-            self.raw.store().wl().mut_hard_state().set_commit(c);
+            self.log.set_commit(c);
         }
-        send(&inner, light.take_messages());
+        snapshots.extend(send(&inner, light.take_messages()));
         let committed = light.take_committed_entries();
         self.apply(&inner, committed);
         self.raw.advance_apply();
+        // Raft waits for word of every snapshot it sends before it sends that peer anything
+        // else. Queued on a link counts as sent: if it is lost, the peer's next answer shows
+        // it lacks the entries and the leader sends a snapshot again. Not queued (no link,
+        // the peer is down): failed, so the peer is probed again instead of waited for.
+        for (peer, queued) in snapshots {
+            self.raw.report_snapshot(peer as u64, if queued { SnapshotStatus::Finish } else { SnapshotStatus::Failure });
+        }
+        let state = QuorumState { view: Some(inner.view_tx.borrow().clone()) };
+        let applied = self.raw.raft.raft_log.applied;
+        if self.log.applied(applied, state.encode_to_vec(), inner.cfg.compact_after)? {
+            tracing::debug!(applied, "quorum log compacted");
+        }
         Ok(())
     }
 
@@ -404,7 +429,7 @@ impl Quorum {
                     match self.raw.apply_conf_change(&cc) {
                         Ok(cs) => {
                             self.voters = cs.voters.iter().map(|v| *v as u32).collect();
-                            self.raw.store().wl().set_conf_state(cs);
+                            self.log.set_conf_state(cs);
                             tracing::info!(voters = ?self.voters, "voters changed");
                         }
                         Err(err) => tracing::error!(index = e.index, "voter change refused: {err}"),
@@ -441,6 +466,19 @@ impl Quorum {
     }
 }
 
+/// Installs the view of a snapshot of the state machine, if it is newer than this node's.
+fn install_state(inner: &OrbInner, snap: &Snapshot) {
+    match QuorumState::decode(&snap.data[..]) {
+        Ok(QuorumState { view: Some(v) }) => {
+            if v.number > inner.view_tx.borrow().number {
+                inner.install_view(v);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(index = snap.get_metadata().index, "undecodable quorum snapshot: {e}"),
+    }
+}
+
 /// The members the failure detector sees alive, this node included.
 fn live_members(inner: &OrbInner) -> BTreeSet<(u32, u64)> {
     let peers = inner.peers.lock();
@@ -451,13 +489,18 @@ fn live_members(inner: &OrbInner) -> BTreeSet<(u32, u64)> {
 }
 
 /// Queues Raft messages on the links to their peers, one batch per peer. A message for a
-/// peer without a link is dropped: Raft sends again.
-fn send(inner: &Arc<OrbInner>, msgs: Vec<RaftMessage>) {
+/// peer without a link is dropped: Raft sends again. Returns, for each snapshot among them,
+/// its peer and whether it was queued.
+fn send(inner: &Arc<OrbInner>, msgs: Vec<RaftMessage>) -> Vec<(u32, bool)> {
+    let mut snapshots = Vec::new();
     if msgs.is_empty() {
-        return;
+        return snapshots;
     }
     let mut by_peer: BTreeMap<u32, Vec<Bytes>> = BTreeMap::new();
     for m in msgs {
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            snapshots.push((m.to as u32, false));
+        }
         match m.write_to_bytes() {
             Ok(b) => by_peer.entry(m.to as u32).or_default().push(Bytes::from(b)),
             Err(e) => tracing::error!("cannot encode a raft message: {e}"),
@@ -467,8 +510,12 @@ fn send(inner: &Arc<OrbInner>, msgs: Vec<RaftMessage>) {
     for (peer, msgs) in by_peer {
         let link = inner.peers.lock().get(&peer).and_then(|p| p.link.clone());
         let Some(link) = link.filter(|l| !l.is_closed()) else { continue };
+        for s in snapshots.iter_mut().filter(|(to, _)| *to == peer) {
+            s.1 = true;
+        }
         let target = ObjRef { node: peer, object: well_known::MEMBERSHIP, incarnation: 0, interface: svc::MEMBERSHIP_INTERFACE };
         let out = crate::object::Outgoing::from_message(&svc::RaftBatch { msgs });
         inner.oneway_on_link(&link, &target, svc::membership_methods::RAFT, out, &opts);
     }
+    snapshots
 }
