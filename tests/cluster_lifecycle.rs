@@ -139,19 +139,15 @@ fn control_socket_checks_the_callers_uid() {
     use std::os::unix::process::CommandExt;
     let c = Cluster::up("peercred", 1);
     let sock = c.config().node(1).unwrap().control_socket.clone();
-    // A copy the unprivileged user can execute wherever the checkout lives.
-    let exe = std::env::temp_dir().join(format!("ssi-peercred-{}", std::process::id()));
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new(&exe)
+    let exe = ssi_testkit::UserExe::new("peercred");
+    let out = std::process::Command::new(&exe.0)
         .args(["--exact", "peercred_child", "--include-ignored", "--nocapture"])
         .env("SSI_TEST_SOCK", &sock)
         .uid(65534)
         .gid(65534)
         .output()
         .unwrap();
-    let _ = std::fs::remove_file(&exe);
+    drop(exe);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("1 passed"), "child as uid 65534:\n{text}");
     // The daemon is still serving: the refused shutdown did nothing.

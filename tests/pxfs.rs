@@ -428,3 +428,45 @@ fn a_departed_node_leaves_no_tokens_on_the_servers() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_files_inode_number_is_the_same_on_every_node_and_stays() {
+    if !ssi_testkit::root_and_fuse() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let c = Cluster::up("pxfs-ino", 3);
+    let (m1, m2, m3) = (mnt(&c, 1), mnt(&c, 2), mnt(&c, 3));
+    fs::create_dir(m1.join("www/t")).unwrap();
+    fs::write(m1.join("www/t/a"), "a").unwrap();
+    fs::hard_link(m1.join("www/t/a"), m1.join("www/t/b")).unwrap();
+    fs::write(m1.join("www/t/c"), "c").unwrap();
+    fs::write(m1.join("src/c"), "c on another volume").unwrap();
+    let ino = |p: PathBuf| fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).ino();
+    let a = ino(m1.join("www/t/a"));
+    for m in [&m1, &m2, &m3] {
+        assert_eq!(ino(m.join("www/t/a")), a, "one number on every node");
+        assert_eq!(ino(m.join("www/t/b")), a, "a hard link shares it");
+        assert_ne!(ino(m.join("www/t/c")), a);
+        assert_ne!(ino(m.join("src/c")), ino(m.join("www/t/c")), "distinct between volumes");
+    }
+    // The same after every node's kernel forgot the inodes.
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    for m in [&m1, &m2, &m3] {
+        assert_eq!(ino(m.join("www/t/b")), a, "unchanged once the kernel forgot it");
+    }
+    // readdir's d_ino agrees with stat.
+    for e in fs::read_dir(m2.join("www/t")).unwrap() {
+        let e = e.unwrap();
+        assert_eq!(std::os::unix::fs::DirEntryExt::ino(&e), ino(e.path()), "{:?}", e.file_name());
+    }
+    // A tree with hard links archived through node 3 and extracted through node 2 keeps them.
+    let tarball = c.dir.join("t.tar");
+    let tar = |args: &[&str]| assert!(Command::new("tar").args(args).status().unwrap().success(), "tar {args:?}");
+    tar(&["-C", m3.join("www").to_str().unwrap(), "-cf", tarball.to_str().unwrap(), "t"]);
+    fs::create_dir(m2.join("www/x")).unwrap();
+    tar(&["-C", m2.join("www/x").to_str().unwrap(), "-xf", tarball.to_str().unwrap()]);
+    let (xa, xb) = (fs::metadata(m1.join("www/x/t/a")).unwrap(), fs::metadata(m1.join("www/x/t/b")).unwrap());
+    assert_eq!((xa.ino(), xa.nlink()), (xb.ino(), 2), "extracted as one file with two names");
+    assert_ne!(xa.ino(), a);
+}

@@ -16,6 +16,7 @@ impl Errno {
     pub const EINVAL: Errno = Errno(libc::EINVAL);
     pub const EIO: Errno = Errno(libc::EIO);
     pub const EISDIR: Errno = Errno(libc::EISDIR);
+    pub const ENAMETOOLONG: Errno = Errno(libc::ENAMETOOLONG);
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     pub const ENOENT: Errno = Errno(libc::ENOENT);
     pub const ENOSPC: Errno = Errno(libc::ENOSPC);

@@ -24,13 +24,25 @@ use crate::openfiles::{OpenFile, OpenFiles};
 use crate::proto::*;
 use crate::sys;
 
-/// A name inside a directory: one path component, no NUL.
+/// A name inside a directory: one path component, no NUL, at most NAME_MAX bytes.
 fn component(name: &str) -> Result<&str, Exception> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') || name.len() > 255 {
+    if name.len() > NAME_MAX {
+        return Err(Exception::errno(libc::ENAMETOOLONG, format!("a name of {} bytes (at most {NAME_MAX})", name.len())));
+    }
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(Exception::errno(libc::EINVAL, "not a single path component"));
     }
     Ok(name)
 }
+
+/// Whether mode `to` is `from` with only S_ISUID and/or S_ISGID taken away.
+fn only_drops_set_id(from: u32, to: u32) -> bool {
+    let set_id = libc::S_ISUID | libc::S_ISGID;
+    to != from && to & !from == 0 && (from & !to) & !set_id == 0
+}
+
+/// The longest name a directory entry may have (ext4's, and Linux's NAME_MAX).
+const NAME_MAX: usize = 255;
 
 pub fn attr_of(st: &libc::stat) -> Attr {
     Attr {
@@ -352,7 +364,15 @@ impl Volume for VolumeServant {
             .run_on(ctx, req.size.is_some(), vec![h], move |_, fds| {
                 let fd = fds[0].as_raw_fd();
                 if let Some(m) = req.mode {
-                    sys::chmod_fd(fd, m & 0o7777)?;
+                    let m = m & 0o7777;
+                    match sys::chmod_fd(fd, m) {
+                        // The kernel clears S_ISUID/S_ISGID for whoever writes, truncates or
+                        // chowns, and asks us to as that caller, who need not own the file.
+                        Err(e) if e.raw_os_error() == Some(libc::EPERM) && only_drops_set_id(sys::stat_fd(fd)?.st_mode & 0o7777, m) => {
+                            sys::chmod_fd_as_root(fd, m)?
+                        }
+                        r => r?,
+                    }
                 }
                 if req.uid.is_some() || req.gid.is_some() {
                     sys::chown_fd(fd, req.uid, req.gid)?;
@@ -788,5 +808,26 @@ mod tests {
         let c = Creds { uid: 1000, gid: 100, groups: vec![100, 27] };
         assert_eq!(who(Some(&c)), (1000, 100, vec![100, 27]), "exactly the caller's uid, gid and groups");
         assert_eq!(who(None), (0, 0, vec![]), "no user behind the call");
+    }
+
+    #[test]
+    fn only_a_loss_of_set_id_bits_is_done_as_root() {
+        assert!(only_drops_set_id(0o4777, 0o777));
+        assert!(only_drops_set_id(0o6755, 0o755));
+        assert!(only_drops_set_id(0o6755, 0o4755));
+        assert!(!only_drops_set_id(0o4777, 0o4777), "no change");
+        assert!(!only_drops_set_id(0o4777, 0o666), "other bits too");
+        assert!(!only_drops_set_id(0o777, 0o4777), "a gain");
+        assert!(!only_drops_set_id(0o755, 0o750));
+    }
+
+    #[test]
+    fn long_names_are_too_long_and_odd_ones_invalid() {
+        let code = |n: &str| component(n).map(|_| 0).unwrap_or_else(|e| e.code);
+        assert_eq!(code(&"x".repeat(255)), 0);
+        assert_eq!(code(&"x".repeat(256)), ssi_orb::Exception::errno(libc::ENAMETOOLONG, "").code);
+        for bad in ["", ".", "..", "a/b", "a\0b"] {
+            assert_eq!(code(bad), ssi_orb::Exception::errno(libc::EINVAL, "").code, "{bad:?}");
+        }
     }
 }

@@ -253,6 +253,25 @@ pub fn chmod_fd(fd: RawFd, mode: u32) -> io::Result<()> {
     check(unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode, 0) }).map(|_| ())
 }
 
+/// `chmod_fd` with root's file-system ids on this thread for the call, then the caller's
+/// again. Only for clearing set-user-ID and set-group-ID bits, which the kernel's own file
+/// systems do for anyone who writes, truncates or chowns (a loss of privilege, never a gain).
+pub fn chmod_fd_as_root(fd: RawFd, mode: u32) -> io::Result<()> {
+    let (uid, gid) = fs_ids();
+    // SAFETY: integer-only system calls changing this thread's fs ids.
+    unsafe {
+        libc::syscall(libc::SYS_setfsuid, 0);
+        libc::syscall(libc::SYS_setfsgid, 0);
+    }
+    let r = chmod_fd(fd, mode);
+    // SAFETY: as above, back to the ids this thread had.
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+    }
+    r
+}
+
 pub fn chown_fd(fd: RawFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
     let empty = cstr("")?;
     let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));

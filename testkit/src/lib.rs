@@ -133,6 +133,26 @@ pub async fn eventually(within: Duration, what: &str, mut f: impl AsyncFnMut() -
     }
 }
 
+/// A copy of the running test binary that any user may execute, wherever the checkout
+/// lives (for helpers run as an unprivileged user); removed when dropped.
+pub struct UserExe(pub PathBuf);
+
+impl UserExe {
+    pub fn new(name: &str) -> UserExe {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = std::env::temp_dir().join(format!("ssi-{name}-{}", std::process::id()));
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        UserExe(exe)
+    }
+}
+
+impl Drop for UserExe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Root and /dev/fuse, what every test of a FUSE-mounting cluster needs (see [`required`]).
 pub fn root_and_fuse() -> bool {
     required("root", nix::unistd::geteuid().is_root()) && required("/dev/fuse", std::path::Path::new("/dev/fuse").exists())

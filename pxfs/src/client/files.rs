@@ -84,7 +84,7 @@ impl Client {
             }
             holder.opened(vol, &f.handle, exclusive).await;
             holder.note_attr(vol, &f.handle, &a);
-            let ino = inodes.write().remember(vol, f.handle, child);
+            let ino = inodes.write().remember(vol, f.handle, child, Some(a.ino));
             cache.name_changed(parent, &name, true);
             // A new file has no capabilities; the kernel asks before its first write.
             cache.put_xattr_absent(t, ino, "security.capability");

@@ -113,8 +113,12 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
     })
 }
 
-/// A name as PXFS carries it (UTF-8), or EINVAL.
+/// A name as PXFS carries it (UTF-8), or EINVAL; ENAMETOOLONG past NAME_MAX (255 bytes),
+/// as a local file system answers (the kernel passes FUSE names of up to 1024).
 fn utf8(name: &OsStr) -> Result<&str, Errno> {
+    if name.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
     name.to_str().ok_or(Errno::EINVAL)
 }
 
@@ -130,6 +134,9 @@ impl Filesystem for Client {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if name.len() > 255 {
+            return reply.fail(Errno::ENAMETOOLONG);
+        }
         // A name that is not UTF-8 cannot exist here.
         let Some(name) = name.to_str() else { return reply.fail(Errno::ENOENT) };
         self.reply(self.lookup(creds(req), parent.0, name), reply, entry);

@@ -18,14 +18,16 @@ impl Client {
     /// The entry of `spath` in synthetic volume `vol` (its inode registered).
     fn syn_entry(&self, vol: u32, v: &SyntheticVolume, spath: String, global: String, who: &Creds) -> Result<Found, Errno> {
         let a = self.rt.block_on(v.provider.attr(&spath, &caller_of(who))).map_err(Errno::from_i32)?;
-        let ino = self.inodes.write().remember(vol, Bytes::from(spath.into_bytes()), global);
+        let ino = self.inodes.write().remember(vol, Bytes::from(spath.into_bytes()), global, None);
         Ok(Found::Entry { ino, attrs: Attrs::Synthetic(a) })
     }
 
     /// Registers the inode of an entry the owner answered with.
     fn found(&self, vol: u32, path: String, e: Entry) -> Result<Found, Errno> {
         match (e.fid, e.attr) {
-            (Some(f), Some(a)) => Ok(Found::Entry { ino: self.inodes.write().remember(vol, f.handle, path), attrs: Attrs::Volume(a) }),
+            (Some(f), Some(a)) => {
+                Ok(Found::Entry { ino: self.inodes.write().remember(vol, f.handle, path, Some(a.ino)), attrs: Attrs::Volume(a) })
+            }
             _ => Err(Errno::EIO),
         }
     }
@@ -70,7 +72,9 @@ impl Client {
                 e = look().await?;
             }
             match (e.fid, e.attr) {
-                (Some(f), Some(a)) => Ok(Found::Entry { ino: inodes.write().remember(vol, f.handle, child), attrs: Attrs::Volume(a) }),
+                (Some(f), Some(a)) => {
+                    Ok(Found::Entry { ino: inodes.write().remember(vol, f.handle, child, Some(a.ino)), attrs: Attrs::Volume(a) })
+                }
                 _ => Err(Errno::EIO),
             }
         }))
@@ -96,7 +100,7 @@ impl Client {
             }
             cache.name_changed(parent, &name, true);
             let (Some(f), Some(a)) = (e.fid, e.attr) else { return Err(Errno::EIO) };
-            let ino = inodes.write().remember(vol, f.handle, child);
+            let ino = inodes.write().remember(vol, f.handle, child, Some(a.ino));
             if dir {
                 cache.made_dir(t, ino);
             }
@@ -199,7 +203,7 @@ impl Client {
                 let r = Fid { handle: h.clone() };
                 async move { s.read_dir(r).await }
             })?;
-            list.entries.into_iter().map(|e| (e.name, e.kind, e.ino)).collect()
+            list.entries.into_iter().map(|e| (e.name, e.kind, super::inodes::stable_ino(vol, e.ino))).collect()
         };
         for (name, _) in self.mounts.below(&path) {
             entries.retain(|e| e.0 != name);
