@@ -470,3 +470,40 @@ fn a_files_inode_number_is_the_same_on_every_node_and_stays() {
     assert_eq!((xa.ino(), xa.nlink()), (xb.ino(), 2), "extracted as one file with two names");
     assert_ne!(xa.ino(), a);
 }
+
+#[test]
+fn names_are_bytes_any_but_slash_and_nul() {
+    if !ssi_testkit::root_and_fuse() {
+        return;
+    }
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let c = Cluster::up("pxfs-bytes", 2);
+    let (m1, m2) = (mnt(&c, 1), mnt(&c, 2));
+    // Every byte from 0x80 to 0xFF, in names of up to 255 bytes: no UTF-8 among them.
+    let raw: Vec<u8> = (0x80..=0xffu8).collect();
+    let name = OsStr::from_bytes(&raw[..100]);
+    let target = OsStr::from_bytes(&raw[100..]);
+    fs::create_dir(m1.join("www/b")).unwrap();
+    fs::write(m1.join("www/b").join(name), "latin-1 and worse").unwrap();
+    fs::write(m1.join("www/b").join(target), "the target").unwrap();
+    std::os::unix::fs::symlink(target, m1.join("www/b/link")).unwrap();
+    fs::create_dir(m1.join("www/b").join(OsStr::from_bytes(b"dir\xff"))).unwrap();
+    // Listed, read and removed on another node; on the owner's disk the same bytes.
+    let mut listed: Vec<Vec<u8>> = fs::read_dir(m2.join("www/b")).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
+    listed.sort();
+    let mut want = vec![raw[..100].to_vec(), raw[100..].to_vec(), b"link".to_vec(), b"dir\xff".to_vec()];
+    want.sort();
+    assert_eq!(listed, want);
+    assert_eq!(fs::read_to_string(m2.join("www/b").join(name)).unwrap(), "latin-1 and worse");
+    assert_eq!(fs::read_link(m2.join("www/b/link")).unwrap().as_os_str().as_bytes(), &raw[100..]);
+    assert_eq!(fs::read_to_string(m2.join("www/b/link")).unwrap(), "the target", "followed on the other node");
+    assert!(disk(&c, 2, "www").join("b").join(name).exists(), "the same bytes on the owner's disk");
+    fs::rename(m2.join("www/b").join(name), m2.join("www/b").join(OsStr::from_bytes(b"renamed\x80"))).unwrap();
+    assert!(m1.join("www/b").join(OsStr::from_bytes(b"renamed\x80")).exists());
+    for n in [&b"renamed\x80"[..], &raw[100..], b"link"] {
+        fs::remove_file(m2.join("www/b").join(OsStr::from_bytes(n))).unwrap();
+    }
+    fs::remove_dir(m2.join("www/b").join(OsStr::from_bytes(b"dir\xff"))).unwrap();
+    assert_eq!(fs::read_dir(m1.join("www/b")).unwrap().count(), 0);
+}

@@ -38,13 +38,16 @@ use crate::proto::Attr;
 /// node for a while): the same as the kernel's own attribute timeout.
 const KEEP: Duration = Duration::from_secs(30);
 
+/// Every name of a directory, as bytes.
+type KnownNames = HashSet<Vec<u8>>;
+
 #[derive(Default)]
 pub struct AttrCache {
     generation: AtomicU64,
     dirs: Mutex<HashMap<u64, (Attr, Instant)>>,
     /// Per inode: names known absent, since when.
     no_xattr: Mutex<HashMap<u64, Vec<(String, Instant)>>>,
-    names: Mutex<HashMap<u64, (HashSet<String>, Instant)>>,
+    names: Mutex<HashMap<u64, (KnownNames, Instant)>>,
     /// Per inode: the version of the data the kernel holds pages of.
     data: Mutex<HashMap<u64, DataVersion>>,
 }
@@ -112,15 +115,15 @@ impl AttrCache {
     }
 
     /// Whether `name` is known absent from directory `dir`.
-    pub fn name_absent(&self, dir: u64, name: &str) -> bool {
+    pub fn name_absent(&self, dir: u64, name: &[u8]) -> bool {
         self.names.lock().get(&dir).is_some_and(|(names, at)| at.elapsed() < KEEP && !names.contains(name))
     }
 
     /// This node made (`present`) or removed `name` in `dir`.
-    pub fn name_changed(&self, dir: u64, name: &str, present: bool) {
+    pub fn name_changed(&self, dir: u64, name: &[u8], present: bool) {
         if let Some((names, _)) = self.names.lock().get_mut(&dir) {
             if present {
-                names.insert(name.to_string());
+                names.insert(name.to_vec());
             } else {
                 names.remove(name);
             }
@@ -234,13 +237,13 @@ mod tests {
         let c = AttrCache::default();
         let t = c.ticket();
         c.made_dir(t, 9);
-        assert!(c.name_absent(9, "a"));
-        c.name_changed(9, "a", true);
-        assert!(!c.name_absent(9, "a") && c.name_absent(9, "b"));
-        c.name_changed(9, "a", false);
-        assert!(c.name_absent(9, "a"));
+        assert!(c.name_absent(9, b"a"));
+        c.name_changed(9, b"a", true);
+        assert!(!c.name_absent(9, b"a") && c.name_absent(9, b"b"));
+        c.name_changed(9, b"a", false);
+        assert!(c.name_absent(9, b"a"));
         c.revoke(&HashSet::from([9]));
-        assert!(!c.name_absent(9, "b"), "unknown after a callback");
-        assert!(!c.name_absent(10, "x"), "unknown for a directory not made here");
+        assert!(!c.name_absent(9, b"b"), "unknown after a callback");
+        assert!(!c.name_absent(10, b"x"), "unknown for a directory not made here");
     }
 }

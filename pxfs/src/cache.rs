@@ -106,7 +106,7 @@ impl Tokens {
 
     /// Revokes the tokens on `inodes` (attributes, data) and on the parents of `entries`
     /// (names) from every node but `except`, and waits until they have dropped their caches.
-    pub async fn revoke(&self, except: u32, inodes: Vec<Vec<u8>>, entries: Vec<(Vec<u8>, String)>) {
+    pub async fn revoke(&self, except: u32, inodes: Vec<Vec<u8>>, entries: Vec<(Vec<u8>, Vec<u8>)>) {
         let mut nodes: BTreeSet<u32> = BTreeSet::new();
         {
             let mut h = self.holders.lock();
@@ -132,7 +132,7 @@ impl Tokens {
         let req = InvalidateReq {
             volume: self.volume,
             inodes: inodes.into_iter().map(Bytes::from).collect(),
-            entries: entries.into_iter().map(|(parent, name)| EntryName { parent: parent.into(), name }).collect(),
+            entries: entries.into_iter().map(|(parent, name)| EntryName { parent: parent.into(), name: name.into() }).collect(),
         };
         let calls = nodes.into_iter().map(|n| {
             let req = req.clone();

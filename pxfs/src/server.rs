@@ -24,12 +24,13 @@ use crate::openfiles::{OpenFile, OpenFiles};
 use crate::proto::*;
 use crate::sys;
 
-/// A name inside a directory: one path component, no NUL, at most NAME_MAX bytes.
-fn component(name: &str) -> Result<&str, Exception> {
+/// A name inside a directory: one path component of any bytes but '/' and NUL, at most
+/// NAME_MAX of them.
+fn component(name: &[u8]) -> Result<&[u8], Exception> {
     if name.len() > NAME_MAX {
         return Err(Exception::errno(libc::ENAMETOOLONG, format!("a name of {} bytes (at most {NAME_MAX})", name.len())));
     }
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         return Err(Exception::errno(libc::EINVAL, "not a single path component"));
     }
     Ok(name)
@@ -100,7 +101,7 @@ impl VolumeServer {
         std::fs::create_dir_all(dir)?;
         // Not O_PATH: open_by_handle_at refuses an O_PATH mount_fd (EBADF).
         let root_fd = sys::open_path(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        let root_handle = sys::handle_at(root_fd.as_raw_fd(), "")?;
+        let root_handle = sys::handle_at(root_fd.as_raw_fd(), b"")?;
         Ok(Arc::new(VolumeServer {
             id,
             dir: dir.to_path_buf(),
@@ -162,14 +163,14 @@ impl VolumeServer {
         op(self, &fds)
     }
 
-    fn entry_at(&self, dir: RawFd, name: &str) -> io::Result<Entry> {
+    fn entry_at(&self, dir: RawFd, name: &[u8]) -> io::Result<Entry> {
         let st = sys::stat_at(dir, name)?;
         let handle = sys::handle_at(dir, name)?;
         Ok(Entry { fid: Some(Fid { handle: handle.into() }), attr: Some(attr_of(&st)), parent: None })
     }
 
     /// The entry of a name just made in `dir`, with the directory's attributes after it.
-    fn new_entry_at(&self, dir: RawFd, name: &str) -> io::Result<Entry> {
+    fn new_entry_at(&self, dir: RawFd, name: &[u8]) -> io::Result<Entry> {
         let mut e = self.entry_at(dir, name)?;
         e.parent = Some(attr_of(&sys::stat_fd(dir)?));
         Ok(e)
@@ -299,13 +300,13 @@ impl VolumeServer {
     }
     /// A name `name` now exists in directory `parent`: the directory changed for the others;
     /// the caller caches both.
-    async fn new_name(&self, ctx: &CallCtx, parent: Vec<u8>, name: String, e: &Entry) {
+    async fn new_name(&self, ctx: &CallCtx, parent: Vec<u8>, name: Vec<u8>, e: &Entry) {
         self.tokens.revoke(ctx.src, vec![parent.clone()], vec![(parent.clone(), name)]).await;
         self.tokens.grant_names(ctx.src, &parent);
         self.grant(ctx, &[&parent, &handle_of(e)]);
     }
     /// Every other node drops what it caches of `inodes` and of the names in `entries`.
-    async fn revoke(&self, ctx: &CallCtx, inodes: Vec<Vec<u8>>, entries: Vec<(Vec<u8>, String)>) {
+    async fn revoke(&self, ctx: &CallCtx, inodes: Vec<Vec<u8>>, entries: Vec<(Vec<u8>, Vec<u8>)>) {
         self.tokens.revoke(ctx.src, inodes, entries).await;
     }
 }
@@ -313,8 +314,8 @@ impl VolumeServer {
 /// The servant: forwards to the shared server state.
 pub struct VolumeServant(pub Arc<VolumeServer>);
 
-fn name_of(p: &Option<Fid>, name: &str) -> Result<(Vec<u8>, String), Exception> {
-    Ok((VolumeServer::fid_handle(p)?, component(name)?.to_string()))
+fn name_of(p: &Option<Fid>, name: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Exception> {
+    Ok((VolumeServer::fid_handle(p)?, component(name)?.to_vec()))
 }
 
 #[ssi_orb::async_trait]
@@ -662,7 +663,9 @@ impl Volume for VolumeServant {
         self.0
             .run_on(ctx, true, vec![req.handle.to_vec()], |_, fds| {
                 let entries = sys::read_dir(fds[0].as_raw_fd())?;
-                Ok(DirList { entries: entries.into_iter().map(|(name, kind, ino)| DirEntry { name, kind: kind as u32, ino }).collect() })
+                Ok(DirList {
+                    entries: entries.into_iter().map(|(name, kind, ino)| DirEntry { name: name.into(), kind: kind as u32, ino }).collect(),
+                })
             })
             .await
     }
@@ -823,10 +826,11 @@ mod tests {
 
     #[test]
     fn long_names_are_too_long_and_odd_ones_invalid() {
-        let code = |n: &str| component(n).map(|_| 0).unwrap_or_else(|e| e.code);
-        assert_eq!(code(&"x".repeat(255)), 0);
-        assert_eq!(code(&"x".repeat(256)), ssi_orb::Exception::errno(libc::ENAMETOOLONG, "").code);
-        for bad in ["", ".", "..", "a/b", "a\0b"] {
+        let code = |n: &[u8]| component(n).map(|_| 0).unwrap_or_else(|e| e.code);
+        assert_eq!(code("x".repeat(255).as_bytes()), 0);
+        assert_eq!(code(b"caf\xe9 \xff"), 0, "any bytes but '/' and NUL");
+        assert_eq!(code("x".repeat(256).as_bytes()), ssi_orb::Exception::errno(libc::ENAMETOOLONG, "").code);
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
             assert_eq!(code(bad), ssi_orb::Exception::errno(libc::EINVAL, "").code, "{bad:?}");
         }
     }

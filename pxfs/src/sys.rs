@@ -14,8 +14,9 @@ use std::path::Path;
 
 const MAX_HANDLE_SZ: usize = 128;
 
-fn cstr(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+/// A name or path as the kernel takes it: any bytes but NUL.
+fn cstr<S: AsRef<[u8]> + ?Sized>(s: &S) -> io::Result<CString> {
+    CString::new(s.as_ref()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -28,7 +29,7 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 
 /// The kernel file handle of `name` in `dir` (not following a final symlink), encoded as
 /// `handle_type (i32 LE) ‖ f_handle`. It names the file by inode and generation.
-pub fn handle_at(dir: RawFd, name: &str) -> io::Result<Vec<u8>> {
+pub fn handle_at(dir: RawFd, name: &[u8]) -> io::Result<Vec<u8>> {
     #[repr(C)]
     struct FileHandle {
         handle_bytes: u32,
@@ -149,7 +150,7 @@ pub fn stat_fd(fd: RawFd) -> io::Result<libc::stat> {
     Ok(st)
 }
 
-pub fn stat_at(dir: RawFd, name: &str) -> io::Result<libc::stat> {
+pub fn stat_at(dir: RawFd, name: &[u8]) -> io::Result<libc::stat> {
     // SAFETY: a plain C struct of integers, for which all zeros is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     let c = cstr(name)?;
@@ -178,7 +179,7 @@ pub fn reopen(fd: RawFd, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
-pub fn open_at(dir: RawFd, name: &str, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+pub fn open_at(dir: RawFd, name: &[u8], flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     let r = check(unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
@@ -186,21 +187,21 @@ pub fn open_at(dir: RawFd, name: &str, flags: libc::c_int, mode: u32) -> io::Res
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
-pub fn mkdir_at(dir: RawFd, name: &str, mode: u32) -> io::Result<()> {
+pub fn mkdir_at(dir: RawFd, name: &[u8], mode: u32) -> io::Result<()> {
     let c = cstr(name)?;
     // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
     // integers.
     check(unsafe { libc::mkdirat(dir, c.as_ptr(), mode) }).map(|_| ())
 }
 
-pub fn mknod_at(dir: RawFd, name: &str, mode: u32, rdev: u32) -> io::Result<()> {
+pub fn mknod_at(dir: RawFd, name: &[u8], mode: u32, rdev: u32) -> io::Result<()> {
     let c = cstr(name)?;
     // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
     // integers.
     check(unsafe { libc::mknodat(dir, c.as_ptr(), mode, rdev as libc::dev_t) }).map(|_| ())
 }
 
-pub fn symlink_at(target: &str, dir: RawFd, name: &str) -> io::Result<()> {
+pub fn symlink_at(target: &[u8], dir: RawFd, name: &[u8]) -> io::Result<()> {
     let (t, c) = (cstr(target)?, cstr(name)?);
     // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
     // integers.
@@ -208,21 +209,21 @@ pub fn symlink_at(target: &str, dir: RawFd, name: &str) -> io::Result<()> {
 }
 
 /// A hard link to the file behind `fd`, without CAP_DAC_READ_SEARCH (through /proc).
-pub fn link_fd(fd: RawFd, dir: RawFd, name: &str) -> io::Result<()> {
+pub fn link_fd(fd: RawFd, dir: RawFd, name: &[u8]) -> io::Result<()> {
     let (p, c) = (cstr(&fd_path(fd))?, cstr(name)?);
     // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
     // integers.
     check(unsafe { libc::linkat(libc::AT_FDCWD, p.as_ptr(), dir, c.as_ptr(), libc::AT_SYMLINK_FOLLOW) }).map(|_| ())
 }
 
-pub fn unlink_at(dir: RawFd, name: &str, rmdir: bool) -> io::Result<()> {
+pub fn unlink_at(dir: RawFd, name: &[u8], rmdir: bool) -> io::Result<()> {
     let c = cstr(name)?;
     // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
     // integers.
     check(unsafe { libc::unlinkat(dir, c.as_ptr(), if rmdir { libc::AT_REMOVEDIR } else { 0 }) }).map(|_| ())
 }
 
-pub fn rename_at(d1: RawFd, n1: &str, d2: RawFd, n2: &str, flags: u32) -> io::Result<()> {
+pub fn rename_at(d1: RawFd, n1: &[u8], d2: RawFd, n2: &[u8], flags: u32) -> io::Result<()> {
     let (a, b) = (cstr(n1)?, cstr(n2)?);
     // SAFETY: the path arguments are NUL-terminated CStrings that outlive the call; the rest are plain
     // integers.
@@ -377,7 +378,7 @@ pub fn statvfs_fd(fd: RawFd) -> io::Result<libc::statvfs> {
 }
 
 /// Directory entries of the directory behind `fd` (opened for reading as the caller).
-pub fn read_dir(fd: RawFd) -> io::Result<Vec<(String, u8, u64)>> {
+pub fn read_dir(fd: RawFd) -> io::Result<Vec<(Vec<u8>, u8, u64)>> {
     let dfd = reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
     // SAFETY: dfd is an open directory descriptor; on success the DIR stream owns it (forgotten below).
     let dir = unsafe { libc::fdopendir(dfd.as_raw_fd()) };
@@ -404,7 +405,7 @@ pub fn read_dir(fd: RawFd) -> io::Result<Vec<(String, u8, u64)>> {
         // SAFETY: a non-null entry from readdir stays valid until the next readdir or closedir on dir.
         let e = unsafe { &*ent };
         // SAFETY: d_name is NUL-terminated within the entry, which is valid here.
-        let name = unsafe { std::ffi::CStr::from_ptr(e.d_name.as_ptr()) }.to_string_lossy().into_owned();
+        let name = unsafe { std::ffi::CStr::from_ptr(e.d_name.as_ptr()) }.to_bytes().to_vec();
         out.push((name, e.d_type, e.d_ino));
     }
 }

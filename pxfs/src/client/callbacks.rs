@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ const INVALIDATE_WAIT: Duration = Duration::from_millis(500);
 /// What the notifier thread is asked to drop.
 pub(super) enum Inval {
     Inode(u64),
-    Entry(u64, String),
+    Entry(u64, bytes::Bytes),
 }
 
 pub(super) type InvalQueue = std::sync::mpsc::Sender<(Vec<Inval>, tokio::sync::oneshot::Sender<()>)>;
@@ -37,7 +38,7 @@ pub(super) fn start_invalidator(notifier: fuser::Notifier) -> std::io::Result<In
                 // ENOENT: the kernel no longer has it cached; nothing to drop.
                 let _ = match w {
                     Inval::Inode(ino) => notifier.inval_inode(INodeNo(ino), 0, 0),
-                    Inval::Entry(parent, name) => notifier.inval_entry(INodeNo(parent), OsStr::new(&name)),
+                    Inval::Entry(parent, name) => notifier.inval_entry(INodeNo(parent), OsStr::from_bytes(&name)),
                 };
             }
             let _ = done.send(());

@@ -60,16 +60,16 @@ impl Client {
     }
 
     /// open(2) with O_CREAT of `name` in `parent`: the new file's inode, attributes and handle.
-    pub(super) fn create(&self, who: Creds, parent: u64, name: &str, mode: u32, umask: u32, flags: i32) -> Answer<(u64, Attr, u64)> {
+    pub(super) fn create(&self, who: Creds, parent: u64, name: &[u8], mode: u32, umask: u32, flags: i32) -> Answer<(u64, Attr, u64)> {
         let (vol, h, path) = now_or!(self.node(parent));
         let child = join(&path, name);
         if self.mounts.crossing(&child).is_some() {
             return Answer::Now(Err(Errno::EISDIR));
         }
-        let r = CreateReq { parent: fid(&h), name: name.into(), mode, umask, flags };
+        let r = CreateReq { parent: fid(&h), name: Bytes::copy_from_slice(name), mode, umask, flags };
         let t = self.changing_dir(parent);
         let (owners, holder, cache, inodes, name) =
-            (self.owners.clone(), self.holder.clone(), self.cache.clone(), self.inodes.clone(), name.to_string());
+            (self.owners.clone(), self.holder.clone(), self.cache.clone(), self.inodes.clone(), Bytes::copy_from_slice(name));
         Answer::Later(Box::pin(async move {
             let reply = invoke(&owners, vol, Some(who), |s| {
                 let r = r.clone();

@@ -19,7 +19,7 @@ pub(super) struct INode {
     /// Empty for a volume root until its handle is known.
     pub(super) handle: Bytes,
     /// Path in the global namespace.
-    pub(super) path: String,
+    pub(super) path: Vec<u8>,
     pub(super) nlookup: u64,
 }
 
@@ -56,7 +56,7 @@ impl Inodes {
 
     /// Registers a looked-up entry: its kernel inode number (one more lookup of it). `disk_ino`
     /// is its inode number on the owner's disk (`None` for a synthetic file).
-    pub(super) fn remember(&mut self, vol: u32, handle: Bytes, path: String, disk_ino: Option<u64>) -> u64 {
+    pub(super) fn remember(&mut self, vol: u32, handle: Bytes, path: Vec<u8>, disk_ino: Option<u64>) -> u64 {
         if let Some(&ino) = self.by_fid.get(&(vol, handle.clone())) {
             if let Some(n) = self.by_ino.get_mut(&ino) {
                 n.nlookup += 1;
@@ -158,7 +158,7 @@ mod tests {
         let mut t = Inodes::new(3);
         assert_eq!(t.forget(ROOT, 1000), None);
         assert_eq!(t.by_ino[&ROOT].vol, 3);
-        assert_eq!(t.by_ino[&ROOT].path, "/");
+        assert_eq!(t.by_ino[&ROOT].path, b"/");
     }
 
     #[test]
@@ -166,6 +166,6 @@ mod tests {
         let mut t = Inodes::new(0);
         let a = t.remember(0, h(b"a"), "/d/a".into(), Some(12));
         assert_eq!(t.remember(0, h(b"a"), "/e/b".into(), Some(12)), a);
-        assert_eq!(t.by_ino[&a].path, "/e/b");
+        assert_eq!(t.by_ino[&a].path, b"/e/b");
     }
 }

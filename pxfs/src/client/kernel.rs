@@ -11,6 +11,7 @@
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,8 @@ use fuser::{
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+
+use bytes::Bytes;
 
 use super::attrs::AttrChange;
 use super::convert::{creds, dtype_kind, file_attr, syn_attr};
@@ -113,13 +116,13 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
     })
 }
 
-/// A name as PXFS carries it (UTF-8), or EINVAL; ENAMETOOLONG past NAME_MAX (255 bytes),
-/// as a local file system answers (the kernel passes FUSE names of up to 1024).
-fn utf8(name: &OsStr) -> Result<&str, Errno> {
+/// A name as PXFS carries it: its bytes, or ENAMETOOLONG past NAME_MAX (255 bytes), as a
+/// local file system answers (the kernel passes FUSE names of up to 1024).
+fn name_of(name: &OsStr) -> Result<&[u8], Errno> {
     if name.len() > 255 {
         return Err(Errno::ENAMETOOLONG);
     }
-    name.to_str().ok_or(Errno::EINVAL)
+    Ok(name.as_bytes())
 }
 
 impl Filesystem for Client {
@@ -134,12 +137,10 @@ impl Filesystem for Client {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if name.len() > 255 {
-            return reply.fail(Errno::ENAMETOOLONG);
+        match name_of(name) {
+            Ok(name) => self.reply(self.lookup(creds(req), parent.0, name), reply, entry),
+            Err(e) => reply.fail(e),
         }
-        // A name that is not UTF-8 cannot exist here.
-        let Some(name) = name.to_str() else { return reply.fail(Errno::ENOENT) };
-        self.reply(self.lookup(creds(req), parent.0, name), reply, entry);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -180,7 +181,7 @@ impl Filesystem for Client {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        let made = utf8(name).map(|name| {
+        let made = name_of(name).map(|name| {
             self.new_entry(creds(req), parent.0, name, false, move |s, p, n| {
                 let r = MknodReq { parent: p, name: n, mode, umask, rdev };
                 async move { s.mknod(r).await }
@@ -190,7 +191,7 @@ impl Filesystem for Client {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let made = utf8(name).map(|name| {
+        let made = name_of(name).map(|name| {
             self.new_entry(creds(req), parent.0, name, true, move |s, p, n| {
                 let r = MknodReq { parent: p, name: n, mode, umask, rdev: 0 };
                 async move { s.mkdir(r).await }
@@ -200,7 +201,8 @@ impl Filesystem for Client {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let made = utf8(link_name).and_then(|name| Ok((name, target.to_str().ok_or(Errno::EINVAL)?.to_string()))).map(|(name, t)| {
+        let t = Bytes::copy_from_slice(target.as_os_str().as_bytes());
+        let made = name_of(link_name).map(|name| {
             self.new_entry(creds(req), parent.0, name, false, move |s, p, n| {
                 let r = SymlinkReq { parent: p, name: n, target: t.clone() };
                 async move { s.symlink(r).await }
@@ -210,17 +212,17 @@ impl Filesystem for Client {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let made = utf8(newname).map(|name| self.link(creds(req), ino.0, newparent.0, name));
+        let made = name_of(newname).map(|name| self.link(creds(req), ino.0, newparent.0, name));
         self.reply(made, reply, entry);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let done = utf8(name).map(|name| self.unlink(creds(req), parent.0, name, false));
+        let done = name_of(name).map(|name| self.unlink(creds(req), parent.0, name, false));
         self.reply(done, reply, |r, ()| r.ok());
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let done = utf8(name).map(|name| self.unlink(creds(req), parent.0, name, true));
+        let done = name_of(name).map(|name| self.unlink(creds(req), parent.0, name, true));
         self.reply(done, reply, |r, ()| r.ok());
     }
 
@@ -234,7 +236,7 @@ impl Filesystem for Client {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let done = utf8(name).and_then(|n| self.rename(creds(req), parent.0, n, newparent.0, utf8(newname)?, flags.bits()));
+        let done = name_of(name).and_then(|n| self.rename(creds(req), parent.0, n, newparent.0, name_of(newname)?, flags.bits()));
         self.reply(done, reply, |r, ()| r.ok());
     }
 
@@ -252,7 +254,7 @@ impl Filesystem for Client {
     }
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
-        let made = utf8(name).map(|name| self.create(creds(req), parent.0, name, mode, umask, flags));
+        let made = name_of(name).map(|name| self.create(creds(req), parent.0, name, mode, umask, flags));
         self.reply(made, reply, |r, (ino, a, fh)| r.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty()));
     }
 
@@ -314,7 +316,7 @@ impl Filesystem for Client {
     fn readdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
         self.reply(self.listing(creds(req), fh.0), reply, move |mut r, entries| {
             for (i, (name, kind, ino)) in entries.iter().enumerate().skip(offset as usize) {
-                if r.add(INodeNo((*ino).max(1)), i as u64 + 1, dtype_kind(*kind), name) {
+                if r.add(INodeNo((*ino).max(1)), i as u64 + 1, dtype_kind(*kind), OsStr::from_bytes(name)) {
                     break;
                 }
             }

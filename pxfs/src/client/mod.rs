@@ -70,7 +70,7 @@ const ROOT: u64 = 1;
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// A directory listing: (name, `DT_*` type, inode number on the owner).
-type Listing = Vec<(String, u32, u64)>;
+type Listing = Vec<(Bytes, u32, u64)>;
 
 /// How an operation ends: now, or from the runtime once an invocation returns (the FUSE
 /// thread does not wait for it; see `kernel`).
@@ -214,7 +214,7 @@ impl Client {
     }
 
     /// (volume, handle, path) of a kernel inode; a volume root's handle is fetched once.
-    fn node(&self, ino: u64) -> Result<(u32, Bytes, String), Errno> {
+    fn node(&self, ino: u64) -> Result<(u32, Bytes, Vec<u8>), Errno> {
         let n = self.inodes.read().by_ino.get(&ino).cloned().ok_or(Errno::ESTALE)?;
         if !n.handle.is_empty() {
             return Ok((n.vol, n.handle, n.path));

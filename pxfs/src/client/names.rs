@@ -16,14 +16,14 @@ use crate::synthetic::SyntheticVolume;
 
 impl Client {
     /// The entry of `spath` in synthetic volume `vol` (its inode registered).
-    fn syn_entry(&self, vol: u32, v: &SyntheticVolume, spath: String, global: String, who: &Creds) -> Result<Found, Errno> {
+    fn syn_entry(&self, vol: u32, v: &SyntheticVolume, spath: String, global: Vec<u8>, who: &Creds) -> Result<Found, Errno> {
         let a = self.rt.block_on(v.provider.attr(&spath, &caller_of(who))).map_err(Errno::from_i32)?;
         let ino = self.inodes.write().remember(vol, Bytes::from(spath.into_bytes()), global, None);
         Ok(Found::Entry { ino, attrs: Attrs::Synthetic(a) })
     }
 
     /// Registers the inode of an entry the owner answered with.
-    fn found(&self, vol: u32, path: String, e: Entry) -> Result<Found, Errno> {
+    fn found(&self, vol: u32, path: Vec<u8>, e: Entry) -> Result<Found, Errno> {
         match (e.fid, e.attr) {
             (Some(f), Some(a)) => {
                 Ok(Found::Entry { ino: self.inodes.write().remember(vol, f.handle, path, Some(a.ino)), attrs: Attrs::Volume(a) })
@@ -32,7 +32,7 @@ impl Client {
         }
     }
 
-    pub(super) fn lookup(&self, who: Creds, parent: u64, name: &str) -> Answer<Found> {
+    pub(super) fn lookup(&self, who: Creds, parent: u64, name: &[u8]) -> Answer<Found> {
         // A volume mounted here is found without its parent's owner (which may be away).
         let parent_path = self.inodes.read().by_ino.get(&parent).map(|n| n.path.clone()).ok_or(Errno::ESTALE);
         let child = join(&now_or!(parent_path), name);
@@ -45,12 +45,14 @@ impl Client {
         }
         let (vol, h, _) = now_or!(self.node(parent));
         if let Some((sv, spath)) = self.syn(vol, &h) {
+            // Synthetic files have UTF-8 names only.
+            let Ok(name) = std::str::from_utf8(name) else { return Answer::Now(Err(Errno::ENOENT)) };
             return self.syn_entry(vol, sv, crate::synthetic::child(&spath, name), child, &who).into();
         }
         if self.cache.name_absent(parent, name) {
             return Answer::Now(Ok(Found::Absent));
         }
-        let (owners, holder, inodes, name) = (self.owners.clone(), self.holder.clone(), self.inodes.clone(), name.to_string());
+        let (owners, holder, inodes, name) = (self.owners.clone(), self.holder.clone(), self.inodes.clone(), Bytes::copy_from_slice(name));
         Answer::Later(Box::pin(async move {
             let look = || {
                 invoke(&owners, vol, Some(who.clone()), |s| {
@@ -81,9 +83,9 @@ impl Client {
     }
 
     /// A create-like operation (mknod, mkdir when `dir`, symlink, link) of `name` in `parent`.
-    pub(super) fn new_entry<F, Fut>(&self, who: Creds, parent: u64, name: &str, dir: bool, f: F) -> Answer<Found>
+    pub(super) fn new_entry<F, Fut>(&self, who: Creds, parent: u64, name: &[u8], dir: bool, f: F) -> Answer<Found>
     where
-        F: Fn(VolumeStub, Option<Fid>, String) -> Fut + Send + Sync + 'static,
+        F: Fn(VolumeStub, Option<Fid>, Bytes) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Received<Entry>, OrbError>> + Send,
     {
         let (vol, h, path) = now_or!(self.node(parent));
@@ -92,7 +94,7 @@ impl Client {
             return Answer::Now(Err(Errno::EEXIST));
         }
         let t = self.changing_dir(parent);
-        let (owners, cache, inodes, name) = (self.owners.clone(), self.cache.clone(), self.inodes.clone(), name.to_string());
+        let (owners, cache, inodes, name) = (self.owners.clone(), self.cache.clone(), self.inodes.clone(), Bytes::copy_from_slice(name));
         Answer::Later(Box::pin(async move {
             let mut e = invoke(&owners, vol, Some(who), |s| f(s, fid(&h), name.clone())).await?;
             if let Some(a) = e.parent.take() {
@@ -109,7 +111,7 @@ impl Client {
     }
 
     /// A hard link to `ino` named `newname` in `newparent` (same volume only).
-    pub(super) fn link(&self, who: Creds, ino: u64, newparent: u64, newname: &str) -> Answer<Found> {
+    pub(super) fn link(&self, who: Creds, ino: u64, newparent: u64, newname: &[u8]) -> Answer<Found> {
         let h = match (self.node(ino), self.node(newparent)) {
             (Ok((vol, h, _)), Ok((v2, _, _))) if v2 == vol => h,
             (Ok(_), Ok(_)) => return Answer::Now(Err(Errno::EXDEV)),
@@ -122,13 +124,13 @@ impl Client {
     }
 
     /// unlink, or rmdir when `dir`.
-    pub(super) fn unlink(&self, who: Creds, parent: u64, name: &str, dir: bool) -> Answer<()> {
+    pub(super) fn unlink(&self, who: Creds, parent: u64, name: &[u8], dir: bool) -> Answer<()> {
         let (vol, h, path) = now_or!(self.node(parent));
         if self.mounts.crossing(&join(&path, name)).is_some() {
             return Answer::Now(Err(Errno::EBUSY));
         }
         let t = self.changing_dir(parent);
-        let (owners, cache, name) = (self.owners.clone(), self.cache.clone(), name.to_string());
+        let (owners, cache, name) = (self.owners.clone(), self.cache.clone(), Bytes::copy_from_slice(name));
         Answer::Later(Box::pin(async move {
             let c = invoke(&owners, vol, Some(who), |s| {
                 let req = NameReq { parent: fid(&h), name: name.clone() };
@@ -150,7 +152,7 @@ impl Client {
     }
 
     /// rename(2) (`flags`: RENAME_NOREPLACE, RENAME_EXCHANGE) within one volume.
-    pub(super) fn rename(&self, who: Creds, parent: u64, name: &str, newparent: u64, newname: &str, flags: u32) -> Result<(), Errno> {
+    pub(super) fn rename(&self, who: Creds, parent: u64, name: &[u8], newparent: u64, newname: &[u8], flags: u32) -> Result<(), Errno> {
         let (v1, h1, p1) = self.node(parent)?;
         let (v2, h2, p2) = self.node(newparent)?;
         if self.mounts.crossing(&join(&p1, name)).is_some() || self.mounts.crossing(&join(&p2, newname)).is_some() {
@@ -159,7 +161,13 @@ impl Client {
         if v1 != v2 {
             return Err(Errno::EXDEV);
         }
-        let r = RenameReq { parent: fid(&h1), name: name.into(), newparent: fid(&h2), newname: newname.into(), flags };
+        let r = RenameReq {
+            parent: fid(&h1),
+            name: Bytes::copy_from_slice(name),
+            newparent: fid(&h2),
+            newname: Bytes::copy_from_slice(newname),
+            flags,
+        };
         // The moved (or replaced) file changes too, and it has no inode number here.
         self.cache.clear();
         let t = self.cache.ticket();
@@ -197,7 +205,7 @@ impl Client {
         let mut entries: Listing = if let Some((sv, spath)) = self.syn(vol, &h) {
             let names = self.rt.block_on(sv.provider.list(&spath, &caller_of(&who))).map_err(Errno::from_i32)?;
             // The kernel takes these numbers only for d_ino; lookups assign the real ones.
-            names.into_iter().map(|(n, dir)| (n, if dir { libc::DT_DIR } else { libc::DT_REG } as u32, 1)).collect()
+            names.into_iter().map(|(n, dir)| (Bytes::from(n), if dir { libc::DT_DIR } else { libc::DT_REG } as u32, 1)).collect()
         } else {
             let list = self.call(vol, Some(who), |s| {
                 let r = Fid { handle: h.clone() };
@@ -206,8 +214,8 @@ impl Client {
             list.entries.into_iter().map(|e| (e.name, e.kind, super::inodes::stable_ino(vol, e.ino))).collect()
         };
         for (name, _) in self.mounts.below(&path) {
-            entries.retain(|e| e.0 != name);
-            entries.push((name, libc::DT_DIR as u32, 1));
+            entries.retain(|e| e.0 != name.as_bytes());
+            entries.push((name.into(), libc::DT_DIR as u32, 1));
         }
         let entries = Arc::new(entries);
         self.dirs.lock().insert(dh, OpenDir::Listed(entries.clone()));
