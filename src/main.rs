@@ -112,14 +112,21 @@ enum Cmd {
     },
     /// Run a command on a node of the cluster, as if here: stdio, signals, exit status.
     Rexec {
-        /// The node to run on.
-        #[arg(short = 'n', long, conflicts_with = "any")]
-        node: Option<u32>,
+        /// The node to run on; several (`-n 1,2,3`) run the command on each at once.
+        #[arg(short = 'n', long = "node", value_delimiter = ',', conflicts_with_all = ["any", "all"])]
+        nodes: Vec<u32>,
+        /// Run the command on every node of the cluster at once.
+        #[arg(long, conflicts_with = "any")]
+        all: bool,
         /// Let the placement policy pick the node (the default without -n).
         #[arg(long)]
         any: bool,
+        /// On several nodes: each output line as it comes, prefixed with its node ("3: ...");
+        /// without it, each node's output whole, in node order, when all have ended.
+        #[arg(long)]
+        prefix: bool,
         /// A pseudo-terminal for interactive commands.
-        #[arg(short = 't')]
+        #[arg(short = 't', conflicts_with_all = ["all", "prefix"])]
         tty: bool,
         #[command(flatten)]
         what: RemoteCmd,
@@ -717,9 +724,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ssi_demo::run(&dir, full)?;
         }
         // The tool's own failures exit 255 (as ssh's), apart from the command's exit codes.
-        Cmd::Rexec { node, any: _, tty, what: RemoteCmd { cwd, dir, cmd } } => {
+        Cmd::Rexec { nodes, all, any: _, prefix, tty, what: RemoteCmd { cwd, dir, cmd } } => {
+            let dir = dir_or(dir);
+            let nodes = if all { local::load(&dir)?.nodes.keys().copied().collect() } else { nodes };
+            let o = ssi_node::rexec::RexecOptions { dir, node: nodes.first().copied(), tty, cwd, argv: cmd, interpose: None };
             let Err(e) =
-                ssi_node::rexec::rexec(ssi_node::rexec::RexecOptions { dir: dir_or(dir), node, tty, cwd, argv: cmd, interpose: None });
+                if nodes.len() > 1 || all || prefix { ssi_node::fanout::rexec_on(o, nodes, prefix) } else { ssi_node::rexec::rexec(o) };
             fail_255(e)
         }
         Cmd::Run { node, service, policy, weight, what: RemoteCmd { cwd, dir, cmd } } => {

@@ -321,3 +321,37 @@ fn the_global_proc_and_ps_show_every_process_once() {
         child.wait().unwrap();
     }
 }
+
+#[test]
+fn one_command_on_many_nodes_at_once() {
+    if !ssi_testkit::root_and_fuse() {
+        return;
+    }
+    let c = Cluster::up("procs-fanout", 3);
+    // Prefixed lines as they come, one exit status: the worst.
+    let out = ssi(&c, &["rexec", "-n", "1,2,3", "--prefix", "--", "sh", "-c", "echo on $SSI_NODE; exit $SSI_NODE"]).output().unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    lines.sort();
+    assert_eq!(lines, ["1: on 1", "2: on 2", "3: on 3"]);
+    assert_eq!(out.status.code(), Some(3), "the worst exit code");
+    // Without --prefix each node's output whole, in node order, though node 3 writes first.
+    let script = "echo a$SSI_NODE; echo e$SSI_NODE >&2; sleep 0.$((4 - SSI_NODE)); echo b$SSI_NODE";
+    let out = ssi(&c, &["rexec", "--all", "--", "sh", "-c", script]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a1\nb1\na2\nb2\na3\nb3\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "e1\ne2\ne3\n");
+    // A signal to the tool reaches every command; a death by signal is 128 + it.
+    let mut tool = ssi(&c, &["rexec", "--all", "--", "sleep", "600"]).spawn().unwrap();
+    let t0 = Instant::now();
+    while pids_running(&["sleep", "600"]).len() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the commands did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(tool.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(tool.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+    assert!(pids_running(&["sleep", "600"]).is_empty(), "every command got the signal");
+    // A node that cannot run it: 255, with the reason.
+    let out = ssi(&c, &["rexec", "-n", "1,9", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node 9"), "{out:?}");
+}

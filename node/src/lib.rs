@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod error;
+pub mod fanout;
 pub mod faults;
 pub mod gateway;
 pub mod local;

@@ -51,7 +51,7 @@ pub fn this_node(dir: &Path) -> Result<crate::config::NodeConfig> {
     cfg.node(node).cloned().map_err(Error::from)
 }
 
-async fn control(dir: &Path) -> Result<crate::control::ControlClient<tonic::transport::Channel>> {
+pub(crate) async fn control(dir: &Path) -> Result<crate::control::ControlClient<tonic::transport::Channel>> {
     crate::control::connect(&this_node(dir)?.control_socket).await.map_err(Error::from)
 }
 
@@ -65,12 +65,12 @@ fn umask() -> u32 {
     }
 }
 
-fn send(tx: &mpsc::Sender<ExecIn>, msg: exec_in::Msg) {
+pub(crate) fn send(tx: &mpsc::Sender<ExecIn>, msg: exec_in::Msg) {
     let _ = tx.try_send(ExecIn { msg: Some(msg) });
 }
 
 /// Dies by `signal` (as the remote process did), else exits 128 + signal.
-fn die_by(signal: i32) -> ! {
+pub(crate) fn die_by(signal: i32) -> ! {
     // SAFETY: integer-only calls on this process, and a sigset_t that is a live, zeroed local passed to sigemptyset before use.
     unsafe {
         // No core dump of this tool for the remote process's SIGSEGV.
@@ -124,25 +124,24 @@ fn window_size() -> (u32, u32) {
     }
 }
 
-/// Runs `o` and exits as the remote process did.
-pub fn rexec(o: RexecOptions) -> Result<std::convert::Infallible> {
+/// The first message of an exec session for `o` on `node` (0: the placement policy's
+/// choice): the command, this tool's environment, working directory and umask.
+pub(crate) fn exec_start(o: &RexecOptions, node: u32, tty: bool) -> Result<ExecStart> {
     if o.argv.is_empty() {
-        bail!("no command given (ssi rexec [-n NODE | --any] [-t] [--cwd DIR] -- CMD...)");
+        bail!("no command given (ssi rexec [-n NODE[,NODE...] | --all | --any] [-t] [--cwd DIR] -- CMD...)");
     }
     let cwd = match &o.cwd {
         Some(c) => c.clone(),
         None => std::env::current_dir().context("working directory")?,
     };
-    // SAFETY: isatty takes a descriptor number only.
-    let tty = o.tty && unsafe { libc::isatty(0) } == 1;
     let (rows, cols) = if tty { window_size() } else { (0, 0) };
-    let start = ExecStart {
+    Ok(ExecStart {
         argv: o.argv.iter().map(|a| a.as_bytes().to_vec().into()).collect(),
         env: std::env::vars_os().map(|(k, v)| [k.into_vec(), b"=".to_vec(), v.into_vec()].concat().into()).collect(),
         cwd: cwd.as_os_str().as_bytes().to_vec().into(),
         cwd_given: o.cwd.is_some(),
         umask: umask(),
-        node: o.node.unwrap_or(0),
+        node,
         tty,
         rows,
         cols,
@@ -150,7 +149,17 @@ pub fn rexec(o: RexecOptions) -> Result<std::convert::Infallible> {
         service: o.interpose.as_ref().map(|i| i.service.clone()).unwrap_or_default(),
         policy: o.interpose.as_ref().map(|i| i.policy.clone()).unwrap_or_default(),
         weight: o.interpose.as_ref().map(|i| i.weight).unwrap_or_default(),
-    };
+    })
+}
+
+/// The signals a tool passes on to the remote command.
+pub(crate) const FORWARDED: [i32; 6] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+
+/// Runs `o` and exits as the remote process did.
+pub fn rexec(o: RexecOptions) -> Result<std::convert::Infallible> {
+    // SAFETY: isatty takes a descriptor number only.
+    let tty = o.tty && unsafe { libc::isatty(0) } == 1;
+    let start = exec_start(&o, o.node.unwrap_or(0), tty)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let code = rt.block_on(async move {
         let mut client = control(&o.dir).await?;
@@ -178,7 +187,7 @@ pub fn rexec(o: RexecOptions) -> Result<std::convert::Infallible> {
             }
         });
         use tokio::signal::unix::{signal, SignalKind};
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+        for sig in FORWARDED {
             let mut st = signal(SignalKind::from_raw(sig))?;
             let tx = tx.clone();
             tokio::spawn(async move {
