@@ -2,7 +2,9 @@
 //! over the cluster, each next to its baseline measured in the same run.
 //!
 //! Latency: `ssi rexec -n 2 -- true` against `sh -c true` run here and `ssh` to a throwaway
-//! sshd on loopback (key login), interleaved, medians and 99th percentiles. Build: the redis
+//! sshd on loopback (key login), and the parallel null execution on all four nodes
+//! (`ssi rexec --all -- true`, the Millennium sort's Catapult launch: 180 ms on one node,
+//! 220 ms on 16), interleaved, medians and 99th percentiles. Build: the redis
 //! 7.0.15 tree (`scripts/fetch-redis.sh`) built with `make -jN SHELL='ssi sh'` on PXFS `/src`
 //! from node 1 of a 4-node cluster, against `make -jN` of the same tree on the local disk;
 //! the object files must be the same set, and each node's count of started processes shows
@@ -56,8 +58,8 @@ fn run_in(dir: &Path, o: &Options) -> Result<()> {
         c
     };
     // Latency, interleaved so a slow spell hits every case alike.
-    let names = ["sh -c true (here)", "ssi rexec -n 2 -- true", "ssh localhost true"];
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let names = ["sh -c true (here)", "ssi rexec -n 2 -- true", "ssh localhost true", "ssi rexec --all -- true"];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for i in 0..o.runs {
         if !o.json && i % 20 == 0 {
             eprint!("\rlatency: run {i}/{}   ", o.runs);
@@ -67,6 +69,7 @@ fn run_in(dir: &Path, o: &Options) -> Result<()> {
         samples[0].push(timed(sh)?);
         samples[1].push(timed(ssi_cmd(&["rexec", "-n", "2", "--", "true"]))?);
         samples[2].push(timed(sshd.ssh(&["true"]))?);
+        samples[3].push(timed(ssi_cmd(&["rexec", "--all", "--", "true"]))?);
     }
     for s in &mut samples {
         s.sort_by(|a, b| a.total_cmp(b));
@@ -120,6 +123,7 @@ fn run_in(dir: &Path, o: &Options) -> Result<()> {
         println!("  {n:<26} p50 {p50:>8.2}   p99 {p99:>8.2}");
     }
     println!("  ssi rexec p50: {:.2}× local sh, ssh / ssi rexec = {:.1}×", lat[1].0 / lat[0].0, lat[2].0 / lat[1].0);
+    println!("  on all 4 nodes at once / on one: {:.2}× (Catapult: 220 ms on 16 / 180 ms on 1 = 1.22×)", lat[3].0 / lat[1].0);
     if let Some((l, p, per_node, objs)) = build {
         println!("build of the redis 7.0.15 tree, make -j{} ({objs} object files, the same set in both):", o.jobs);
         println!("  local disk, local make        {l:>7.1} s");
