@@ -3,9 +3,9 @@
 //! found one SAP server a hot spot).
 //!
 //! Shard `port mod N` (N configured nodes, in id order) has node `i` as primary and node
-//! `i+1` as backup. A bind goes to the copy holding the shard's quorum role (`sap/i`: the
-//! primary until it leaves the view, then the backup, which keeps it); that copy first has
-//! the other take it — which checks it against its own copy too — then applies it; a copy grants alone only once the other's node is out of the view. Both
+//! `i+1` as backup. A bind goes to the primary (or, while it is down, to the backup); that
+//! copy first has the other take it — which checks it against its own copy too — then
+//! applies it; a copy grants alone only once the other's node is out of the view. Both
 //! copies hold every binding, so either alone answers right and the death of one node loses
 //! none. Requests for one shard are serialized at the node serving
 //! it, so two nodes binding the same port at once never both succeed. Listeners on a node
@@ -371,9 +371,9 @@ pub fn serve(orb: &Orb, nodes: Vec<u32>) -> SapServer {
         version: watch::channel(start).0,
         caught_up: watch::channel(orb.view().number).0,
     }));
-    // Which copy of each shard serves is a quorum role: clients route to one copy, and it
-    // moves only when its holder leaves the view. (Safety does not rest on it: each copy
-    // grants alone only once the other is out of the view.)
+    // Which copy of each shard serves is a quorum role, shown by `ssi status` (clients do
+    // not route by it yet, see `SapClient::copies`). Safety does not rest on it: each copy
+    // grants alone only once the other is out of the view.
     for shard in 0..s.0.nodes.len() as u32 {
         let (primary, backup) = shard_nodes(&s.0.nodes, shard);
         orb.declare_role(&shard_role(&s.0.nodes, shard), if primary == backup { vec![primary] } else { vec![primary, backup] });
@@ -384,9 +384,8 @@ pub fn serve(orb: &Orb, nodes: Vec<u32>) -> SapServer {
     s
 }
 
-/// A node's way into the SAP: routes each request to the copy that holds its shard's role
-/// in the installed view (before a view assigns one: the primary unless it is down), and
-/// to the other copy when that one fails.
+/// A node's way into the SAP: routes each request to its shard's primary (the backup while
+/// the primary is down), and to the other copy when that one fails.
 #[derive(Clone)]
 pub struct SapClient {
     orb: Orb,
@@ -410,15 +409,17 @@ impl SapClient {
         &self.orb
     }
 
-    /// The copy to ask first for `port`, and the other.
+    /// The copy to ask first for `port` (the primary unless it is down), and the other.
+    /// Not the shard's role holder: a holder that stayed on the backup after the primary
+    /// rejoined would ask the primary's copy while it is still resynchronizing, and a
+    /// replica's answer does not wait for that (its stale refusal would spread).
     fn copies(&self, port: u32) -> (u32, u32) {
         let (primary, backup) = shard_nodes(&self.nodes, port);
-        let first = match self.orb.role(&shard_role(&self.nodes, port)) {
-            Some((holder, _)) if holder == primary || holder == backup => holder,
-            _ if self.orb.liveness(primary) == Liveness::Down => backup,
-            _ => primary,
-        };
-        (first, if first == primary { backup } else { primary })
+        if self.orb.liveness(primary) == Liveness::Down {
+            (backup, primary)
+        } else {
+            (primary, backup)
+        }
     }
 
     async fn serving(&self, port: u32) -> Result<SapStub, OrbError> {
