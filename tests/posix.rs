@@ -52,8 +52,8 @@ fn run_case(name: &str, b: &Path) -> String {
         }
         r
     };
-    // SAFETY: every call below gets NUL-terminated paths from `p` or `cstr` that outlive it,
-    // live locals for out-parameters, and plain integers; descriptors are closed once.
+    // Every call below gets NUL-terminated paths that outlive it, live locals, plain integers.
+    // SAFETY: as said just above; each descriptor opened here is closed once.
     unsafe {
         match name {
             // Names longer than NAME_MAX (255 bytes) on every call that takes one.
