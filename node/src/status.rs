@@ -98,6 +98,9 @@ pub fn status_json(s: &StatusReply) -> serde_json::Value {
                 ] {
                     j[k] = n.into();
                 }
+                let by: serde_json::Map<String, serde_json::Value> =
+                    st.cached_by_node.iter().map(|(n, c)| (n.to_string(), (*c).into())).collect();
+                j["cached_by_node"] = by.into();
             }
             j
         }).collect::<Vec<_>>(),

@@ -59,6 +59,17 @@ impl Tokens {
         (self.holders.lock().len(), self.names.lock().len())
     }
 
+    /// Per node, how many files it holds a cache token on.
+    pub fn cached_by_node(&self) -> HashMap<u32, u64> {
+        let mut by = HashMap::new();
+        for nodes in self.holders.lock().values() {
+            for n in nodes {
+                *by.entry(*n).or_default() += 1;
+            }
+        }
+        by
+    }
+
     /// `node` left the view: whatever it cached is gone with it (a new incarnation starts
     /// with empty caches). How many files and directories it cached.
     pub fn node_gone(&self, node: u32) -> usize {

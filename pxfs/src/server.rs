@@ -657,6 +657,7 @@ impl Volume for VolumeServant {
             named_dirs: named as u64,
             exclusive_tokens: s.grants.len() as u64,
             locked_files: s.locks.files() as u64,
+            cached_by_node: s.tokens.cached_by_node(),
         })
     }
     async fn read_dir(&self, ctx: &CallCtx, req: Fid) -> Result<DirList, Exception> {
