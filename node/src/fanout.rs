@@ -54,17 +54,11 @@ pub fn rexec_on(o: RexecOptions, nodes: Vec<u32>, prefix: bool) -> Result<std::c
             .collect();
         let mut ended = Vec::new();
         for (s, node) in sessions.into_iter().zip(nodes) {
-            ended.push(match s.await {
-                Ok(Ok(e)) => e,
-                Ok(Err(e)) => {
-                    eprintln!("ssi rexec: node {node}: {e}");
-                    Ended { status: 255, stdout: vec![], stderr: vec![] }
-                }
-                Err(e) => {
-                    eprintln!("ssi rexec: node {node}: {e}");
-                    Ended { status: 255, stdout: vec![], stderr: vec![] }
-                }
-            });
+            let r = s.await.map_err(|e| failed!("{e}")).and_then(|r| r);
+            ended.push(r.unwrap_or_else(|e| {
+                eprintln!("ssi rexec: node {node}: {e}");
+                Ended { status: 255, stdout: vec![], stderr: vec![] }
+            }));
         }
         Ok::<_, Error>(ended)
     })?;

@@ -70,7 +70,7 @@ pub(crate) fn send(tx: &mpsc::Sender<ExecIn>, msg: exec_in::Msg) {
 }
 
 /// Dies by `signal` (as the remote process did), else exits 128 + signal.
-pub(crate) fn die_by(signal: i32) -> ! {
+fn die_by(signal: i32) -> ! {
     // SAFETY: integer-only calls on this process, and a sigset_t that is a live, zeroed local passed to sigemptyset before use.
     unsafe {
         // No core dump of this tool for the remote process's SIGSEGV.

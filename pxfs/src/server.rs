@@ -27,8 +27,8 @@ use crate::sys;
 /// A name inside a directory: one path component of any bytes but '/' and NUL, at most
 /// NAME_MAX of them.
 fn component(name: &[u8]) -> Result<&[u8], Exception> {
-    if name.len() > NAME_MAX {
-        return Err(Exception::errno(libc::ENAMETOOLONG, format!("a name of {} bytes (at most {NAME_MAX})", name.len())));
+    if name.len() > sys::NAME_MAX {
+        return Err(Exception::errno(libc::ENAMETOOLONG, format!("a name of {} bytes (at most {})", name.len(), sys::NAME_MAX)));
     }
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         return Err(Exception::errno(libc::EINVAL, "not a single path component"));
@@ -41,9 +41,6 @@ fn only_drops_set_id(from: u32, to: u32) -> bool {
     let set_id = libc::S_ISUID | libc::S_ISGID;
     to != from && to & !from == 0 && (from & !to) & !set_id == 0
 }
-
-/// The longest name a directory entry may have (ext4's, and Linux's NAME_MAX).
-const NAME_MAX: usize = 255;
 
 pub fn attr_of(st: &libc::stat) -> Attr {
     Attr {

@@ -12,6 +12,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+/// The longest name a directory entry may have (ext4's, and Linux's NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
 const MAX_HANDLE_SZ: usize = 128;
 
 /// A name or path as the kernel takes it: any bytes but NUL.

@@ -98,7 +98,7 @@ pub(crate) fn spawn(orb: &Orb, rx: mpsc::UnboundedReceiver<Input>) -> Result<(),
         voters
     } else {
         install_state(inner, &start);
-        start.get_metadata().get_conf_state().voters.iter().map(|v| *v as u32).collect()
+        voters_of(&start)
     };
     let tick = (inner.cfg.heartbeat / 2).max(Duration::from_millis(10));
     let election = ((inner.cfg.fail_timeout.as_millis() / tick.as_millis()) as usize).max(4);
@@ -383,7 +383,7 @@ impl Quorum {
             // leader's snapshot, and the state machine with it.
             let snap = rd.snapshot().clone();
             self.log.install(&snap)?;
-            self.voters = snap.get_metadata().get_conf_state().voters.iter().map(|v| *v as u32).collect();
+            self.voters = voters_of(&snap);
             install_state(&inner, &snap);
             tracing::info!(index = snap.get_metadata().index, "quorum state taken from the leader's snapshot");
         }
@@ -464,6 +464,11 @@ impl Quorum {
             }
         }
     }
+}
+
+/// The voters a snapshot of the state machine was taken with.
+fn voters_of<T: FromIterator<u32>>(snap: &Snapshot) -> T {
+    snap.get_metadata().get_conf_state().voters.iter().map(|v| *v as u32).collect()
 }
 
 /// Installs the view of a snapshot of the state machine, if it is newer than this node's.

@@ -103,7 +103,7 @@ impl Client {
     pub(super) fn statfs(&self, who: Creds, ino: u64) -> Result<StatFsReply, Errno> {
         let (vol, h, _) = self.node(ino)?;
         if self.synthetic.contains_key(&vol) {
-            return Ok(StatFsReply { bsize: 4096, namelen: 255, frsize: 4096, ..Default::default() });
+            return Ok(StatFsReply { bsize: 4096, namelen: crate::sys::NAME_MAX as u32, frsize: 4096, ..Default::default() });
         }
         self.call(vol, Some(who), |s| {
             let r = Fid { handle: h.clone() };

@@ -119,7 +119,7 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
 /// A name as PXFS carries it: its bytes, or ENAMETOOLONG past NAME_MAX (255 bytes), as a
 /// local file system answers (the kernel passes FUSE names of up to 1024).
 fn name_of(name: &OsStr) -> Result<&[u8], Errno> {
-    if name.len() > 255 {
+    if name.len() > crate::sys::NAME_MAX {
         return Err(Errno::ENAMETOOLONG);
     }
     Ok(name.as_bytes())
