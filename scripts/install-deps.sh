@@ -7,11 +7,13 @@
 # interposition), redis-server (the Redis Cluster baseline of `ssi workload sdds`), nginx-light
 # and wrk (the web benchmark and workload), nftables (the dispatcher's DNAT fallback), sshfs,
 # openssh-server and openssh-client (the baselines of `ssi bench fs` and `ssi bench rexec`),
-# e2fsprogs (the fresh ext4 `ssi bench fs` runs on), postgresql (`ssi workload db --pgbench`).
+# e2fsprogs (the fresh ext4 `ssi bench fs` runs on), glusterfs-server and glusterfs-client
+# (its cluster file system peer), postgresql (`ssi workload db --pgbench`).
 set -euo pipefail
 pkgs=(clang-14 libelf-dev zlib1g-dev pkg-config protobuf-compiler ca-certificates
       fuse3 sqlite3 attr bpftrace make gcc libseccomp-dev redis-server
-      nginx-light wrk nftables sshfs openssh-server openssh-client e2fsprogs postgresql)
+      nginx-light wrk nftables sshfs openssh-server openssh-client e2fsprogs postgresql
+      glusterfs-server glusterfs-client)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,8 +1,9 @@
-//! `ssi bench fs` end to end, briefly: the five cases (ext4, PXFS from the owner, PXFS from
+//! `ssi bench fs` end to end, briefly: the six cases (ext4, PXFS from the owner, PXFS from
 //! another node, sshfs over loopback as mounted by default and with the kernel checking
-//! permissions) on a fresh ext4 made for the run, every figure measured.
-//! Needs root, /dev/fuse, a loop device, sshfs and sshd. The figures themselves are for
-//! docs/benchmarks.md, not for a test on a shared machine.
+//! permissions, GlusterFS over two servers in network namespaces) on a fresh ext4 made for
+//! the run, every figure measured, nothing of the run left behind.
+//! Needs root, /dev/fuse, a loop device, sshfs, sshd and GlusterFS. The figures themselves
+//! are for docs/benchmarks.md, not for a test on a shared machine.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,7 +16,8 @@ fn every_case_measures_every_figure() {
         && required("/dev/fuse", Path::new("/dev/fuse").exists())
         && required("a loop device", Path::new("/dev/loop-control").exists())
         && required("sshfs", ssi_node::installed("sshfs"))
-        && required("sshd", ssi_node::installed("/usr/sbin/sshd")))
+        && required("sshd", ssi_node::installed("/usr/sbin/sshd"))
+        && required("glusterd", ssi_node::installed("/usr/sbin/glusterd")))
     {
         return;
     }
@@ -27,7 +29,7 @@ fn every_case_measures_every_figure() {
     ssi_testkit::golden::assert_shape("bench-fs", std::slice::from_ref(&r));
     assert_eq!(r["disk"], "a fresh ext4 (loop device)", "{r}");
     let results = r["results"].as_array().unwrap();
-    for case in ["ext4", "pxfs_owner", "pxfs_remote", "sshfs", "sshfs_perm"] {
+    for case in ["ext4", "pxfs_owner", "pxfs_remote", "sshfs", "sshfs_perm", "glusterfs"] {
         for metric in [
             "create_per_s",
             "stat_per_s",
@@ -50,4 +52,9 @@ fn every_case_measures_every_figure() {
     // Nothing of the run is left: no loop device on the run's image, no FUSE mount of it.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("ssi-benchfs-"), "a mount of the run is left:\n{mounts}");
+    let netns = String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
+    assert!(!netns.contains("ssigfs-"), "a GlusterFS server's namespace is left:\n{netns}");
+    let links = String::from_utf8_lossy(&Command::new("ip").args(["link"]).output().unwrap().stdout).into_owned();
+    assert!(!links.contains("ssigfs"), "the GlusterFS bridge is left:\n{links}");
+    assert!(!Command::new("pgrep").args(["-f", "ssi-benchfs-"]).status().unwrap().success(), "a process of the run is left");
 }

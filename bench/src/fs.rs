@@ -1,9 +1,11 @@
-//! `ssi bench fs`: PXFS against a local disk and against sshfs, in one run.
+//! `ssi bench fs`: PXFS against a local disk, sshfs and GlusterFS, in one run.
 //!
 //! Cases: `ext4` (a directory on the local disk), `pxfs_owner` (node 1's mount, a file
 //! of node 1's own volume), `pxfs_remote` (node 1's mount, a file of node 2's volume),
 //! `sshfs` (sshfs over loopback to a throwaway sshd), `sshfs_perm` (the same with the kernel
-//! checking permissions, `-o default_permissions`, as PXFS does). The remote cases work at the root of
+//! checking permissions, `-o default_permissions`, as PXFS does), `glusterfs` (a distributed
+//! volume of two servers in network namespaces, see `gluster`). A case that cannot run
+//! fails the run, with the reason. The remote cases work at the root of
 //! what is remote (node 2's volume root `/www`; a `www` directory at the sshfs export's
 //! root), with paths of the same depth. The workload is ours, the same for all:
 //! file create/stat/delete rates, sequential write (1 MiB blocks, then fsync) and read
@@ -146,27 +148,31 @@ fn workload(dir: &Path, o: &Options) -> Result<Vec<Option<f64>>> {
     }
     out.push(Some(w as f64 / t.elapsed().as_secs_f64()));
     // SQLite autocommit inserts
-    out.push(sqlite_inserts(&dir.join("bench.db"), budget));
+    out.push(Some(sqlite_inserts(&dir.join("bench.db"), budget)?));
     let _ = fs::remove_file(&big);
     Ok(out)
 }
 
-fn sqlite_inserts(db: &Path, budget: Duration) -> Option<f64> {
+fn sqlite_inserts(db: &Path, budget: Duration) -> Result<f64> {
     let _ = fs::remove_file(db);
-    Command::new("sqlite3").arg(db).arg("CREATE TABLE t(k INTEGER, v TEXT);").status().ok()?.success().then_some(())?;
+    let made =
+        Command::new("sqlite3").arg(db).arg("CREATE TABLE t(k INTEGER, v TEXT);").status().context("sqlite3 (apt-get install sqlite3)")?;
+    if !made.success() {
+        bail!("sqlite3 could not create a table in {}", db.display());
+    }
     // Autocommit inserts for about the time budget, in batches.
     let t = Instant::now();
     let mut n = 0u64;
     while t.elapsed() < budget {
         let script: String = (0..50).map(|i| format!("INSERT INTO t VALUES({}, 'value');\n", n + i)).collect();
-        let mut ch = Command::new("sqlite3").arg(db).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().ok()?;
-        ch.stdin.take()?.write_all(script.as_bytes()).ok()?;
-        if !ch.wait().ok()?.success() {
-            return None;
+        let mut ch = Command::new("sqlite3").arg(db).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().context("sqlite3")?;
+        ch.stdin.take().context("sqlite3's stdin")?.write_all(script.as_bytes())?;
+        if !ch.wait()?.success() {
+            bail!("sqlite3 failed inserting into {}", db.display());
         }
         n += 50;
     }
-    Some(n as f64 / t.elapsed().as_secs_f64())
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
 /// sshfs over loopback to a throwaway sshd under `dir`, mounted twice: as sshfs mounts by
@@ -241,19 +247,16 @@ fn run_in(dir: &Path, o: &Options) -> Result<()> {
     if !local::mounts_under(&m1).contains(&m1) {
         bail!("node 1 did not mount PXFS (see {}/node1/log)", cdir.display());
     }
-    let sshfs = match start_sshfs(dir) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("sshfs case skipped: {e}");
-            None
-        }
-    };
-    let mut cases: Vec<(&str, PathBuf)> =
-        vec![("ext4", dir.join("ext4")), ("pxfs_owner", m1.join("bench-owner")), ("pxfs_remote", m1.join("www"))];
-    if let Some(s) = &sshfs {
-        cases.push(("sshfs", s.mnt.join("www")));
-        cases.push(("sshfs_perm", s.mnt_perm.join("wwp")));
-    }
+    let sshfs = start_sshfs(dir).context("case sshfs")?;
+    let gluster = super::gluster::Gluster::start(&dir.join("gluster")).context("case glusterfs")?;
+    let cases: Vec<(&str, PathBuf)> = vec![
+        ("ext4", dir.join("ext4")),
+        ("pxfs_owner", m1.join("bench-owner")),
+        ("pxfs_remote", m1.join("www")),
+        ("sshfs", sshfs.mnt.join("www")),
+        ("sshfs_perm", sshfs.mnt_perm.join("wwp")),
+        ("glusterfs", gluster.mnt.join("www")),
+    ];
     // Rounds interleave the cases, so a slow spell of the machine hits them all alike.
     let mut rounds: Vec<Vec<Vec<Option<f64>>>> = vec![Vec::new(); cases.len()];
     for round in 1..=o.rounds {
@@ -268,6 +271,7 @@ fn run_in(dir: &Path, o: &Options) -> Result<()> {
         eprint!("\r{:50}\r", "");
     }
     drop(sshfs);
+    drop(gluster);
     let results: Vec<(&str, Vec<Option<f64>>)> = cases
         .iter()
         .zip(&rounds)
@@ -322,7 +326,7 @@ fn report(o: &Options, results: &[(&str, Vec<Option<f64>>)]) {
     for (case, _) in results {
         print!("{:>14}", case);
     }
-    println!("   pxfs_remote vs ext4 / sshfs / sshfs_perm");
+    println!("   pxfs_owner vs ext4 | pxfs_remote vs ext4 / sshfs / sshfs_perm / glusterfs");
     for (i, (metric, _)) in METRICS.iter().enumerate() {
         print!("{:<22}", metric);
         for (_, vals) in results {
@@ -331,11 +335,11 @@ fn report(o: &Options, results: &[(&str, Vec<Option<f64>>)]) {
                 None => print!("{:>14}", "-"),
             }
         }
-        let r = base("pxfs_remote", i);
-        let f = |b: Option<f64>| match (r, b) {
+        let ratio = |case: &str, to: &str| match (base(case, i), base(to, i)) {
             (Some(r), Some(b)) if b > 0.0 => format!("{:.2}", r / b),
             _ => "-".into(),
         };
-        println!("   {} / {} / {}", f(base("ext4", i)), f(base("sshfs", i)), f(base("sshfs_perm", i)));
+        let remote: Vec<String> = ["ext4", "sshfs", "sshfs_perm", "glusterfs"].iter().map(|to| ratio("pxfs_remote", to)).collect();
+        println!("   {:>18} | {}", ratio("pxfs_owner", "ext4"), remote.join(" / "));
     }
 }

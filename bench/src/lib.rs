@@ -10,6 +10,7 @@ use ssi_node::bail;
 
 pub mod error;
 pub mod fs;
+pub mod gluster;
 pub mod incop;
 pub mod net;
 pub mod orb;
