@@ -209,8 +209,11 @@ fn exclusive_tokens_hand_over_writes_and_locks() {
         return;
     }
     let c = Cluster::up("pxfs-excl", 3);
-    let (m1, m2) = (mnt(&c, 1), mnt(&c, 2));
     let owner = c.config().volumes.iter().find(|v| v.path == "/db").unwrap().node;
+    // "Node 1" and "node 2" below: two nodes other than the owner (whose own opens go to
+    // its disk through passthrough).
+    let others: Vec<u32> = (1..=3).filter(|n| *n != owner).collect();
+    let (m1, m2) = (mnt(&c, others[0]), mnt(&c, others[1]));
     let on_disk = disk(&c, owner, "db").join("solo");
     // Written on node 1, neither closed nor synced: buffered on node 1 (not on the owner's
     // disk yet); node 2 sees size and bytes.
@@ -504,4 +507,91 @@ fn names_are_bytes_any_but_slash_and_nul() {
     }
     fs::remove_dir(m2.join("www/b").join(OsStr::from_bytes(b"dir\xff"))).unwrap();
     assert_eq!(fs::read_dir(m1.join("www/b")).unwrap().count(), 0);
+}
+
+#[test]
+fn what_the_owner_writes_through_passthrough_another_node_reads_at_once() {
+    if !ssi_testkit::root_and_fuse() {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let c = Cluster::up("pxfs-passthrough", 2);
+    // /www is node 2's volume: node 2's opens of its files are backed by its disk.
+    let (m1, m2) = (mnt(&c, 1), mnt(&c, 2));
+    let log = fs::read_to_string(c.dir.join("node2/log")).unwrap_or_default();
+    assert!(log.contains("FUSE passthrough on"), "the owner's mount has passthrough: {log}");
+    fs::create_dir(m2.join("www/pt")).unwrap();
+    fs::write(m2.join("www/pt/f"), b"one.").unwrap();
+    // Node 1 opens the file and reads it into its page cache.
+    let other = OpenOptions::new().read(true).write(true).open(m1.join("www/pt/f")).unwrap();
+    let read = |at: u64| {
+        let mut b = [0u8; 4];
+        other.read_exact_at(&mut b, at).unwrap();
+        b
+    };
+    assert_eq!(&read(0), b"one.");
+    // The owner writes through passthrough: node 1's open file reads it at once.
+    let owner = OpenOptions::new().read(true).write(true).open(m2.join("www/pt/f")).unwrap();
+    let requests = FuseRequests::of_this_thread();
+    owner.write_all_at(b"two.", 0).unwrap();
+    owner.sync_data().unwrap();
+    let sent = requests.sent();
+    assert!(!sent.iter().any(|r| r == "FUSE_WRITE" || r == "FUSE_READ"), "the owner's write went to its daemon: {sent:?}");
+    assert!(sent.iter().any(|r| r == "FUSE_FSYNC"), "the tracepoint saw this thread's requests: {sent:?}");
+    for (i, word) in [b"two.", b"thr.", b"fou."].iter().enumerate() {
+        owner.write_all_at(*word, 0).unwrap();
+        assert_eq!(&read(0), *word, "round {i}");
+    }
+    // And through a shared mapping, after msync.
+    // SAFETY: a fresh 4-byte shared mapping of an open file of 4 bytes, unmapped below.
+    unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), 4, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, owner.as_raw_fd(), 0);
+        assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        std::ptr::copy_nonoverlapping(b"map.".as_ptr(), p.cast::<u8>(), 4);
+        assert_eq!(libc::msync(p, 4, libc::MS_SYNC), 0);
+        libc::munmap(p, 4);
+    }
+    assert_eq!(&read(0), b"map.");
+    // A new open elsewhere sees it too, and what node 1 writes the owner reads.
+    assert_eq!(fs::read(m1.join("www/pt/f")).unwrap(), b"map.");
+    other.write_all_at(b"one!", 0).unwrap();
+    let mut b = [0u8; 4];
+    owner.read_exact_at(&mut b, 0).unwrap();
+    assert_eq!(&b, b"one!");
+    // The size, too, is everyone's at once.
+    owner.write_all_at(b"more", 4).unwrap();
+    assert_eq!(fs::metadata(m1.join("www/pt/f")).unwrap().len(), 8);
+    assert_eq!(&read(4), b"more");
+    drop(owner);
+    assert_eq!(fs::read(m1.join("www/pt/f")).unwrap(), b"one!more");
+}
+
+/// The FUSE requests this thread's system calls send, from the kernel's `fuse_request_send`
+/// tracepoint in a trace instance of its own (other tests' requests are not seen).
+struct FuseRequests(PathBuf);
+
+impl FuseRequests {
+    fn of_this_thread() -> FuseRequests {
+        let dir = PathBuf::from(format!("/sys/kernel/tracing/instances/ssi-test-{}", std::process::id()));
+        let _ = fs::create_dir(&dir);
+        let event = dir.join("events/fuse/fuse_request_send");
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        fs::write(event.join("filter"), format!("common_pid == {tid}")).unwrap();
+        fs::write(event.join("enable"), "1").unwrap();
+        FuseRequests(dir)
+    }
+
+    /// The requests' opcode names, in order.
+    fn sent(&self) -> Vec<String> {
+        fs::write(self.0.join("events/fuse/fuse_request_send/enable"), "0").unwrap();
+        let trace = fs::read_to_string(self.0.join("trace")).unwrap();
+        trace.split('(').skip(1).filter_map(|t| t.split(')').next()).filter(|op| op.starts_with("FUSE_")).map(String::from).collect()
+    }
+}
+
+impl Drop for FuseRequests {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
 }

@@ -28,3 +28,10 @@ impl Errno {
         Errno(n)
     }
 }
+
+/// A system call's error as the caller's errno (EIO when it carries none).
+impl From<std::io::Error> for Errno {
+    fn from(e: std::io::Error) -> Errno {
+        Errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}

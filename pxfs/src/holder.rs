@@ -214,6 +214,16 @@ impl Holder {
         self.with_held(vol, handle, |h| h.and_then(|h| h.attr))
     }
 
+    /// The file changed behind the token (written through passthrough): its attributes are
+    /// asked of the owner again.
+    pub fn forget_attr(&self, vol: u32, handle: &Bytes) {
+        self.with_held(vol, handle, |h| {
+            if let Some(h) = h {
+                h.attr = None;
+            }
+        });
+    }
+
     /// Attributes the owner just sent for a file (kept while it is held and nothing is
     /// buffered; skipped when the slot is busy). Does not block.
     pub fn note_attr(&self, vol: u32, handle: &Bytes, a: &Attr) {

@@ -11,6 +11,9 @@ pub struct OpenFile {
     pub fd: Arc<OwnedFd>,
     pub node: u32,
     pub handle: Vec<u8>,
+    /// Opened for writing through passthrough on the owner's node: writes that bypass the
+    /// server while it is open.
+    pub passthrough_writer: bool,
 }
 
 #[derive(Default)]
@@ -18,11 +21,16 @@ pub struct OpenFiles {
     by_fh: HashMap<u64, OpenFile>,
     /// Per file, opens per node; no entry without an open.
     by_file: HashMap<Vec<u8>, HashMap<u32, u32>>,
+    /// Per file, its open passthrough writers; no entry without one.
+    passthrough_writers: HashMap<Vec<u8>, u32>,
 }
 
 impl OpenFiles {
     pub fn insert(&mut self, fh: u64, f: OpenFile) {
         *self.by_file.entry(f.handle.clone()).or_default().entry(f.node).or_default() += 1;
+        if f.passthrough_writer {
+            *self.passthrough_writers.entry(f.handle.clone()).or_default() += 1;
+        }
         self.by_fh.insert(fh, f);
     }
 
@@ -41,6 +49,9 @@ impl OpenFiles {
     /// Closes `fh`: the file, and whether that was its last open on any node.
     pub fn remove(&mut self, fh: u64) -> Option<(OpenFile, bool)> {
         let f = self.by_fh.remove(&fh)?;
+        if f.passthrough_writer {
+            self.passthrough_writer_gone(&f.handle);
+        }
         let last = self.unindex(&f.handle, f.node);
         Some((f, last))
     }
@@ -48,6 +59,10 @@ impl OpenFiles {
     /// Closes every file `node` has open; how many.
     pub fn remove_node(&mut self, node: u32) -> usize {
         let before = self.by_fh.len();
+        let gone: Vec<Vec<u8>> = self.by_fh.values().filter(|f| f.node == node && f.passthrough_writer).map(|f| f.handle.clone()).collect();
+        for h in gone {
+            self.passthrough_writer_gone(&h);
+        }
         self.by_fh.retain(|_, f| f.node != node);
         self.by_file.retain(|_, nodes| {
             nodes.remove(&node);
@@ -59,6 +74,21 @@ impl OpenFiles {
     /// Whether a node other than `node` has `file` open.
     pub fn open_elsewhere(&self, file: &[u8], node: u32) -> bool {
         self.by_file.get(file).is_some_and(|nodes| nodes.keys().any(|n| *n != node))
+    }
+
+    /// Whether `file` is open for writing through passthrough (its data and attributes
+    /// change without the server seeing it).
+    pub fn written_through_passthrough(&self, file: &[u8]) -> bool {
+        self.passthrough_writers.contains_key(file)
+    }
+
+    fn passthrough_writer_gone(&mut self, file: &[u8]) {
+        if let Some(n) = self.passthrough_writers.get_mut(file) {
+            *n -= 1;
+            if *n == 0 {
+                self.passthrough_writers.remove(file);
+            }
+        }
     }
 
     pub fn is_open(&self, file: &[u8]) -> bool {
@@ -91,7 +121,7 @@ mod tests {
     }
 
     fn open(t: &mut OpenFiles, fh: u64, node: u32, file: &[u8]) {
-        t.insert(fh, OpenFile { fd: fd(), node, handle: file.to_vec() });
+        t.insert(fh, OpenFile { fd: fd(), node, handle: file.to_vec(), passthrough_writer: false });
     }
 
     #[test]
@@ -115,5 +145,22 @@ mod tests {
         assert_eq!(t.remove_node(3), 1);
         assert!(!t.is_open(b"b"));
         assert!(t.by_file.is_empty() && t.by_fh.is_empty());
+    }
+
+    #[test]
+    fn a_file_is_written_through_passthrough_while_a_writer_has_it_open() {
+        let mut t = OpenFiles::default();
+        let writer = |fh| OpenFile { fd: fd(), node: 2, handle: b"a".to_vec(), passthrough_writer: fh != 3 };
+        t.insert(1, writer(1));
+        t.insert(2, writer(2));
+        t.insert(3, writer(3));
+        assert!(t.written_through_passthrough(b"a") && !t.written_through_passthrough(b"b"));
+        t.remove(1);
+        assert!(t.written_through_passthrough(b"a"), "one writer left");
+        t.remove(2);
+        assert!(!t.written_through_passthrough(b"a"), "a reader is not a writer");
+        t.insert(4, writer(4));
+        assert_eq!(t.remove_node(2), 2);
+        assert!(!t.written_through_passthrough(b"a") && t.passthrough_writers.is_empty());
     }
 }

@@ -56,6 +56,7 @@ pub fn attr_of(st: &libc::stat) -> Attr {
         gid: st.st_gid,
         rdev: st.st_rdev as u32,
         blksize: st.st_blksize as u32,
+        uncached: false,
     }
 }
 
@@ -181,10 +182,27 @@ impl VolumeServer {
             .ok_or_else(|| Exception::errno(libc::EBADF, format!("no open file {fh} (the server restarted?)")))
     }
 
-    fn add_open(&self, fd: OwnedFd, node: u32, handle: Vec<u8>) -> u64 {
+    fn add_open(&self, fd: OwnedFd, node: u32, handle: Vec<u8>, passthrough_writer: bool) -> u64 {
         let fh = self.next_fh.fetch_add(1, Relaxed);
-        self.open.lock().insert(fh, OpenFile { fd: Arc::new(fd), node, handle });
+        self.open.lock().insert(fh, OpenFile { fd: Arc::new(fd), node, handle, passthrough_writer });
         fh
+    }
+
+    /// `a`, the attributes of `file`, marked uncached for the other nodes while the owner's
+    /// node writes the file through passthrough (its own kernel sees those writes).
+    fn mark(&self, ctx: &CallCtx, file: &[u8], mut a: Attr) -> Attr {
+        a.uncached = ctx.src != ctx.orb.node() && self.open.lock().written_through_passthrough(file);
+        a
+    }
+
+    /// The exclusive token, if free; and for a passthrough writer, every other node's cache
+    /// of the file called back (granting the token did), as the file is uncached from now on.
+    async fn exclusive_or_uncached(&self, ctx: &CallCtx, file: &[u8], passthrough: bool, flags: i32) -> u64 {
+        let epoch = self.exclusive_for(ctx, file).await;
+        if epoch == 0 && passthrough && is_writer(flags) {
+            self.tokens.revoke(ctx.src, vec![file.to_vec()], vec![]).await;
+        }
+        epoch
     }
 
     /// A node left the view: its open files close, its locks and its tokens go.
@@ -253,6 +271,11 @@ async fn blocking<T: Send + 'static>(op: impl FnOnce() -> io::Result<T> + Send +
         .await
         .map_err(|e| Exception::app(format!("volume server task failed: {e}")))?
         .map_err(Exception::from_io)
+}
+
+/// Whether open(2) flags open for writing.
+fn is_writer(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY
 }
 
 fn handle_of(e: &Entry) -> Vec<u8> {
@@ -343,13 +366,14 @@ impl Volume for VolumeServant {
             e = self.0.run(ctx, vec![p.clone()], move |s, fds| s.entry_at(fds[0].as_raw_fd(), &n2)).await?;
         }
         self.0.grant(ctx, &[&p, &handle_of(&e)]);
+        e.attr = e.attr.map(|a| self.0.mark(ctx, &h, a));
         Ok(e)
     }
     async fn get_attr(&self, ctx: &CallCtx, req: Fid) -> Result<Attr, Exception> {
         self.0.recall(&req.handle, ctx.src).await;
         let a = self.0.run(ctx, vec![req.handle.to_vec()], |_, fds| Ok(attr_of(&sys::stat_fd(fds[0].as_raw_fd())?))).await?;
         self.0.grant(ctx, &[&req.handle]);
-        Ok(a)
+        Ok(self.0.mark(ctx, &req.handle, a))
     }
     async fn set_attr(&self, ctx: &CallCtx, req: SetAttrReq) -> Result<Attr, Exception> {
         fenced(ctx)?;
@@ -390,7 +414,7 @@ impl Volume for VolumeServant {
             .await?;
         self.0.revoke(ctx, vec![h2.clone()], vec![]).await;
         self.0.grant(ctx, &[&h2]);
-        Ok(a)
+        Ok(self.0.mark(ctx, &h2, a))
     }
     async fn mknod(&self, ctx: &CallCtx, req: MknodReq) -> Result<Entry, Exception> {
         fenced(ctx)?;
@@ -508,10 +532,14 @@ impl Volume for VolumeServant {
     async fn open(&self, ctx: &CallCtx, req: OpenReq) -> Result<OpenReply, Exception> {
         let h = VolumeServer::fid_handle(&req.fid)?;
         let node = ctx.src;
-        let flags = req.flags;
+        let (flags, passthrough) = (req.flags, req.passthrough);
         let h2 = h.clone();
         let h3 = h.clone();
         let truncating = flags & libc::O_TRUNC != 0;
+        if passthrough && is_writer(flags) {
+            // Its writes will not pass here to be refused: a node cut off opens none.
+            fenced(ctx)?;
+        }
         if truncating {
             // The holder's buffered writes came before this truncation.
             self.0.recall(&h, node).await;
@@ -521,20 +549,21 @@ impl Volume for VolumeServant {
             .run_on(ctx, truncating, vec![h], move |s, fds| {
                 let fd = sys::reopen(fds[0].as_raw_fd(), flags)?;
                 let attr = attr_of(&sys::stat_fd(fd.as_raw_fd())?);
-                Ok(OpenReply { fh: s.add_open(fd, node, h2), exclusive: 0, attr: Some(attr) })
+                Ok(OpenReply { fh: s.add_open(fd, node, h2, passthrough && is_writer(flags)), exclusive: 0, attr: Some(attr) })
             })
             .await?;
         // Registered as an opener first: a grant racing this open sees it, or this sees the grant.
         self.0.recall(&h3, node).await;
-        o.exclusive = self.0.exclusive_for(ctx, &h3).await;
+        o.exclusive = self.0.exclusive_or_uncached(ctx, &h3, passthrough, flags).await;
         self.0.grant(ctx, &[&h3]);
+        o.attr = o.attr.map(|a| self.0.mark(ctx, &h3, a));
         Ok(o)
     }
     async fn create(&self, ctx: &CallCtx, req: CreateReq) -> Result<CreateReply, Exception> {
         fenced(ctx)?;
         let (p, name) = name_of(&req.parent, &req.name)?;
         let node = ctx.src;
-        let (mode, flags) = (req.mode & !req.umask, req.flags);
+        let (mode, flags, passthrough) = (req.mode & !req.umask, req.flags, req.passthrough);
         let (p2, n2) = (p.clone(), name.clone());
         if flags & libc::O_TRUNC != 0 {
             let n3 = name.clone();
@@ -550,12 +579,16 @@ impl Volume for VolumeServant {
                 let fd = sys::open_at(fds[0].as_raw_fd(), &name, flags | libc::O_CREAT, mode)?;
                 let entry = s.new_entry_at(fds[0].as_raw_fd(), &name)?;
                 let handle = entry.fid.as_ref().map(|f| f.handle.to_vec()).unwrap_or_default();
-                Ok(CreateReply { entry: Some(entry), fh: s.add_open(fd, node, handle), exclusive: 0 })
+                let writer = passthrough && is_writer(flags);
+                Ok(CreateReply { entry: Some(entry), fh: s.add_open(fd, node, handle, writer), exclusive: 0 })
             })
             .await?;
         let h = r.entry.as_ref().map(handle_of).unwrap_or_default();
         self.0.recall(&h, node).await;
-        r.exclusive = self.0.exclusive_for(ctx, &h).await;
+        r.exclusive = self.0.exclusive_or_uncached(ctx, &h, passthrough, flags).await;
+        if let Some(e) = r.entry.as_mut() {
+            e.attr = e.attr.map(|a| self.0.mark(ctx, &h, a));
+        }
         if let Some(e) = &r.entry {
             // O_TRUNC on an existing file changes it for every node that caches it.
             if flags & libc::O_TRUNC != 0 {
@@ -769,6 +802,19 @@ fn read_at(fd: &OwnedFd, size: u32, offset: u64) -> io::Result<Vec<u8>> {
 pub struct LocalVolumes(Arc<Mutex<BTreeMap<u32, std::sync::Weak<VolumeServer>>>>);
 
 impl LocalVolumes {
+    /// Whether volume `vol` is served by this process.
+    pub fn serves(&self, vol: u32) -> bool {
+        self.0.lock().get(&vol).is_some_and(|s| s.strong_count() > 0)
+    }
+
+    /// File `handle` of volume `vol` open for reading and writing on this node's disk, as
+    /// the daemon: the backing file of passthrough opens (each opener's rights were checked
+    /// by its own open). None when the volume is not served here.
+    pub fn backing_file(&self, vol: u32, handle: &[u8]) -> Option<io::Result<OwnedFd>> {
+        let server = self.0.lock().get(&vol)?.upgrade()?;
+        Some(sys::open_handle(server.root_fd.as_raw_fd(), handle, libc::O_RDWR | libc::O_CLOEXEC))
+    }
+
     /// A read by this node's own client: the same as a `Read` invocation. None when the
     /// volume is not served here or `fh` is not open.
     pub fn read(&self, vol: u32, fh: u64, node: u32, offset: u64, size: u32) -> Option<io::Result<Vec<u8>>> {

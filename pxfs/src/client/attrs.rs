@@ -59,7 +59,11 @@ impl Client {
                 self.rt.block_on(sv.provider.attr(&spath, &caller_of(&who))).map(Attrs::Synthetic).map_err(Errno::from_i32),
             );
         }
-        if let Some(a) = self.holder.attr(vol, &h) {
+        if let Some(a) = self.passthrough.attr(ino) {
+            return Answer::Now(a.map(Attrs::Volume).map_err(Errno::from));
+        }
+        // (Not while open through passthrough: its writes change the file behind the token.)
+        if let Some(a) = self.holder.attr(vol, &h).filter(|_| !self.passthrough.is_open(ino)) {
             return Answer::Now(Ok(Attrs::Volume(a)));
         }
         now_or!(self.settle(vol, &h));

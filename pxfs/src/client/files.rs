@@ -1,5 +1,6 @@
 //! Open files: open, create, read, write, flush, release, fsync, and byte-range locks.
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -9,12 +10,14 @@ use ssi_orb::CallOptions;
 
 use super::convert::fid;
 use super::namespace::join;
-use super::{caller_of, Answer, Client, Opened, LOCK_WAIT};
+use super::passthrough::Passthrough;
+use super::{caller_of, Answer, Backing, Client, Opened, LOCK_WAIT};
 use crate::errno::Errno;
 use crate::holder::Buffered;
 use crate::locks::{Lock, SetError};
 use crate::owners::{errno_of, invoke};
 use crate::proto::*;
+use crate::server::LocalVolumes;
 
 /// A byte-range lock as fcntl(2) states it: who asks (the kernel's lock owner and the
 /// process), the type (F_RDLCK, F_WRLCK, F_UNLCK) and the range `start..=end`.
@@ -25,6 +28,21 @@ pub(super) struct LockAsk {
     pub typ: i32,
     pub start: u64,
     pub end: u64,
+}
+
+/// The backing file for a passthrough open of `ino` (file `h` of volume `vol`), or None:
+/// then the open is an ordinary one.
+fn backing(local: &LocalVolumes, table: &Arc<Passthrough>, vol: u32, ino: u64, h: &Bytes) -> Option<Backing> {
+    match local.backing_file(vol, h) {
+        Some(Ok(file)) => Some(Backing { ino, file, table: table.clone() }),
+        other => {
+            if let Some(Err(e)) = other {
+                tracing::debug!(ino, error = %e, "no backing file: an ordinary open");
+            }
+            table.demote(ino);
+            None
+        }
+    }
 }
 
 impl Client {
@@ -41,35 +59,48 @@ impl Client {
             let fh = self.next_dh.fetch_add(1, Relaxed) | (1 << 63);
             self.syn_files.lock().insert(fh, Arc::new(data));
             // Not through the page cache: the size is not known before reading.
-            return Answer::Now(Ok(Opened { fh, keep_cache: false, direct_io: true }));
+            return Answer::Now(Ok(Opened { fh, keep_cache: false, direct_io: true, backing: None }));
         }
         let (owners, holder, cache) = (self.owners.clone(), self.holder.clone(), self.cache.clone());
         let t = self.cache.ticket();
+        let passthrough = self.passthrough.begin(ino, self.local.serves(vol));
+        let (table, local) = (self.passthrough.clone(), self.local.clone());
         Answer::Later(Box::pin(async move {
             let o = invoke(&owners, vol, Some(who), |s| {
-                let r = OpenReq { fid: fid(&h), flags };
+                let r = OpenReq { fid: fid(&h), flags, passthrough };
                 async move { s.open(r).await }
             })
-            .await?;
-            // Page cache under the owner's token, kept across opens while the data's version
-            // is the one the pages were read at.
+            .await
+            .inspect_err(|_| {
+                table.end(ino, passthrough);
+            })?;
             holder.opened(vol, &h, o.exclusive).await;
-            let keep_cache = o.attr.as_ref().is_some_and(|a| cache.keep_data(t, ino, a.into()));
-            Ok(Opened { fh: o.fh, keep_cache, direct_io: false })
+            if passthrough {
+                let backing = backing(&local, &table, vol, ino, &h);
+                return Ok(Opened { fh: o.fh, keep_cache: false, direct_io: false, backing });
+            }
+            // Page cache under the owner's token, kept across opens while the data's version
+            // is the one the pages were read at; none while the owner's node writes it
+            // through passthrough.
+            let uncached = o.attr.as_ref().is_some_and(|a| a.uncached);
+            let keep_cache = !uncached && o.attr.as_ref().is_some_and(|a| cache.keep_data(t, ino, a.into()));
+            Ok(Opened { fh: o.fh, keep_cache, direct_io: uncached, backing: None })
         }))
     }
 
-    /// open(2) with O_CREAT of `name` in `parent`: the new file's inode, attributes and handle.
-    pub(super) fn create(&self, who: Creds, parent: u64, name: &[u8], mode: u32, umask: u32, flags: i32) -> Answer<(u64, Attr, u64)> {
+    /// open(2) with O_CREAT of `name` in `parent`: the new file's inode, attributes and open.
+    pub(super) fn create(&self, who: Creds, parent: u64, name: &[u8], mode: u32, umask: u32, flags: i32) -> Answer<(u64, Attr, Opened)> {
         let (vol, h, path) = now_or!(self.node(parent));
         let child = join(&path, name);
         if self.mounts.crossing(&child).is_some() {
             return Answer::Now(Err(Errno::EISDIR));
         }
-        let r = CreateReq { parent: fid(&h), name: Bytes::copy_from_slice(name), mode, umask, flags };
+        let passthrough = self.local.serves(vol);
+        let r = CreateReq { parent: fid(&h), name: Bytes::copy_from_slice(name), mode, umask, flags, passthrough };
         let t = self.changing_dir(parent);
         let (owners, holder, cache, inodes, name) =
             (self.owners.clone(), self.holder.clone(), self.cache.clone(), self.inodes.clone(), Bytes::copy_from_slice(name));
+        let (table, local) = (self.passthrough.clone(), self.local.clone());
         Answer::Later(Box::pin(async move {
             let reply = invoke(&owners, vol, Some(who), |s| {
                 let r = r.clone();
@@ -84,11 +115,14 @@ impl Client {
             }
             holder.opened(vol, &f.handle, exclusive).await;
             holder.note_attr(vol, &f.handle, &a);
-            let ino = inodes.write().remember(vol, f.handle, child, Some(a.ino));
+            let ino = inodes.write().remember(vol, f.handle.clone(), child, Some(a.ino));
             cache.name_changed(parent, &name, true);
             // A new file has no capabilities; the kernel asks before its first write.
             cache.put_xattr_absent(t, ino, "security.capability");
-            Ok((ino, a, fh))
+            // The server was told before the inode was known; an open of the file that
+            // already exists here in cached mode keeps this one out of passthrough.
+            let backing = if table.begin(ino, passthrough) { backing(&local, &table, vol, ino, &f.handle) } else { None };
+            Ok((ino, a, Opened { fh, keep_cache: false, direct_io: false, backing }))
         }))
     }
 
@@ -101,7 +135,7 @@ impl Client {
         if self.volumes.get(&vol).is_some_and(|v| v.node == self.orb.node()) {
             match self.local.read(vol, fh, self.orb.node(), offset, size) {
                 Some(Ok(d)) => return Answer::Now(Ok(d.into())),
-                Some(Err(e)) => return Answer::Now(Err(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))),
+                Some(Err(e)) => return Answer::Now(Err(e.into())),
                 None => {}
             }
         }
@@ -163,7 +197,11 @@ impl Client {
         if self.syn_files.lock().remove(&fh).is_some() {
             return;
         }
+        let passthrough_ended = self.passthrough.released(ino, fh);
         if let Ok((vol, h, _)) = self.node(ino) {
+            if passthrough_ended {
+                self.holder.forget_attr(vol, &h);
+            }
             let surrender = self.holder.released(&self.rt, vol, &h).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "write-back at release failed");
                 0
@@ -180,6 +218,16 @@ impl Client {
 
     /// Returns once the owner's fsync(2) has: the data is on the owner's disk.
     pub(super) fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> Result<(), Errno> {
+        // Through passthrough the data is in this node's page cache of the file on its disk.
+        // Its writes never met the server's fencing; the fsync that acknowledges them does
+        // here: a node cut off from the majority (before or during the fsync) acknowledges
+        // nothing.
+        if let Some(f) = self.passthrough.file(fh) {
+            let cut_off = || self.orb.fenced().map_or(Ok(()), |_| Err(Errno::EROFS));
+            cut_off()?;
+            crate::sys::fsync(f.as_raw_fd(), datasync)?;
+            return cut_off();
+        }
         let (vol, h, _) = self.node(ino)?;
         // Held: the buffered writes and the fsync go in one invocation.
         if self.rt.block_on(self.holder.settle(vol, &h, Some((fh, datasync)))).map_err(|e| errno_of(&e))? {

@@ -13,12 +13,13 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use bytes::Bytes;
 use super::attrs::AttrChange;
 use super::convert::{creds, dtype_kind, file_attr, syn_attr};
 use super::files::LockAsk;
-use super::{Answer, Attrs, Client, Found, XattrAnswer, TTL};
+use super::{Answer, Attrs, Client, Found, Opened, XattrAnswer, TTL};
 use crate::errno::Errno;
 use crate::proto::{Attr, MknodReq, SymlinkReq, TimeSet};
 
@@ -80,9 +81,41 @@ impl Client {
 /// The kernel's attributes of `ino`, and how long it may keep them.
 fn kernel_attr(ino: u64, a: &Attrs) -> (Duration, FileAttr) {
     match a {
-        Attrs::Volume(a) => (TTL, file_attr(ino, a)),
+        Attrs::Volume(a) => (ttl(a), file_attr(ino, a)),
         Attrs::Synthetic(a) => (Duration::ZERO, syn_attr(ino, a)),
     }
+}
+
+/// How long the kernel may keep a volume file's attributes: until a callback, or not at all
+/// while the owner's node writes the file through passthrough.
+fn ttl(a: &Attr) -> Duration {
+    if a.uncached {
+        Duration::ZERO
+    } else {
+        TTL
+    }
+}
+
+/// Replies to an open: through passthrough, backed by the file on this node's disk, or an
+/// ordinary open.
+fn opened(
+    o: Opened,
+    open_backing: impl FnOnce(&std::os::fd::OwnedFd) -> io::Result<BackingId>,
+) -> (FileHandle, FopenFlags, Option<Arc<BackingId>>) {
+    let mut f = FopenFlags::empty();
+    if let Some(b) = o.backing {
+        if let Some(id) = b.table.backing(b.ino, b.file, open_backing) {
+            b.table.opened(b.ino, o.fh);
+            return (FileHandle(o.fh), f, Some(id));
+        }
+    }
+    if o.keep_cache {
+        f |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if o.direct_io {
+        f |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    (FileHandle(o.fh), f, None)
 }
 
 fn entry(reply: ReplyEntry, f: Found) {
@@ -128,6 +161,20 @@ fn name_of(name: &OsStr) -> Result<&[u8], Errno> {
 impl Filesystem for Client {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS);
+        // A read checks the file's attributes when they have expired, and drops the pages
+        // if its size or mtime changed: how a node reads at once what the owner writes
+        // through passthrough (such files' attributes expire at once; see `kernel_attr`).
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        // Passthrough (never with FUSE_WRITEBACK_CACHE, which the kernel does not mix with
+        // it); the backing files may be on a stacked file system (overlayfs).
+        let stack = config.set_max_stack_depth(2).or_else(|max| config.set_max_stack_depth(max));
+        match (config.add_capabilities(InitFlags::FUSE_PASSTHROUGH), stack) {
+            (Ok(()), Ok(_)) => {
+                self.passthrough.enable();
+                tracing::info!("FUSE passthrough on: this node's opens of its own volumes' files go to its disk");
+            }
+            _ => tracing::info!("FUSE passthrough off: the kernel does not offer it; every open goes through this daemon"),
+        }
         // Large sequential reads: as much readahead as the kernel allows (see also
         // `set_readahead` after mounting, for the mount's own limit).
         if let Err(max) = config.set_max_readahead(u32::MAX) {
@@ -173,7 +220,7 @@ impl Filesystem for Client {
         reply: ReplyAttr,
     ) {
         let c = AttrChange { mode, uid, gid, size, atime: time_set(atime), mtime: time_set(mtime), fh: fh.map_or(0, |f| f.0) };
-        self.reply(self.setattr(creds(req), ino.0, c), reply, move |r, a| r.attr(&TTL, &file_attr(ino.0, &a)));
+        self.reply(self.setattr(creds(req), ino.0, c), reply, move |r, a| r.attr(&ttl(&a), &file_attr(ino.0, &a)));
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -241,21 +288,18 @@ impl Filesystem for Client {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.reply(self.open(creds(req), ino.0, flags.0), reply, |r, o| {
-            let mut f = FopenFlags::empty();
-            if o.keep_cache {
-                f |= FopenFlags::FOPEN_KEEP_CACHE;
-            }
-            if o.direct_io {
-                f |= FopenFlags::FOPEN_DIRECT_IO;
-            }
-            r.opened(FileHandle(o.fh), f)
+        self.reply(self.open(creds(req), ino.0, flags.0), reply, |r, o| match opened(o, |fd| r.open_backing(fd)) {
+            (fh, f, Some(id)) => r.opened_passthrough(fh, f, &id),
+            (fh, f, None) => r.opened(fh, f),
         });
     }
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let made = name_of(name).map(|name| self.create(creds(req), parent.0, name, mode, umask, flags));
-        self.reply(made, reply, |r, (ino, a, fh)| r.created(&TTL, &file_attr(ino, &a), Generation(0), FileHandle(fh), FopenFlags::empty()));
+        self.reply(made, reply, |r, (ino, a, o)| match opened(o, |fd| r.open_backing(fd)) {
+            (fh, f, Some(id)) => r.created_passthrough(&ttl(&a), &file_attr(ino, &a), Generation(0), fh, f, &id),
+            (fh, f, None) => r.created(&ttl(&a), &file_attr(ino, &a), Generation(0), fh, f),
+        });
     }
 
     fn read(

@@ -38,6 +38,7 @@ mod inodes;
 mod kernel;
 mod names;
 mod namespace;
+mod passthrough;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -111,6 +112,15 @@ pub(super) struct Opened {
     fh: u64,
     keep_cache: bool,
     direct_io: bool,
+    /// Through passthrough: the file on this node's disk to back it.
+    backing: Option<Backing>,
+}
+
+/// The backing file for a passthrough open of `ino`, and the table that registers it.
+pub(super) struct Backing {
+    ino: u64,
+    file: std::os::fd::OwnedFd,
+    table: Arc<passthrough::Passthrough>,
 }
 
 /// What the owner answered a getxattr or listxattr with: the size asked about, or the data.
@@ -157,6 +167,8 @@ pub struct Client {
     mounts: Mounts,
     /// The volume servers of this process.
     local: LocalVolumes,
+    /// Opens backed by this node's disk.
+    passthrough: Arc<passthrough::Passthrough>,
 }
 
 impl Client {
@@ -195,6 +207,7 @@ impl Client {
             locked: Mutex::new(HashSet::new()),
             mounts,
             local,
+            passthrough: Arc::default(),
         })
     }
 
