@@ -100,6 +100,17 @@ impl Gluster {
         if !out.status.success() {
             bail!("mounting the GlusterFS volume: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
+        // Each brick registers its port with its glusterd after it starts, and the client
+        // connects to the bricks on its own after mounting (retrying every few seconds):
+        // until it reaches both, files hashed to the missing one fail with EIO. Ready once
+        // files of many names (spread over both bricks by their hashes) can be made and
+        // removed.
+        let probe = |i: u32| -> std::io::Result<()> {
+            let p = g.mnt.join(format!(".ssi-probe-{i}"));
+            fs::write(&p, b"x")?;
+            fs::remove_file(&p)
+        };
+        wait_for(|| (0..32).all(|i| probe(i).is_ok()), "the GlusterFS mount never reached both bricks")?;
         Ok(g)
     }
 
