@@ -72,19 +72,18 @@ impl Gluster {
                 .context("starting glusterd")?;
             g.glusterds.push(child);
         }
-        let first = &subnet;
         // The servers' CLI speaks to the glusterd of its own mount namespace (its socket).
         let cli = |args: &[&str]| g.cli(args);
         wait_for(|| cli(&["peer", "status"]).is_ok(), "glusterd never answered")?;
         for i in 2..=SERVERS {
-            cli(&["peer", "probe", &format!("{first}.{i}")])?;
+            cli(&["peer", "probe", &format!("{subnet}.{i}")])?;
         }
         wait_for(
             || cli(&["pool", "list"]).is_ok_and(|out| out.matches("Connected").count() == SERVERS as usize),
             "the GlusterFS servers never formed a pool",
         )?;
         let bricks: Vec<String> =
-            (1..=SERVERS).map(|i| format!("{first}.{i}:{}", dir.join(format!("server{i}/brick/b")).display())).collect();
+            (1..=SERVERS).map(|i| format!("{subnet}.{i}:{}", dir.join(format!("server{i}/brick/b")).display())).collect();
         let mut create = vec!["volume", "create", VOLUME];
         create.extend(bricks.iter().map(String::as_str));
         // `force`: the bricks' disk is also the scratch disk's root directory's file system.
@@ -93,7 +92,7 @@ impl Gluster {
         cli(&["volume", "start", VOLUME])?;
         fs::create_dir_all(&g.mnt)?;
         let out = Command::new("mount")
-            .args(["-t", "glusterfs", &format!("{first}.1:/{VOLUME}")])
+            .args(["-t", "glusterfs", &format!("{subnet}.1:/{VOLUME}")])
             .arg(&g.mnt)
             .output()
             .context("mount -t glusterfs")?;

@@ -11,13 +11,12 @@
 //! passthrough open to its last close.
 //!
 //! Other nodes stay coherent through the server: a writable passthrough open marks the file
-//! `uncached` for every node (see `OpenReq.passthrough` in pxfs.proto).
+//! `uncached` for every other node (see `OpenReq.passthrough` in pxfs.proto).
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-
-use std::os::fd::OwnedFd;
 
 use fuser::BackingId;
 use parking_lot::Mutex;
